@@ -1,0 +1,95 @@
+"""The /command table: one small function per command, shared by every front end.
+
+A command gets the hub, the member who typed it and the rest of the line, and
+answers through the hub. Nothing here knows about sockets or line formats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chatd.events import Error, Notice
+from chatd.hub import Hub, Member
+from chatd.text import AliasRefused, clean_text
+
+
+@dataclass(frozen=True)
+class Command:
+    """One entry of the table, with what ``/help`` shows for it."""
+
+    usage: str
+    summary: str
+    run: Callable[[Hub, Member, str], None]
+
+
+def run_command(hub: Hub, member: Member, line: str) -> None:
+    """Run the command ``line`` (which starts with one ``/``) for ``member``.
+
+    An unknown command is refused to the member alone, never relayed.
+    """
+    name, _, args = line[1:].partition(" ")
+    command = COMMANDS.get(name.lower())
+    if command is None:
+        shown = clean_text(name)[:32]
+        hub.tell(member, Error(f"Unknown command: /{shown} (type /help for the list)."))
+        return
+    command.run(hub, member, args.strip())
+
+
+def _usage(hub: Hub, member: Member, name: str) -> None:
+    hub.tell(member, Error(f"Usage: {COMMANDS[name].usage}"))
+
+
+def _help(hub: Hub, member: Member, args: str) -> None:
+    width = max(len(c.usage) for c in COMMANDS.values())
+    lines = ["Commands:"]
+    lines += [f"  {c.usage.ljust(width)}  {c.summary}" for c in COMMANDS.values()]
+    lines.append("Any other line is sent to everyone; start it with // to send a literal /.")
+    hub.tell(member, Notice("\n".join(lines)))
+
+
+def _who(hub: Hub, member: Member, args: str) -> None:
+    hub.roster(member)
+
+
+def _msg(hub: Hub, member: Member, args: str) -> None:
+    parts = args.split(None, 1)
+    if len(parts) < 2:
+        _usage(hub, member, "msg")
+        return
+    hub.whisper(member, parts[0], parts[1])
+
+
+def _me(hub: Hub, member: Member, args: str) -> None:
+    if not clean_text(args):
+        _usage(hub, member, "me")
+        return
+    hub.act(member, args)
+
+
+def _nick(hub: Hub, member: Member, args: str) -> None:
+    if not args or len(args.split()) != 1:
+        _usage(hub, member, "nick")
+        return
+    try:
+        hub.rename(member, args)
+    except AliasRefused as refusal:
+        hub.tell(member, Error(str(refusal)))
+
+
+def _quit(hub: Hub, member: Member, args: str) -> None:
+    reason = clean_text(args)
+    hub.tell(member, Notice("Goodbye."))
+    hub.leave(member, f"Quit: {reason}" if reason else "Quit")
+    member.disconnect("quit")
+
+
+COMMANDS: dict[str, Command] = {
+    "help": Command("/help", "show this list", _help),
+    "who": Command("/who", "list everyone online", _who),
+    "msg": Command("/msg ALIAS TEXT", "send TEXT to ALIAS only", _msg),
+    "me": Command("/me ACTION", "show '* you ACTION' to everyone", _me),
+    "nick": Command("/nick NEW", "change your alias to NEW", _nick),
+    "quit": Command("/quit [REASON]", "leave, telling everyone REASON", _quit),
+}

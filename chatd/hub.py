@@ -1,0 +1,189 @@
+"""Who is online and who hears what: the one place that decides delivery.
+
+The hub knows aliases and members, never sockets or bytes formats. Any front end
+(the line protocol today; TLS, WebSocket or SSH sessions tomorrow) joins its
+sessions here as :class:`Member` objects, and a multi-node bus can later sit
+behind the same methods. All user text passes :func:`chatd.text.clean_text`
+here, so no front end can forget to sanitise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from twisted.logger import Logger
+
+from chatd.events import (
+    Acted,
+    Error,
+    Event,
+    Joined,
+    Left,
+    Notice,
+    Renamed,
+    Roster,
+    Said,
+    Welcome,
+    Whispered,
+    WhisperSent,
+)
+from chatd.text import AliasRefused, alias_key, check_alias, clean_text
+
+
+class Member(Protocol):
+    """A session as the hub sees it.
+
+    ``encode`` must be the same object for every member of one front end (a plain
+    function, not a bound method): the hub uses it as the key under which it
+    encodes each broadcast event once and hands the same bytes to all of them.
+    """
+
+    alias: str | None
+    encode: Callable[[Event], bytes]
+
+    def send(self, data: bytes) -> None:
+        """Queue ``data`` for the member's connection; never blocks, never raises."""
+
+    def disconnect(self, reason: str) -> None:
+        """Close the member's connection after what was already sent."""
+
+
+class Hub:
+    """The set of members online under unique, case-insensitive aliases."""
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        self._members: dict[str, Member] = {}
+        self._closing = False
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def is_online(self, member: Member) -> bool:
+        """Whether ``member`` has joined and not yet left."""
+        alias = member.alias
+        return alias is not None and self._members.get(alias_key(alias)) is member
+
+    def online(self) -> tuple[str, ...]:
+        """Every alias online, sorted case-insensitively."""
+        return tuple(sorted((m.alias for m in self._members.values()), key=alias_key))  # type: ignore[misc]
+
+    def check_available(self, alias: str) -> str:
+        """Return ``alias`` if a newcomer may take it now, else raise AliasRefused."""
+        check_alias(alias)
+        if alias_key(alias) in self._members:
+            raise AliasRefused(f"The alias {alias} is taken.")
+        return alias
+
+    def join(self, member: Member, alias: str) -> None:
+        """Put ``member`` online as ``alias``, welcome it and tell everyone else.
+
+        Raises AliasRefused (and changes nothing) if the alias may not be taken.
+        """
+        self.check_available(alias)
+        member.alias = alias
+        self._members[alias_key(alias)] = member
+        self.log.info("{alias} joined", alias=alias)
+        self.tell(member, Welcome(alias, self.online()))
+        self._broadcast(Joined(alias, len(self._members)), exclude=member)
+
+    def leave(self, member: Member, reason: str) -> None:
+        """Take ``member`` offline and announce it, once, however often it is called."""
+        if not self.is_online(member):
+            return
+        alias = member.alias
+        assert alias is not None
+        del self._members[alias_key(alias)]
+        reason = clean_text(reason) or "left"
+        self.log.info("{alias} left ({reason})", alias=alias, reason=reason)
+        if not self._closing:
+            self._broadcast(Left(alias, reason), exclude=member)
+
+    def say(self, member: Member, text: str) -> None:
+        """Relay a chat line to everyone but its sender; blank lines are dropped."""
+        text = clean_text(text)
+        if text:
+            self._broadcast(Said(self._alias_of(member), text), exclude=member)
+
+    def act(self, member: Member, text: str) -> None:
+        """Relay a ``/me`` action to everyone but its sender."""
+        text = clean_text(text)
+        if text:
+            self._broadcast(Acted(self._alias_of(member), text), exclude=member)
+
+    def whisper(self, member: Member, recipient_alias: str, text: str) -> None:
+        """Deliver a private message to one member and confirm it to the sender."""
+        sender = self._alias_of(member)
+        recipient = self._members.get(alias_key(recipient_alias))
+        text = clean_text(text)
+        if recipient is None:
+            self.tell(member, Error(f"No such user: {clean_text(recipient_alias)}"))
+        elif not text:
+            self.tell(member, Error("Empty private message not sent."))
+        else:
+            self.tell(recipient, Whispered(sender, text))
+            self.tell(member, WhisperSent(recipient.alias, text))  # type: ignore[arg-type]
+
+    def rename(self, member: Member, new_alias: str) -> None:
+        """Change ``member``'s alias, freeing the old one, and tell everyone.
+
+        Raises AliasRefused if the new alias may not be taken. A change of case
+        only (alice to Alice) is allowed: the name stays the member's own.
+        """
+        old = self._alias_of(member)
+        if new_alias == old:
+            raise AliasRefused(f"You are already known as {old}.")
+        if alias_key(new_alias) == alias_key(old):
+            check_alias(new_alias)
+        else:
+            self.check_available(new_alias)
+        del self._members[alias_key(old)]
+        member.alias = new_alias
+        self._members[alias_key(new_alias)] = member
+        self.log.info("{old} is now known as {new}", old=old, new=new_alias)
+        self._broadcast(Renamed(old, new_alias))
+
+    def roster(self, member: Member) -> None:
+        """Tell ``member`` who is online."""
+        self.tell(member, Roster(self.online()))
+
+    def announce(self, text: str) -> None:
+        """Send a server notice to everyone online."""
+        self._broadcast(Notice(text))
+
+    def close(self, reason: str) -> None:
+        """Tell everyone the hub is closing and disconnect them, without leave notices.
+
+        Announcing each departure to everyone still online would cost a write per
+        pair of members, for news nobody will read.
+        """
+        self._closing = True
+        self.announce(reason)
+        for member in list(self._members.values()):
+            member.disconnect(reason)
+
+    @staticmethod
+    def tell(member: Member, event: Event) -> None:
+        """Deliver ``event`` to ``member`` alone."""
+        member.send(member.encode(event))
+
+    def _alias_of(self, member: Member) -> str:
+        if not self.is_online(member):
+            raise LookupError("member is not online")
+        return member.alias  # type: ignore[return-value]
+
+    def _broadcast(self, event: Event, exclude: Member | None = None) -> None:
+        self._deliver(event, [m for m in self._members.values() if m is not exclude])
+
+    @staticmethod
+    def _deliver(event: Event, recipients: Iterable[Member]) -> None:
+        # Snapshot taken by the caller: a recipient may drop (and leave) mid-loop.
+        encoded: dict[Callable[[Event], bytes], bytes] = {}
+        for member in recipients:
+            encode = member.encode
+            data = encoded.get(encode)
+            if data is None:
+                data = encoded[encode] = encode(event)
+            member.send(data)

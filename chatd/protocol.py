@@ -1,0 +1,268 @@
+"""The line protocol: bytes from telnet, nc or chatd-client in, protocol lines out.
+
+A connection starts by negotiating an alias and then chats. This module only turns
+bytes into lines and lines into calls on the :class:`~chatd.hub.Hub`; who hears
+what is decided there.
+
+Lines end in LF or CRLF. LineReceiver does the splitting, with three changes a chat
+daemon needs: telnet negotiation is filtered out first, an overlong line is dropped
+with an error instead of closing the connection (the stream resynchronises at the
+next line end), and output goes through a bounded queue so a stalled reader is cut
+off instead of growing the server without limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import ServerFactory, connectionDone
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from chatd import __version__, lineformat
+from chatd.commands import run_command
+from chatd.hub import Hub
+from chatd.sendqueue import BoundedSender
+from chatd.telnet import TelnetFilter
+from chatd.text import ALIAS_RULE, AliasRefused, decode_line
+
+ALIAS_PROMPT = f"Choose an alias ({ALIAS_RULE}):"
+GREETING = lineformat.notice_line(f"Welcome to chatd {__version__}.\n{ALIAS_PROMPT}")
+PROMPT = lineformat.notice_line(ALIAS_PROMPT)
+
+
+@dataclass(frozen=True)
+class ChatConfig:
+    """Limits of the line protocol; the defaults are those of ``twistd chatd``."""
+
+    alias_timeout_seconds: float = 60.0
+    max_line_bytes: int = 2048
+    sendq_bytes: int = 1024 * 1024
+    shutdown_grace_seconds: float = 3.0
+
+
+def describe_peer(address: IAddress) -> str:
+    """A short, log-friendly form of a peer address (``host:port`` for TCP)."""
+    host = getattr(address, "host", None)
+    if host is not None:
+        return f"{host}:{address.port}"  # type: ignore[attr-defined]
+    return str(address)
+
+
+class ChatProtocol(LineReceiver):
+    """One connection: alias negotiation first, then chat."""
+
+    delimiter = b"\n"
+    encode = staticmethod(lineformat.encode)
+    log = Logger()
+
+    def __init__(self, factory: ChatFactory) -> None:
+        self.factory = factory
+        self.hub = factory.hub
+        self.alias: str | None = None
+        self.peer = "?"
+        config = factory.config
+        self._max_line_bytes = config.max_line_bytes
+        # One byte of slack for the CR of a CRLF ending; lineReceived checks exactly.
+        self.MAX_LENGTH = config.max_line_bytes + 1
+        self._telnet = TelnetFilter()
+        self._sender: BoundedSender | None = None
+        self._alias_timer: IDelayedCall | None = None
+        self._closing_reason: str | None = None
+        self._skipping_to_line_end = False
+        self._rest_after_long_line = b""
+        self._handle_line = self._negotiate_alias
+
+    # Connection life cycle.
+
+    def connectionMade(self) -> None:
+        self.peer = describe_peer(self.transport.getPeer())
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+        self._sender = BoundedSender(
+            self.transport, self.factory.config.sendq_bytes, self._send_queue_overflowed
+        )
+        self.factory.connections.add(self)
+        self.log.info("connection from {peer}", peer=self.peer)
+        self.send(GREETING)
+        self._alias_timer = self.factory.clock.callLater(
+            self.factory.config.alias_timeout_seconds, self._alias_timed_out
+        )
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._alias_timer is not None and self._alias_timer.active():
+            self._alias_timer.cancel()
+        self._alias_timer = None
+        why = self._closing_reason
+        if why is None:
+            why = "Connection closed" if reason.check(ConnectionDone) else "Connection lost"
+        self.hub.leave(self, why)
+        self.log.info("{peer} disconnected: {why}", peer=self.peer, why=why)
+        self.factory.connection_closed(self)
+
+    def send(self, data: bytes) -> None:
+        """Queue protocol line bytes for this client (bounded; see BoundedSender)."""
+        if self._sender is not None:
+            self._sender.write(data)
+
+    def disconnect(self, reason: str) -> None:
+        """Close after flushing what is queued; ``reason`` goes to the log."""
+        if self._closing_reason is not None:
+            return
+        self._closing_reason = reason
+        if self._sender is not None:
+            self._sender.close()
+        self.transport.loseConnection()
+
+    # Input.
+
+    def dataReceived(self, data: bytes) -> None:
+        data = self._telnet.feed(data)
+        if self._skipping_to_line_end:
+            line_end = data.find(b"\n")
+            if line_end < 0:
+                return
+            self._skipping_to_line_end = False
+            data = data[line_end + 1 :]
+        while data and self._closing_reason is None:
+            super().dataReceived(data)
+            data, self._rest_after_long_line = self._rest_after_long_line, b""
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """Drop the overlong line, tell its sender, and go on at the next line end.
+
+        LineReceiver hands over the whole unprocessed buffer and forgets it; what
+        follows the overlong line is fed back in by dataReceived.
+        """
+        self._refuse_long_line()
+        _, line_end, rest = line.partition(b"\n")
+        if line_end:
+            self._rest_after_long_line = rest
+        else:
+            self._skipping_to_line_end = True
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._closing_reason is not None:
+            return
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > self._max_line_bytes:
+            self._refuse_long_line()
+            return
+        self._handle_line(decode_line(line))
+
+    def _refuse_long_line(self) -> None:
+        self.log.debug("{peer}: overlong line dropped", peer=self.peer)
+        self.send(lineformat.error_line(
+            f"Line too long (over {self._max_line_bytes} bytes); dropped."
+        ))
+
+    # States.
+
+    def _negotiate_alias(self, text: str) -> None:
+        alias = text.strip()
+        if alias.startswith("/"):
+            if alias.split()[0].lower() == "/quit":
+                self.send(lineformat.notice_line("Goodbye."))
+                self.disconnect("quit before choosing an alias")
+            else:
+                self.send(lineformat.error_line("Choose an alias first (or /quit)."))
+                self.send(PROMPT)
+            return
+        try:
+            self.hub.join(self, alias)
+        except AliasRefused as refusal:
+            self.send(lineformat.error_line(str(refusal)))
+            self.send(PROMPT)
+            return
+        if self._alias_timer is not None:
+            self._alias_timer.cancel()
+            self._alias_timer = None
+        self._handle_line = self._chat
+
+    def _chat(self, text: str) -> None:
+        if text.startswith("/") and not text.startswith("//"):
+            run_command(self.hub, self, text)
+        else:
+            self.hub.say(self, text[1:] if text.startswith("//") else text)
+
+    # Limits.
+
+    def _alias_timed_out(self) -> None:
+        self._alias_timer = None
+        seconds = self.factory.config.alias_timeout_seconds
+        self.send(lineformat.error_line(f"No alias chosen within {seconds:g} seconds; goodbye."))
+        self.log.info("{peer}: alias timeout", peer=self.peer)
+        self.disconnect("alias timeout")
+
+    def _send_queue_overflowed(self) -> None:
+        reason = "Send queue exceeded"
+        self.log.warn(
+            "{peer} ({alias}) cut off: more than {limit} bytes waiting to be read",
+            peer=self.peer,
+            alias=self.alias,
+            limit=self.factory.config.sendq_bytes,
+        )
+        self._closing_reason = reason
+        self.hub.leave(self, reason)
+        self.transport.abortConnection()
+
+
+class ChatFactory(ServerFactory):
+    """Builds a ChatProtocol per connection and keeps track of all of them."""
+
+    noisy = False  # the listening port already logs where it listens
+
+    def __init__(
+        self, hub: Hub, config: ChatConfig, clock: IReactorTime | None = None
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[assignment]
+        self.hub = hub
+        self.config = config
+        self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self.connections: set[ChatProtocol] = set()
+        self._all_closed: Deferred[None] | None = None
+
+    def buildProtocol(self, addr: IAddress) -> ChatProtocol:
+        return ChatProtocol(self)
+
+    def connection_closed(self, protocol: ChatProtocol) -> None:
+        """Forget ``protocol``; completes a shutdown once the last one is gone."""
+        self.connections.discard(protocol)
+        if not self.connections and self._all_closed is not None:
+            done, self._all_closed = self._all_closed, None
+            done.callback(None)
+
+    def shut_down(self, reason: str) -> Deferred[None]:
+        """Tell every connection ``reason`` and close them all.
+
+        The Deferred fires when the last connection is gone; connections that
+        have not closed within the grace period are aborted.
+        """
+        self.hub.close(reason)
+        for protocol in list(self.connections):
+            if protocol.alias is None:
+                protocol.send(lineformat.notice_line(reason))
+            protocol.disconnect("server shutting down")
+        if not self.connections:
+            return succeed(None)
+        deadline = self.clock.callLater(self.config.shutdown_grace_seconds, self._abort_all)
+
+        def stop_deadline(result: None) -> None:
+            if deadline.active():
+                deadline.cancel()
+            return result
+
+        self._all_closed = Deferred()
+        self._all_closed.addBoth(stop_deadline)
+        return self._all_closed
+
+    def _abort_all(self) -> None:
+        for protocol in list(self.connections):
+            protocol.transport.abortConnection()

@@ -1,0 +1,94 @@
+"""Bounded output for one connection, so a reader that stalls cannot eat the server's memory.
+
+``transport.write`` never refuses data: it buffers without limit. What it does do,
+once its own buffer passes 64 KiB, is call ``pauseProducing`` on a registered
+streaming producer, and ``resumeProducing`` when the buffer has drained. This
+producer uses those calls to keep its own queue while the transport is full, and
+reports an overflow once that queue passes its limit, so the caller can cut the
+reader off instead of buffering for it forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IPushProducer, ITransport
+from zope.interface import implementer
+
+
+@implementer(IPushProducer)
+class BoundedSender:
+    """Writes to a transport, holding at most ``limit_bytes`` while it is paused."""
+
+    __slots__ = ("_closed", "_limit_bytes", "_on_overflow", "_paused", "_queue", "_queued_bytes",
+                 "_transport")
+
+    def __init__(
+        self, transport: ITransport, limit_bytes: int, on_overflow: Callable[[], None]
+    ) -> None:
+        self._transport = transport
+        self._limit_bytes = limit_bytes
+        self._on_overflow = on_overflow
+        self._paused = False
+        self._closed = False
+        self._queue: list[bytes] = []
+        self._queued_bytes = 0
+        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes held back here (not counting the transport's own buffer)."""
+        return self._queued_bytes
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` now, or queue it while the transport is full.
+
+        Past the limit the queue is dropped and ``on_overflow`` called once; from
+        then on writes are ignored, since the connection is being cut off.
+        """
+        if self._closed:
+            return
+        if not self._paused:
+            self._transport.write(data)
+            return
+        self._queue.append(data)
+        self._queued_bytes += len(data)
+        if self._queued_bytes > self._limit_bytes:
+            self._discard()
+            self._on_overflow()
+
+    def close(self) -> None:
+        """Hand everything queued to the transport and stop producing.
+
+        Unregistering matters: a transport that is asked to close while a paused
+        streaming producer is registered waits for that producer forever.
+        """
+        if self._closed:
+            return
+        pending = b"".join(self._queue)
+        self._discard()
+        self._transport.unregisterProducer()  # type: ignore[attr-defined]
+        if pending:
+            self._transport.write(pending)
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: queue from now on."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """The transport drained: pass on what was queued (it may pause us again)."""
+        self._paused = False
+        if self._queue:
+            pending = b"".join(self._queue)
+            self._queue.clear()
+            self._queued_bytes = 0
+            self._transport.write(pending)
+
+    def stopProducing(self) -> None:
+        """The connection is gone: nothing queued can be delivered any more."""
+        self._discard()
+
+    def _discard(self) -> None:
+        self._closed = True
+        self._queue.clear()
+        self._queued_bytes = 0

@@ -1,0 +1,112 @@
+"""``twistd chatd``: the command-line options and the one function that builds the service.
+
+The twistd plugin and ``etc/chatd.tac`` both call :func:`makeService`, so the
+defaults live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService
+from twisted.internet import endpoints
+from twisted.python import usage
+
+from chatd.hub import Hub
+from chatd.protocol import ChatConfig, ChatFactory
+from chatd.service import ChatService
+
+DEFAULT_INTERFACE = "127.0.0.1"
+DEFAULT_PORT = 55555
+_DEFAULTS = ChatConfig()
+
+
+def endpoint_description(port: str) -> str:
+    """Expand a bare port number to a TCP endpoint on the default interface.
+
+    Anything else is taken as a Twisted endpoint description (``tcp:``, ``ssl:``,
+    ``unix:`` ...) and returned unchanged.
+    """
+    if port.isdigit():
+        return f"tcp:{port}:interface={DEFAULT_INTERFACE}"
+    return port
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def convert(value: str) -> int | float:
+        number = kind(value)
+        if number <= 0:
+            raise ValueError(f"must be greater than 0, not {value}")
+        return number
+
+    convert.coerceDoc = "Must be greater than 0."  # type: ignore[attr-defined]
+    return convert
+
+
+class Options(usage.Options):
+    """Options of ``twistd chatd``."""
+
+    optParameters = [
+        [
+            "alias-timeout",
+            None,
+            _DEFAULTS.alias_timeout_seconds,
+            "Seconds a new connection has to choose an alias before it is closed.",
+            _positive(float),
+        ],
+        [
+            "max-line-bytes",
+            None,
+            _DEFAULTS.max_line_bytes,
+            "Longest accepted line, in bytes without the line end; longer ones are dropped.",
+            _positive(int),
+        ],
+        [
+            "sendq-bytes",
+            None,
+            _DEFAULTS.sendq_bytes,
+            "Output held for a client that does not read before it is disconnected.",
+            _positive(int),
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["ports"] = []
+
+    def opt_port(self, port: str) -> None:
+        """Listen on a port (on 127.0.0.1) or endpoint (tcp:, ssl:, unix:...); repeatable."""
+        description = endpoint_description(port)
+        try:
+            # Parsing only: the endpoint is built again, with the real reactor, in
+            # makeService. No reactor is needed to check the syntax.
+            endpoints.serverFromString(None, description)  # type: ignore[arg-type]
+        except Exception as problem:  # the parsers raise whatever they like
+            raise usage.UsageError(f"invalid --port {port!r}: {problem}") from problem
+        self["ports"].append(description)
+
+    opt_p = opt_port
+
+    def postOptions(self) -> None:
+        if not self["ports"]:
+            self["ports"] = [endpoint_description(str(DEFAULT_PORT))]
+
+    def config(self) -> ChatConfig:
+        """The protocol limits these options ask for."""
+        return ChatConfig(
+            alias_timeout_seconds=self["alias-timeout"],
+            max_line_bytes=self["max-line-bytes"],
+            sendq_bytes=self["sendq-bytes"],
+        )
+
+
+def makeService(options: Options) -> IService:
+    """Build the chat service and one listening service per ``--port``."""
+    top = MultiService()
+    factory = ChatFactory(Hub(), options.config())
+    # Added first so it stops last: ports stop accepting before clients hear goodbye.
+    ChatService(factory).setServiceParent(top)
+    for description in options["ports"]:
+        strports.service(description, factory).setServiceParent(top)
+    return top
