@@ -84,7 +84,7 @@ class Roster:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """Information from the server to one member or to all."""
+    """Information from the server to one member or to all; may span lines (``\\n``)."""
 
     text: str
 
@@ -97,5 +97,15 @@ class Error:
 
 
 Event = (
-    Said | Acted | Whispered | WhisperSent | Joined | Left | Renamed | Welcome | Roster | Notice | Error
+    Said
+    | Acted
+    | Whispered
+    | WhisperSent
+    | Joined
+    | Left
+    | Renamed
+    | Welcome
+    | Roster
+    | Notice
+    | Error
 )

@@ -158,9 +158,9 @@ class ChatProtocol(LineReceiver):
 
     def _refuse_long_line(self) -> None:
         self.log.debug("{peer}: overlong line dropped", peer=self.peer)
-        self.send(lineformat.error_line(
-            f"Line too long (over {self._max_line_bytes} bytes); dropped."
-        ))
+        self.send(
+            lineformat.error_line(f"Line too long (over {self._max_line_bytes} bytes); dropped.")
+        )
 
     # States.
 
@@ -218,9 +218,7 @@ class ChatFactory(ServerFactory):
 
     noisy = False  # the listening port already logs where it listens
 
-    def __init__(
-        self, hub: Hub, config: ChatConfig, clock: IReactorTime | None = None
-    ) -> None:
+    def __init__(self, hub: Hub, config: ChatConfig, clock: IReactorTime | None = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
         self.hub = hub

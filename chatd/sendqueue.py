@@ -20,8 +20,15 @@ from zope.interface import implementer
 class BoundedSender:
     """Writes to a transport, holding at most ``limit_bytes`` while it is paused."""
 
-    __slots__ = ("_closed", "_limit_bytes", "_on_overflow", "_paused", "_queue", "_queued_bytes",
-                 "_transport")
+    __slots__ = (
+        "_closed",
+        "_limit_bytes",
+        "_on_overflow",
+        "_paused",
+        "_queue",
+        "_queued_bytes",
+        "_transport",
+    )
 
     def __init__(
         self, transport: ITransport, limit_bytes: int, on_overflow: Callable[[], None]

@@ -6,7 +6,7 @@ defaults live here and nowhere else.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
@@ -47,7 +47,7 @@ def _positive(kind: type[int] | type[float]) -> Any:
 class Options(usage.Options):
     """Options of ``twistd chatd``."""
 
-    optParameters = [
+    optParameters: ClassVar[list[list[Any]]] = [
         [
             "alias-timeout",
             None,

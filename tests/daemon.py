@@ -95,8 +95,15 @@ def start_chatd(cwd: Path, *options: str) -> Daemon:
     ``cwd`` should be a temporary directory: run from the repository root, twistd
     would find the plugin through the working directory rather than the install.
     """
-    args = [venv_script("twistd"), "--pidfile=", "-n", "chatd",
-            "--port", "tcp:0:interface=127.0.0.1", *options]
+    args = [
+        venv_script("twistd"),
+        "--pidfile=",
+        "-n",
+        "chatd",
+        "--port",
+        "tcp:0:interface=127.0.0.1",
+        *options,
+    ]
     return Daemon(args, cwd)
 
 

@@ -1,0 +1,182 @@
+"""Tests for chatd.hub: membership and delivery, with no sockets involved."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatd.events import Event
+from chatd.hub import Hub
+from chatd.text import AliasRefused
+
+ENCODINGS: list[Event] = []
+
+
+def recording_encode(event: Event) -> bytes:
+    """Encode by recording the event, so tests can count how often encoding ran."""
+    ENCODINGS.append(event)
+    return repr(event).encode()
+
+
+class RecordingMember:
+    """A member that keeps what it was sent instead of writing to a socket."""
+
+    encode = staticmethod(recording_encode)
+
+    def __init__(self) -> None:
+        self.alias: str | None = None
+        self.received: list[bytes] = []
+        self.disconnected: str | None = None
+
+    def send(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def disconnect(self, reason: str) -> None:
+        self.disconnected = reason
+
+    def text(self) -> str:
+        return "\n".join(d.decode() for d in self.received)
+
+
+@pytest.fixture
+def hub() -> Hub:
+    return Hub()
+
+
+def joined(hub: Hub, *aliases: str) -> list[RecordingMember]:
+    members = []
+    for alias in aliases:
+        member = RecordingMember()
+        hub.join(member, alias)
+        members.append(member)
+    for member in members:
+        member.received.clear()
+    return members
+
+
+def test_join_welcomes_and_announces(hub: Hub) -> None:
+    """A newcomer gets the roster; everyone else gets a join notice with the count."""
+    (alice,) = joined(hub, "alice")
+    bob = RecordingMember()
+    hub.join(bob, "bob")
+    assert "Welcome(alias='bob', online=('alice', 'bob'))" in bob.text()
+    assert alice.text() == "Joined(alias='bob', online=2)"
+
+
+def test_alias_unique_case_insensitively(hub: Hub) -> None:
+    """A second member cannot take an alias that differs only in case."""
+    joined(hub, "alice")
+    with pytest.raises(AliasRefused, match="taken"):
+        hub.join(RecordingMember(), "ALICE")
+    assert len(hub) == 1
+
+
+def test_say_reaches_everyone_but_sender_encoded_once(hub: Hub) -> None:
+    """A chat line goes to all other members, encoded a single time for all of them."""
+    alice, bob, carol = joined(hub, "alice", "bob", "carol")
+    ENCODINGS.clear()
+    hub.say(alice, "hello")
+    assert alice.received == []
+    assert bob.received == carol.received == [b"Said(sender='alice', text='hello')"]
+    assert len(ENCODINGS) == 1
+    assert bob.received[0] is carol.received[0]
+
+
+def test_say_sanitises_and_drops_blank(hub: Hub) -> None:
+    """Escape sequences never reach recipients and a line left blank is not sent."""
+    alice, bob = joined(hub, "alice", "bob")
+    hub.say(alice, "\x1b[2J\x1b]0;pwned\x07hi")
+    hub.say(alice, "  \x1b[31m ")
+    assert bob.received == [b"Said(sender='alice', text='hi')"]
+
+
+def test_leave_is_announced_exactly_once(hub: Hub) -> None:
+    """However many times a departure is reported, others hear of it once."""
+    alice, bob = joined(hub, "alice", "bob")
+    hub.leave(alice, "Quit: bye")
+    hub.leave(alice, "Connection lost")
+    assert bob.received == [b"Left(alias='alice', reason='Quit: bye')"]
+    assert hub.online() == ("bob",)
+
+
+def test_leave_frees_the_alias(hub: Hub) -> None:
+    """After a member leaves, its alias can be taken again."""
+    (alice,) = joined(hub, "alice")
+    hub.leave(alice, "Quit")
+    hub.join(RecordingMember(), "Alice")
+    assert hub.online() == ("Alice",)
+
+
+def test_member_dropping_during_broadcast(hub: Hub) -> None:
+    """A recipient that leaves while a broadcast is under way breaks nothing."""
+    alice, bob, carol = joined(hub, "alice", "bob", "carol")
+
+    def send_then_leave(data: bytes) -> None:
+        bob.received.append(data)
+        hub.leave(bob, "Send queue exceeded")
+
+    bob.send = send_then_leave  # type: ignore[method-assign]
+    hub.say(alice, "hi")
+    assert carol.text().splitlines() == [
+        "Left(alias='bob', reason='Send queue exceeded')",
+        "Said(sender='alice', text='hi')",
+    ]
+    assert hub.online() == ("alice", "carol")
+
+
+def test_whisper_reaches_only_recipient(hub: Hub) -> None:
+    """A private message goes to its recipient alone and is confirmed to the sender."""
+    alice, bob, carol = joined(hub, "alice", "bob", "carol")
+    hub.whisper(alice, "BOB", "psst")
+    assert bob.received == [b"Whispered(sender='alice', text='psst')"]
+    assert alice.received == [b"WhisperSent(recipient='bob', text='psst')"]
+    assert carol.received == []
+
+
+def test_whisper_to_unknown_alias_is_an_error(hub: Hub) -> None:
+    """A private message to nobody gets an error back and reaches no one."""
+    alice, bob = joined(hub, "alice", "bob")
+    hub.whisper(alice, "zed", "psst")
+    assert alice.received == [b"Error(text='No such user: zed')"]
+    assert bob.received == []
+
+
+def test_rename_frees_old_alias_and_tells_everyone(hub: Hub) -> None:
+    """After a rename the old alias is free and everyone, renamer included, is told."""
+    alice, bob = joined(hub, "alice", "bob")
+    hub.rename(alice, "ally")
+    assert alice.received == bob.received == [b"Renamed(old='alice', new='ally')"]
+    hub.join(RecordingMember(), "alice")
+    assert hub.online() == ("alice", "ally", "bob")
+
+
+def test_rename_to_change_case_only(hub: Hub) -> None:
+    """A member may change the case of their own alias."""
+    (alice,) = joined(hub, "alice")
+    hub.rename(alice, "Alice")
+    assert hub.online() == ("Alice",)
+
+
+@pytest.mark.parametrize(
+    ("new", "why"), [("bob", "taken"), ("alice", "already"), ("x y", "Invalid")]
+)
+def test_rename_refused(hub: Hub, new: str, why: str) -> None:
+    """A rename that breaks the alias rules changes nothing."""
+    alice, _ = joined(hub, "alice", "bob")
+    with pytest.raises(AliasRefused, match=why):
+        hub.rename(alice, new)
+    assert hub.online() == ("alice", "bob")
+
+
+def test_close_notifies_and_disconnects_without_leave_storm(hub: Hub) -> None:
+    """Closing tells everyone once and disconnects them; no leave notices follow."""
+    alice, bob = joined(hub, "alice", "bob")
+    hub.close("Server shutting down.")
+    hub.leave(alice, "server shutting down")
+    assert bob.received == [b"Notice(text='Server shutting down.')"]
+    assert alice.disconnected == bob.disconnected == "Server shutting down."
+
+
+def test_speaking_when_not_online_is_a_programming_error(hub: Hub) -> None:
+    """Front ends must join a member before it speaks; the hub refuses otherwise."""
+    with pytest.raises(LookupError):
+        hub.say(RecordingMember(), "hi")

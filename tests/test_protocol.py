@@ -1,0 +1,463 @@
+"""Tests for chatd.protocol: the line protocol driven through StringTransport and Clock."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from chatd.hub import Hub
+from chatd.protocol import ChatConfig, ChatFactory, ChatProtocol
+
+PROMPT_START = "*** Choose an alias ("
+
+
+class NoDelayTransport(StringTransport):
+    """A StringTransport that remembers whether TCP_NODELAY was asked for."""
+
+    no_delay = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
+
+
+class Client:
+    """One in-memory connection to the factory under test."""
+
+    def __init__(self, factory: ChatFactory) -> None:
+        self.transport = NoDelayTransport()
+        self.protocol: ChatProtocol = factory.buildProtocol(self.transport.getPeer())
+        self.protocol.makeConnection(self.transport)
+        self.closed = False
+
+    def type(self, data: bytes | str) -> None:
+        """Deliver bytes to the server as if the client had sent them."""
+        self.protocol.dataReceived(data.encode() if isinstance(data, str) else data)
+
+    def lines(self) -> list[str]:
+        """Every complete line the server has sent since the last call."""
+        raw = self.transport.value()
+        self.transport.clear()
+        assert raw.endswith(b"\r\n") or raw == b""
+        return raw.decode("utf-8").split("\r\n")[:-1]
+
+    def drop(self, reason: type[Exception] = ConnectionDone) -> None:
+        """Close the connection from the client side (or by network failure)."""
+        self.closed = True
+        self.protocol.connectionLost(Failure(reason()))
+
+    def finish_close(self) -> None:
+        """Complete a close the server started (StringTransport does not call back)."""
+        assert self.transport.disconnecting
+        self.drop()
+
+
+class Server:
+    """A factory with its own hub and clock, and helpers to connect clients."""
+
+    def __init__(self, **limits: float) -> None:
+        self.clock = Clock()
+        self.hub = Hub()
+        self.factory = ChatFactory(self.hub, ChatConfig(**limits), clock=self.clock)  # type: ignore[arg-type]
+
+    def connect(self) -> Client:
+        return Client(self.factory)
+
+    def join(self, *aliases: str) -> list[Client]:
+        clients = []
+        for alias in aliases:
+            client = self.connect()
+            client.type(f"{alias}\r\n")
+            clients.append(client)
+        for client in clients:
+            client.lines()
+        return clients
+
+
+@pytest.fixture
+def server() -> Server:
+    return Server()
+
+
+# Alias negotiation.
+
+
+def test_greets_and_prompts_without_waiting(server: Server) -> None:
+    """On connect the server greets and asks for an alias before any input."""
+    client = server.connect()
+    lines = client.lines()
+    assert lines[0].startswith("*** Welcome to chatd")
+    assert lines[1].startswith(PROMPT_START)
+
+
+def test_sets_tcp_nodelay(server: Server) -> None:
+    """Every connection asks for TCP_NODELAY so lines are not held back by Nagle."""
+    assert server.connect().transport.no_delay
+
+
+def test_accepted_alias_gets_welcome_and_others_a_join_notice(server: Server) -> None:
+    """Acceptance welcomes the user with who is online and tells everyone else."""
+    (alice,) = server.join("alice")
+    bob = server.connect()
+    bob.lines()
+    bob.type("bob\n")
+    assert bob.lines() == [
+        "*** Welcome, bob! Online (2): alice, bob",
+        "*** Type /help for commands.",
+    ]
+    assert alice.lines() == ["*** bob has joined (2 online)"]
+
+
+@pytest.mark.parametrize(
+    ("alias", "error"),
+    [
+        ("", "!!! An alias cannot be empty."),
+        ("bad alias", "!!! Invalid alias: use 1-24 characters"),
+        ("x" * 25, "!!! An alias is at most 24 characters."),
+        ("server", "!!! The alias 'server' is reserved."),
+        ("ALICE", "!!! The alias ALICE is taken."),
+        ("\x1b[2Jevil", "!!! Invalid alias"),
+        ("/who", "!!! Choose an alias first (or /quit)."),
+    ],
+)
+def test_refused_alias_gets_reason_and_new_prompt(server: Server, alias: str, error: str) -> None:
+    """A refused alias gets one line saying why, a new prompt, and the connection stays."""
+    server.join("alice")
+    client = server.connect()
+    client.lines()
+    client.type(alias + "\r\n")
+    lines = client.lines()
+    assert len(lines) == 2
+    assert lines[0].startswith(error)
+    assert lines[1].startswith(PROMPT_START)
+    assert not client.transport.disconnecting
+    client.type("carol\n")
+    assert client.lines()[0].startswith("*** Welcome, carol!")
+
+
+def test_alias_timeout_disconnects_with_a_reason() -> None:
+    """A connection that gives no alias in time is told so and closed."""
+    server = Server(alias_timeout_seconds=30)
+    client = server.connect()
+    client.lines()
+    server.clock.advance(29.9)
+    assert not client.transport.disconnecting
+    server.clock.advance(0.2)
+    assert client.lines() == ["!!! No alias chosen within 30 seconds; goodbye."]
+    assert client.transport.disconnecting
+    client.finish_close()
+    assert server.factory.connections == set()
+
+
+def test_alias_in_time_cancels_the_timeout() -> None:
+    """Once an alias is accepted the handshake timer no longer applies."""
+    server = Server(alias_timeout_seconds=30)
+    (alice,) = server.join("alice")
+    server.clock.advance(3600)
+    assert not alice.transport.disconnecting
+    assert server.clock.getDelayedCalls() == []
+
+
+def test_closing_during_negotiation_cancels_the_timer(server: Server) -> None:
+    """A client that leaves before choosing an alias leaves no timer behind."""
+    client = server.connect()
+    client.drop()
+    assert server.clock.getDelayedCalls() == []
+
+
+def test_quit_before_alias(server: Server) -> None:
+    """/quit works before an alias is chosen."""
+    client = server.connect()
+    client.lines()
+    client.type("/quit\n")
+    assert client.lines() == ["*** Goodbye."]
+    assert client.transport.disconnecting
+
+
+# Chatting.
+
+
+def test_line_relayed_with_alias_and_not_echoed(server: Server) -> None:
+    """A chat line reaches others as '<alias> text' and is not echoed to its sender."""
+    alice, bob, carol = server.join("alice", "bob", "carol")
+    alice.type("hello world\r\n")
+    assert bob.lines() == carol.lines() == ["<alice> hello world"]
+    assert alice.lines() == []
+
+
+def test_accepts_lf_and_crlf(server: Server) -> None:
+    """Lines may end in LF or CRLF; the CR is not part of the text."""
+    alice, bob = server.join("alice", "bob")
+    alice.type("one\ntwo\r\nthree\n")
+    assert bob.lines() == ["<alice> one", "<alice> two", "<alice> three"]
+
+
+def test_partial_lines_wait_for_their_end(server: Server) -> None:
+    """A line split across reads is relayed once, whole, when its end arrives."""
+    alice, bob = server.join("alice", "bob")
+    alice.type("hel")
+    assert bob.lines() == []
+    alice.type("lo\r")
+    alice.type("\n")
+    assert bob.lines() == ["<alice> hello"]
+
+
+def test_empty_lines_ignored(server: Server) -> None:
+    """Empty and blank lines are not relayed."""
+    alice, bob = server.join("alice", "bob")
+    alice.type("\r\n\n   \n\t\n")
+    assert bob.lines() == []
+    assert alice.lines() == []
+
+
+def test_double_slash_sends_literal_slash(server: Server) -> None:
+    """'//text' is relayed as '/text'."""
+    alice, bob = server.join("alice", "bob")
+    alice.type("//etc/passwd is a path\n")
+    assert bob.lines() == ["<alice> /etc/passwd is a path"]
+
+
+def test_invalid_utf8_is_replaced(server: Server) -> None:
+    """Invalid UTF-8 is relayed as U+FFFD, never as raw bytes."""
+    alice, bob = server.join("alice", "bob")
+    alice.type(b"caf\xc3\xa9 \xfe\xc3( ok\n")
+    assert bob.lines() == ["<alice> café \ufffd\ufffd( ok"]
+
+
+def test_terminal_escapes_are_stripped(server: Server) -> None:
+    """Escape sequences and controls never reach another user's terminal."""
+    alice, bob = server.join("alice", "bob")
+    alice.type(b"\x1b[2J\x1b[H\x1b]0;owned\x07\xc2\x9b31mhi\x07\x08 there\x1b[0m\n")
+    assert bob.lines() == ["<alice> hi there"]
+
+
+def test_telnet_negotiation_is_consumed(server: Server) -> None:
+    """Telnet IAC sequences, even in the alias line, are not relayed."""
+    client = server.connect()
+    (bob,) = server.join("bob")
+    client.type(b"\xff\xfd\x03\xff\xfb\x18al\xff\xfa\x18\x01\xff\xf0ice\r\n")
+    assert bob.lines() == ["*** alice has joined (2 online)"]
+    client.type(b"h\xff\xf1i\n")
+    assert bob.lines() == ["<alice> hi"]
+
+
+# Commands.
+
+
+def test_help_lists_every_command(server: Server) -> None:
+    """/help names each command, to the sender only."""
+    alice, bob = server.join("alice", "bob")
+    alice.type("/help\n")
+    text = "\n".join(alice.lines())
+    for command in ("/help", "/who", "/msg ALIAS TEXT", "/me ACTION", "/nick NEW", "/quit"):
+        assert command in text
+    assert bob.lines() == []
+
+
+def test_who_lists_everyone(server: Server) -> None:
+    """/who lists everyone online, sorted."""
+    carol, alice, _ = server.join("carol", "alice", "Bob")
+    alice.type("/who\n")
+    assert alice.lines() == ["*** Online (3): alice, Bob, carol"]
+    assert carol.lines() == []
+
+
+def test_msg_is_private(server: Server) -> None:
+    """/msg reaches only its recipient and is confirmed to the sender."""
+    alice, bob, carol = server.join("alice", "bob", "carol")
+    alice.type("/msg Bob meet at 5\n")
+    assert bob.lines() == ["*alice* meet at 5"]
+    assert alice.lines() == ["-> *bob* meet at 5"]
+    assert carol.lines() == []
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("/msg nobody hi", "!!! No such user: nobody"),
+        ("/msg bob", "!!! Usage: /msg ALIAS TEXT"),
+        ("/msg", "!!! Usage: /msg ALIAS TEXT"),
+        ("/me", "!!! Usage: /me ACTION"),
+        ("/nick", "!!! Usage: /nick NEW"),
+        ("/nick a b", "!!! Usage: /nick NEW"),
+        ("/nick bob", "!!! The alias bob is taken."),
+        ("/nick admin", "!!! The alias 'admin' is reserved."),
+        ("/frobnicate now", "!!! Unknown command: /frobnicate (type /help for the list)."),
+        ("/\x1b[2J", "!!! Unknown command: / (type /help for the list)."),
+    ],
+)
+def test_command_errors_go_to_sender_only(server: Server, line: str, error: str) -> None:
+    """A refused or unknown command answers its sender alone and is never broadcast."""
+    alice, bob = server.join("alice", "bob")
+    alice.type(line + "\n")
+    assert alice.lines() == [error]
+    assert bob.lines() == []
+
+
+def test_me_is_an_action(server: Server) -> None:
+    """/me is shown to others as '* alias action'."""
+    alice, bob = server.join("alice", "bob")
+    alice.type("/me waves\n")
+    assert bob.lines() == ["* alice waves"]
+    assert alice.lines() == []
+
+
+def test_commands_are_case_insensitive(server: Server) -> None:
+    """/ME works as /me."""
+    alice, bob = server.join("alice", "bob")
+    alice.type("/ME waves\n")
+    assert bob.lines() == ["* alice waves"]
+
+
+def test_nick_renames_and_frees_the_old_alias(server: Server) -> None:
+    """/nick tells everyone old -> new, and the old alias can then be taken."""
+    alice, bob = server.join("alice", "bob")
+    alice.type("/nick ally\n")
+    assert alice.lines() == bob.lines() == ["*** alice is now known as ally"]
+    alice.type("hi\n")
+    assert bob.lines() == ["<ally> hi"]
+    server.join("alice")
+    assert bob.lines() == ["*** alice has joined (3 online)"]
+
+
+def test_quit_with_reason(server: Server) -> None:
+    """/quit says goodbye, closes, and others are told once with the reason."""
+    alice, bob = server.join("alice", "bob")
+    alice.type("/quit see you\nthis line is never relayed\n")
+    assert alice.lines() == ["*** Goodbye."]
+    assert alice.transport.disconnecting
+    alice.finish_close()
+    assert bob.lines() == ["*** alice has left (Quit: see you)"]
+    assert server.hub.online() == ("bob",)
+
+
+# Departures.
+
+
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [(ConnectionDone, "Connection closed"), (ConnectionLost, "Connection lost")],
+)
+def test_departure_announced_once_with_reason(
+    server: Server, failure: type[Exception], reason: str
+) -> None:
+    """A closed or broken connection is announced to the others exactly once."""
+    alice, bob = server.join("alice", "bob")
+    alice.drop(failure)
+    alice.protocol.connectionLost(Failure(failure()))
+    assert bob.lines() == [f"*** alice has left ({reason})"]
+    assert server.factory.connections == {bob.protocol}
+
+
+def test_unjoined_departure_is_silent(server: Server) -> None:
+    """Someone who never chose an alias leaves without a notice."""
+    (alice,) = server.join("alice")
+    server.connect().drop()
+    assert alice.lines() == []
+
+
+# Bad input and limits.
+
+
+def test_overlong_line_dropped_and_stream_resynchronises() -> None:
+    """A line over the limit gets an error; the lines around it arrive intact."""
+    server = Server(max_line_bytes=10)
+    alice, bob = server.join("alice", "bob")
+    alice.type("before\n" + "x" * 11 + "\nafter\n")
+    assert alice.lines() == ["!!! Line too long (over 10 bytes); dropped."]
+    assert bob.lines() == ["<alice> before", "<alice> after"]
+    assert not alice.transport.disconnecting
+
+
+def test_line_at_the_limit_is_accepted_with_either_ending() -> None:
+    """A line of exactly the limit is relayed, whether it ends in LF or CRLF."""
+    server = Server(max_line_bytes=10)
+    alice, bob = server.join("alice", "bob")
+    alice.type("y" * 10 + "\r\n" + "z" * 10 + "\n")
+    assert bob.lines() == ["<alice> " + "y" * 10, "<alice> " + "z" * 10]
+    assert alice.lines() == []
+
+
+def test_unterminated_flood_is_dropped_until_the_next_line_end() -> None:
+    """An endless line is discarded as it arrives, with one error, and memory stays flat."""
+    server = Server(max_line_bytes=100)
+    alice, bob = server.join("alice", "bob")
+    for _ in range(50):
+        alice.type("z" * 1000)
+    assert alice.lines() == ["!!! Line too long (over 100 bytes); dropped."]
+    assert len(alice.protocol._buffer) <= 102
+    alice.type("zzz\nback\n")
+    assert bob.lines() == ["<alice> back"]
+    assert not alice.transport.disconnecting
+
+
+def test_overlong_alias_line_gets_error(server: Server) -> None:
+    """The limit applies while negotiating too, and the prompt stays usable."""
+    server = Server(max_line_bytes=10)
+    client = server.connect()
+    client.lines()
+    client.type("a" * 50 + "\nalice\n")
+    lines = client.lines()
+    assert lines[0] == "!!! Line too long (over 10 bytes); dropped."
+    assert lines[1].startswith("*** Welcome, alice!")
+
+
+def test_slow_reader_is_cut_off_and_others_keep_receiving() -> None:
+    """A client whose output backs up past the limit is disconnected; others are unaffected."""
+    server = Server(sendq_bytes=1000)
+    alice, slow, carol = server.join("alice", "slow", "carol")
+    slow.transport.producer.pauseProducing()
+    for n in range(20):
+        alice.type(f"message number {n:03} with some padding to fill the queue\n")
+    assert slow.transport.disconnected  # aborted, not a graceful close
+    assert server.hub.online() == ("alice", "carol")
+    carol_lines = carol.lines()
+    assert "*** slow has left (Send queue exceeded)" in carol_lines
+    assert [line for line in carol_lines if line.startswith("<alice>")] == [
+        f"<alice> message number {n:03} with some padding to fill the queue" for n in range(20)
+    ]
+    slow.drop(ConnectionLost)
+    assert carol.lines() == []
+
+
+def test_paused_reader_gets_everything_in_order_on_resume() -> None:
+    """Output held while the transport is full is delivered whole and in order."""
+    server = Server(sendq_bytes=10_000)
+    alice, bob = server.join("alice", "bob")
+    bob.transport.producer.pauseProducing()
+    alice.type("one\ntwo\n")
+    assert bob.lines() == []
+    bob.transport.producer.resumeProducing()
+    alice.type("three\n")
+    assert bob.lines() == ["<alice> one", "<alice> two", "<alice> three"]
+
+
+# Shutdown.
+
+
+def test_shutdown_tells_everyone_and_waits_for_them() -> None:
+    """Shutting down notifies members and negotiating clients, then fires when all are gone."""
+    server = Server()
+    alice, bob = server.join("alice", "bob")
+    pending = server.connect()
+    pending.lines()
+    done = server.factory.shut_down("Server shutting down.")
+    results: list[None] = []
+    done.addCallback(results.append)
+    assert alice.lines() == bob.lines() == pending.lines() == ["*** Server shutting down."]
+    for client in (alice, bob, pending):
+        assert client.transport.disconnecting
+        client.finish_close()
+    assert results == [None]
+    assert alice.lines() == bob.lines() == []  # no leave notices on the way down
+
+
+def test_shutdown_aborts_stragglers_after_grace() -> None:
+    """Connections that do not close within the grace period are aborted."""
+    server = Server(shutdown_grace_seconds=2)
+    (alice,) = server.join("alice")
+    server.factory.shut_down("bye")
+    server.clock.advance(2)
+    assert alice.transport.disconnected
