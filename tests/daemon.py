@@ -58,6 +58,15 @@ class Daemon:
                 self._ports.append(int(found.group(1)))
                 self._port_seen.set()
 
+    def wait_for_ports(self, count: int, timeout: float = STARTUP_TIMEOUT_SECONDS) -> list[int]:
+        """The first ``count`` ports the daemon listens on, once it has logged them all."""
+        deadline = time.monotonic() + timeout
+        while len(self._ports) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {self._ports} listening:\n{self.log_text()}")
+            time.sleep(0.05)
+        return self._ports[:count]
+
     def log_text(self) -> str:
         """Everything the daemon has logged, decoded for assertion messages."""
         return self.output.decode("utf-8", "replace")

@@ -1,0 +1,74 @@
+"""End-to-end: two real netcat clients talk to each other through a real daemon."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+
+import pytest
+
+from tests.daemon import Daemon
+
+pytestmark = pytest.mark.skipif(shutil.which("nc") is None, reason="netcat is not installed")
+
+
+class Netcat:
+    """A real ``nc`` process whose output is collected by a reader thread."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.process = subprocess.Popen(
+            ["nc", daemon.host, str(daemon.port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self.output = b""
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        while chunk := self.process.stdout.read1(65536):
+            with self._changed:
+                self.output += chunk
+                self._changed.notify_all()
+
+    def type(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def expect(self, text: str, timeout: float = 10) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: text.encode() in self.output, timeout):
+                raise AssertionError(f"{text!r} not in {self.output!r}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+
+
+def test_two_netcat_clients_chat(chatd: Daemon) -> None:
+    """nc users pick aliases, exchange lines both ways, and see each other leave."""
+    alice, bob = Netcat(chatd), Netcat(chatd)
+    try:
+        alice.expect("Choose an alias")
+        alice.type("alice")
+        alice.expect("*** Welcome, alice!")
+        bob.type("bob")
+        bob.expect("*** Welcome, bob! Online (2): alice, bob\r\n")
+        alice.expect("*** bob has joined (2 online)\r\n")
+        alice.type("hi bob")
+        bob.expect("<alice> hi bob\r\n")
+        bob.type("/me waves back")
+        alice.expect("* bob waves back\r\n")
+        bob.type("/quit bye")
+        bob.expect("*** Goodbye.\r\n")
+        assert bob.process.stdin is not None
+        bob.process.stdin.close()
+        assert bob.process.wait(10) == 0  # the server closed; nc ends with its input
+        alice.expect("*** bob has left (Quit: bye)\r\n")
+    finally:
+        alice.close()
+        bob.close()

@@ -1,0 +1,136 @@
+"""Integration tests: the real ``twistd -n chatd`` on loopback, driven by raw sockets."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+
+from tests.daemon import Daemon, read_until, start_chatd, venv_script
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def join(daemon: Daemon, alias: str) -> socket.socket:
+    client = daemon.connect()
+    read_until(client, b"Choose an alias")
+    client.sendall(alias.encode() + b"\r\n")
+    read_until(client, b"Type /help for commands.\r\n")
+    return client
+
+
+def read_to_eof(client: socket.socket, timeout: float = 10.0) -> bytes:
+    client.settimeout(timeout)
+    received = b""
+    while chunk := client.recv(65536):
+        received += chunk
+    return received
+
+
+def test_clients_chat_through_the_daemon(chatd: Daemon) -> None:
+    """Several socket clients join, chat, whisper and quit through a real daemon."""
+    alice = join(chatd, "alice")
+    bob = join(chatd, "bob")
+    carol = join(chatd, "carol")
+    read_until(alice, b"carol has joined (3 online)\r\n")
+    alice.sendall(b"hello everyone\n")
+    assert b"<alice> hello everyone\r\n" in read_until(bob, b"<alice> hello everyone\r\n")
+    read_until(carol, b"<alice> hello everyone\r\n")
+    bob.sendall(b"/msg carol just you\r\n")
+    read_until(carol, b"*bob* just you\r\n")
+    carol.sendall(b"/quit later\r\n")
+    assert read_to_eof(carol).endswith(b"*** Goodbye.\r\n")
+    read_until(alice, b"*** carol has left (Quit: later)\r\n")
+    bob.shutdown(socket.SHUT_WR)
+    read_to_eof(bob)
+    read_until(alice, b"*** bob has left (Connection closed)\r\n")
+    alice.close()
+
+
+def test_sigterm_says_goodbye_and_exits_cleanly(chatd: Daemon) -> None:
+    """SIGTERM tells every client, including one still choosing an alias, and stops cleanly.
+
+    twistd then exits by re-raising the signal, the Unix convention (systemd counts
+    it as a clean stop), so the exit status is -SIGTERM rather than 0.
+    """
+    alice = join(chatd, "alice")
+    pending = chatd.connect()
+    read_until(pending, b"Choose an alias")
+    chatd.signal(signal.SIGTERM)
+    assert read_to_eof(alice).endswith(b"*** Server shutting down.\r\n")
+    assert read_to_eof(pending).endswith(b"*** Server shutting down.\r\n")
+    assert chatd.wait(15) == -signal.SIGTERM
+    assert "Server Shut Down." in chatd.log_text()
+    assert "Traceback" not in chatd.log_text()
+
+
+def test_overlong_line_over_a_socket(tmp_path: Path) -> None:
+    """A real client's overlong line is refused and the connection keeps working."""
+    daemon = start_chatd(tmp_path, "--max-line-bytes", "100")
+    try:
+        alice = join(daemon, "alice")
+        bob = join(daemon, "bob")
+        alice.sendall(b"y" * 5000 + b"\nstill here\n")
+        read_until(alice, b"!!! Line too long (over 100 bytes); dropped.\r\n")
+        read_until(bob, b"<alice> still here\r\n")
+    finally:
+        daemon.stop()
+
+
+def test_stalled_reader_is_cut_off_while_others_get_everything(tmp_path: Path) -> None:
+    """A client that never reads is disconnected; a reading client receives every line."""
+    daemon = start_chatd(tmp_path, "--sendq-bytes", "65536")
+    try:
+        stalled = daemon.connect()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        read_until(stalled, b"Choose an alias")
+        stalled.sendall(b"stalled\n")
+        reader = join(daemon, "reader")
+        sender = join(daemon, "sender")
+        payload = b"p" * 1000
+        received = b""
+        # Sent in batches the reader keeps up with, so only the stalled client backs up.
+        for batch in range(100):
+            sender.sendall(
+                b"".join(b"%05d " % (batch * 100 + n) + payload + b"\n" for n in range(100))
+            )
+            received += read_until(reader, b"<sender> %05d " % (batch * 100 + 99), timeout=30)
+        lines = [line for line in received.split(b"\r\n") if line.startswith(b"<sender>")]
+        assert lines == [b"<sender> %05d " % n + payload for n in range(10_000)]
+        assert b"*** stalled has left (Send queue exceeded)\r\n" in received
+        assert "stalled) cut off: more than 65536 bytes waiting to be read" in daemon.log_text()
+    finally:
+        daemon.stop()
+
+
+def test_listens_on_several_ports(tmp_path: Path) -> None:
+    """Repeating --port listens on each, and clients on different ports share one chat."""
+    daemon = start_chatd(tmp_path, "--port", "tcp:0:interface=127.0.0.1")
+    try:
+        ports = daemon.wait_for_ports(2)
+        alice = join(daemon, "alice")
+        bob = socket.create_connection(("127.0.0.1", ports[1]), timeout=10)
+        read_until(bob, b"Choose an alias")
+        bob.sendall(b"bob\n")
+        read_until(bob, b"Type /help")
+        bob.sendall(b"over here\n")
+        read_until(alice, b"<bob> over here\r\n")
+    finally:
+        daemon.stop()
+
+
+def test_tac_file_runs_the_same_service(tmp_path: Path) -> None:
+    """``twistd -n -y etc/chatd.tac`` serves chat, taking options from CHATD_OPTIONS."""
+    daemon = Daemon(
+        [venv_script("twistd"), "--pidfile=", "-n", "-y", str(REPO / "etc" / "chatd.tac")],
+        cwd=tmp_path,
+        env={"CHATD_OPTIONS": "--port tcp:0:interface=127.0.0.1 --alias-timeout 1"},
+    )
+    try:
+        alice = join(daemon, "alice")
+        idle = daemon.connect()
+        assert read_to_eof(idle).endswith(b"!!! No alias chosen within 1 seconds; goodbye.\r\n")
+        alice.sendall(b"/who\n")
+        read_until(alice, b"*** Online (1): alice\r\n")
+    finally:
+        daemon.stop()

@@ -1,0 +1,127 @@
+"""Property tests: arbitrary byte streams, chunkings and disconnects never break the server."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet.error import ConnectionLost
+
+from chatd.text import alias_key
+from tests.test_protocol import Client, Server
+
+FRAGMENTS = [
+    b"\n",
+    b"\r\n",
+    b"\r",
+    b"a",
+    b"b",
+    b"Al",
+    b"/nick ",
+    b"/quit",
+    b"/quit gone",
+    b"/me ",
+    b"/msg watcher ",
+    b"/who",
+    b"/help",
+    b"//",
+    b"\x1b[2J",
+    b"\x1b]0;t\x07",
+    b"\xc2\x9b",
+    b"\xff\xfb\x01",
+    b"\xff\xfa",
+    b"\xff\xf0",
+    b"\xff",
+    b"\x00",
+    b"\xc3",
+    b"\xe2\x80\xae",
+    b"x" * 40,
+]
+
+# Whole lines that mean something, so that aliases, renames and quits really happen.
+LINES = [
+    b"alice\n",
+    b"Bob\r\n",
+    b"c\n",
+    b"hi there\n",
+    b"/nick dave\n",
+    b"/nick ALICE\n",
+    b"/me waves\n",
+    b"/msg watcher psst\n",
+    b"/quit bye\n",
+    b"/who\n",
+]
+piece = st.one_of(
+    st.sampled_from(LINES),
+    st.sampled_from(LINES),
+    st.sampled_from(FRAGMENTS),
+    st.binary(max_size=12),
+)
+chunk = st.lists(piece, max_size=8).map(b"".join)
+action = st.one_of(
+    st.tuples(st.just("send"), st.integers(0, 3), chunk),
+    st.tuples(st.just("drop"), st.integers(0, 3), st.none()),
+    st.tuples(st.just("connect"), st.just(0), st.none()),
+)
+
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_JOIN = re.compile(r"\*\*\* (\S+) has joined \(")
+_LEAVE = re.compile(r"\*\*\* (\S+) has left \(")
+_RENAME = re.compile(r"\*\*\* (\S+) is now known as (\S+)$")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(action, max_size=40))
+def test_arbitrary_input_keeps_invariants(actions: list[tuple[str, int, bytes | None]]) -> None:
+    """No exception escapes, what others see is clean, membership matches live connections,
+    and every departure is announced exactly once."""
+    server = Server(max_line_bytes=64, sendq_bytes=1 << 20)
+    (watcher,) = server.join("watcher")
+    clients: list[Client] = [server.connect() for _ in range(3)]
+    for kind, index, data in actions:
+        if kind == "connect":
+            clients.append(server.connect())
+            continue
+        client = clients[index % len(clients)]
+        if client.closed:
+            continue
+        if client.transport.disconnecting:
+            client.finish_close()
+        elif kind == "drop":
+            client.drop(ConnectionLost)
+        else:
+            assert data is not None
+            client.type(data)
+    for client in clients:
+        if client.transport.disconnecting and not client.closed:
+            client.finish_close()
+
+    raw = watcher.transport.value()
+    assert raw == b"" or raw.endswith(b"\r\n")
+    text = raw.decode("utf-8")  # strict: nothing invalid was relayed
+    present: set[str] = set()  # aliases the watcher has been told are online
+    for line in text.split("\r\n")[:-1]:
+        assert not _FORBIDDEN.search(line), line
+        if joined := _JOIN.match(line):
+            key = alias_key(joined.group(1))
+            assert key not in present
+            present.add(key)
+        elif left := _LEAVE.match(line):
+            key = alias_key(left.group(1))
+            assert key in present  # one leave per join: never announced twice
+            present.remove(key)
+        elif renamed := _RENAME.match(line):
+            present.remove(alias_key(renamed.group(1)))
+            present.add(alias_key(renamed.group(2)))
+
+    live = {
+        alias_key(c.protocol.alias)
+        for c in clients
+        if not c.closed and c.protocol.alias is not None
+    }
+    assert {alias_key(a) for a in server.hub.online()} == live | {"watcher"}
+    assert present == live
+    assert server.factory.connections == {c.protocol for c in clients if not c.closed} | {
+        watcher.protocol
+    }

@@ -1,0 +1,80 @@
+"""Tests for chatd.tap: the options of ``twistd chatd`` and the service they build."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.application.internet import StreamServerEndpointService
+from twisted.python.usage import UsageError
+
+from chatd.protocol import ChatConfig
+from chatd.service import ChatService
+from chatd.tap import Options, makeService
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def test_defaults() -> None:
+    """With no options chatd listens on 127.0.0.1:55555 with the documented limits."""
+    options = parse()
+    assert options["ports"] == ["tcp:55555:interface=127.0.0.1"]
+    assert options.config() == ChatConfig(
+        alias_timeout_seconds=60.0, max_line_bytes=2048, sendq_bytes=1048576
+    )
+
+
+def test_bare_port_listens_on_loopback() -> None:
+    """A bare port number means that port on 127.0.0.1."""
+    assert parse("--port", "4000")["ports"] == ["tcp:4000:interface=127.0.0.1"]
+
+
+def test_endpoint_descriptions_and_repetition() -> None:
+    """--port takes endpoint descriptions and may be repeated to listen on several."""
+    options = parse("--port", "tcp:4000:interface=0.0.0.0", "-p", "unix:/tmp/chatd.sock")
+    assert options["ports"] == ["tcp:4000:interface=0.0.0.0", "unix:/tmp/chatd.sock"]
+
+
+@pytest.mark.parametrize("port", ["bogus:1", "tcp:notaport", "ssl:4000:privateKey=/no/such.pem"])
+def test_bad_port_is_a_usage_error(port: str) -> None:
+    """An endpoint that cannot be parsed is refused at start, naming the option."""
+    with pytest.raises(UsageError, match="invalid --port"):
+        parse("--port", port)
+
+
+def test_limits() -> None:
+    """Each limit option reaches the protocol configuration."""
+    options = parse(
+        "--alias-timeout", "2.5", "--max-line-bytes", "512", "--sendq-bytes", "65536"
+    )
+    assert options.config() == ChatConfig(
+        alias_timeout_seconds=2.5, max_line_bytes=512, sendq_bytes=65536
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--alias-timeout", "0"],
+        ["--alias-timeout", "soon"],
+        ["--max-line-bytes", "-1"],
+        ["--max-line-bytes", "1.5"],
+        ["--sendq-bytes", "0"],
+    ],
+)
+def test_bad_limits_are_usage_errors(args: list[str]) -> None:
+    """Zero, negative or non-numeric limits are refused with a usage error."""
+    with pytest.raises(UsageError):
+        parse(*args)
+
+
+def test_make_service_listens_on_every_port() -> None:
+    """makeService builds the chat service plus one listening service per --port."""
+    top = makeService(parse("--port", "4000", "--port", "4001"))
+    children = list(top)
+    assert isinstance(children[0], ChatService)
+    listeners = [c for c in children if isinstance(c, StreamServerEndpointService)]
+    assert len(listeners) == 2
+    assert all(listener.factory is children[0].factory for listener in listeners)
