@@ -1,0 +1,264 @@
+"""End-to-end: the installed chatd-client talks to a raw socket client through a real daemon.
+
+The client runs as the real console script, once with pipes (the scripting mode) and
+once in a pseudo-terminal (the line editor), against ``twistd -n chatd`` on loopback.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import socket
+import struct
+import subprocess
+import termios
+import threading
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+
+from tests.daemon import Daemon, read_until, venv_script
+
+TIMEOUT_SECONDS = 15.0
+# What a terminal would interpret: CSI and OSC sequences, charset and keypad switches.
+_TERMINAL_CODES = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b.")
+_CURSOR_POSITION_REQUEST = b"\x1b[6n"
+
+
+def client_command(daemon: Daemon, *args: str) -> list[str]:
+    """The chatd-client command line for ``daemon``."""
+    return [venv_script("chatd-client"), "--host", daemon.host, "--port", str(daemon.port), *args]
+
+
+class Output:
+    """Bytes some reader thread collects, with a way to wait for a marker."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self._changed = threading.Condition()
+
+    def add(self, chunk: bytes) -> None:
+        with self._changed:
+            self.data += chunk
+            self._changed.notify_all()
+
+    def wait_for(self, found: Callable[[bytes], bool], what: str) -> None:
+        """Wait until ``found(data)`` holds; fail naming ``what`` after TIMEOUT_SECONDS."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: found(self.data), TIMEOUT_SECONDS):
+                raise AssertionError(f"{what} not in {self.data!r}")
+
+    def expect(self, marker: bytes, start: int = 0) -> int:
+        """Wait until ``marker`` appears at or after ``start``; return where it ends."""
+        self.wait_for(lambda data: data.find(marker, start) >= 0, repr(marker))
+        return self.data.find(marker, start) + len(marker)
+
+
+class PipedClient:
+    """chatd-client with its standard streams on pipes, as a script would run it."""
+
+    def __init__(self, command: Sequence[str]) -> None:
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self.stdout = Output()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        while chunk := self.process.stdout.read1(65536):
+            self.stdout.add(chunk)
+
+    def type(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def end_input(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+
+    def wait(self) -> tuple[int, str]:
+        """The exit status and everything written to stderr, once stdout is all read."""
+        status = self.process.wait(TIMEOUT_SECONDS)
+        self._reader.join(TIMEOUT_SECONDS)
+        assert self.process.stderr is not None
+        return status, self.process.stderr.read().decode()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(TIMEOUT_SECONDS)
+
+
+@pytest.fixture
+def bob(chatd: Daemon) -> Iterator[socket.socket]:
+    """A raw socket client that has joined as bob."""
+    client = chatd.connect(timeout=TIMEOUT_SECONDS)
+    try:
+        read_until(client, b"Choose an alias")
+        client.sendall(b"bob\n")
+        read_until(client, b"*** Type /help for commands.\r\n")
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def piped_alice(chatd: Daemon, bob: socket.socket) -> Iterator[PipedClient]:
+    """chatd-client on pipes, joined as alice, with bob already told so."""
+    alice = PipedClient(client_command(chatd, "--alias", "alice"))
+    try:
+        alice.stdout.expect(b"*** Welcome, alice! Online (2): alice, bob\n")
+        read_until(bob, b"*** alice has joined (2 online)\r\n")
+        yield alice
+    finally:
+        alice.kill()
+
+
+def test_piped_client_chats_both_ways_and_exits_zero_at_eof(
+    piped_alice: PipedClient, bob: socket.socket
+) -> None:
+    """Lines flow both ways; at EOF the client quits, the server closes, and it exits 0."""
+    bob.sendall(b"hi alice\n")
+    piped_alice.stdout.expect(b"<bob> hi alice\n")
+    piped_alice.type("hello bob")
+    read_until(bob, b"<alice> hello bob\r\n")
+    piped_alice.type("/me waves")
+    read_until(bob, b"* alice waves\r\n")
+    piped_alice.end_input()
+    status, stderr = piped_alice.wait()
+    assert (status, stderr) == (0, "")
+    read_until(bob, b"*** alice has left (Quit)\r\n")
+    assert piped_alice.stdout.data.endswith(b"*** Goodbye.\n")
+    assert b"\r" not in piped_alice.stdout.data
+
+
+def test_piped_script_lines_all_arrive_before_quit(chatd: Daemon, bob: socket.socket) -> None:
+    """printf 'alias\\nline\\n...' | chatd-client delivers every line, in order, then quits."""
+    script = b"carol\nline one\nline two\n/me is done"
+    result = subprocess.run(
+        client_command(chatd), input=script, capture_output=True, timeout=TIMEOUT_SECONDS
+    )
+    assert (result.returncode, result.stderr) == (0, b"")
+    heard = read_until(bob, b"*** carol has left (Quit)\r\n")
+    assert re.search(
+        rb"<carol> line one\r\n<carol> line two\r\n\* carol is done\r\n\*\*\* carol has left",
+        heard,
+    ), heard
+    # Standard output holds only what the server sent, without CRs.
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].startswith("*** Welcome to chatd ")
+    assert "*** Welcome, carol! Online (2): bob, carol" in lines
+    assert lines[-1] == "*** Goodbye."
+    assert all(line.startswith(("*** ", "!!! ")) for line in lines), lines
+
+
+def test_piped_client_exits_one_when_server_closes_first(
+    chatd: Daemon, piped_alice: PipedClient
+) -> None:
+    """When the server goes away before we said /quit, the client says so and exits 1."""
+    chatd.stop()
+    piped_alice.stdout.expect(b"*** Server shutting down.\n")
+    status, stderr = piped_alice.wait()
+    assert status == 1
+    assert stderr == "chatd-client: the server closed the connection\n"
+
+
+def test_client_exits_two_with_message_when_nothing_listens() -> None:
+    """Connecting to a port nobody listens on prints the reason and exits 2."""
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    # The port is closed again: connecting to it is refused.
+    command = [venv_script("chatd-client"), "--host", "127.0.0.1", "--port", str(port)]
+    result = subprocess.run(
+        command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT_SECONDS
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"chatd-client: cannot connect to 127.0.0.1:{port}: ")
+    assert "refused" in result.stderr.lower()
+    assert result.stdout == ""
+
+
+class Terminal:
+    """chatd-client in a pseudo-terminal of 24x100, answering cursor position requests."""
+
+    def __init__(self, command: Sequence[str]) -> None:
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        env = {**os.environ, "TERM": "xterm-256color"}
+        self.process = subprocess.Popen(
+            command, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
+        )
+        os.close(slave)
+        self.output = Output()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: the program has exited and closed the terminal
+                return
+            if not chunk:
+                return
+            # A real terminal answers "where is the cursor?"; prompt_toolkit asks.
+            for _ in range(chunk.count(_CURSOR_POSITION_REQUEST)):
+                os.write(self.master, b"\x1b[1;1R")
+            self.output.add(chunk)
+
+    @staticmethod
+    def without_controls(data: bytes) -> bytes:
+        """What was written, without terminal control sequences and carriage returns."""
+        return _TERMINAL_CODES.sub(b"", data).replace(b"\r", b"")
+
+    def expect(self, text: bytes, start: int = 0) -> int:
+        """Wait until ``text`` shows (ignoring control sequences); return where it ends."""
+        self.output.wait_for(
+            lambda data: self.without_controls(data).find(text, start) >= 0, repr(text)
+        )
+        return self.without_controls(self.output.data).find(text, start) + len(text)
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def wait(self) -> int:
+        """The exit status; on a time-out the failure shows what the terminal got."""
+        try:
+            return self.process.wait(TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running; terminal got {self.output.data!r}") from None
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(TIMEOUT_SECONDS)
+        os.close(self.master)
+
+
+def test_interactive_client_in_a_terminal(chatd: Daemon, bob: socket.socket) -> None:
+    """On a terminal, incoming lines show above the prompt, typing survives them, Ctrl-D quits."""
+    alice = Terminal(client_command(chatd, "--alias", "alice"))
+    try:
+        shown = alice.expect(b"*** Type /help for commands.")
+        read_until(bob, b"*** alice has joined (2 online)\r\n")
+        shown = alice.expect(b"alice>", shown)  # the prompt is up: the editor has the keys
+        alice.type(b"hel")
+        shown = alice.expect(b"hel", shown)
+        bob.sendall(b"hi alice\n")
+        shown = alice.expect(b"<bob> hi alice", shown)
+        # The half-typed line is drawn again below the incoming one, and still there.
+        alice.expect(b"alice> hel", shown)
+        alice.type(b"lo bob\r")
+        read_until(bob, b"<alice> hello bob\r\n")
+        alice.expect(b"<alice> hello bob", shown)  # the local echo of our own line
+        alice.type(b"\x04")  # Ctrl-D on an empty line
+        assert alice.wait() == 0
+        read_until(bob, b"*** alice has left (Quit)\r\n")
+        alice.expect(b"*** Goodbye.")
+    finally:
+        alice.close()
