@@ -17,6 +17,7 @@ the order they happened.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import islice
 from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -37,6 +38,11 @@ from chatd.events import (
     WhisperSent,
 )
 from chatd.text import AliasRefused, alias_key, check_alias, clean_text
+
+# How many names a newcomer is shown. In a big room, listing everyone on every join
+# would cost a line of O(members) per join, O(members^2) in all, for a list
+# nobody reads; /who gives the whole list on request.
+WELCOME_NAMES = 30
 
 
 class Member(Protocol):
@@ -85,6 +91,14 @@ class Hub:
         """Every alias online, sorted case-insensitively."""
         return tuple(sorted((m.alias for m in self._members.values()), key=alias_key))  # type: ignore[misc]
 
+    def _welcome(self, alias: str) -> Welcome:
+        total = len(self._members)
+        if total <= WELCOME_NAMES:
+            return Welcome(alias, self.online(), total)
+        # The longest present first: dicts keep insertion (joining) order.
+        earliest = islice(self._members.values(), WELCOME_NAMES)
+        return Welcome(alias, tuple(m.alias for m in earliest), total)  # type: ignore[misc]
+
     def check_available(self, alias: str) -> str:
         """Return ``alias`` if a newcomer may take it now, else raise AliasRefused."""
         check_alias(alias)
@@ -102,7 +116,7 @@ class Hub:
         member.alias = alias
         self._members[alias_key(alias)] = member
         self.log.info("{alias} joined", alias=alias)
-        self.tell(member, Welcome(alias, self.online()))
+        self.tell(member, self._welcome(alias))
         self._broadcast(Joined(alias, len(self._members)), exclude=member)
 
     def leave(self, member: Member, reason: str) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from chatd.events import Event
-from chatd.hub import Hub
+from chatd.events import Event, Welcome
+from chatd.hub import WELCOME_NAMES, Hub
 from chatd.text import AliasRefused
 
 ENCODINGS: list[Event] = []
@@ -66,7 +66,7 @@ def test_join_welcomes_and_announces(hub: Hub) -> None:
     (alice,) = joined(hub, "alice")
     bob = RecordingMember(hub)
     hub.join(bob, "bob")
-    assert "Welcome(alias='bob', online=('alice', 'bob'))" in bob.text()
+    assert "Welcome(alias='bob', online=('alice', 'bob'), total=2)" in bob.text()
     assert alice.text() == "Joined(alias='bob', online=2)"
 
 
@@ -236,3 +236,12 @@ def test_newcomer_does_not_get_lines_from_before_joining(hub: Hub) -> None:
     hub.say(alice, "after bob")
     assert b"before bob" not in b"".join(bob.delivered())
     assert b"Said(sender='alice', text='after bob')" in bob.received
+
+
+def test_welcome_in_a_big_room_names_the_earliest_only(hub: Hub) -> None:
+    """Past WELCOME_NAMES members, a newcomer is shown the longest present and a count."""
+    joined(hub, *(f"user{n:03}" for n in range(WELCOME_NAMES + 5)))
+    newcomer = RecordingMember(hub)
+    hub.join(newcomer, "aaron")
+    names = tuple(f"user{n:03}" for n in range(WELCOME_NAMES))
+    assert newcomer.delivered()[0] == repr(Welcome("aaron", names, WELCOME_NAMES + 6)).encode()

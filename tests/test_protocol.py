@@ -101,6 +101,18 @@ def test_sets_tcp_nodelay(server: Server) -> None:
     assert server.connect().transport.no_delay
 
 
+def test_welcome_in_a_big_room_counts_the_rest() -> None:
+    """A newcomer to a big room sees some names and how many more there are."""
+    server = Server()
+    server.join(*(f"user{n:03}" for n in range(41)))
+    late = server.connect()
+    late.lines()
+    late.type("zed\n")
+    welcome = late.lines()[0]
+    assert welcome.startswith("*** Welcome, zed! Online (42): user000, user001, ")
+    assert welcome.endswith(", user029 and 12 more (/who lists everyone)")
+
+
 def test_accepted_alias_gets_welcome_and_others_a_join_notice(server: Server) -> None:
     """Acceptance welcomes the user with who is online and tells everyone else."""
     (alice,) = server.join("alice")
