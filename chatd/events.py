@@ -69,10 +69,15 @@ class Renamed:
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    """Sent to a member once their alias is accepted."""
+    """Sent to a member once their alias is accepted.
+
+    ``online`` names at most a screenful of those present (see
+    :data:`chatd.hub.WELCOME_NAMES`); ``total`` counts everyone.
+    """
 
     alias: str
     online: tuple[str, ...]
+    total: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,13 +5,22 @@ The hub knows aliases and members, never sockets or bytes formats. Any front end
 sessions here as :class:`Member` objects, and a multi-node bus can later sit
 behind the same methods. All user text passes :func:`chatd.text.clean_text`
 here, so no front end can forget to sanitise.
+
+Broadcasts are coalesced per reactor turn: everything said during one turn is
+encoded once and reaches each member as a single write at the end of the turn.
+Under load a turn carries many lines, so the cost per recipient is paid per turn
+rather than per line. Anything sent to one member alone, and any change of
+membership, first flushes what is pending, so each member still sees events in
+the order they happened.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from itertools import islice
 from typing import Protocol
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from chatd.events import (
@@ -29,6 +38,11 @@ from chatd.events import (
     WhisperSent,
 )
 from chatd.text import AliasRefused, alias_key, check_alias, clean_text
+
+# How many names a newcomer is shown. In a big room, listing everyone on every join
+# would cost a line of O(members) per join, O(members^2) in all, for a list
+# nobody reads; /who gives the whole list on request.
+WELCOME_NAMES = 30
 
 
 class Member(Protocol):
@@ -54,9 +68,16 @@ class Hub:
 
     log = Logger()
 
-    def __init__(self) -> None:
+    def __init__(self, clock: IReactorTime | None = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[assignment]
+        # Public so that front ends schedule their timers on the same clock.
+        self.clock: IReactorTime = clock  # type: ignore[assignment]
         self._members: dict[str, Member] = {}
         self._closing = False
+        # Broadcasts of this reactor turn: each event with the member it skips.
+        self._batch: list[tuple[Event, Member | None]] = []
+        self._flush_call: IDelayedCall | None = None
 
     def __len__(self) -> int:
         return len(self._members)
@@ -69,6 +90,14 @@ class Hub:
     def online(self) -> tuple[str, ...]:
         """Every alias online, sorted case-insensitively."""
         return tuple(sorted((m.alias for m in self._members.values()), key=alias_key))  # type: ignore[misc]
+
+    def _welcome(self, alias: str) -> Welcome:
+        total = len(self._members)
+        if total <= WELCOME_NAMES:
+            return Welcome(alias, self.online(), total)
+        # The longest present first: dicts keep insertion (joining) order.
+        earliest = islice(self._members.values(), WELCOME_NAMES)
+        return Welcome(alias, tuple(m.alias for m in earliest), total)  # type: ignore[misc]
 
     def check_available(self, alias: str) -> str:
         """Return ``alias`` if a newcomer may take it now, else raise AliasRefused."""
@@ -83,10 +112,11 @@ class Hub:
         Raises AliasRefused (and changes nothing) if the alias may not be taken.
         """
         self.check_available(alias)
+        self.flush()  # what was said before the newcomer arrived is not theirs
         member.alias = alias
         self._members[alias_key(alias)] = member
         self.log.info("{alias} joined", alias=alias)
-        self.tell(member, Welcome(alias, self.online()))
+        self.tell(member, self._welcome(alias))
         self._broadcast(Joined(alias, len(self._members)), exclude=member)
 
     def leave(self, member: Member, reason: str) -> None:
@@ -161,13 +191,49 @@ class Hub:
         """
         self._closing = True
         self.announce(reason)
+        self.flush()
         for member in list(self._members.values()):
             member.disconnect(reason)
 
-    @staticmethod
-    def tell(member: Member, event: Event) -> None:
-        """Deliver ``event`` to ``member`` alone."""
+    def tell(self, member: Member, event: Event) -> None:
+        """Deliver ``event`` to ``member`` alone, after anything already broadcast."""
+        self.flush()
         member.send(member.encode(event))
+
+    def flush(self) -> None:
+        """Deliver every broadcast of this turn now: one write per member.
+
+        The batch is encoded once per wire format. Members who skip none of its
+        events (everyone but this turn's speakers) all get the same bytes object;
+        a speaker gets the batch without their own lines.
+        """
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        skipping = {skipped for _, skipped in batch if skipped is not None}
+        encoded: dict[Callable[[Event], bytes], list[bytes]] = {}
+        joined: dict[Callable[[Event], bytes], bytes] = {}
+        # A snapshot: a recipient may drop (and leave) during the loop.
+        for member in list(self._members.values()):
+            encode = member.encode
+            lines = encoded.get(encode)
+            if lines is None:
+                lines = encoded[encode] = [encode(event) for event, _ in batch]
+                joined[encode] = b"".join(lines)
+            if member in skipping:
+                data = b"".join(
+                    line
+                    for line, (_, skipped) in zip(lines, batch, strict=True)
+                    if skipped is not member
+                )
+                if data:
+                    member.send(data)
+            else:
+                member.send(joined[encode])
 
     def _alias_of(self, member: Member) -> str:
         if not self.is_online(member):
@@ -175,15 +241,6 @@ class Hub:
         return member.alias  # type: ignore[return-value]
 
     def _broadcast(self, event: Event, exclude: Member | None = None) -> None:
-        self._deliver(event, [m for m in self._members.values() if m is not exclude])
-
-    @staticmethod
-    def _deliver(event: Event, recipients: Iterable[Member]) -> None:
-        # Snapshot taken by the caller: a recipient may drop (and leave) mid-loop.
-        encoded: dict[Callable[[Event], bytes], bytes] = {}
-        for member in recipients:
-            encode = member.encode
-            data = encoded.get(encode)
-            if data is None:
-                data = encoded[encode] = encode(event)
-            member.send(data)
+        self._batch.append((event, exclude))
+        if self._flush_call is None:
+            self._flush_call = self.clock.callLater(0, self.flush)

@@ -88,7 +88,10 @@ def _(event: Renamed) -> str:
 
 @_render.register
 def _(event: Welcome) -> str:
-    return f"*** Welcome, {event.alias}! {_who(event.online)}{CRLF}*** Type /help for commands."
+    online = f"Online ({event.total}): {', '.join(event.online)}"
+    if event.total > len(event.online):
+        online += f" and {event.total - len(event.online)} more (/who lists everyone)"
+    return f"*** Welcome, {event.alias}! {online}{CRLF}*** Type /help for commands."
 
 
 @_render.register

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -218,12 +218,10 @@ class ChatFactory(ServerFactory):
 
     noisy = False  # the listening port already logs where it listens
 
-    def __init__(self, hub: Hub, config: ChatConfig, clock: IReactorTime | None = None) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
+    def __init__(self, hub: Hub, config: ChatConfig) -> None:
         self.hub = hub
         self.config = config
-        self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self.clock = hub.clock
         self.connections: set[ChatProtocol] = set()
         self._all_closed: Deferred[None] | None = None
 

@@ -97,6 +97,7 @@ def test_arbitrary_input_keeps_invariants(actions: list[tuple[str, int, bytes | 
         if client.transport.disconnecting and not client.closed:
             client.finish_close()
 
+    server.clock.advance(0)  # end the reactor turn: deliver what the hub batched
     raw = watcher.transport.value()
     assert raw == b"" or raw.endswith(b"\r\n")
     text = raw.decode("utf-8")  # strict: nothing invalid was relayed

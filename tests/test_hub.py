@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from twisted.internet.task import Clock
 
-from chatd.events import Event
-from chatd.hub import Hub
+from chatd.events import Event, Welcome
+from chatd.hub import WELCOME_NAMES, Hub
 from chatd.text import AliasRefused
 
 ENCODINGS: list[Event] = []
@@ -22,7 +23,8 @@ class RecordingMember:
 
     encode = staticmethod(recording_encode)
 
-    def __init__(self) -> None:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
         self.alias: str | None = None
         self.received: list[bytes] = []
         self.disconnected: str | None = None
@@ -33,21 +35,27 @@ class RecordingMember:
     def disconnect(self, reason: str) -> None:
         self.disconnected = reason
 
+    def delivered(self) -> list[bytes]:
+        """What the member has received once the current reactor turn ends."""
+        self.hub.clock.advance(0)  # type: ignore[attr-defined]
+        return self.received
+
     def text(self) -> str:
-        return "\n".join(d.decode() for d in self.received)
+        return "\n".join(d.decode() for d in self.delivered())
 
 
 @pytest.fixture
 def hub() -> Hub:
-    return Hub()
+    return Hub(Clock())
 
 
 def joined(hub: Hub, *aliases: str) -> list[RecordingMember]:
     members = []
     for alias in aliases:
-        member = RecordingMember()
+        member = RecordingMember(hub)
         hub.join(member, alias)
         members.append(member)
+    hub.flush()
     for member in members:
         member.received.clear()
     return members
@@ -56,9 +64,9 @@ def joined(hub: Hub, *aliases: str) -> list[RecordingMember]:
 def test_join_welcomes_and_announces(hub: Hub) -> None:
     """A newcomer gets the roster; everyone else gets a join notice with the count."""
     (alice,) = joined(hub, "alice")
-    bob = RecordingMember()
+    bob = RecordingMember(hub)
     hub.join(bob, "bob")
-    assert "Welcome(alias='bob', online=('alice', 'bob'))" in bob.text()
+    assert "Welcome(alias='bob', online=('alice', 'bob'), total=2)" in bob.text()
     assert alice.text() == "Joined(alias='bob', online=2)"
 
 
@@ -66,7 +74,7 @@ def test_alias_unique_case_insensitively(hub: Hub) -> None:
     """A second member cannot take an alias that differs only in case."""
     joined(hub, "alice")
     with pytest.raises(AliasRefused, match="taken"):
-        hub.join(RecordingMember(), "ALICE")
+        hub.join(RecordingMember(hub), "ALICE")
     assert len(hub) == 1
 
 
@@ -75,8 +83,8 @@ def test_say_reaches_everyone_but_sender_encoded_once(hub: Hub) -> None:
     alice, bob, carol = joined(hub, "alice", "bob", "carol")
     ENCODINGS.clear()
     hub.say(alice, "hello")
-    assert alice.received == []
-    assert bob.received == carol.received == [b"Said(sender='alice', text='hello')"]
+    assert alice.delivered() == []
+    assert bob.delivered() == carol.delivered() == [b"Said(sender='alice', text='hello')"]
     assert len(ENCODINGS) == 1
     assert bob.received[0] is carol.received[0]
 
@@ -86,7 +94,7 @@ def test_say_sanitises_and_drops_blank(hub: Hub) -> None:
     alice, bob = joined(hub, "alice", "bob")
     hub.say(alice, "\x1b[2J\x1b]0;pwned\x07hi")
     hub.say(alice, "  \x1b[31m ")
-    assert bob.received == [b"Said(sender='alice', text='hi')"]
+    assert bob.delivered() == [b"Said(sender='alice', text='hi')"]
 
 
 def test_leave_is_announced_exactly_once(hub: Hub) -> None:
@@ -94,7 +102,7 @@ def test_leave_is_announced_exactly_once(hub: Hub) -> None:
     alice, bob = joined(hub, "alice", "bob")
     hub.leave(alice, "Quit: bye")
     hub.leave(alice, "Connection lost")
-    assert bob.received == [b"Left(alias='alice', reason='Quit: bye')"]
+    assert bob.delivered() == [b"Left(alias='alice', reason='Quit: bye')"]
     assert hub.online() == ("bob",)
 
 
@@ -102,7 +110,7 @@ def test_leave_frees_the_alias(hub: Hub) -> None:
     """After a member leaves, its alias can be taken again."""
     (alice,) = joined(hub, "alice")
     hub.leave(alice, "Quit")
-    hub.join(RecordingMember(), "Alice")
+    hub.join(RecordingMember(hub), "Alice")
     assert hub.online() == ("Alice",)
 
 
@@ -117,8 +125,8 @@ def test_member_dropping_during_broadcast(hub: Hub) -> None:
     bob.send = send_then_leave  # type: ignore[method-assign]
     hub.say(alice, "hi")
     assert carol.text().splitlines() == [
-        "Left(alias='bob', reason='Send queue exceeded')",
         "Said(sender='alice', text='hi')",
+        "Left(alias='bob', reason='Send queue exceeded')",
     ]
     assert hub.online() == ("alice", "carol")
 
@@ -127,25 +135,25 @@ def test_whisper_reaches_only_recipient(hub: Hub) -> None:
     """A private message goes to its recipient alone and is confirmed to the sender."""
     alice, bob, carol = joined(hub, "alice", "bob", "carol")
     hub.whisper(alice, "BOB", "psst")
-    assert bob.received == [b"Whispered(sender='alice', text='psst')"]
-    assert alice.received == [b"WhisperSent(recipient='bob', text='psst')"]
-    assert carol.received == []
+    assert bob.delivered() == [b"Whispered(sender='alice', text='psst')"]
+    assert alice.delivered() == [b"WhisperSent(recipient='bob', text='psst')"]
+    assert carol.delivered() == []
 
 
 def test_whisper_to_unknown_alias_is_an_error(hub: Hub) -> None:
     """A private message to nobody gets an error back and reaches no one."""
     alice, bob = joined(hub, "alice", "bob")
     hub.whisper(alice, "zed", "psst")
-    assert alice.received == [b"Error(text='No such user: zed')"]
-    assert bob.received == []
+    assert alice.delivered() == [b"Error(text='No such user: zed')"]
+    assert bob.delivered() == []
 
 
 def test_rename_frees_old_alias_and_tells_everyone(hub: Hub) -> None:
     """After a rename the old alias is free and everyone, renamer included, is told."""
     alice, bob = joined(hub, "alice", "bob")
     hub.rename(alice, "ally")
-    assert alice.received == bob.received == [b"Renamed(old='alice', new='ally')"]
-    hub.join(RecordingMember(), "alice")
+    assert alice.delivered() == bob.delivered() == [b"Renamed(old='alice', new='ally')"]
+    hub.join(RecordingMember(hub), "alice")
     assert hub.online() == ("alice", "ally", "bob")
 
 
@@ -172,11 +180,68 @@ def test_close_notifies_and_disconnects_without_leave_storm(hub: Hub) -> None:
     alice, bob = joined(hub, "alice", "bob")
     hub.close("Server shutting down.")
     hub.leave(alice, "server shutting down")
-    assert bob.received == [b"Notice(text='Server shutting down.')"]
+    assert bob.delivered() == [b"Notice(text='Server shutting down.')"]
     assert alice.disconnected == bob.disconnected == "Server shutting down."
 
 
 def test_speaking_when_not_online_is_a_programming_error(hub: Hub) -> None:
     """Front ends must join a member before it speaks; the hub refuses otherwise."""
     with pytest.raises(LookupError):
-        hub.say(RecordingMember(), "hi")
+        hub.say(RecordingMember(hub), "hi")
+
+
+def test_lines_of_one_turn_arrive_as_one_write(hub: Hub) -> None:
+    """Lines said in one reactor turn reach each listener as a single write, in order."""
+    alice, bob, carol = joined(hub, "alice", "bob", "carol")
+    hub.say(alice, "one")
+    hub.say(bob, "two")
+    hub.say(alice, "three")
+    assert carol.received == []  # nothing is written before the turn ends
+    assert carol.delivered() == [
+        b"Said(sender='alice', text='one')"
+        b"Said(sender='bob', text='two')"
+        b"Said(sender='alice', text='three')"
+    ]
+    assert alice.received == [b"Said(sender='bob', text='two')"]
+    assert bob.received == [b"Said(sender='alice', text='one')Said(sender='alice', text='three')"]
+
+
+def test_listeners_share_one_encoded_batch(hub: Hub) -> None:
+    """Everyone who spoke in no part of the turn gets the very same bytes object."""
+    alice, bob, carol, dave = joined(hub, "alice", "bob", "carol", "dave")
+    ENCODINGS.clear()
+    hub.say(alice, "one")
+    hub.say(bob, "two")
+    assert carol.delivered()[0] is dave.delivered()[0]
+    assert len(ENCODINGS) == 2
+
+
+def test_direct_delivery_keeps_order_with_batched_lines(hub: Hub) -> None:
+    """A private message after a chat line in the same turn arrives after it."""
+    alice, bob = joined(hub, "alice", "bob")
+    hub.say(alice, "public")
+    hub.whisper(alice, "bob", "private")
+    assert bob.delivered() == [
+        b"Said(sender='alice', text='public')",
+        b"Whispered(sender='alice', text='private')",
+    ]
+
+
+def test_newcomer_does_not_get_lines_from_before_joining(hub: Hub) -> None:
+    """A line said earlier in the turn someone joins is not delivered to them."""
+    (alice,) = joined(hub, "alice")
+    hub.say(alice, "before bob")
+    bob = RecordingMember(hub)
+    hub.join(bob, "bob")
+    hub.say(alice, "after bob")
+    assert b"before bob" not in b"".join(bob.delivered())
+    assert b"Said(sender='alice', text='after bob')" in bob.received
+
+
+def test_welcome_in_a_big_room_names_the_earliest_only(hub: Hub) -> None:
+    """Past WELCOME_NAMES members, a newcomer is shown the longest present and a count."""
+    joined(hub, *(f"user{n:03}" for n in range(WELCOME_NAMES + 5)))
+    newcomer = RecordingMember(hub)
+    hub.join(newcomer, "aaron")
+    names = tuple(f"user{n:03}" for n in range(WELCOME_NAMES))
+    assert newcomer.delivered()[0] == repr(Welcome("aaron", names, WELCOME_NAMES + 6)).encode()

@@ -37,7 +37,11 @@ class Client:
         self.protocol.dataReceived(data.encode() if isinstance(data, str) else data)
 
     def lines(self) -> list[str]:
-        """Every complete line the server has sent since the last call."""
+        """Every complete line the server has sent since the last call.
+
+        The reactor turn ends first, so what the hub batched is delivered.
+        """
+        self.protocol.factory.clock.advance(0)
         raw = self.transport.value()
         self.transport.clear()
         assert raw.endswith(b"\r\n") or raw == b""
@@ -59,8 +63,8 @@ class Server:
 
     def __init__(self, **limits: float) -> None:
         self.clock = Clock()
-        self.hub = Hub()
-        self.factory = ChatFactory(self.hub, ChatConfig(**limits), clock=self.clock)  # type: ignore[arg-type]
+        self.hub = Hub(self.clock)
+        self.factory = ChatFactory(self.hub, ChatConfig(**limits))  # type: ignore[arg-type]
 
     def connect(self) -> Client:
         return Client(self.factory)
@@ -95,6 +99,18 @@ def test_greets_and_prompts_without_waiting(server: Server) -> None:
 def test_sets_tcp_nodelay(server: Server) -> None:
     """Every connection asks for TCP_NODELAY so lines are not held back by Nagle."""
     assert server.connect().transport.no_delay
+
+
+def test_welcome_in_a_big_room_counts_the_rest() -> None:
+    """A newcomer to a big room sees some names and how many more there are."""
+    server = Server()
+    server.join(*(f"user{n:03}" for n in range(41)))
+    late = server.connect()
+    late.lines()
+    late.type("zed\n")
+    welcome = late.lines()[0]
+    assert welcome.startswith("*** Welcome, zed! Online (42): user000, user001, ")
+    assert welcome.endswith(", user029 and 12 more (/who lists everyone)")
 
 
 def test_accepted_alias_gets_welcome_and_others_a_join_notice(server: Server) -> None:
@@ -411,6 +427,7 @@ def test_slow_reader_is_cut_off_and_others_keep_receiving() -> None:
     slow.transport.producer.pauseProducing()
     for n in range(20):
         alice.type(f"message number {n:03} with some padding to fill the queue\n")
+        server.clock.advance(0)
     assert slow.transport.disconnected  # aborted, not a graceful close
     assert server.hub.online() == ("alice", "carol")
     carol_lines = carol.lines()
