@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from chatd.events import Error, Notice
 from chatd.hub import Hub, Member
-from chatd.text import AliasRefused, clean_text
+from chatd.text import AliasRefused, RoomRefused, clean_text
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,31 @@ def _help(hub: Hub, member: Member, args: str) -> None:
 
 
 def _who(hub: Hub, member: Member, args: str) -> None:
-    hub.roster(member)
+    if args not in ("", "*"):
+        _usage(hub, member, "who")
+        return
+    hub.roster(member, everyone=args == "*")
+
+
+def _join(hub: Hub, member: Member, args: str) -> None:
+    if not args or len(args.split()) != 1:
+        _usage(hub, member, "join")
+        return
+    try:
+        hub.move(member, args)
+    except RoomRefused as refusal:
+        hub.tell(member, Error(str(refusal)))
+
+
+def _rooms(hub: Hub, member: Member, args: str) -> None:
+    hub.list_rooms(member)
+
+
+def _topic(hub: Hub, member: Member, args: str) -> None:
+    if not args:
+        hub.show_topic(member)
+    else:
+        hub.set_topic(member, None if args == "-" else args)
 
 
 def _msg(hub: Hub, member: Member, args: str) -> None:
@@ -87,7 +111,10 @@ def _quit(hub: Hub, member: Member, args: str) -> None:
 
 COMMANDS: dict[str, Command] = {
     "help": Command("/help", "show this list", _help),
-    "who": Command("/who", "list everyone online", _who),
+    "who": Command("/who [*]", "list who is in this room (* for everyone online)", _who),
+    "join": Command("/join #ROOM", "move to ROOM, opening it if need be", _join),
+    "rooms": Command("/rooms", "list the rooms in use", _rooms),
+    "topic": Command("/topic [TEXT]", "show or set this room's topic; '/topic -' clears", _topic),
     "msg": Command("/msg ALIAS TEXT", "send TEXT to ALIAS only", _msg),
     "me": Command("/me ACTION", "show '* you ACTION' to everyone", _me),
     "nick": Command("/nick NEW", "change your alias to NEW", _nick),

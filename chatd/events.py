@@ -45,15 +45,28 @@ class WhisperSent:
 
 @dataclass(frozen=True, slots=True)
 class Joined:
-    """``alias`` came online; ``online`` counts everyone, the newcomer included."""
+    """``alias`` came into ``room`` (``came_from`` another room, or newly online).
+
+    ``present`` counts the room's members, the newcomer included.
+    """
 
     alias: str
-    online: int
+    room: str
+    present: int
+    came_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Departed:
+    """``alias`` moved from this room to room ``went_to``."""
+
+    alias: str
+    went_to: str
 
 
 @dataclass(frozen=True, slots=True)
 class Left:
-    """``alias`` went away; ``reason`` says how (a quit message, a timeout ...)."""
+    """``alias`` went offline; ``reason`` says how (a quit message, a timeout ...)."""
 
     alias: str
     reason: str
@@ -68,23 +81,41 @@ class Renamed:
 
 
 @dataclass(frozen=True, slots=True)
-class Welcome:
-    """Sent to a member once their alias is accepted.
+class InRoom:
+    """Tells a member the room they are now in: on arrival (with ``welcome``) or a move.
 
-    ``online`` names at most a screenful of those present (see
-    :data:`chatd.hub.WELCOME_NAMES`); ``total`` counts everyone.
+    ``names`` lists at most a screenful of those present (see
+    :data:`chatd.hub.LISTED_NAMES`); ``present`` counts everyone.
     """
 
-    alias: str
-    online: tuple[str, ...]
-    total: int
+    room: str
+    names: tuple[str, ...]
+    present: int
+    topic: str | None
+    welcome: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Roster:
-    """Everyone online, in display order, as asked for with ``/who``."""
+    """The answer to ``/who``: those in ``room``, or everyone online if it is None."""
 
-    online: tuple[str, ...]
+    room: str | None
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomList:
+    """The answer to ``/rooms``: name, member count and topic of each room in use."""
+
+    rooms: tuple[tuple[str, int, str | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicChanged:
+    """``alias`` set the room's topic (or cleared it, when ``topic`` is None)."""
+
+    alias: str
+    topic: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +138,13 @@ Event = (
     | Whispered
     | WhisperSent
     | Joined
+    | Departed
     | Left
     | Renamed
-    | Welcome
+    | InRoom
     | Roster
+    | RoomList
+    | TopicChanged
     | Notice
     | Error
 )

@@ -1,17 +1,15 @@
-"""Who is online and who hears what: the one place that decides delivery.
+"""Who is online, in which room, and who hears what: the one place that decides delivery.
 
-The hub knows aliases and members, never sockets or bytes formats. Any front end
-(the line protocol today; TLS, WebSocket or SSH sessions tomorrow) joins its
-sessions here as :class:`Member` objects, and a multi-node bus can later sit
-behind the same methods. All user text passes :func:`chatd.text.clean_text`
-here, so no front end can forget to sanitise.
+The hub knows aliases, rooms and members, never sockets or byte formats. Any
+front end (the line protocol today; TLS, WebSocket or SSH sessions tomorrow)
+joins its sessions here as :class:`Member` objects, and a multi-node bus can
+later sit behind the same methods. All user text passes
+:func:`chatd.text.clean_text` here, so no front end can forget to sanitise.
 
-Broadcasts are coalesced per reactor turn: everything said during one turn is
-encoded once and reaches each member as a single write at the end of the turn.
-Under load a turn carries many lines, so the cost per recipient is paid per turn
-rather than per line. Anything sent to one member alone, and any change of
-membership, first flushes what is pending, so each member still sees events in
-the order they happened.
+Every member is in exactly one room. Broadcasts are batched per room and flushed
+at the end of the reactor turn (see :mod:`chatd.room`). Anything sent to one
+member alone, and any change of room membership, first flushes what is pending,
+so each member still sees events in the order they happened.
 """
 
 from __future__ import annotations
@@ -25,24 +23,37 @@ from twisted.logger import Logger
 
 from chatd.events import (
     Acted,
+    Departed,
     Error,
     Event,
+    InRoom,
     Joined,
     Left,
     Notice,
     Renamed,
+    RoomList,
     Roster,
     Said,
-    Welcome,
+    TopicChanged,
     Whispered,
     WhisperSent,
 )
-from chatd.text import AliasRefused, alias_key, check_alias, clean_text
+from chatd.room import Room
+from chatd.text import (
+    AliasRefused,
+    alias_key,
+    check_alias,
+    check_room,
+    clean_text,
+    room_key,
+)
 
-# How many names a newcomer is shown. In a big room, listing everyone on every join
-# would cost a line of O(members) per join, O(members^2) in all, for a list
-# nobody reads; /who gives the whole list on request.
-WELCOME_NAMES = 30
+DEFAULT_ROOM = "#lobby"
+# How many names a member is shown on entering a room. In a big room, listing
+# everyone on every arrival would cost a line of O(members) each time, O(members^2)
+# in all, for a list nobody reads; /who gives the whole list on request.
+LISTED_NAMES = 30
+MAX_TOPIC_CHARS = 300
 
 
 class Member(Protocol):
@@ -64,23 +75,31 @@ class Member(Protocol):
 
 
 class Hub:
-    """The set of members online under unique, case-insensitive aliases."""
+    """Members online under unique, case-insensitive aliases, each in one room."""
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime | None = None) -> None:
+    def __init__(
+        self, clock: IReactorTime | None = None, default_room: str = DEFAULT_ROOM
+    ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
         # Public so that front ends schedule their timers on the same clock.
         self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self.default_room = check_room(default_room)
         self._members: dict[str, Member] = {}
+        self._room_of: dict[Member, Room] = {}
+        self._rooms: dict[str, Room] = {}
+        self._topics: dict[str, str] = {}
         self._closing = False
-        # Broadcasts of this reactor turn: each event with the member it skips.
-        self._batch: list[tuple[Event, Member | None]] = []
+        # Rooms with broadcasts waiting for the end of this reactor turn.
+        self._pending: list[Room] = []
         self._flush_call: IDelayedCall | None = None
 
     def __len__(self) -> int:
         return len(self._members)
+
+    # Who is where.
 
     def is_online(self, member: Member) -> bool:
         """Whether ``member`` has joined and not yet left."""
@@ -91,13 +110,9 @@ class Hub:
         """Every alias online, sorted case-insensitively."""
         return tuple(sorted((m.alias for m in self._members.values()), key=alias_key))  # type: ignore[misc]
 
-    def _welcome(self, alias: str) -> Welcome:
-        total = len(self._members)
-        if total <= WELCOME_NAMES:
-            return Welcome(alias, self.online(), total)
-        # The longest present first: dicts keep insertion (joining) order.
-        earliest = islice(self._members.values(), WELCOME_NAMES)
-        return Welcome(alias, tuple(m.alias for m in earliest), total)  # type: ignore[misc]
+    def room_of(self, member: Member) -> str:
+        """The name of the room ``member`` is in."""
+        return self._room(member).name
 
     def check_available(self, alias: str) -> str:
         """Return ``alias`` if a newcomer may take it now, else raise AliasRefused."""
@@ -106,18 +121,34 @@ class Hub:
             raise AliasRefused(f"The alias {alias} is taken.")
         return alias
 
+    # Arriving, moving, leaving.
+
     def join(self, member: Member, alias: str) -> None:
-        """Put ``member`` online as ``alias``, welcome it and tell everyone else.
+        """Put ``member`` online as ``alias`` in the default room, and welcome it.
 
         Raises AliasRefused (and changes nothing) if the alias may not be taken.
         """
         self.check_available(alias)
-        self.flush()  # what was said before the newcomer arrived is not theirs
         member.alias = alias
         self._members[alias_key(alias)] = member
         self.log.info("{alias} joined", alias=alias)
-        self.tell(member, self._welcome(alias))
-        self._broadcast(Joined(alias, len(self._members)), exclude=member)
+        self._enter(member, self._open_room(self.default_room), came_from=None)
+
+    def move(self, member: Member, room_name: str) -> None:
+        """Move ``member`` to ``room_name`` (opening it if need be), telling both rooms.
+
+        Raises RoomRefused if the name breaks the room rule.
+        """
+        check_room(room_name)
+        old = self._room(member)
+        if room_key(room_name) == room_key(old.name):
+            self.tell(member, Error(f"You are already in {old.name}."))
+            return
+        new = self._open_room(room_name)
+        self._exit(member, old)
+        self._queue(old, Departed(member.alias, new.name))  # type: ignore[arg-type]
+        self._close_if_unused(old)
+        self._enter(member, new, came_from=old.name)
 
     def leave(self, member: Member, reason: str) -> None:
         """Take ``member`` offline and announce it, once, however often it is called."""
@@ -126,38 +157,16 @@ class Hub:
         alias = member.alias
         assert alias is not None
         del self._members[alias_key(alias)]
+        room = self._room_of[member]
+        self._exit(member, room)
         reason = clean_text(reason) or "left"
         self.log.info("{alias} left ({reason})", alias=alias, reason=reason)
         if not self._closing:
-            self._broadcast(Left(alias, reason), exclude=member)
-
-    def say(self, member: Member, text: str) -> None:
-        """Relay a chat line to everyone but its sender; blank lines are dropped."""
-        text = clean_text(text)
-        if text:
-            self._broadcast(Said(self._alias_of(member), text), exclude=member)
-
-    def act(self, member: Member, text: str) -> None:
-        """Relay a ``/me`` action to everyone but its sender."""
-        text = clean_text(text)
-        if text:
-            self._broadcast(Acted(self._alias_of(member), text), exclude=member)
-
-    def whisper(self, member: Member, recipient_alias: str, text: str) -> None:
-        """Deliver a private message to one member and confirm it to the sender."""
-        sender = self._alias_of(member)
-        recipient = self._members.get(alias_key(recipient_alias))
-        text = clean_text(text)
-        if recipient is None:
-            self.tell(member, Error(f"No such user: {clean_text(recipient_alias)}"))
-        elif not text:
-            self.tell(member, Error("Empty private message not sent."))
-        else:
-            self.tell(recipient, Whispered(sender, text))
-            self.tell(member, WhisperSent(recipient.alias, text))  # type: ignore[arg-type]
+            self._queue(room, Left(alias, reason))
+        self._close_if_unused(room)
 
     def rename(self, member: Member, new_alias: str) -> None:
-        """Change ``member``'s alias, freeing the old one, and tell everyone.
+        """Change ``member``'s alias, freeing the old one, and tell their room.
 
         Raises AliasRefused if the new alias may not be taken. A change of case
         only (alice to Alice) is allowed: the name stays the member's own.
@@ -173,15 +182,93 @@ class Hub:
         member.alias = new_alias
         self._members[alias_key(new_alias)] = member
         self.log.info("{old} is now known as {new}", old=old, new=new_alias)
-        self._broadcast(Renamed(old, new_alias))
+        self._queue(self._room_of[member], Renamed(old, new_alias))
 
-    def roster(self, member: Member) -> None:
-        """Tell ``member`` who is online."""
-        self.tell(member, Roster(self.online()))
+    # Talking.
+
+    def say(self, member: Member, text: str) -> None:
+        """Relay a chat line to everyone else in the sender's room; blank lines are dropped."""
+        text = clean_text(text)
+        if text:
+            self._queue(self._room(member), Said(member.alias, text), exclude=member)  # type: ignore[arg-type]
+
+    def act(self, member: Member, text: str) -> None:
+        """Relay a ``/me`` action to everyone else in the sender's room."""
+        text = clean_text(text)
+        if text:
+            self._queue(self._room(member), Acted(member.alias, text), exclude=member)  # type: ignore[arg-type]
+
+    def whisper(self, member: Member, recipient_alias: str, text: str) -> None:
+        """Deliver a private message (to any room) and confirm it to the sender."""
+        sender = self._alias_of(member)
+        recipient = self._members.get(alias_key(recipient_alias))
+        text = clean_text(text)
+        if recipient is None:
+            self.tell(member, Error(f"No such user: {clean_text(recipient_alias)}"))
+        elif not text:
+            self.tell(member, Error("Empty private message not sent."))
+        else:
+            self.tell(recipient, Whispered(sender, text))
+            self.tell(member, WhisperSent(recipient.alias, text))  # type: ignore[arg-type]
+
+    def set_topic(self, member: Member, topic: str | None) -> None:
+        """Set the topic of the member's room, or clear it with None, and tell the room."""
+        room = self._room(member)
+        if topic is not None:
+            topic = clean_text(topic)[:MAX_TOPIC_CHARS]
+            if not topic:
+                self.tell(member, Error("An empty topic is not set ('/topic -' clears it)."))
+                return
+            self._topics[room_key(room.name)] = topic
+        else:
+            self._topics.pop(room_key(room.name), None)
+        room.topic = topic
+        self._queue(room, TopicChanged(member.alias, topic))  # type: ignore[arg-type]
 
     def announce(self, text: str) -> None:
-        """Send a server notice to everyone online."""
-        self._broadcast(Notice(text))
+        """Send a server notice to everyone online, in every room."""
+        for room in self._rooms.values():
+            self._queue(room, Notice(text))
+
+    # Answers to one member.
+
+    def roster(self, member: Member, everyone: bool = False) -> None:
+        """Tell ``member`` who is in their room, or who is online anywhere."""
+        if everyone:
+            self.tell(member, Roster(None, self.online()))
+        else:
+            room = self._room(member)
+            self.tell(member, Roster(room.name, room.names()))
+
+    def list_rooms(self, member: Member) -> None:
+        """Tell ``member`` which rooms are in use, with their counts and topics."""
+        rooms = sorted(self._rooms.values(), key=lambda room: room_key(room.name))
+        self.tell(member, RoomList(tuple((r.name, len(r), r.topic) for r in rooms)))
+
+    def show_topic(self, member: Member) -> None:
+        """Tell ``member`` the topic of their room."""
+        room = self._room(member)
+        if room.topic:
+            self.tell(member, Notice(f"Topic of {room.name}: {room.topic}"))
+        else:
+            self.tell(member, Notice(f"{room.name} has no topic."))
+
+    def tell(self, member: Member, event: Event) -> None:
+        """Deliver ``event`` to ``member`` alone, after anything already broadcast."""
+        self.flush()
+        member.send(member.encode(event))
+
+    # The end of the turn, and of everything.
+
+    def flush(self) -> None:
+        """Deliver every room's broadcasts of this turn now."""
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        pending, self._pending = self._pending, []
+        for room in pending:
+            room.flush()
 
     def close(self, reason: str) -> None:
         """Tell everyone the hub is closing and disconnect them, without leave notices.
@@ -195,52 +282,51 @@ class Hub:
         for member in list(self._members.values()):
             member.disconnect(reason)
 
-    def tell(self, member: Member, event: Event) -> None:
-        """Deliver ``event`` to ``member`` alone, after anything already broadcast."""
-        self.flush()
-        member.send(member.encode(event))
+    # Inside.
 
-    def flush(self) -> None:
-        """Deliver every broadcast of this turn now: one write per member.
-
-        The batch is encoded once per wire format. Members who skip none of its
-        events (everyone but this turn's speakers) all get the same bytes object;
-        a speaker gets the batch without their own lines.
-        """
-        if self._flush_call is not None:
-            if self._flush_call.active():
-                self._flush_call.cancel()
-            self._flush_call = None
-        batch, self._batch = self._batch, []
-        if not batch:
-            return
-        skipping = {skipped for _, skipped in batch if skipped is not None}
-        encoded: dict[Callable[[Event], bytes], list[bytes]] = {}
-        joined: dict[Callable[[Event], bytes], bytes] = {}
-        # A snapshot: a recipient may drop (and leave) during the loop.
-        for member in list(self._members.values()):
-            encode = member.encode
-            lines = encoded.get(encode)
-            if lines is None:
-                lines = encoded[encode] = [encode(event) for event, _ in batch]
-                joined[encode] = b"".join(lines)
-            if member in skipping:
-                data = b"".join(
-                    line
-                    for line, (_, skipped) in zip(lines, batch, strict=True)
-                    if skipped is not member
-                )
-                if data:
-                    member.send(data)
-            else:
-                member.send(joined[encode])
+    def _room(self, member: Member) -> Room:
+        room = self._room_of.get(member)
+        if room is None:
+            raise LookupError("member is not online")
+        return room
 
     def _alias_of(self, member: Member) -> str:
-        if not self.is_online(member):
-            raise LookupError("member is not online")
+        self._room(member)
         return member.alias  # type: ignore[return-value]
 
-    def _broadcast(self, event: Event, exclude: Member | None = None) -> None:
-        self._batch.append((event, exclude))
-        if self._flush_call is None:
-            self._flush_call = self.clock.callLater(0, self.flush)
+    def _open_room(self, name: str) -> Room:
+        room = self._rooms.get(room_key(name))
+        if room is None:
+            room = Room(name, self._topics.get(room_key(name)))
+            self._rooms[room_key(name)] = room
+        return room
+
+    def _close_if_unused(self, room: Room) -> None:
+        # The default room stays listed even when empty; a topic outlives its room.
+        if not room.members and room.name != self.default_room:
+            room.flush()
+            del self._rooms[room_key(room.name)]
+
+    def _enter(self, member: Member, room: Room, came_from: str | None) -> None:
+        room.flush()  # what was said before the newcomer arrived is not theirs
+        room.members[member] = None
+        self._room_of[member] = room
+        present = len(room)
+        if present <= LISTED_NAMES:
+            names = room.names()
+        else:  # the longest present first
+            names = tuple(m.alias for m in islice(room.members, LISTED_NAMES))  # type: ignore[misc]
+        welcome = member.alias if came_from is None else None
+        self.tell(member, InRoom(room.name, names, present, room.topic, welcome))
+        self._queue(room, Joined(member.alias, room.name, present, came_from), exclude=member)  # type: ignore[arg-type]
+
+    def _exit(self, member: Member, room: Room) -> None:
+        room.flush()  # the member still hears what was said before they went
+        del room.members[member]
+        del self._room_of[member]
+
+    def _queue(self, room: Room, event: Event, exclude: Member | None = None) -> None:
+        if room.queue(event, exclude):
+            self._pending.append(room)
+            if self._flush_call is None:
+                self._flush_call = self.clock.callLater(0, self.flush)

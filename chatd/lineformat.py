@@ -11,15 +11,18 @@ from functools import singledispatch
 
 from chatd.events import (
     Acted,
+    Departed,
     Error,
     Event,
+    InRoom,
     Joined,
     Left,
     Notice,
     Renamed,
+    RoomList,
     Roster,
     Said,
-    Welcome,
+    TopicChanged,
     Whispered,
     WhisperSent,
 )
@@ -42,8 +45,11 @@ def error_line(text: str) -> bytes:
     return encode(Error(text))
 
 
-def _who(online: tuple[str, ...]) -> str:
-    return f"Online ({len(online)}): {', '.join(online)}"
+def _names(names: tuple[str, ...], present: int) -> str:
+    listed = f"({present}): {', '.join(names)}"
+    if present > len(names):
+        listed += f" and {present - len(names)} more (/who lists everyone)"
+    return listed
 
 
 @singledispatch
@@ -73,7 +79,13 @@ def _(event: WhisperSent) -> str:
 
 @_render.register
 def _(event: Joined) -> str:
-    return f"*** {event.alias} has joined ({event.online} online)"
+    came_from = f" from {event.came_from}" if event.came_from else ""
+    return f"*** {event.alias} has joined {event.room}{came_from} ({event.present} here)"
+
+
+@_render.register
+def _(event: Departed) -> str:
+    return f"*** {event.alias} has gone to {event.went_to}"
 
 
 @_render.register
@@ -87,16 +99,38 @@ def _(event: Renamed) -> str:
 
 
 @_render.register
-def _(event: Welcome) -> str:
-    online = f"Online ({event.total}): {', '.join(event.online)}"
-    if event.total > len(event.online):
-        online += f" and {event.total - len(event.online)} more (/who lists everyone)"
-    return f"*** Welcome, {event.alias}! {online}{CRLF}*** Type /help for commands."
+def _(event: InRoom) -> str:
+    names = _names(event.names, event.present)
+    if event.welcome:
+        lines = [f"*** Welcome, {event.welcome}! You are in {event.room} {names}"]
+    else:
+        lines = [f"*** You are now in {event.room} {names}"]
+    if event.topic:
+        lines.append(f"*** Topic: {event.topic}")
+    if event.welcome:
+        lines.append("*** Type /help for commands.")
+    return CRLF.join(lines)
 
 
 @_render.register
 def _(event: Roster) -> str:
-    return f"*** {_who(event.online)}"
+    where = f"In {event.room}" if event.room else "Online"
+    return f"*** {where} ({len(event.names)}): {', '.join(event.names)}"
+
+
+@_render.register
+def _(event: RoomList) -> str:
+    lines = [f"*** Rooms ({len(event.rooms)}):"]
+    for name, present, topic in event.rooms:
+        lines.append(f"***   {name} ({present})" + (f": {topic}" if topic else ""))
+    return CRLF.join(lines)
+
+
+@_render.register
+def _(event: TopicChanged) -> str:
+    if event.topic is None:
+        return f"*** {event.alias} cleared the topic"
+    return f"*** {event.alias} set the topic: {event.topic}"
 
 
 @_render.register

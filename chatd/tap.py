@@ -13,9 +13,10 @@ from twisted.application.service import IService, MultiService
 from twisted.internet import endpoints
 from twisted.python import usage
 
-from chatd.hub import Hub
+from chatd.hub import DEFAULT_ROOM, Hub
 from chatd.protocol import ChatConfig, ChatFactory
 from chatd.service import ChatService
+from chatd.text import ROOM_RULE, RoomRefused, check_room
 
 DEFAULT_INTERFACE = "127.0.0.1"
 DEFAULT_PORT = 55555
@@ -44,6 +45,16 @@ def _positive(kind: type[int] | type[float]) -> Any:
     return convert
 
 
+def _room_name(value: str) -> str:
+    try:
+        return check_room(value)
+    except RoomRefused as refusal:
+        raise ValueError(str(refusal)) from None
+
+
+_room_name.coerceDoc = f"A room name: {ROOM_RULE}."  # type: ignore[attr-defined]
+
+
 class Options(usage.Options):
     """Options of ``twistd chatd``."""
 
@@ -68,6 +79,13 @@ class Options(usage.Options):
             _DEFAULTS.sendq_bytes,
             "Output held for a client that does not read before it is disconnected.",
             _positive(int),
+        ],
+        [
+            "default-room",
+            None,
+            DEFAULT_ROOM,
+            "The room everyone starts in.",
+            _room_name,
         ],
     ]
 
@@ -104,7 +122,7 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     """Build the chat service and one listening service per ``--port``."""
     top = MultiService()
-    factory = ChatFactory(Hub(), options.config())
+    factory = ChatFactory(Hub(default_room=options["default-room"]), options.config())
     # Added first so it stops last: ports stop accepting before clients hear goodbye.
     ChatService(factory).setServiceParent(top)
     for description in options["ports"]:

@@ -88,3 +88,26 @@ def check_alias(alias: str) -> str:
     if alias_key(alias) in RESERVED_ALIASES:
         raise AliasRefused(f"The alias {alias!r} is reserved.")
     return alias
+
+
+ROOM_RULE = f"'#' and then {ALIAS_RULE}"
+
+
+class RoomRefused(ValueError):
+    """A room name breaks the naming rule; the message says which, for the user."""
+
+
+def check_room(name: str) -> str:
+    """Return ``name`` if it is a valid room name (``#`` plus the alias rule), else raise."""
+    body = name[1:]
+    if (
+        not name.startswith("#")
+        or not body
+        or len(body) > MAX_ALIAS_CHARS
+        or not _ALIAS_PATTERN.fullmatch(body)
+    ):
+        raise RoomRefused(f"Invalid room name: use {ROOM_RULE}.")
+    return name
+
+
+room_key = alias_key

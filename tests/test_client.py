@@ -36,7 +36,9 @@ from chatd.client import (
     send_typed,
 )
 
-WELCOME = b"*** Welcome, alice! Online (2): alice, bob\r\n*** Type /help for commands.\r\n"
+WELCOME = (
+    b"*** Welcome, alice! You are in #lobby (2): alice, bob\r\n*** Type /help for commands.\r\n"
+)
 
 
 class Harness:

@@ -51,6 +51,8 @@ LINES = [
     b"/msg watcher psst\n",
     b"/quit bye\n",
     b"/who\n",
+    b"/join #rust\n",
+    b"/join #lobby\n",
 ]
 piece = st.one_of(
     st.sampled_from(LINES),
@@ -66,8 +68,8 @@ action = st.one_of(
 )
 
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-_JOIN = re.compile(r"\*\*\* (\S+) has joined \(")
-_LEAVE = re.compile(r"\*\*\* (\S+) has left \(")
+_JOIN = re.compile(r"\*\*\* (\S+) has joined #lobby")
+_LEAVE = re.compile(r"\*\*\* (\S+) has (?:left \(|gone to #)")
 _RENAME = re.compile(r"\*\*\* (\S+) is now known as (\S+)$")
 
 
@@ -101,7 +103,7 @@ def test_arbitrary_input_keeps_invariants(actions: list[tuple[str, int, bytes | 
     raw = watcher.transport.value()
     assert raw == b"" or raw.endswith(b"\r\n")
     text = raw.decode("utf-8")  # strict: nothing invalid was relayed
-    present: set[str] = set()  # aliases the watcher has been told are online
+    present: set[str] = set()  # aliases the watcher has been told are in its room
     for line in text.split("\r\n")[:-1]:
         assert not _FORBIDDEN.search(line), line
         if joined := _JOIN.match(line):
@@ -116,13 +118,13 @@ def test_arbitrary_input_keeps_invariants(actions: list[tuple[str, int, bytes | 
             present.remove(alias_key(renamed.group(1)))
             present.add(alias_key(renamed.group(2)))
 
-    live = {
-        alias_key(c.protocol.alias)
-        for c in clients
-        if not c.closed and c.protocol.alias is not None
-    }
-    assert {alias_key(a) for a in server.hub.online()} == live | {"watcher"}
-    assert present == live
+    online = {c.protocol for c in clients if not c.closed and c.protocol.alias is not None}
+    assert {alias_key(a) for a in server.hub.online()} == {
+        alias_key(p.alias)
+        for p in online  # type: ignore[arg-type]
+    } | {"watcher"}
+    in_lobby = {alias_key(p.alias) for p in online if server.hub.room_of(p) == "#lobby"}  # type: ignore[arg-type]
+    assert present == in_lobby
     assert server.factory.connections == {c.protocol for c in clients if not c.closed} | {
         watcher.protocol
     }

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from chatd.events import Event, Welcome
-from chatd.hub import WELCOME_NAMES, Hub
-from chatd.text import AliasRefused
+from chatd.events import Event, InRoom
+from chatd.hub import LISTED_NAMES, Hub
+from chatd.text import AliasRefused, RoomRefused
 
 ENCODINGS: list[Event] = []
 
@@ -66,8 +66,10 @@ def test_join_welcomes_and_announces(hub: Hub) -> None:
     (alice,) = joined(hub, "alice")
     bob = RecordingMember(hub)
     hub.join(bob, "bob")
-    assert "Welcome(alias='bob', online=('alice', 'bob'), total=2)" in bob.text()
-    assert alice.text() == "Joined(alias='bob', online=2)"
+    assert bob.text() == (
+        "InRoom(room='#lobby', names=('alice', 'bob'), present=2, topic=None, welcome='bob')"
+    )
+    assert alice.text() == "Joined(alias='bob', room='#lobby', present=2, came_from=None)"
 
 
 def test_alias_unique_case_insensitively(hub: Hub) -> None:
@@ -178,6 +180,8 @@ def test_rename_refused(hub: Hub, new: str, why: str) -> None:
 def test_close_notifies_and_disconnects_without_leave_storm(hub: Hub) -> None:
     """Closing tells everyone once and disconnects them; no leave notices follow."""
     alice, bob = joined(hub, "alice", "bob")
+    hub.move(alice, "#elsewhere")
+    bob.received.clear()
     hub.close("Server shutting down.")
     hub.leave(alice, "server shutting down")
     assert bob.delivered() == [b"Notice(text='Server shutting down.')"]
@@ -239,9 +243,116 @@ def test_newcomer_does_not_get_lines_from_before_joining(hub: Hub) -> None:
 
 
 def test_welcome_in_a_big_room_names_the_earliest_only(hub: Hub) -> None:
-    """Past WELCOME_NAMES members, a newcomer is shown the longest present and a count."""
-    joined(hub, *(f"user{n:03}" for n in range(WELCOME_NAMES + 5)))
+    """Past LISTED_NAMES members, a newcomer is shown the longest present and a count."""
+    joined(hub, *(f"user{n:03}" for n in range(LISTED_NAMES + 5)))
     newcomer = RecordingMember(hub)
     hub.join(newcomer, "aaron")
-    names = tuple(f"user{n:03}" for n in range(WELCOME_NAMES))
-    assert newcomer.delivered()[0] == repr(Welcome("aaron", names, WELCOME_NAMES + 6)).encode()
+    names = tuple(f"user{n:03}" for n in range(LISTED_NAMES))
+    welcome = InRoom("#lobby", names, LISTED_NAMES + 6, None, "aaron")
+    assert newcomer.delivered()[0] == repr(welcome).encode()
+
+
+# Rooms.
+
+
+def test_lines_stay_in_their_room(hub: Hub) -> None:
+    """A line reaches the sender's room only; private messages cross rooms."""
+    alice, bob, carol = joined(hub, "alice", "bob", "carol")
+    hub.move(carol, "#rust")
+    hub.flush()
+    for member in (alice, bob, carol):
+        member.received.clear()
+    hub.say(alice, "lobby only")
+    hub.whisper(alice, "carol", "over here")
+    assert bob.delivered() == [b"Said(sender='alice', text='lobby only')"]
+    assert carol.delivered() == [b"Whispered(sender='alice', text='over here')"]
+
+
+def test_move_announces_to_both_rooms(hub: Hub) -> None:
+    """Moving tells the old room where the member went and the new room where they came from."""
+    alice, bob, carol = joined(hub, "alice", "bob", "carol")
+    hub.move(carol, "#rust")
+    hub.flush()
+    for member in (alice, bob, carol):
+        member.received.clear()
+    hub.move(alice, "#Rust")
+    assert bob.delivered() == [b"Departed(alias='alice', went_to='#rust')"]
+    assert carol.delivered() == [
+        b"Joined(alias='alice', room='#rust', present=2, came_from='#lobby')"
+    ]
+    assert alice.delivered() == [
+        b"InRoom(room='#rust', names=('alice', 'carol'), present=2, topic=None, welcome=None)"
+    ]
+    assert hub.room_of(alice) == "#rust"
+
+
+def test_move_to_current_room_is_an_error(hub: Hub) -> None:
+    """Joining the room one is in changes nothing and says so."""
+    (alice,) = joined(hub, "alice")
+    hub.move(alice, "#LOBBY")
+    assert alice.delivered() == [b"Error(text='You are already in #lobby.')"]
+
+
+def test_move_to_invalid_room_is_refused(hub: Hub) -> None:
+    """Room names follow the documented rule."""
+    (alice,) = joined(hub, "alice")
+    for name in ("rust", "#", "#two words", "#" + "x" * 25, "#\x1b[2J"):
+        with pytest.raises(RoomRefused):
+            hub.move(alice, name)
+    assert hub.room_of(alice) == "#lobby"
+
+
+def test_rooms_lists_rooms_in_use_and_drops_empty_ones(hub: Hub) -> None:
+    """/rooms shows each room with members and its topic; emptied rooms vanish."""
+    alice, bob = joined(hub, "alice", "bob")
+    hub.move(bob, "#rust")
+    hub.set_topic(bob, "crabs")
+    hub.list_rooms(alice)
+    assert alice.delivered()[-1] == (
+        b"RoomList(rooms=(('#lobby', 1, None), ('#rust', 1, 'crabs')))"
+    )
+    hub.move(bob, "#go")
+    hub.list_rooms(alice)
+    assert alice.delivered()[-1] == b"RoomList(rooms=(('#go', 1, None), ('#lobby', 1, None)))"
+
+
+def test_topic_outlives_its_room(hub: Hub) -> None:
+    """A topic set on a room is there again when the room is next opened."""
+    (alice,) = joined(hub, "alice")
+    hub.move(alice, "#rust")
+    hub.set_topic(alice, "crabs \x1b[31m")
+    hub.move(alice, "#lobby")
+    hub.move(alice, "#rust")
+    assert alice.delivered()[-1] == (
+        b"InRoom(room='#rust', names=('alice',), present=1, topic='crabs', welcome=None)"
+    )
+    hub.set_topic(alice, None)
+    hub.show_topic(alice)
+    assert alice.delivered()[-2:] == [
+        b"TopicChanged(alias='alice', topic=None)",
+        b"Notice(text='#rust has no topic.')",
+    ]
+
+
+def test_who_in_room_and_everywhere(hub: Hub) -> None:
+    """/who lists the member's room; /who * everyone online."""
+    alice, bob, _ = joined(hub, "alice", "bob", "carol")
+    hub.move(bob, "#rust")
+    hub.roster(alice)
+    hub.roster(alice, everyone=True)
+    assert alice.delivered()[-2:] == [
+        b"Roster(room='#lobby', names=('alice', 'carol'))",
+        b"Roster(room=None, names=('alice', 'bob', 'carol'))",
+    ]
+
+
+def test_leave_is_announced_in_the_members_room_only(hub: Hub) -> None:
+    """A departure is told to the room the member was in."""
+    alice, bob, carol = joined(hub, "alice", "bob", "carol")
+    hub.move(carol, "#rust")
+    hub.flush()
+    alice.received.clear()
+    hub.leave(carol, "Quit")
+    assert alice.delivered() == []
+    hub.leave(bob, "Quit")
+    assert alice.delivered() == [b"Left(alias='bob', reason='Quit')"]

@@ -109,7 +109,7 @@ def test_welcome_in_a_big_room_counts_the_rest() -> None:
     late.lines()
     late.type("zed\n")
     welcome = late.lines()[0]
-    assert welcome.startswith("*** Welcome, zed! Online (42): user000, user001, ")
+    assert welcome.startswith("*** Welcome, zed! You are in #lobby (42): user000, user001, ")
     assert welcome.endswith(", user029 and 12 more (/who lists everyone)")
 
 
@@ -120,10 +120,10 @@ def test_accepted_alias_gets_welcome_and_others_a_join_notice(server: Server) ->
     bob.lines()
     bob.type("bob\n")
     assert bob.lines() == [
-        "*** Welcome, bob! Online (2): alice, bob",
+        "*** Welcome, bob! You are in #lobby (2): alice, bob",
         "*** Type /help for commands.",
     ]
-    assert alice.lines() == ["*** bob has joined (2 online)"]
+    assert alice.lines() == ["*** bob has joined #lobby (2 here)"]
 
 
 @pytest.mark.parametrize(
@@ -254,7 +254,7 @@ def test_telnet_negotiation_is_consumed(server: Server) -> None:
     client = server.connect()
     (bob,) = server.join("bob")
     client.type(b"\xff\xfd\x03\xff\xfb\x18al\xff\xfa\x18\x01\xff\xf0ice\r\n")
-    assert bob.lines() == ["*** alice has joined (2 online)"]
+    assert bob.lines() == ["*** alice has joined #lobby (2 here)"]
     client.type(b"h\xff\xf1i\n")
     assert bob.lines() == ["<alice> hi"]
 
@@ -267,16 +267,33 @@ def test_help_lists_every_command(server: Server) -> None:
     alice, bob = server.join("alice", "bob")
     alice.type("/help\n")
     text = "\n".join(alice.lines())
-    for command in ("/help", "/who", "/msg ALIAS TEXT", "/me ACTION", "/nick NEW", "/quit"):
+    for command in (
+        "/help",
+        "/who [*]",
+        "/join #ROOM",
+        "/rooms",
+        "/topic [TEXT]",
+        "/msg ALIAS TEXT",
+        "/me ACTION",
+        "/nick NEW",
+        "/quit",
+    ):
         assert command in text
     assert bob.lines() == []
 
 
-def test_who_lists_everyone(server: Server) -> None:
-    """/who lists everyone online, sorted."""
-    carol, alice, _ = server.join("carol", "alice", "Bob")
-    alice.type("/who\n")
-    assert alice.lines() == ["*** Online (3): alice, Bob, carol"]
+def test_who_lists_the_room_or_everyone(server: Server) -> None:
+    """/who lists the room, /who * everyone online, sorted case-insensitively."""
+    carol, alice, bob = server.join("carol", "alice", "Bob")
+    bob.type("/join #elsewhere\n")
+    alice.type("/who\n/who *\n")
+    assert alice.lines()[-2:] == [
+        "*** In #lobby (2): alice, carol",
+        "*** Online (3): alice, Bob, carol",
+    ]
+    carol.lines()
+    alice.type("/who everyone\n")
+    assert alice.lines() == ["!!! Usage: /who [*]"]
     assert carol.lines() == []
 
 
@@ -335,7 +352,7 @@ def test_nick_renames_and_frees_the_old_alias(server: Server) -> None:
     alice.type("hi\n")
     assert bob.lines() == ["<ally> hi"]
     server.join("alice")
-    assert bob.lines() == ["*** alice has joined (3 online)"]
+    assert bob.lines() == ["*** alice has joined #lobby (3 here)"]
 
 
 def test_quit_with_reason(server: Server) -> None:
@@ -347,6 +364,51 @@ def test_quit_with_reason(server: Server) -> None:
     alice.finish_close()
     assert bob.lines() == ["*** alice has left (Quit: see you)"]
     assert server.hub.online() == ("bob",)
+
+
+def test_rooms_join_topic_and_list(server: Server) -> None:
+    """/join moves between rooms, /topic sets what newcomers see, /rooms lists them."""
+    alice, bob, carol = server.join("alice", "bob", "carol")
+    bob.type("/join #rust\n/topic all about crabs\n")
+    assert bob.lines() == [
+        "*** You are now in #rust (1): bob",
+        "*** bob set the topic: all about crabs",
+    ]
+    assert alice.lines() == carol.lines() == ["*** bob has gone to #rust"]
+    alice.type("/join #Rust\n")
+    assert alice.lines() == [
+        "*** You are now in #rust (2): alice, bob",
+        "*** Topic: all about crabs",
+    ]
+    assert bob.lines() == ["*** alice has joined #rust from #lobby (2 here)"]
+    alice.type("only crabs hear this\n")
+    assert bob.lines() == ["<alice> only crabs hear this"]
+    assert carol.lines() == ["*** alice has gone to #rust"]
+    carol.type("/rooms\n")
+    assert carol.lines() == [
+        "*** Rooms (2):",
+        "***   #lobby (1)",
+        "***   #rust (2): all about crabs",
+    ]
+    alice.type("/topic\n")
+    assert alice.lines() == ["*** Topic of #rust: all about crabs"]
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("/join", "!!! Usage: /join #ROOM"),
+        ("/join rust", "!!! Invalid room name: use '#' and then 1-24 characters"),
+        ("/join #lobby", "!!! You are already in #lobby."),
+        ("/topic \x1b[2J", "!!! An empty topic is not set ('/topic -' clears it)."),
+    ],
+)
+def test_room_command_errors(server: Server, line: str, error: str) -> None:
+    """Refused room commands answer the sender alone."""
+    alice, bob = server.join("alice", "bob")
+    alice.type(line + "\n")
+    assert alice.lines()[0].startswith(error)
+    assert bob.lines() == []
 
 
 # Departures.

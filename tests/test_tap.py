@@ -46,9 +46,7 @@ def test_bad_port_is_a_usage_error(port: str) -> None:
 
 def test_limits() -> None:
     """Each limit option reaches the protocol configuration."""
-    options = parse(
-        "--alias-timeout", "2.5", "--max-line-bytes", "512", "--sendq-bytes", "65536"
-    )
+    options = parse("--alias-timeout", "2.5", "--max-line-bytes", "512", "--sendq-bytes", "65536")
     assert options.config() == ChatConfig(
         alias_timeout_seconds=2.5, max_line_bytes=512, sendq_bytes=65536
     )
@@ -62,12 +60,21 @@ def test_limits() -> None:
         ["--max-line-bytes", "-1"],
         ["--max-line-bytes", "1.5"],
         ["--sendq-bytes", "0"],
+        ["--default-room", "lobby"],
+        ["--default-room", "#has space"],
     ],
 )
 def test_bad_limits_are_usage_errors(args: list[str]) -> None:
     """Zero, negative or non-numeric limits are refused with a usage error."""
     with pytest.raises(UsageError):
         parse(*args)
+
+
+def test_default_room() -> None:
+    """--default-room names the room everyone starts in (#lobby unless given)."""
+    assert parse()["default-room"] == "#lobby"
+    top = makeService(parse("--default-room", "#main"))
+    assert next(iter(top)).factory.hub.default_room == "#main"
 
 
 def test_make_service_listens_on_every_port() -> None:

@@ -112,8 +112,8 @@ def piped_alice(chatd: Daemon, bob: socket.socket) -> Iterator[PipedClient]:
     """chatd-client on pipes, joined as alice, with bob already told so."""
     alice = PipedClient(client_command(chatd, "--alias", "alice"))
     try:
-        alice.stdout.expect(b"*** Welcome, alice! Online (2): alice, bob\n")
-        read_until(bob, b"*** alice has joined (2 online)\r\n")
+        alice.stdout.expect(b"*** Welcome, alice! You are in #lobby (2): alice, bob\n")
+        read_until(bob, b"*** alice has joined #lobby (2 here)\r\n")
         yield alice
     finally:
         alice.kill()
@@ -152,7 +152,7 @@ def test_piped_script_lines_all_arrive_before_quit(chatd: Daemon, bob: socket.so
     # Standard output holds only what the server sent, without CRs.
     lines = result.stdout.decode().splitlines()
     assert lines[0].startswith("*** Welcome to chatd ")
-    assert "*** Welcome, carol! Online (2): bob, carol" in lines
+    assert "*** Welcome, carol! You are in #lobby (2): bob, carol" in lines
     assert lines[-1] == "*** Goodbye."
     assert all(line.startswith(("*** ", "!!! ")) for line in lines), lines
 
@@ -245,7 +245,7 @@ def test_interactive_client_in_a_terminal(chatd: Daemon, bob: socket.socket) -> 
     alice = Terminal(client_command(chatd, "--alias", "alice"))
     try:
         shown = alice.expect(b"*** Type /help for commands.")
-        read_until(bob, b"*** alice has joined (2 online)\r\n")
+        read_until(bob, b"*** alice has joined #lobby (2 here)\r\n")
         shown = alice.expect(b"alice>", shown)  # the prompt is up: the editor has the keys
         alice.type(b"hel")
         shown = alice.expect(b"hel", shown)

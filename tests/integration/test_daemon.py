@@ -32,7 +32,7 @@ def test_clients_chat_through_the_daemon(chatd: Daemon) -> None:
     alice = join(chatd, "alice")
     bob = join(chatd, "bob")
     carol = join(chatd, "carol")
-    read_until(alice, b"carol has joined (3 online)\r\n")
+    read_until(alice, b"carol has joined #lobby (3 here)\r\n")
     alice.sendall(b"hello everyone\n")
     assert b"<alice> hello everyone\r\n" in read_until(bob, b"<alice> hello everyone\r\n")
     read_until(carol, b"<alice> hello everyone\r\n")
@@ -131,6 +131,6 @@ def test_tac_file_runs_the_same_service(tmp_path: Path) -> None:
         idle = daemon.connect()
         assert read_to_eof(idle).endswith(b"!!! No alias chosen within 1 seconds; goodbye.\r\n")
         alice.sendall(b"/who\n")
-        read_until(alice, b"*** Online (1): alice\r\n")
+        read_until(alice, b"*** In #lobby (1): alice\r\n")
     finally:
         daemon.stop()

@@ -1,0 +1,74 @@
+"""A room: the members who hear each other, and the lines they hear together.
+
+Broadcasts to a room are coalesced per reactor turn: everything said during one
+turn is encoded once and reaches each member as a single write when the hub
+flushes at the end of the turn. Under load a turn carries many lines, so the cost
+per recipient is paid per turn rather than per line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from chatd.events import Event
+from chatd.text import alias_key
+
+if TYPE_CHECKING:
+    from chatd.hub import Member
+
+
+class Room:
+    """Members of one room (in the order they came in) and this turn's broadcasts."""
+
+    __slots__ = ("_batch", "members", "name", "topic")
+
+    def __init__(self, name: str, topic: str | None = None) -> None:
+        self.name = name
+        self.topic = topic
+        # An ordered set: the longest present first.
+        self.members: dict[Member, None] = {}
+        self._batch: list[tuple[Event, Member | None]] = []
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def names(self) -> tuple[str, ...]:
+        """The aliases present, sorted case-insensitively."""
+        return tuple(sorted((m.alias for m in self.members), key=alias_key))  # type: ignore[misc]
+
+    def queue(self, event: Event, exclude: Member | None = None) -> bool:
+        """Add ``event`` to this turn's batch; True if the batch was empty before."""
+        self._batch.append((event, exclude))
+        return len(self._batch) == 1
+
+    def flush(self) -> None:
+        """Deliver this turn's batch: one write per member.
+
+        The batch is encoded once per wire format. Members who skip none of its
+        events (everyone but this turn's speakers) all get the same bytes object;
+        a speaker gets the batch without their own lines.
+        """
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        skipping = {skipped for _, skipped in batch if skipped is not None}
+        encoded: dict[Callable[[Event], bytes], list[bytes]] = {}
+        joined: dict[Callable[[Event], bytes], bytes] = {}
+        # A snapshot: a recipient may drop (and leave) during the loop.
+        for member in list(self.members):
+            encode = member.encode
+            lines = encoded.get(encode)
+            if lines is None:
+                lines = encoded[encode] = [encode(event) for event, _ in batch]
+                joined[encode] = b"".join(lines)
+            if member in skipping:
+                data = b"".join(
+                    line
+                    for line, (_, skipped) in zip(lines, batch, strict=True)
+                    if skipped is not member
+                )
+                if data:
+                    member.send(data)
+            else:
+                member.send(joined[encode])
