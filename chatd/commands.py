@@ -102,6 +102,32 @@ def _nick(hub: Hub, member: Member, args: str) -> None:
         hub.tell(member, Error(str(refusal)))
 
 
+def _single_alias(hub: Hub, member: Member, args: str, name: str) -> str | None:
+    if not args or len(args.split()) != 1:
+        _usage(hub, member, name)
+        return None
+    return args
+
+
+def _whois(hub: Hub, member: Member, args: str) -> None:
+    if (alias := _single_alias(hub, member, args, "whois")) is not None:
+        hub.whois(member, alias)
+
+
+def _away(hub: Hub, member: Member, args: str) -> None:
+    hub.set_away(member, args or None)
+
+
+def _ignore(hub: Hub, member: Member, args: str) -> None:
+    if (alias := _single_alias(hub, member, args, "ignore")) is not None:
+        hub.ignore(member, alias)
+
+
+def _unignore(hub: Hub, member: Member, args: str) -> None:
+    if (alias := _single_alias(hub, member, args, "unignore")) is not None:
+        hub.unignore(member, alias)
+
+
 def _quit(hub: Hub, member: Member, args: str) -> None:
     reason = clean_text(args)
     hub.tell(member, Notice("Goodbye."))
@@ -118,5 +144,9 @@ COMMANDS: dict[str, Command] = {
     "msg": Command("/msg ALIAS TEXT", "send TEXT to ALIAS only", _msg),
     "me": Command("/me ACTION", "show '* you ACTION' to everyone", _me),
     "nick": Command("/nick NEW", "change your alias to NEW", _nick),
+    "whois": Command("/whois ALIAS", "where ALIAS is, for how long, idle time, away", _whois),
+    "away": Command("/away [TEXT]", "mark yourself away with TEXT, or back without", _away),
+    "ignore": Command("/ignore ALIAS", "stop seeing what ALIAS says", _ignore),
+    "unignore": Command("/unignore ALIAS", "see what ALIAS says again", _unignore),
     "quit": Command("/quit [REASON]", "leave, telling everyone REASON", _quit),
 }

@@ -119,6 +119,18 @@ class TopicChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class Whois:
+    """The answer to ``/whois``: where someone is, for how long, and if they are away."""
+
+    alias: str
+    room: str
+    online_seconds: float
+    idle_seconds: float
+    registered: bool
+    away: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """Information from the server to one member or to all; may span lines (``\\n``)."""
 
@@ -145,6 +157,7 @@ Event = (
     | Roster
     | RoomList
     | TopicChanged
+    | Whois
     | Notice
     | Error
 )

@@ -37,8 +37,9 @@ from chatd.events import (
     TopicChanged,
     Whispered,
     WhisperSent,
+    Whois,
 )
-from chatd.room import Room
+from chatd.room import Presence, Room
 from chatd.text import (
     AliasRefused,
     alias_key,
@@ -88,7 +89,7 @@ class Hub:
         self.clock: IReactorTime = clock  # type: ignore[assignment]
         self.default_room = check_room(default_room)
         self._members: dict[str, Member] = {}
-        self._room_of: dict[Member, Room] = {}
+        self._presence: dict[Member, Presence] = {}
         self._rooms: dict[str, Room] = {}
         self._topics: dict[str, str] = {}
         self._closing = False
@@ -123,16 +124,19 @@ class Hub:
 
     # Arriving, moving, leaving.
 
-    def join(self, member: Member, alias: str) -> None:
+    def join(self, member: Member, alias: str, registered: bool = False) -> None:
         """Put ``member`` online as ``alias`` in the default room, and welcome it.
 
+        ``registered`` says the front end has checked the alias's password.
         Raises AliasRefused (and changes nothing) if the alias may not be taken.
         """
         self.check_available(alias)
         member.alias = alias
         self._members[alias_key(alias)] = member
+        room = self._open_room(self.default_room)
+        self._presence[member] = Presence(room, self.clock.seconds(), registered)
         self.log.info("{alias} joined", alias=alias)
-        self._enter(member, self._open_room(self.default_room), came_from=None)
+        self._enter(member, room, came_from=None)
 
     def move(self, member: Member, room_name: str) -> None:
         """Move ``member`` to ``room_name`` (opening it if need be), telling both rooms.
@@ -141,6 +145,7 @@ class Hub:
         """
         check_room(room_name)
         old = self._room(member)
+        self._touch(member)
         if room_key(room_name) == room_key(old.name):
             self.tell(member, Error(f"You are already in {old.name}."))
             return
@@ -157,8 +162,9 @@ class Hub:
         alias = member.alias
         assert alias is not None
         del self._members[alias_key(alias)]
-        room = self._room_of[member]
+        room = self._room(member)
         self._exit(member, room)
+        del self._presence[member]
         reason = clean_text(reason) or "left"
         self.log.info("{alias} left ({reason})", alias=alias, reason=reason)
         if not self._closing:
@@ -182,7 +188,13 @@ class Hub:
         member.alias = new_alias
         self._members[alias_key(new_alias)] = member
         self.log.info("{old} is now known as {new}", old=old, new=new_alias)
-        self._queue(self._room_of[member], Renamed(old, new_alias))
+        self._queue(self._room(member), Renamed(old, new_alias))
+        if alias_key(old) != alias_key(new_alias):
+            # An ignore follows the person, not the name they had.
+            for presence in self._presence.values():
+                if alias_key(old) in presence.ignores:
+                    presence.ignores.discard(alias_key(old))
+                    presence.ignores.add(alias_key(new_alias))
 
     # Talking.
 
@@ -190,30 +202,39 @@ class Hub:
         """Relay a chat line to everyone else in the sender's room; blank lines are dropped."""
         text = clean_text(text)
         if text:
-            self._queue(self._room(member), Said(member.alias, text), exclude=member)  # type: ignore[arg-type]
+            alias = self._touch(member)
+            self._queue(self._room(member), Said(alias, text), member, alias_key(alias))
 
     def act(self, member: Member, text: str) -> None:
         """Relay a ``/me`` action to everyone else in the sender's room."""
         text = clean_text(text)
         if text:
-            self._queue(self._room(member), Acted(member.alias, text), exclude=member)  # type: ignore[arg-type]
+            alias = self._touch(member)
+            self._queue(self._room(member), Acted(alias, text), member, alias_key(alias))
 
     def whisper(self, member: Member, recipient_alias: str, text: str) -> None:
         """Deliver a private message (to any room) and confirm it to the sender."""
-        sender = self._alias_of(member)
+        sender = self._touch(member)
         recipient = self._members.get(alias_key(recipient_alias))
         text = clean_text(text)
         if recipient is None:
             self.tell(member, Error(f"No such user: {clean_text(recipient_alias)}"))
-        elif not text:
+            return
+        if not text:
             self.tell(member, Error("Empty private message not sent."))
-        else:
+            return
+        presence = self._presence[recipient]
+        # Someone ignoring the sender is not told; the sender is not told either.
+        if alias_key(sender) not in presence.ignores:
             self.tell(recipient, Whispered(sender, text))
-            self.tell(member, WhisperSent(recipient.alias, text))  # type: ignore[arg-type]
+        self.tell(member, WhisperSent(recipient.alias, text))  # type: ignore[arg-type]
+        if presence.away is not None:
+            self.tell(member, Notice(f"{recipient.alias} is away: {presence.away}"))
 
     def set_topic(self, member: Member, topic: str | None) -> None:
         """Set the topic of the member's room, or clear it with None, and tell the room."""
         room = self._room(member)
+        self._touch(member)
         if topic is not None:
             topic = clean_text(topic)[:MAX_TOPIC_CHARS]
             if not topic:
@@ -253,6 +274,62 @@ class Hub:
         else:
             self.tell(member, Notice(f"{room.name} has no topic."))
 
+    def whois(self, member: Member, alias: str) -> None:
+        """Tell ``member`` where ``alias`` is, since when, how idle, and if away."""
+        other = self._members.get(alias_key(alias))
+        if other is None:
+            self.tell(member, Error(f"No such user: {clean_text(alias)}"))
+            return
+        presence = self._presence[other]
+        now = self.clock.seconds()
+        self.tell(
+            member,
+            Whois(
+                other.alias,  # type: ignore[arg-type]
+                presence.room.name,
+                now - presence.since,
+                now - presence.active_at,
+                presence.registered,
+                presence.away,
+            ),
+        )
+
+    def set_away(self, member: Member, message: str | None) -> None:
+        """Mark ``member`` away with ``message`` (or back, with None or a blank message)."""
+        away = clean_text(message)[:MAX_TOPIC_CHARS] if message else ""
+        self._presence_of(member).away = away or None
+        if away:
+            self.tell(member, Notice(f"You are marked as away: {away}"))
+        else:
+            self.tell(member, Notice("You are no longer marked as away."))
+
+    def ignore(self, member: Member, alias: str) -> None:
+        """Stop showing ``member`` the chat lines, actions and private messages of ``alias``."""
+        ignores = self._presence_of(member).ignores
+        other = self._members.get(alias_key(alias))
+        if other is None:
+            self.tell(member, Error(f"No such user: {clean_text(alias)}"))
+        elif other is member:
+            self.tell(member, Error("You cannot ignore yourself."))
+        else:
+            ignores.add(alias_key(other.alias))  # type: ignore[arg-type]
+            self.tell(
+                member, Notice(f"Ignoring {other.alias}; /unignore {other.alias} undoes it.")
+            )
+
+    def unignore(self, member: Member, alias: str) -> None:
+        """Show ``member`` what ``alias`` says again."""
+        ignores = self._presence_of(member).ignores
+        if alias_key(alias) in ignores:
+            ignores.discard(alias_key(alias))
+            self.tell(member, Notice(f"No longer ignoring {clean_text(alias)}."))
+        else:
+            self.tell(member, Error(f"You are not ignoring {clean_text(alias)}."))
+
+    def ignored(self, member: Member) -> tuple[str, ...]:
+        """The alias keys ``member`` ignores (for saving with a registration)."""
+        return tuple(sorted(self._presence_of(member).ignores))
+
     def tell(self, member: Member, event: Event) -> None:
         """Deliver ``event`` to ``member`` alone, after anything already broadcast."""
         self.flush()
@@ -284,14 +361,22 @@ class Hub:
 
     # Inside.
 
-    def _room(self, member: Member) -> Room:
-        room = self._room_of.get(member)
-        if room is None:
+    def _presence_of(self, member: Member) -> Presence:
+        presence = self._presence.get(member)
+        if presence is None:
             raise LookupError("member is not online")
-        return room
+        return presence
+
+    def _room(self, member: Member) -> Room:
+        return self._presence_of(member).room
 
     def _alias_of(self, member: Member) -> str:
         self._room(member)
+        return member.alias  # type: ignore[return-value]
+
+    def _touch(self, member: Member) -> str:
+        """Note that ``member`` did something (for idle times); return its alias."""
+        self._presence_of(member).active_at = self.clock.seconds()
         return member.alias  # type: ignore[return-value]
 
     def _open_room(self, name: str) -> Room:
@@ -309,8 +394,9 @@ class Hub:
 
     def _enter(self, member: Member, room: Room, came_from: str | None) -> None:
         room.flush()  # what was said before the newcomer arrived is not theirs
-        room.members[member] = None
-        self._room_of[member] = room
+        presence = self._presence[member]
+        presence.room = room
+        room.members[member] = presence
         present = len(room)
         if present <= LISTED_NAMES:
             names = room.names()
@@ -323,10 +409,15 @@ class Hub:
     def _exit(self, member: Member, room: Room) -> None:
         room.flush()  # the member still hears what was said before they went
         del room.members[member]
-        del self._room_of[member]
 
-    def _queue(self, room: Room, event: Event, exclude: Member | None = None) -> None:
-        if room.queue(event, exclude):
+    def _queue(
+        self,
+        room: Room,
+        event: Event,
+        exclude: Member | None = None,
+        speaker: str | None = None,
+    ) -> None:
+        if room.queue(event, exclude, speaker):
             self._pending.append(room)
             if self._flush_call is None:
                 self._flush_call = self.clock.callLater(0, self.flush)

@@ -25,6 +25,7 @@ from chatd.events import (
     TopicChanged,
     Whispered,
     WhisperSent,
+    Whois,
 )
 
 CRLF = "\r\n"
@@ -43,6 +44,21 @@ def notice_line(text: str) -> bytes:
 def error_line(text: str) -> bytes:
     """An error line, for front-end refusals that are not hub events."""
     return encode(Error(text))
+
+
+def duration(seconds: float) -> str:
+    """A short human duration: 45s, 5m03s, 2h07m, 3d04h."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02}h"
+    if hours:
+        return f"{hours}h{minutes:02}m"
+    if minutes:
+        return f"{minutes}m{secs:02}s"
+    return f"{secs}s"
 
 
 def _names(names: tuple[str, ...], present: int) -> str:
@@ -131,6 +147,18 @@ def _(event: TopicChanged) -> str:
     if event.topic is None:
         return f"*** {event.alias} cleared the topic"
     return f"*** {event.alias} set the topic: {event.topic}"
+
+
+@_render.register
+def _(event: Whois) -> str:
+    registered = "registered" if event.registered else "not registered"
+    line = (
+        f"*** {event.alias} is in {event.room}, online {duration(event.online_seconds)}, "
+        f"idle {duration(event.idle_seconds)}, {registered}"
+    )
+    if event.away is not None:
+        line += f"{CRLF}*** {event.alias} is away: {event.away}"
+    return line
 
 
 @_render.register

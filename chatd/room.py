@@ -18,6 +18,21 @@ if TYPE_CHECKING:
     from chatd.hub import Member
 
 
+class Presence:
+    """What the hub knows of one member besides its alias."""
+
+    __slots__ = ("active_at", "away", "ignores", "registered", "room", "since")
+
+    def __init__(self, room: Room, now: float, registered: bool) -> None:
+        self.room = room
+        self.since = now
+        self.active_at = now
+        self.away: str | None = None
+        # Alias keys whose chat lines and actions this member does not see.
+        self.ignores: set[str] = set()
+        self.registered = registered
+
+
 class Room:
     """Members of one room (in the order they came in) and this turn's broadcasts."""
 
@@ -26,9 +41,10 @@ class Room:
     def __init__(self, name: str, topic: str | None = None) -> None:
         self.name = name
         self.topic = topic
-        # An ordered set: the longest present first.
-        self.members: dict[Member, None] = {}
-        self._batch: list[tuple[Event, Member | None]] = []
+        # In the order they came in: the longest present first.
+        self.members: dict[Member, Presence] = {}
+        # Each event with the member it skips and the alias key of who said it.
+        self._batch: list[tuple[Event, Member | None, str | None]] = []
 
     def __len__(self) -> int:
         return len(self.members)
@@ -37,36 +53,42 @@ class Room:
         """The aliases present, sorted case-insensitively."""
         return tuple(sorted((m.alias for m in self.members), key=alias_key))  # type: ignore[misc]
 
-    def queue(self, event: Event, exclude: Member | None = None) -> bool:
-        """Add ``event`` to this turn's batch; True if the batch was empty before."""
-        self._batch.append((event, exclude))
+    def queue(
+        self, event: Event, exclude: Member | None = None, speaker: str | None = None
+    ) -> bool:
+        """Add ``event`` to this turn's batch; True if the batch was empty before.
+
+        ``speaker`` is the alias key of whoever said it, for those who ignore them.
+        """
+        self._batch.append((event, exclude, speaker))
         return len(self._batch) == 1
 
     def flush(self) -> None:
         """Deliver this turn's batch: one write per member.
 
         The batch is encoded once per wire format. Members who skip none of its
-        events (everyone but this turn's speakers) all get the same bytes object;
-        a speaker gets the batch without their own lines.
+        events (everyone but this turn's speakers, and those ignoring somebody) all
+        get the same bytes object; the others get their own selection of it.
         """
         batch, self._batch = self._batch, []
         if not batch:
             return
-        skipping = {skipped for _, skipped in batch if skipped is not None}
+        skipping = {skipped for _, skipped, _ in batch if skipped is not None}
         encoded: dict[Callable[[Event], bytes], list[bytes]] = {}
         joined: dict[Callable[[Event], bytes], bytes] = {}
         # A snapshot: a recipient may drop (and leave) during the loop.
-        for member in list(self.members):
+        for member, presence in list(self.members.items()):
             encode = member.encode
             lines = encoded.get(encode)
             if lines is None:
-                lines = encoded[encode] = [encode(event) for event, _ in batch]
+                lines = encoded[encode] = [encode(event) for event, _, _ in batch]
                 joined[encode] = b"".join(lines)
-            if member in skipping:
+            if member in skipping or presence.ignores:
+                ignores = presence.ignores
                 data = b"".join(
                     line
-                    for line, (_, skipped) in zip(lines, batch, strict=True)
-                    if skipped is not member
+                    for line, (_, skipped, speaker) in zip(lines, batch, strict=True)
+                    if skipped is not member and speaker not in ignores
                 )
                 if data:
                     member.send(data)

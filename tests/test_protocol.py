@@ -540,3 +540,78 @@ def test_shutdown_aborts_stragglers_after_grace() -> None:
     server.factory.shut_down("bye")
     server.clock.advance(2)
     assert alice.transport.disconnected
+
+
+# Presence: /whois, /away, /ignore.
+
+
+def test_whois_reports_room_times_and_away(server: Server) -> None:
+    """/whois tells where someone is, how long online, how long idle, and their away text."""
+    alice, bob = server.join("alice", "bob")
+    server.clock.advance(3725)
+    bob.type("/join #rust\n")
+    server.clock.advance(65)
+    bob.type("/away lunch\n")
+    assert bob.lines()[-1] == "*** You are marked as away: lunch"
+    alice.lines()
+    alice.type("/whois BOB\n")
+    assert alice.lines() == [
+        "*** bob is in #rust, online 1h03m, idle 1m05s, not registered",
+        "*** bob is away: lunch",
+    ]
+    alice.type("/whois nobody\n/whois\n")
+    assert alice.lines() == ["!!! No such user: nobody", "!!! Usage: /whois ALIAS"]
+
+
+def test_message_to_away_user_gets_the_away_text(server: Server) -> None:
+    """A private message to someone away is delivered and answered with their away text."""
+    alice, bob = server.join("alice", "bob")
+    bob.type("/away in a meeting\n")
+    bob.lines()
+    alice.type("/msg bob ping\n")
+    assert bob.lines() == ["*alice* ping"]
+    assert alice.lines() == ["-> *bob* ping", "*** bob is away: in a meeting"]
+    bob.type("/away\n")
+    assert bob.lines() == ["*** You are no longer marked as away."]
+    alice.type("/msg bob ping\n")
+    assert alice.lines() == ["-> *bob* ping"]
+
+
+def test_ignore_hides_lines_actions_and_private_messages(server: Server) -> None:
+    """An ignored user's lines, actions and private messages stop reaching the ignorer only."""
+    alice, bob, carol = server.join("alice", "bob", "carol")
+    alice.type("/ignore Bob\n")
+    assert alice.lines() == ["*** Ignoring bob; /unignore bob undoes it."]
+    bob.type("spam\n/me spams\n/msg alice psst\n")
+    carol.type("hello\n")
+    assert alice.lines() == ["<carol> hello"]
+    assert carol.lines() == ["<bob> spam", "* bob spams"]
+    assert bob.lines() == ["-> *alice* psst", "<carol> hello"]  # bob is not told
+
+
+def test_ignore_follows_a_rename_and_can_be_undone(server: Server) -> None:
+    """An ignore sticks to the person through /nick, and /unignore lifts it."""
+    alice, bob = server.join("alice", "bob")
+    alice.type("/ignore bob\n")
+    bob.type("/nick bobby\nstill me\n")
+    assert alice.lines()[-1] == "*** bob is now known as bobby"
+    alice.type("/unignore bobby\n")
+    bob.type("heard now\n")
+    assert alice.lines() == ["*** No longer ignoring bobby.", "<bobby> heard now"]
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("/ignore", "!!! Usage: /ignore ALIAS"),
+        ("/ignore nobody", "!!! No such user: nobody"),
+        ("/ignore alice", "!!! You cannot ignore yourself."),
+        ("/unignore bob", "!!! You are not ignoring bob."),
+    ],
+)
+def test_ignore_errors(server: Server, line: str, error: str) -> None:
+    """Refused ignores answer the sender alone."""
+    alice, bob = server.join("alice", "bob")
+    alice.type(line + "\n")
+    assert alice.lines() == [error]
+    assert bob.lines() == []
