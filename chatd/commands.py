@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from chatd.events import Error, Notice
 from chatd.hub import Hub, Member
-from chatd.text import AliasRefused, RoomRefused, clean_text
+from chatd.text import AliasRefused, RoomRefused, clean_text, parse_duration
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,32 @@ def _unignore(hub: Hub, member: Member, args: str) -> None:
         hub.unignore(member, alias)
 
 
+def _kick(hub: Hub, member: Member, args: str) -> None:
+    parts = args.split(None, 1)
+    if not parts:
+        _usage(hub, member, "kick")
+        return
+    hub.kick(member, parts[0], parts[1] if len(parts) > 1 else "")
+
+
+def _mute(hub: Hub, member: Member, args: str) -> None:
+    parts = args.split()
+    if not 1 <= len(parts) <= 2:
+        _usage(hub, member, "mute")
+        return
+    try:
+        seconds = parse_duration(parts[1]) if len(parts) == 2 else None
+    except ValueError as problem:
+        hub.tell(member, Error(str(problem)))
+        return
+    hub.mute(member, parts[0], seconds)
+
+
+def _unmute(hub: Hub, member: Member, args: str) -> None:
+    if (alias := _single_alias(hub, member, args, "unmute")) is not None:
+        hub.unmute(member, alias)
+
+
 def _quit(hub: Hub, member: Member, args: str) -> None:
     reason = clean_text(args)
     hub.tell(member, Notice("Goodbye."))
@@ -148,5 +174,10 @@ COMMANDS: dict[str, Command] = {
     "away": Command("/away [TEXT]", "mark yourself away with TEXT, or back without", _away),
     "ignore": Command("/ignore ALIAS", "stop seeing what ALIAS says", _ignore),
     "unignore": Command("/unignore ALIAS", "see what ALIAS says again", _unignore),
+    "kick": Command("/kick ALIAS [REASON]", "(operators) disconnect ALIAS", _kick),
+    "mute": Command(
+        "/mute ALIAS [DURATION]", "(operators) silence ALIAS, e.g. for 10m, 2h, 1d", _mute
+    ),
+    "unmute": Command("/unmute ALIAS", "(operators) let ALIAS be heard again", _unmute),
     "quit": Command("/quit [REASON]", "leave, telling everyone REASON", _quit),
 }

@@ -46,6 +46,7 @@ from chatd.text import (
     check_alias,
     check_room,
     clean_text,
+    duration,
     room_key,
 )
 
@@ -92,6 +93,8 @@ class Hub:
         self._presence: dict[Member, Presence] = {}
         self._rooms: dict[str, Room] = {}
         self._topics: dict[str, str] = {}
+        # Alias key -> when the mute ends (clock seconds; inf for never).
+        self._mutes: dict[str, float] = {}
         self._closing = False
         # Rooms with broadcasts waiting for the end of this reactor turn.
         self._pending: list[Room] = []
@@ -190,7 +193,9 @@ class Hub:
         self.log.info("{old} is now known as {new}", old=old, new=new_alias)
         self._queue(self._room(member), Renamed(old, new_alias))
         if alias_key(old) != alias_key(new_alias):
-            # An ignore follows the person, not the name they had.
+            # A mute and an ignore follow the person, not the name they had.
+            if alias_key(old) in self._mutes:
+                self._mutes[alias_key(new_alias)] = self._mutes.pop(alias_key(old))
             for presence in self._presence.values():
                 if alias_key(old) in presence.ignores:
                     presence.ignores.discard(alias_key(old))
@@ -201,20 +206,22 @@ class Hub:
     def say(self, member: Member, text: str) -> None:
         """Relay a chat line to everyone else in the sender's room; blank lines are dropped."""
         text = clean_text(text)
-        if text:
+        if text and not self._muted(member):
             alias = self._touch(member)
             self._queue(self._room(member), Said(alias, text), member, alias_key(alias))
 
     def act(self, member: Member, text: str) -> None:
         """Relay a ``/me`` action to everyone else in the sender's room."""
         text = clean_text(text)
-        if text:
+        if text and not self._muted(member):
             alias = self._touch(member)
             self._queue(self._room(member), Acted(alias, text), member, alias_key(alias))
 
     def whisper(self, member: Member, recipient_alias: str, text: str) -> None:
         """Deliver a private message (to any room) and confirm it to the sender."""
         sender = self._touch(member)
+        if self._muted(member):
+            return
         recipient = self._members.get(alias_key(recipient_alias))
         text = clean_text(text)
         if recipient is None:
@@ -330,6 +337,79 @@ class Hub:
         """The alias keys ``member`` ignores (for saving with a registration)."""
         return tuple(sorted(self._presence_of(member).ignores))
 
+    # Operators.
+
+    def make_operator(self, member: Member, name: str) -> None:
+        """Give ``member`` operator rights, as ``name`` (the front end checked the password)."""
+        self._presence_of(member).operator = name
+        self.log.info("{alias} is now operator {name}", alias=member.alias, name=name)
+        self.tell(member, Notice(f"You are now an operator ({name})."))
+
+    def operator_name(self, member: Member) -> str | None:
+        """The operator name ``member`` logged in as, or None if it is no operator."""
+        return self._presence_of(member).operator
+
+    def kick(self, operator: Member, alias: str, reason: str) -> None:
+        """Disconnect ``alias``, telling them and their room who did it and why."""
+        if (name := self._require_operator(operator)) is None:
+            return
+        target = self._members.get(alias_key(alias))
+        if target is None:
+            self.tell(operator, Error(f"No such user: {clean_text(alias)}"))
+            return
+        reason = clean_text(reason) or "no reason given"
+        self.log.info(
+            "operator {name} ({alias}) kicked {target}: {reason}",
+            name=name,
+            alias=operator.alias,
+            target=target.alias,
+            reason=reason,
+        )
+        self.tell(target, Notice(f"You were kicked by {operator.alias}: {reason}"))
+        self.leave(target, f"Kicked by {operator.alias}: {reason}")
+        target.disconnect(f"kicked by operator {name}")
+        if target is not operator:
+            self.tell(operator, Notice(f"Kicked {target.alias}."))
+
+    def mute(self, operator: Member, alias: str, seconds: float | None) -> None:
+        """Stop anyone seeing what ``alias`` says, for ``seconds`` or until unmuted."""
+        if (name := self._require_operator(operator)) is None:
+            return
+        target = self._members.get(alias_key(alias))
+        if target is None:
+            self.tell(operator, Error(f"No such user: {clean_text(alias)}"))
+            return
+        until = float("inf") if seconds is None else self.clock.seconds() + seconds
+        self._mutes[alias_key(target.alias)] = until  # type: ignore[arg-type]
+        how_long = "until unmuted" if seconds is None else f"for {duration(seconds)}"
+        self.log.info(
+            "operator {name} ({alias}) muted {target} {how_long}",
+            name=name,
+            alias=operator.alias,
+            target=target.alias,
+            how_long=how_long,
+        )
+        self.tell(target, Notice(f"You have been muted {how_long}: nobody sees your lines."))
+        self.tell(operator, Notice(f"Muted {target.alias} {how_long}."))
+
+    def unmute(self, operator: Member, alias: str) -> None:
+        """Let ``alias`` be heard again."""
+        if (name := self._require_operator(operator)) is None:
+            return
+        if self._mutes.pop(alias_key(alias), None) is None:
+            self.tell(operator, Error(f"{clean_text(alias)} is not muted."))
+            return
+        self.log.info(
+            "operator {name} ({alias}) unmuted {target}",
+            name=name,
+            alias=operator.alias,
+            target=alias,
+        )
+        target = self._members.get(alias_key(alias))
+        if target is not None:
+            self.tell(target, Notice("You are no longer muted."))
+        self.tell(operator, Notice(f"Unmuted {clean_text(alias)}."))
+
     def tell(self, member: Member, event: Event) -> None:
         """Deliver ``event`` to ``member`` alone, after anything already broadcast."""
         self.flush()
@@ -373,6 +453,26 @@ class Hub:
     def _alias_of(self, member: Member) -> str:
         self._room(member)
         return member.alias  # type: ignore[return-value]
+
+    def _require_operator(self, member: Member) -> str | None:
+        name = self._presence_of(member).operator
+        if name is None:
+            self.tell(member, Error("Not permitted: operators only."))
+        return name
+
+    def _muted(self, member: Member) -> bool:
+        """Whether ``member`` is muted now (telling them so); the common case costs nothing."""
+        if not self._mutes:
+            return False
+        key = alias_key(member.alias)  # type: ignore[arg-type]
+        until = self._mutes.get(key)
+        if until is None:
+            return False
+        if until <= self.clock.seconds():
+            del self._mutes[key]
+            return False
+        self.tell(member, Error("You are muted: nobody sees your lines."))
+        return True
 
     def _touch(self, member: Member) -> str:
         """Note that ``member`` did something (for idle times); return its alias."""

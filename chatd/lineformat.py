@@ -27,6 +27,7 @@ from chatd.events import (
     WhisperSent,
     Whois,
 )
+from chatd.text import duration
 
 CRLF = "\r\n"
 
@@ -44,21 +45,6 @@ def notice_line(text: str) -> bytes:
 def error_line(text: str) -> bytes:
     """An error line, for front-end refusals that are not hub events."""
     return encode(Error(text))
-
-
-def duration(seconds: float) -> str:
-    """A short human duration: 45s, 5m03s, 2h07m, 3d04h."""
-    whole = int(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02}h"
-    if hours:
-        return f"{hours}h{minutes:02}m"
-    if minutes:
-        return f"{minutes}m{secs:02}s"
-    return f"{secs}s"
 
 
 def _names(names: tuple[str, ...], present: int) -> str:

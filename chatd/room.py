@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class Presence:
     """What the hub knows of one member besides its alias."""
 
-    __slots__ = ("active_at", "away", "ignores", "registered", "room", "since")
+    __slots__ = ("active_at", "away", "ignores", "operator", "registered", "room", "since")
 
     def __init__(self, room: Room, now: float, registered: bool) -> None:
         self.room = room
@@ -31,6 +31,8 @@ class Presence:
         # Alias keys whose chat lines and actions this member does not see.
         self.ignores: set[str] = set()
         self.registered = registered
+        # The operator name this member logged in with (/oper), if any.
+        self.operator: str | None = None
 
 
 class Room:

@@ -111,3 +111,30 @@ def check_room(name: str) -> str:
 
 
 room_key = alias_key
+
+
+def duration(seconds: float) -> str:
+    """A short human duration: 45s, 5m03s, 2h07m, 3d04h."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02}h"
+    if hours:
+        return f"{hours}h{minutes:02}m"
+    if minutes:
+        return f"{minutes}m{secs:02}s"
+    return f"{secs}s"
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(\d{1,9})([smhdw]?)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: a number with an optional unit (s, m, h, d, w), like 10m or 2d."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 10m, 2h, 1d)")
+    return float(int(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"])

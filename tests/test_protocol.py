@@ -615,3 +615,66 @@ def test_ignore_errors(server: Server, line: str, error: str) -> None:
     alice.type(line + "\n")
     assert alice.lines() == [error]
     assert bob.lines() == []
+
+
+# Moderation.
+
+
+def test_operator_commands_refused_to_others(server: Server) -> None:
+    """Non-operators get a clear refusal and nothing happens."""
+    alice, bob = server.join("alice", "bob")
+    alice.type("/kick bob\n/mute bob\n/unmute bob\n")
+    assert alice.lines() == ["!!! Not permitted: operators only."] * 3
+    assert bob.lines() == []
+    assert server.hub.online() == ("alice", "bob")
+
+
+def test_kick_disconnects_with_reason(server: Server) -> None:
+    """/kick tells the target and their room who did it and why, and closes the target."""
+    alice, bob, carol = server.join("alice", "bob", "carol")
+    server.hub.make_operator(alice.protocol, "root")
+    assert alice.lines() == ["*** You are now an operator (root)."]
+    alice.type("/kick bob spamming\n")
+    assert bob.lines() == ["*** You were kicked by alice: spamming"]
+    assert bob.transport.disconnecting
+    assert carol.lines() == ["*** bob has left (Kicked by alice: spamming)"]
+    assert alice.lines() == ["*** bob has left (Kicked by alice: spamming)", "*** Kicked bob."]
+    bob.finish_close()
+    assert carol.lines() == []
+    alice.type("/kick nobody\n/kick\n")
+    assert alice.lines() == ["!!! No such user: nobody", "!!! Usage: /kick ALIAS [REASON]"]
+
+
+def test_mute_silences_until_it_expires(server: Server) -> None:
+    """A muted user is told so and nobody sees their lines until the mute ends."""
+    alice, bob, carol = server.join("alice", "bob", "carol")
+    server.hub.make_operator(alice.protocol, "root")
+    alice.lines()
+    alice.type("/mute Bob 10m\n")
+    assert alice.lines() == ["*** Muted bob for 10m00s."]
+    assert bob.lines() == ["*** You have been muted for 10m00s: nobody sees your lines."]
+    bob.type("can you hear me\n/me shouts\n/msg carol psst\n/nick loud\nstill?\n")
+    assert carol.lines() == ["*** bob is now known as loud"]
+    assert bob.lines() == ["!!! You are muted: nobody sees your lines."] * 3 + [
+        "*** bob is now known as loud",
+        "!!! You are muted: nobody sees your lines.",
+    ]
+    server.clock.advance(600)
+    bob.type("back\n")
+    assert carol.lines() == ["<loud> back"]
+
+
+def test_unmute(server: Server) -> None:
+    """/unmute lets a muted user be heard again at once."""
+    alice, bob = server.join("alice", "bob")
+    server.hub.make_operator(alice.protocol, "root")
+    alice.type("/mute bob\n")
+    alice.lines()
+    alice.type("/unmute bob\n/unmute bob\n/mute bob forever\n")
+    assert alice.lines() == [
+        "*** Unmuted bob.",
+        "!!! bob is not muted.",
+        "!!! not a duration: 'forever' (use e.g. 90s, 10m, 2h, 1d)",
+    ]
+    bob.type("hi\n")
+    assert alice.lines() == ["<bob> hi"]

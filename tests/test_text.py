@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatd.text import AliasRefused, alias_key, check_alias, clean_text, decode_line
+from chatd.text import (
+    AliasRefused,
+    alias_key,
+    check_alias,
+    clean_text,
+    decode_line,
+    duration,
+    parse_duration,
+)
 
 
 @pytest.mark.parametrize(
@@ -95,3 +103,26 @@ def test_check_alias_refuses(alias: str, why: str) -> None:
 def test_alias_key_ignores_case() -> None:
     """Aliases differing only in case compare equal."""
     assert alias_key("Alice") == alias_key("aLICE")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("10m", 600), ("2H", 7200), ("1d", 86400)]
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    """Durations take an optional unit: s, m, h, d or w."""
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "-5m", "1.5h", "10 m", "forever", "9999999999"])
+def test_parse_duration_refuses(text: str) -> None:
+    """Anything but a positive whole number with an optional unit is refused."""
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(5, "5s"), (65, "1m05s"), (3725, "1h02m"), (90000, "1d01h")]
+)
+def test_duration(seconds: float, shown: str) -> None:
+    """Durations are shown in their two largest units."""
+    assert duration(seconds) == shown
