@@ -1,0 +1,872 @@
+"""What chatd remembers across restarts: room history, accounts, bans, settings, topics.
+
+Everything lives in one SQLite file. The reactor never touches it: every SQL
+statement runs on one dedicated thread that owns the ``sqlite3`` connection, so a
+slow disk delays answers but never the chat. With one thread, work runs in the
+order it was asked for and no two statements ever race on the connection.
+
+Chat lines are the hot path, so :meth:`Store.append_history` only appends to a
+buffer in memory; a timer writes the buffer in one transaction at most
+``flush_interval_seconds`` after the first line in it. Accounts, bans, settings
+and topics are rare and precious, so each change commits before its Deferred
+fires.
+
+Durability: the database runs in WAL mode with ``synchronous=NORMAL``. A committed
+transaction survives the chatd process being killed, since it is already in the
+operating system's hands; a power loss or kernel crash may lose the last
+transactions before the next checkpoint (never corrupting the file). That is the
+usual trade for a chat log, and it spares an fsync per flush.
+
+If the disk fails (full, read-only, gone), the store logs it and keeps the
+unwritten lines for the next attempt, up to a cap past which the oldest are
+dropped and counted. The store never blocks the reactor and never lets a disk
+error escape into the chat path.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, cast
+
+from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorCore,
+    IReactorFromThreads,
+    IReactorTime,
+)
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from chatd.text import alias_key
+
+T = TypeVar("T")
+
+FLUSH_INTERVAL_SECONDS = 0.5
+HISTORY_PER_ROOM = 10_000
+# Lines held in memory while the disk refuses them. At most a few tens of MB even
+# with every line at the protocol's 2 KiB limit; past it the oldest are dropped.
+MAX_PENDING_ENTRIES = 20_000
+BUSY_TIMEOUT_SECONDS = 5.0
+# Longest wait between attempts to write history while writes keep failing.
+MAX_RETRY_SECONDS = 30.0
+
+HISTORY_KINDS = frozenset({"say", "act"})
+BAN_KINDS = frozenset({"alias", "ip", "cidr"})
+
+
+class StoreError(Exception):
+    """Something the store cannot do; the message says what, for the log."""
+
+
+class StoreNotStarted(StoreError):
+    """The store was used before :meth:`Store.start`: a wiring mistake."""
+
+
+class StoreClosed(StoreError):
+    """The store was used after :meth:`Store.stop`, or its database is not open."""
+
+
+class NoSuchAccount(StoreError, LookupError):
+    """A change was asked for an account that is not registered."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One line said (``"say"``) or acted (``"act"``) in a room, at epoch seconds ``at``."""
+
+    room: str
+    kind: str
+    alias: str
+    text: str
+    at: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in HISTORY_KINDS:
+            raise ValueError(f"history kind must be 'say' or 'act', not {self.kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A registered alias; ``password_hash`` is opaque here (hashing is done elsewhere)."""
+
+    alias: str
+    password_hash: str
+    created_at: float
+    ignores: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """A ban on an alias, an IP address or a CIDR block; ``expires_at`` None is forever."""
+
+    mask: str
+    kind: str
+    reason: str
+    set_by: str
+    created_at: float
+    expires_at: float | None
+
+    def __post_init__(self) -> None:
+        if self.kind not in BAN_KINDS:
+            raise ValueError(f"ban kind must be 'alias', 'ip' or 'cidr', not {self.kind!r}")
+
+
+class RunInThread(Protocol):
+    """Runs ``function(*args)`` on the database thread; the Deferred fires on the reactor."""
+
+    def __call__(self, function: Callable[..., T], /, *args: Any) -> Deferred[T]: ...
+
+
+def run_synchronously(function: Callable[..., T], /, *args: Any) -> Deferred[T]:
+    """A :class:`RunInThread` for tests and tools: call at once, in the calling thread.
+
+    With it (and a ``task.Clock``) a store runs deterministically with no reactor.
+    """
+    try:
+        return succeed(function(*args))
+    except Exception:
+        return fail()
+
+
+Connect = Callable[[Path], sqlite3.Connection]
+
+
+# The schema, as migrations: migration N (counting from 1) takes a database from
+# ``PRAGMA user_version`` N-1 to N. Append new ones; never edit a published one.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE history (
+            id INTEGER PRIMARY KEY,
+            room TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('say', 'act')),
+            alias TEXT NOT NULL,
+            text TEXT NOT NULL,
+            at REAL NOT NULL
+        )
+        """,
+        # Recent lines of a room, and pruning a room, walk this index, never the table.
+        "CREATE INDEX history_room_id ON history (room, id)",
+        # Pruning by age deletes from the old end of this index.
+        "CREATE INDEX history_at ON history (at)",
+        """
+        CREATE TABLE accounts (
+            alias_key TEXT PRIMARY KEY,
+            alias TEXT NOT NULL,
+            password_hash TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE account_ignores (
+            account_key TEXT NOT NULL
+                REFERENCES accounts (alias_key) ON DELETE CASCADE ON UPDATE CASCADE,
+            position INTEGER NOT NULL,
+            ignored TEXT NOT NULL,
+            PRIMARY KEY (account_key, position)
+        ) WITHOUT ROWID
+        """,
+        # NOCASE: "Alice" and "alice", or two spellings of an IPv6 address, are one ban.
+        """
+        CREATE TABLE bans (
+            mask TEXT COLLATE NOCASE PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('alias', 'ip', 'cidr')),
+            reason TEXT NOT NULL,
+            set_by TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL
+        )
+        """,
+        "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """
+        CREATE TABLE topics (
+            room TEXT PRIMARY KEY,
+            topic TEXT NOT NULL,
+            set_by TEXT NOT NULL,
+            set_at REAL NOT NULL
+        )
+        """,
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_INSERT_HISTORY_SQL = "INSERT INTO history (room, kind, alias, text, at) VALUES (?, ?, ?, ?, ?)"
+# Deletes the room's lines beyond the newest N: the subquery steps N entries down
+# the (room, id) index and the delete takes the range below, O(N + deleted).
+_PRUNE_ROOM_SQL = """
+    DELETE FROM history WHERE room = ?1 AND id <= (
+        SELECT id FROM history WHERE room = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2
+    )
+"""
+_PRUNE_AGE_SQL = "DELETE FROM history WHERE at < ?"
+_RECENT_HISTORY_SQL = """
+    SELECT room, kind, alias, text, at FROM history
+    WHERE room = ?1 AND (?2 IS NULL OR at < ?2)
+    ORDER BY id DESC LIMIT ?3
+"""
+# The distinct rooms, one index probe per room rather than a scan of every line.
+_ROOMS_SQL = """
+    WITH RECURSIVE rooms (room) AS (
+        SELECT MIN(room) FROM history
+        UNION ALL
+        SELECT (SELECT MIN(room) FROM history WHERE room > rooms.room)
+        FROM rooms WHERE rooms.room IS NOT NULL
+    )
+    SELECT room FROM rooms WHERE room IS NOT NULL
+"""
+
+
+@contextmanager
+def _transaction(
+    connection: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE"
+) -> Iterator[sqlite3.Connection]:
+    """Run the block as one transaction: all of it is committed, or none of it.
+
+    Writers begin IMMEDIATE, taking the write lock up front, so a transaction
+    never fails half-way for want of a lock it could have waited for.
+    """
+    connection.execute(begin)
+    try:
+        yield connection
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            # A failing rollback must not hide the error that caused it.
+            with suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+        raise
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Bring the schema up to SCHEMA_VERSION, in one transaction."""
+    with _transaction(connection):
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database has schema version {version}; this chatd knows only "
+                f"up to {SCHEMA_VERSION} (was it written by a newer chatd?)"
+            )
+        for migration in _MIGRATIONS[version:]:
+            for statement in migration:
+                connection.execute(statement)
+        if version != SCHEMA_VERSION:
+            # PRAGMA takes no parameters; the value is our own integer.
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+
+
+def _history_entry(row: tuple[Any, ...]) -> HistoryEntry:
+    return HistoryEntry(*row)
+
+
+class _Database:
+    """The sqlite3 connection and every SQL statement.
+
+    Every method runs on the store's database thread and nowhere else (sqlite3's
+    own thread check enforces it). Nothing here knows about the reactor.
+    """
+
+    def __init__(
+        self, path: Path, connect: Connect, busy_timeout_seconds: float, history_per_room: int
+    ) -> None:
+        self._path = path
+        self._connect = connect
+        self._busy_timeout_ms = round(busy_timeout_seconds * 1000)
+        self._history_per_room = history_per_room
+        self._connection: sqlite3.Connection | None = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise StoreClosed(f"the database {self._path} is not open")
+        return self._connection
+
+    # Opening and closing.
+
+    def open(self, cutoff: float | None) -> str:
+        """Open (creating if need be) and migrate the database; return its journal mode."""
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        connection = self._connect(self._path)
+        try:
+            connection.isolation_level = None  # we issue BEGIN and COMMIT ourselves
+            journal_mode = self._configure(connection)
+            _migrate(connection)
+            if cutoff is not None:
+                with _transaction(connection):
+                    connection.execute(_PRUNE_AGE_SQL, (cutoff,))
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+        return journal_mode
+
+    def _configure(self, connection: sqlite3.Connection) -> str:
+        # PRAGMAs take no parameters; every value here is our own constant or int.
+        connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms:d}")
+        journal_mode: str = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute("PRAGMA foreign_keys = ON")
+        return journal_mode
+
+    def close(self) -> None:
+        """Close the connection; harmless if it is not open."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    # History.
+
+    def write_history(self, entries: list[HistoryEntry], cutoff: float | None) -> None:
+        """Insert ``entries`` and prune the rooms they touch, in one transaction."""
+        with _transaction(self._db) as db:
+            db.executemany(
+                _INSERT_HISTORY_SQL, [(e.room, e.kind, e.alias, e.text, e.at) for e in entries]
+            )
+            for room in sorted({e.room for e in entries}):
+                db.execute(_PRUNE_ROOM_SQL, (room, self._history_per_room))
+            if cutoff is not None:
+                db.execute(_PRUNE_AGE_SQL, (cutoff,))
+
+    def recent_history(self, room: str, limit: int, before: float | None) -> list[HistoryEntry]:
+        """The newest ``limit`` lines of ``room`` (before ``before``), oldest first."""
+        rows = self._db.execute(_RECENT_HISTORY_SQL, (room, before, limit)).fetchall()
+        return [_history_entry(row) for row in reversed(rows)]
+
+    def recent_history_by_room(self, per_room: int) -> dict[str, list[HistoryEntry]]:
+        """The newest ``per_room`` lines of every room, read from one snapshot."""
+        with _transaction(self._db, "BEGIN") as db:
+            rooms = [room for (room,) in db.execute(_ROOMS_SQL)]
+            return {room: self.recent_history(room, per_room, None) for room in rooms}
+
+    # Accounts.
+
+    def get_account(self, key: str) -> Account | None:
+        """The account registered under alias key ``key``, with its ignore list."""
+        with _transaction(self._db, "BEGIN") as db:
+            row = db.execute(
+                "SELECT alias, password_hash, created_at FROM accounts WHERE alias_key = ?",
+                (key,),
+            ).fetchone()
+            if row is None:
+                return None
+            ignores = db.execute(
+                "SELECT ignored FROM account_ignores WHERE account_key = ? ORDER BY position",
+                (key,),
+            ).fetchall()
+        return Account(*row, ignores=tuple(ignored for (ignored,) in ignores))
+
+    def create_account(self, key: str, alias: str, password_hash: str, created_at: float) -> bool:
+        """Register ``alias`` unless its key is taken; one statement, so atomic."""
+        cursor = self._db.execute(
+            "INSERT INTO accounts (alias_key, alias, password_hash, created_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (alias_key) DO NOTHING",
+            (key, alias, password_hash, created_at),
+        )
+        return cursor.rowcount == 1
+
+    def set_password_hash(self, key: str, password_hash: str) -> bool:
+        """Replace the account's hash; False if there is no such account."""
+        cursor = self._db.execute(
+            "UPDATE accounts SET password_hash = ? WHERE alias_key = ?", (password_hash, key)
+        )
+        return cursor.rowcount == 1
+
+    def set_ignores(self, key: str, ignores: tuple[str, ...]) -> None:
+        """Replace the account's ignore list, keeping its order."""
+        with _transaction(self._db) as db:
+            if db.execute("SELECT 1 FROM accounts WHERE alias_key = ?", (key,)).fetchone() is None:
+                raise NoSuchAccount(f"no account is registered as {key}")
+            db.execute("DELETE FROM account_ignores WHERE account_key = ?", (key,))
+            db.executemany(
+                "INSERT INTO account_ignores (account_key, position, ignored) VALUES (?, ?, ?)",
+                [(key, position, ignored) for position, ignored in enumerate(ignores)],
+            )
+
+    # Bans.
+
+    def add_ban(self, ban: Ban) -> None:
+        """Record ``ban``, replacing any ban on the same mask."""
+        self._db.execute(
+            "INSERT INTO bans (mask, kind, reason, set_by, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (mask) DO UPDATE SET"
+            " mask = excluded.mask, kind = excluded.kind, reason = excluded.reason,"
+            " set_by = excluded.set_by, created_at = excluded.created_at,"
+            " expires_at = excluded.expires_at",
+            (ban.mask, ban.kind, ban.reason, ban.set_by, ban.created_at, ban.expires_at),
+        )
+
+    def remove_ban(self, mask: str) -> bool:
+        """Lift the ban on ``mask``; False if there was none."""
+        return self._db.execute("DELETE FROM bans WHERE mask = ?", (mask,)).rowcount == 1
+
+    def active_bans(self, now: float) -> list[Ban]:
+        """Delete the bans expired at ``now`` and return the rest, oldest first."""
+        with _transaction(self._db) as db:
+            db.execute("DELETE FROM bans WHERE expires_at <= ?", (now,))
+            rows = db.execute(
+                "SELECT mask, kind, reason, set_by, created_at, expires_at FROM bans"
+                " ORDER BY created_at, mask"
+            ).fetchall()
+        return [Ban(*row) for row in rows]
+
+    # Settings and topics.
+
+    def get_setting(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else cast(str, row[0])
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._db.execute("DELETE FROM settings WHERE key = ?", (key,))
+        else:
+            self._db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def set_topic(self, room: str, topic: str | None, set_by: str, set_at: float) -> None:
+        if topic is None:
+            self._db.execute("DELETE FROM topics WHERE room = ?", (room,))
+        else:
+            self._db.execute(
+                "INSERT INTO topics (room, topic, set_by, set_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (room) DO UPDATE SET topic = excluded.topic,"
+                " set_by = excluded.set_by, set_at = excluded.set_at",
+                (room, topic, set_by, set_at),
+            )
+
+    def topics(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT room, topic FROM topics ORDER BY room"))
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+class Store:
+    """chatd's persistent state in one SQLite file, used from the reactor thread.
+
+    Call :meth:`start` once and wait for it; :meth:`stop` flushes and closes.
+    Using the store before ``start`` raises :class:`StoreNotStarted` at once (a
+    wiring mistake); after ``stop`` the Deferreds fail with :class:`StoreClosed`
+    (a race with shutdown, which callers handle like any disk error).
+
+    Room names are stored as given: callers pass their canonical form. Aliases of
+    accounts are keyed by :func:`chatd.text.alias_key`, so they are unique
+    regardless of case.
+
+    ``reactor`` runs the thread pool's results back on the reactor thread;
+    ``clock`` (default: the reactor) times flushes and dates accounts and topics.
+    Tests pass a ``task.Clock`` and ``run_in_thread=run_synchronously`` and then
+    need no reactor or thread at all. ``connect`` opens the sqlite3 connection
+    (a hook for instrumentation and tests).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        reactor: IReactorFromThreads | None = None,
+        clock: IReactorTime | None = None,
+        run_in_thread: RunInThread | None = None,
+        connect: Connect = sqlite3.connect,
+        flush_interval_seconds: float = FLUSH_INTERVAL_SECONDS,
+        history_per_room: int = HISTORY_PER_ROOM,
+        history_max_age_seconds: float | None = None,
+        max_pending_entries: int = MAX_PENDING_ENTRIES,
+        busy_timeout_seconds: float = BUSY_TIMEOUT_SECONDS,
+    ) -> None:
+        _check_limits(
+            flush_interval_seconds, history_per_room, history_max_age_seconds, max_pending_entries
+        )
+        if reactor is None and (run_in_thread is None or clock is None):
+            from twisted.internet import reactor as default_reactor
+
+            reactor = cast(IReactorFromThreads, default_reactor)
+        self.path = path
+        self._reactor = reactor
+        self._clock: IReactorTime = clock if clock is not None else cast(IReactorTime, reactor)
+        self._pool: ThreadPool | None = None
+        if run_in_thread is None:
+            # One thread: it owns the connection, and work runs in the order asked for.
+            self._pool = ThreadPool(1, 1, name="chatd-store")
+            run_in_thread = cast(RunInThread, partial(deferToThreadPool, reactor, self._pool))
+        self._run_in_thread = run_in_thread
+        self._db = _Database(path, connect, busy_timeout_seconds, history_per_room)
+        self._flush_interval = flush_interval_seconds
+        self._max_age = history_max_age_seconds
+        self._max_pending = max_pending_entries
+        self._state = _State.NEW
+        self._shutdown_trigger: Any = None
+        # History not yet on disk: being written (at most one batch), then waiting.
+        self._in_flight: list[HistoryEntry] = []
+        self._pending: deque[HistoryEntry] = deque()
+        self._write_lock = DeferredLock()
+        self._flush_call: IDelayedCall | None = None
+        self._failed_writes = 0
+        self._lost = 0
+        self._warned_closed = False
+        self._stop_waiters: list[Deferred[None]] = []
+        self._stopped = False
+
+    # Life cycle.
+
+    def start(self) -> Deferred[None]:
+        """Open the database on the store's thread, creating or migrating the schema.
+
+        Calls made before the returned Deferred fires are fine: they run after the
+        opening, in order.
+        """
+        if self._state is not _State.NEW:
+            raise StoreError("a store can be started only once")
+        self._state = _State.RUNNING
+        if self._pool is not None:
+            self._pool.start()
+            # Pool threads are not daemons: without a stop the process would never exit.
+            core = cast(IReactorCore, self._reactor)
+            self._shutdown_trigger = core.addSystemEventTrigger(
+                "during", "shutdown", self._stop_at_shutdown
+            )
+        d = self._run_in_thread(self._db.open, self._age_cutoff())
+        d.addCallback(self._opened)
+        return d
+
+    def _opened(self, journal_mode: str) -> None:
+        if journal_mode.lower() != "wal":
+            self.log.warn(
+                "{path}: journal mode is {mode}, not WAL; readers may wait for writers",
+                path=str(self.path),
+                mode=journal_mode,
+            )
+        self.log.info("store open: {path}", path=str(self.path))
+
+    def stop(self) -> Deferred[None]:
+        """Write pending history, close the database and stop the thread.
+
+        The Deferred never fails (what goes wrong is logged: the daemon is on its
+        way down). Calling it again, or without a start, is harmless.
+        """
+        if self._state is _State.CLOSED:
+            if self._stopped:
+                return succeed(None)
+            waiter: Deferred[None] = Deferred()
+            self._stop_waiters.append(waiter)
+            return waiter
+        was_running = self._state is _State.RUNNING
+        self._state = _State.CLOSED
+        if not was_running:
+            self._stopped = True
+            return succeed(None)
+        self._cancel_flush_timer()
+        self._remove_shutdown_trigger()
+        d = self._write_lock.run(self._write_pending)
+        d.addErrback(lambda _: None)  # already logged by _write_failed
+        d.addCallback(lambda _: self._drop_unwritten())
+        d.addCallback(lambda _: self._run_in_thread(self._db.close))
+        d.addErrback(self._log_failure, "could not close {path}", path=str(self.path))
+        d.addCallback(self._finish_stop)
+        return d
+
+    def _stop_at_shutdown(self) -> Deferred[None]:
+        self._shutdown_trigger = None
+        return self.stop()
+
+    def _remove_shutdown_trigger(self) -> None:
+        if self._shutdown_trigger is not None:
+            cast(IReactorCore, self._reactor).removeSystemEventTrigger(self._shutdown_trigger)
+            self._shutdown_trigger = None
+
+    def _drop_unwritten(self) -> None:
+        lost = len(self._pending) + self._lost
+        self._pending.clear()
+        self._lost = 0
+        if lost:
+            self.log.error("{lost} history entries lost at shutdown", lost=lost)
+
+    def _finish_stop(self, _: object) -> None:
+        if self._pool is not None:
+            # The thread is idle by now (the close has run), so this join is immediate.
+            self._pool.stop()
+        self._stopped = True
+        self.log.info("store closed: {path}", path=str(self.path))
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    # History.
+
+    def append_history(self, entry: HistoryEntry) -> None:
+        """Keep ``entry`` for the next flush; cheap, for the path of every chat line.
+
+        It is written at most ``flush_interval_seconds`` later. After :meth:`stop`
+        the entry is dropped (with one warning), never raised about: a line said
+        during shutdown must not break the chat.
+        """
+        if self._state is not _State.RUNNING:
+            self._refuse_entry()
+            return
+        self._pending.append(entry)
+        if len(self._pending) > self._max_pending:
+            self._pending.popleft()
+            self._lost += 1
+        if self._flush_call is None:
+            self._flush_call = self._clock.callLater(self._flush_interval, self._flush_due)
+
+    def _refuse_entry(self) -> None:
+        if self._state is _State.NEW:
+            raise StoreNotStarted("Store.append_history() called before start()")
+        if not self._warned_closed:
+            self._warned_closed = True
+            self.log.warn("history entries after the store was stopped are not kept")
+
+    def flush(self) -> Deferred[None]:
+        """Write every pending history entry now, in one transaction.
+
+        Fires once they are committed. If the write fails, the Deferred fails, the
+        failure is logged and the entries are kept for the next attempt.
+        """
+        if (refused := self._refusal("flush")) is not None:
+            return refused
+        return self._write_lock.run(self._write_pending)
+
+    def _flush_due(self) -> None:
+        self._flush_call = None
+        self.flush().addErrback(lambda _: None)  # already logged by _write_failed
+
+    def _write_pending(self) -> Deferred[None]:
+        """Start writing the pending entries; only ever one batch at a time (the lock).
+
+        One batch at a time keeps history in order even when a write fails and its
+        entries go back to the front of the queue.
+        """
+        self._cancel_flush_timer()
+        self._report_lost()
+        if not self._pending:
+            return succeed(None)
+        batch = list(self._pending)
+        self._pending.clear()
+        self._in_flight = batch
+        d = self._run_in_thread(self._db.write_history, batch, self._age_cutoff())
+        d.addCallbacks(
+            self._written, self._write_failed, callbackArgs=(batch,), errbackArgs=(batch,)
+        )
+        return d
+
+    def _written(self, _: None, batch: list[HistoryEntry]) -> None:
+        self._in_flight = []
+        if self._failed_writes:
+            self.log.info(
+                "history writes work again after {failures} failures", failures=self._failed_writes
+            )
+            self._failed_writes = 0
+
+    def _write_failed(self, failure: Failure, batch: list[HistoryEntry]) -> Failure:
+        self._in_flight = []
+        self._requeue(batch)
+        self._failed_writes += 1
+        self._log_failure(
+            failure,
+            "could not write {count} history entries; keeping them for the next attempt",
+            count=len(batch),
+        )
+        self._report_lost()
+        if self._state is _State.RUNNING:
+            self._schedule_flush(self._retry_delay())
+        return failure
+
+    def _requeue(self, batch: list[HistoryEntry]) -> None:
+        """Put an unwritten batch back in front, dropping the oldest past the cap."""
+        entries = [*batch, *self._pending]
+        excess = len(entries) - self._max_pending
+        if excess > 0:
+            self._lost += excess
+            del entries[:excess]
+        self._pending = deque(entries)
+
+    def _report_lost(self) -> None:
+        if self._lost:
+            self.log.error(
+                "history buffer full while writes fail: {lost} oldest entries dropped",
+                lost=self._lost,
+            )
+            self._lost = 0
+
+    def _retry_delay(self) -> float:
+        """Back off while writes keep failing, so a full disk does not flood the log."""
+        return min(self._flush_interval * 2.0**self._failed_writes, MAX_RETRY_SECONDS)
+
+    def _schedule_flush(self, delay: float) -> None:
+        self._cancel_flush_timer()
+        self._flush_call = self._clock.callLater(delay, self._flush_due)
+
+    def _cancel_flush_timer(self) -> None:
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+
+    def _age_cutoff(self) -> float | None:
+        if self._max_age is None:
+            return None
+        return self._clock.seconds() - self._max_age
+
+    def _unflushed(self) -> Iterator[HistoryEntry]:
+        """History in memory, oldest first.
+
+        Read when a query's answer arrives: results come back from the one thread
+        in order, so by then any batch written before the query has been settled
+        (cleared or requeued) and nothing here is also in the answer.
+        """
+        yield from self._in_flight
+        yield from self._pending
+
+    def recent_history(
+        self, room: str, limit: int, before: float | None = None
+    ) -> Deferred[list[HistoryEntry]]:
+        """The newest ``limit`` lines of ``room``, oldest first, flushed or not.
+
+        With ``before``, only lines strictly older than that time (for paging back).
+        """
+        if (refused := self._refusal("recent_history")) is not None:
+            return refused
+        if limit <= 0:
+            return succeed([])
+        d = self._run_in_thread(self._db.recent_history, room, limit, before)
+        d.addCallback(self._with_unflushed_of_room, room, limit, before)
+        return d
+
+    def _with_unflushed_of_room(
+        self, stored: list[HistoryEntry], room: str, limit: int, before: float | None
+    ) -> list[HistoryEntry]:
+        unflushed = [
+            e for e in self._unflushed() if e.room == room and (before is None or e.at < before)
+        ]
+        return [*stored, *unflushed][-limit:]
+
+    def recent_history_by_room(self, per_room: int) -> Deferred[dict[str, list[HistoryEntry]]]:
+        """The newest ``per_room`` lines of every room, oldest first: to warm a cache."""
+        if (refused := self._refusal("recent_history_by_room")) is not None:
+            return refused
+        if per_room <= 0:
+            return succeed({})
+        d = self._run_in_thread(self._db.recent_history_by_room, per_room)
+        d.addCallback(self._with_unflushed, per_room)
+        return d
+
+    def _with_unflushed(
+        self, stored: dict[str, list[HistoryEntry]], per_room: int
+    ) -> dict[str, list[HistoryEntry]]:
+        for entry in self._unflushed():
+            stored.setdefault(entry.room, []).append(entry)
+        return {room: entries[-per_room:] for room, entries in stored.items()}
+
+    # Accounts: each change is committed before its Deferred fires.
+
+    def get_account(self, alias: str) -> Deferred[Account | None]:
+        """The account registered under ``alias`` in any case, or None."""
+        return self._call("get_account", self._db.get_account, alias_key(alias))
+
+    def create_account(self, alias: str, password_hash: str) -> Deferred[bool]:
+        """Register ``alias``; False if it (in any case) is registered already."""
+        return self._call(
+            "create_account",
+            self._db.create_account,
+            alias_key(alias),
+            alias,
+            password_hash,
+            self._clock.seconds(),
+        )
+
+    def set_password_hash(self, alias: str, new_hash: str) -> Deferred[bool]:
+        """Replace the password hash; False if ``alias`` is not registered."""
+        return self._call(
+            "set_password_hash", self._db.set_password_hash, alias_key(alias), new_hash
+        )
+
+    def set_ignores(self, alias: str, ignores: Iterable[str]) -> Deferred[None]:
+        """Replace the ignore list of ``alias``; fails with NoSuchAccount if unregistered."""
+        # A tuple: the thread must not see a list the caller may still change.
+        return self._call("set_ignores", self._db.set_ignores, alias_key(alias), tuple(ignores))
+
+    # Bans.
+
+    def add_ban(self, ban: Ban) -> Deferred[None]:
+        """Record ``ban``, replacing any ban on the same mask (compared case-insensitively)."""
+        return self._call("add_ban", self._db.add_ban, ban)
+
+    def remove_ban(self, mask: str) -> Deferred[bool]:
+        """Lift the ban on ``mask``; False if there was none."""
+        return self._call("remove_ban", self._db.remove_ban, mask)
+
+    def active_bans(self, now: float) -> Deferred[list[Ban]]:
+        """The bans in force at ``now``; expired ones are deleted on the way."""
+        return self._call("active_bans", self._db.active_bans, now)
+
+    # Settings (the MOTD, ...) and room topics.
+
+    def get_setting(self, key: str) -> Deferred[str | None]:
+        """The value of setting ``key``, or None if it is not set."""
+        return self._call("get_setting", self._db.get_setting, key)
+
+    def set_setting(self, key: str, value: str | None) -> Deferred[None]:
+        """Set ``key`` to ``value``; None deletes it."""
+        return self._call("set_setting", self._db.set_setting, key, value)
+
+    def set_topic(self, room: str, topic: str | None, set_by: str) -> Deferred[None]:
+        """Set the topic of ``room``; None clears it."""
+        return self._call(
+            "set_topic", self._db.set_topic, room, topic, set_by, self._clock.seconds()
+        )
+
+    def topics(self) -> Deferred[dict[str, str]]:
+        """The topic of every room that has one."""
+        return self._call("topics", self._db.topics)
+
+    # Plumbing.
+
+    def _refusal(self, name: str) -> Deferred[Any] | None:
+        """None if the store may be used now; else raise, or a failed Deferred."""
+        if self._state is _State.RUNNING:
+            return None
+        if self._state is _State.NEW:
+            raise StoreNotStarted(f"Store.{name}() called before start()")
+        return fail(StoreClosed(f"Store.{name}() called after stop()"))
+
+    def _call(self, name: str, function: Callable[..., T], *args: Any) -> Deferred[T]:
+        if (refused := self._refusal(name)) is not None:
+            return refused
+        return self._run_in_thread(function, *args)
+
+    def _log_failure(self, failure: Failure, message: str, **fields: Any) -> None:
+        self.log.failure(message, failure, LogLevel.error, **fields)
+
+
+def _check_limits(
+    flush_interval_seconds: float,
+    history_per_room: int,
+    history_max_age_seconds: float | None,
+    max_pending_entries: int,
+) -> None:
+    """Refuse settings that would make the store write never, or keep nothing."""
+    if flush_interval_seconds <= 0:
+        raise ValueError("flush_interval_seconds must be greater than 0")
+    if history_per_room < 1:
+        raise ValueError("history_per_room must be at least 1")
+    if history_max_age_seconds is not None and history_max_age_seconds <= 0:
+        raise ValueError("history_max_age_seconds must be greater than 0 (or None)")
+    if max_pending_entries < 1:
+        raise ValueError("max_pending_entries must be at least 1")
