@@ -10,8 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chatd.events import Error, Notice
-from chatd.hub import Hub, Member
+from chatd.hub import HISTORY_KEPT, Hub, Member
 from chatd.text import AliasRefused, RoomRefused, clean_text, parse_duration
+
+DEFAULT_HISTORY_COUNT = 20
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,24 @@ def _unmute(hub: Hub, member: Member, args: str) -> None:
         hub.unmute(member, alias)
 
 
+def _history(hub: Hub, member: Member, args: str) -> None:
+    try:
+        count = int(args) if args else DEFAULT_HISTORY_COUNT
+    except ValueError:
+        count = 0
+    if count <= 0:
+        _usage(hub, member, "history")
+        return
+    hub.show_history(member, count)
+
+
+def _replay(hub: Hub, member: Member, args: str) -> None:
+    if args.lower() not in ("on", "off"):
+        _usage(hub, member, "replay")
+        return
+    hub.set_replay(member, args.lower() == "on")
+
+
 def _quit(hub: Hub, member: Member, args: str) -> None:
     reason = clean_text(args)
     hub.tell(member, Notice("Goodbye."))
@@ -170,6 +190,10 @@ COMMANDS: dict[str, Command] = {
     "msg": Command("/msg ALIAS TEXT", "send TEXT to ALIAS only", _msg),
     "me": Command("/me ACTION", "show '* you ACTION' to everyone", _me),
     "nick": Command("/nick NEW", "change your alias to NEW", _nick),
+    "history": Command(
+        "/history [N]", f"show the last N lines of this room (up to {HISTORY_KEPT})", _history
+    ),
+    "replay": Command("/replay on|off", "show recent history on entering a room, or not", _replay),
     "whois": Command("/whois ALIAS", "where ALIAS is, for how long, idle time, away", _whois),
     "away": Command("/away [TEXT]", "mark yourself away with TEXT, or back without", _away),
     "ignore": Command("/ignore ALIAS", "stop seeing what ALIAS says", _ignore),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chatd.store import HistoryEntry
+
 
 @dataclass(frozen=True, slots=True)
 class Said:
@@ -131,6 +133,14 @@ class Whois:
 
 
 @dataclass(frozen=True, slots=True)
+class History:
+    """Recent lines of ``room``, oldest first, shown on arrival or asked for with /history."""
+
+    room: str
+    entries: tuple[HistoryEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """Information from the server to one member or to all; may span lines (``\\n``)."""
 
@@ -158,6 +168,7 @@ Event = (
     | RoomList
     | TopicChanged
     | Whois
+    | History
     | Notice
     | Error
 )

@@ -14,10 +14,12 @@ so each member still sees events in the order they happened.
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from itertools import islice
-from typing import Protocol
+from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -26,6 +28,7 @@ from chatd.events import (
     Departed,
     Error,
     Event,
+    History,
     InRoom,
     Joined,
     Left,
@@ -40,6 +43,7 @@ from chatd.events import (
     Whois,
 )
 from chatd.room import Presence, Room
+from chatd.store import HistoryEntry
 from chatd.text import (
     AliasRefused,
     alias_key,
@@ -56,6 +60,22 @@ DEFAULT_ROOM = "#lobby"
 # in all, for a list nobody reads; /who gives the whole list on request.
 LISTED_NAMES = 30
 MAX_TOPIC_CHARS = 300
+# Lines of history kept in memory per room, for replay on arrival and /history
+# (the store keeps more on disk), and how many rooms' histories are kept: the
+# least recently used beyond that are forgotten in memory, not on disk.
+HISTORY_KEPT = 100
+HISTORY_ROOMS_KEPT = 1000
+DEFAULT_HISTORY_REPLAY = 20
+
+
+class HubStore(Protocol):
+    """What the hub needs persisted (implemented by :class:`chatd.store.Store`)."""
+
+    def append_history(self, entry: HistoryEntry) -> None:
+        """Queue a line for writing; cheap, called for every chat line."""
+
+    def set_topic(self, room: str, topic: str | None, set_by: str) -> Deferred[Any]:
+        """Persist a room's topic (None clears it)."""
 
 
 class Member(Protocol):
@@ -82,7 +102,11 @@ class Hub:
     log = Logger()
 
     def __init__(
-        self, clock: IReactorTime | None = None, default_room: str = DEFAULT_ROOM
+        self,
+        clock: IReactorTime | None = None,
+        default_room: str = DEFAULT_ROOM,
+        store: HubStore | None = None,
+        history_replay: int = DEFAULT_HISTORY_REPLAY,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
@@ -93,6 +117,9 @@ class Hub:
         self._presence: dict[Member, Presence] = {}
         self._rooms: dict[str, Room] = {}
         self._topics: dict[str, str] = {}
+        self._store = store
+        self.history_replay = min(history_replay, HISTORY_KEPT)
+        self._history: OrderedDict[str, deque[HistoryEntry]] = OrderedDict()
         # Alias key -> when the mute ends (clock seconds; inf for never).
         self._mutes: dict[str, float] = {}
         self._closing = False
@@ -127,17 +154,29 @@ class Hub:
 
     # Arriving, moving, leaving.
 
-    def join(self, member: Member, alias: str, registered: bool = False) -> None:
+    def load(self, topics: dict[str, str], history: dict[str, list[HistoryEntry]]) -> None:
+        """Take up the topics and recent history found in the store at start-up."""
+        for room, topic in topics.items():
+            self._topics[room_key(room)] = topic
+            if (open_room := self._rooms.get(room_key(room))) is not None:
+                open_room.topic = topic
+        for room, entries in history.items():
+            self._room_history(room).extend(entries)
+
+    def join(
+        self, member: Member, alias: str, registered: bool = False, replay: bool = True
+    ) -> None:
         """Put ``member`` online as ``alias`` in the default room, and welcome it.
 
-        ``registered`` says the front end has checked the alias's password.
+        ``registered`` says the front end has checked the alias's password;
+        ``replay`` whether the member wants recent history shown on entering rooms.
         Raises AliasRefused (and changes nothing) if the alias may not be taken.
         """
         self.check_available(alias)
         member.alias = alias
         self._members[alias_key(alias)] = member
         room = self._open_room(self.default_room)
-        self._presence[member] = Presence(room, self.clock.seconds(), registered)
+        self._presence[member] = Presence(room, self.clock.seconds(), registered, replay)
         self.log.info("{alias} joined", alias=alias)
         self._enter(member, room, came_from=None)
 
@@ -208,14 +247,18 @@ class Hub:
         text = clean_text(text)
         if text and not self._muted(member):
             alias = self._touch(member)
-            self._queue(self._room(member), Said(alias, text), member, alias_key(alias))
+            room = self._room(member)
+            self._queue(room, Said(alias, text), member, alias_key(alias))
+            self._record(room, "say", alias, text)
 
     def act(self, member: Member, text: str) -> None:
         """Relay a ``/me`` action to everyone else in the sender's room."""
         text = clean_text(text)
         if text and not self._muted(member):
             alias = self._touch(member)
-            self._queue(self._room(member), Acted(alias, text), member, alias_key(alias))
+            room = self._room(member)
+            self._queue(room, Acted(alias, text), member, alias_key(alias))
+            self._record(room, "act", alias, text)
 
     def whisper(self, member: Member, recipient_alias: str, text: str) -> None:
         """Deliver a private message (to any room) and confirm it to the sender."""
@@ -252,6 +295,12 @@ class Hub:
             self._topics.pop(room_key(room.name), None)
         room.topic = topic
         self._queue(room, TopicChanged(member.alias, topic))  # type: ignore[arg-type]
+        if self._store is not None:
+            self._store.set_topic(room.name, topic, member.alias).addErrback(  # type: ignore[arg-type]
+                lambda failure: self.log.failure(
+                    "saving the topic of {room}", failure, room=room.name
+                )
+            )
 
     def announce(self, text: str) -> None:
         """Send a server notice to everyone online, in every room."""
@@ -280,6 +329,19 @@ class Hub:
             self.tell(member, Notice(f"Topic of {room.name}: {room.topic}"))
         else:
             self.tell(member, Notice(f"{room.name} has no topic."))
+
+    def show_history(self, member: Member, count: int) -> None:
+        """Tell ``member`` up to ``count`` (at most HISTORY_KEPT) recent lines of their room."""
+        room = self._room(member)
+        entries = self._history.get(room_key(room.name), ())
+        shown = tuple(entries)[-min(count, HISTORY_KEPT) :] if count > 0 else ()
+        self.tell(member, History(room.name, shown))
+
+    def set_replay(self, member: Member, replay: bool) -> None:
+        """Whether ``member`` is shown recent history on entering a room."""
+        self._presence_of(member).replay = replay
+        state = "on" if replay else "off"
+        self.tell(member, Notice(f"History replay on entering a room is {state}."))
 
     def whois(self, member: Member, alias: str) -> None:
         """Tell ``member`` where ``alias`` is, since when, how idle, and if away."""
@@ -504,11 +566,33 @@ class Hub:
             names = tuple(m.alias for m in islice(room.members, LISTED_NAMES))  # type: ignore[misc]
         welcome = member.alias if came_from is None else None
         self.tell(member, InRoom(room.name, names, present, room.topic, welcome))
+        if presence.replay and self.history_replay:
+            entries = self._history.get(room_key(room.name))
+            if entries:
+                recent = tuple(islice(entries, max(0, len(entries) - self.history_replay), None))
+                self.tell(member, History(room.name, recent))
         self._queue(room, Joined(member.alias, room.name, present, came_from), exclude=member)  # type: ignore[arg-type]
 
     def _exit(self, member: Member, room: Room) -> None:
         room.flush()  # the member still hears what was said before they went
         del room.members[member]
+
+    def _room_history(self, name: str) -> deque[HistoryEntry]:
+        key = room_key(name)
+        entries = self._history.get(key)
+        if entries is None:
+            entries = self._history[key] = deque(maxlen=HISTORY_KEPT)
+            if len(self._history) > HISTORY_ROOMS_KEPT:
+                self._history.popitem(last=False)
+        else:
+            self._history.move_to_end(key)
+        return entries
+
+    def _record(self, room: Room, kind: str, alias: str, text: str) -> None:
+        entry = HistoryEntry(room.name, kind, alias, text, self.clock.seconds())
+        self._room_history(room.name).append(entry)
+        if self._store is not None:
+            self._store.append_history(entry)
 
     def _queue(
         self,

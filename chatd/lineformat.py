@@ -7,6 +7,7 @@ message, ``*** `` a server notice and ``!!! `` an error meant for you alone.
 
 from __future__ import annotations
 
+import time
 from functools import singledispatch
 
 from chatd.events import (
@@ -14,6 +15,7 @@ from chatd.events import (
     Departed,
     Error,
     Event,
+    History,
     InRoom,
     Joined,
     Left,
@@ -145,6 +147,24 @@ def _(event: Whois) -> str:
     if event.away is not None:
         line += f"{CRLF}*** {event.alias} is away: {event.away}"
     return line
+
+
+def _stamp(at: float) -> str:
+    return time.strftime("[%Y-%m-%d %H:%M:%SZ]", time.gmtime(at))
+
+
+@_render.register
+def _(event: History) -> str:
+    if not event.entries:
+        return f"*** No history in {event.room}."
+    lines = [f"*** History of {event.room} ({len(event.entries)} lines):"]
+    for entry in event.entries:
+        if entry.kind == "act":
+            lines.append(f"{_stamp(entry.at)} * {entry.alias} {entry.text}")
+        else:
+            lines.append(f"{_stamp(entry.at)} <{entry.alias}> {entry.text}")
+    lines.append("*** End of history.")
+    return CRLF.join(lines)
 
 
 @_render.register

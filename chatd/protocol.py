@@ -76,6 +76,7 @@ class ChatProtocol(LineReceiver):
         self._skipping_to_line_end = False
         self._rest_after_long_line = b""
         self._handle_line = self._negotiate_alias
+        self._replay = True
 
     # Connection life cycle.
 
@@ -129,9 +130,13 @@ class ChatProtocol(LineReceiver):
                 return
             self._skipping_to_line_end = False
             data = data[line_end + 1 :]
-        while data and self._closing_reason is None:
+        # LineReceiver.resumeProducing calls this with b"" to process what it
+        # buffered while paused, so the splitter runs at least once.
+        while self._closing_reason is None:
             super().dataReceived(data)
             data, self._rest_after_long_line = self._rest_after_long_line, b""
+            if not data:
+                break
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Drop the overlong line, tell its sender, and go on at the next line end.
@@ -167,15 +172,10 @@ class ChatProtocol(LineReceiver):
     def _negotiate_alias(self, text: str) -> None:
         alias = text.strip()
         if alias.startswith("/"):
-            if alias.split()[0].lower() == "/quit":
-                self.send(lineformat.notice_line("Goodbye."))
-                self.disconnect("quit before choosing an alias")
-            else:
-                self.send(lineformat.error_line("Choose an alias first (or /quit)."))
-                self.send(PROMPT)
+            self._command_before_alias(alias.lower().split())
             return
         try:
-            self.hub.join(self, alias)
+            self.hub.join(self, alias, replay=self._replay)
         except AliasRefused as refusal:
             self.send(lineformat.error_line(str(refusal)))
             self.send(PROMPT)
@@ -184,6 +184,19 @@ class ChatProtocol(LineReceiver):
             self._alias_timer.cancel()
             self._alias_timer = None
         self._handle_line = self._chat
+
+    def _command_before_alias(self, words: list[str]) -> None:
+        """/quit, and /replay for bots that want no history, work before an alias."""
+        if words[0] == "/quit":
+            self.send(lineformat.notice_line("Goodbye."))
+            self.disconnect("quit before choosing an alias")
+        elif words[0] == "/replay" and words[1:] in (["on"], ["off"]):
+            self._replay = words[1] == "on"
+            self.send(lineformat.notice_line(f"History replay is {words[1]}."))
+            self.send(PROMPT)
+        else:
+            self.send(lineformat.error_line("Choose an alias first (or /quit, /replay off)."))
+            self.send(PROMPT)
 
     def _chat(self, text: str) -> None:
         if text.startswith("/") and not text.startswith("//"):

@@ -21,9 +21,18 @@ if TYPE_CHECKING:
 class Presence:
     """What the hub knows of one member besides its alias."""
 
-    __slots__ = ("active_at", "away", "ignores", "operator", "registered", "room", "since")
+    __slots__ = (
+        "active_at",
+        "away",
+        "ignores",
+        "operator",
+        "registered",
+        "replay",
+        "room",
+        "since",
+    )
 
-    def __init__(self, room: Room, now: float, registered: bool) -> None:
+    def __init__(self, room: Room, now: float, registered: bool, replay: bool) -> None:
         self.room = room
         self.since = now
         self.active_at = now
@@ -31,6 +40,8 @@ class Presence:
         # Alias keys whose chat lines and actions this member does not see.
         self.ignores: set[str] = set()
         self.registered = registered
+        # Whether a room's recent history is shown on entering it (bots say no).
+        self.replay = replay
         # The operator name this member logged in with (/oper), if any.
         self.operator: str | None = None
 

@@ -236,7 +236,7 @@ def test_newcomer_does_not_get_lines_from_before_joining(hub: Hub) -> None:
     (alice,) = joined(hub, "alice")
     hub.say(alice, "before bob")
     bob = RecordingMember(hub)
-    hub.join(bob, "bob")
+    hub.join(bob, "bob", replay=False)
     hub.say(alice, "after bob")
     assert b"before bob" not in b"".join(bob.delivered())
     assert b"Said(sender='alice', text='after bob')" in bob.received

@@ -61,22 +61,28 @@ class Client:
 class Server:
     """A factory with its own hub and clock, and helpers to connect clients."""
 
-    def __init__(self, **limits: float) -> None:
+    def __init__(self, history_replay: int = 20, **limits: float) -> None:
         self.clock = Clock()
-        self.hub = Hub(self.clock)
+        self.hub = Hub(self.clock, history_replay=history_replay)
         self.factory = ChatFactory(self.hub, ChatConfig(**limits))  # type: ignore[arg-type]
 
     def connect(self) -> Client:
         return Client(self.factory)
 
     def join(self, *aliases: str) -> list[Client]:
+        clients = self.join_keeping_lines(*aliases)
+        for client in clients:
+            client.lines()
+        return clients
+
+    def join_keeping_lines(self, *aliases: str) -> list[Client]:
+        """Connect and choose aliases; what the server sent after the prompt is kept."""
         clients = []
         for alias in aliases:
             client = self.connect()
+            client.transport.clear()
             client.type(f"{alias}\r\n")
             clients.append(client)
-        for client in clients:
-            client.lines()
         return clients
 
 
@@ -135,7 +141,7 @@ def test_accepted_alias_gets_welcome_and_others_a_join_notice(server: Server) ->
         ("server", "!!! The alias 'server' is reserved."),
         ("ALICE", "!!! The alias ALICE is taken."),
         ("\x1b[2Jevil", "!!! Invalid alias"),
-        ("/who", "!!! Choose an alias first (or /quit)."),
+        ("/who", "!!! Choose an alias first (or /quit, /replay off)."),
     ],
 )
 def test_refused_alias_gets_reason_and_new_prompt(server: Server, alias: str, error: str) -> None:
@@ -678,3 +684,66 @@ def test_unmute(server: Server) -> None:
     ]
     bob.type("hi\n")
     assert alice.lines() == ["<bob> hi"]
+
+
+# History.
+
+
+def test_history_is_replayed_on_arrival_marked_and_timed(server: Server) -> None:
+    """Someone arriving in a room sees its recent lines, marked as history with their time."""
+    alice, _ = server.join("alice", "bob")
+    server.clock.advance(1_764_000_000)  # 2025-11-24 16:00:00 UTC
+    alice.type("first\n/me waves\n/msg bob private lines are not history\n")
+    server.clock.advance(61)
+    (carol,) = server.join_keeping_lines("carol")
+    assert carol.lines() == [
+        "*** Welcome, carol! You are in #lobby (3): alice, bob, carol",
+        "*** Type /help for commands.",
+        "*** History of #lobby (2 lines):",
+        "[2025-11-24 16:00:00Z] <alice> first",
+        "[2025-11-24 16:00:00Z] * alice waves",
+        "*** End of history.",
+    ]
+
+
+def test_replay_is_capped_and_history_command_shows_more() -> None:
+    """Arrival shows the last --history-replay lines; /history N shows up to N."""
+    server = Server(history_replay=2)
+    alice, _ = server.join("alice", "bob")
+    for n in range(5):
+        alice.type(f"line {n}\n")
+    (carol,) = server.join_keeping_lines("carol")
+    assert [line[23:] for line in carol.lines() if line.startswith("[")] == [
+        "<alice> line 3",
+        "<alice> line 4",
+    ]
+    carol.type("/history 4\n")
+    assert [line[23:] for line in carol.lines() if line.startswith("[")] == [
+        "<alice> line 1",
+        "<alice> line 2",
+        "<alice> line 3",
+        "<alice> line 4",
+    ]
+    carol.type("/history zero\n/join #empty\n")
+    assert carol.lines()[0] == "!!! Usage: /history [N]"
+    carol.type("/history\n")
+    assert carol.lines() == ["*** No history in #empty."]
+
+
+def test_replay_off_before_alias_and_after(server: Server) -> None:
+    """A bot can turn replay off before choosing an alias, or later with /replay off."""
+    (alice,) = server.join("alice")
+    alice.type("something to replay\n")
+    bot = server.connect()
+    bot.lines()
+    bot.type("/replay off\nbot\n")
+    lines = bot.lines()
+    assert lines[0] == "*** History replay is off."
+    assert not any("History of" in line for line in lines)
+    alice.lines()
+    alice.type("/replay off\n/join #other\n/join #lobby\n")
+    assert alice.lines() == [
+        "*** History replay on entering a room is off.",
+        "*** You are now in #other (1): alice",
+        "*** You are now in #lobby (2): alice, bot",
+    ]
