@@ -6,16 +6,17 @@ defaults live here and nowhere else.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from twisted.application import strports
-from twisted.application.service import IService, MultiService
 from twisted.internet import endpoints
 from twisted.python import usage
 
-from chatd.hub import DEFAULT_ROOM, Hub
+from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, HISTORY_KEPT, Hub
 from chatd.protocol import ChatConfig, ChatFactory
 from chatd.service import ChatService
+from chatd.store import Store
 from chatd.text import ROOM_RULE, RoomRefused, check_room
 
 DEFAULT_INTERFACE = "127.0.0.1"
@@ -43,6 +44,16 @@ def _positive(kind: type[int] | type[float]) -> Any:
 
     convert.coerceDoc = "Must be greater than 0."  # type: ignore[attr-defined]
     return convert
+
+
+def _history_replay(value: str) -> int:
+    lines = int(value)
+    if not 0 <= lines <= HISTORY_KEPT:
+        raise ValueError(f"must be from 0 to {HISTORY_KEPT}, not {value}")
+    return lines
+
+
+_history_replay.coerceDoc = f"From 0 to {HISTORY_KEPT}."  # type: ignore[attr-defined]
 
 
 def _room_name(value: str) -> str:
@@ -79,6 +90,19 @@ class Options(usage.Options):
             _DEFAULTS.sendq_bytes,
             "Output held for a client that does not read before it is disconnected.",
             _positive(int),
+        ],
+        [
+            "history-replay",
+            None,
+            DEFAULT_HISTORY_REPLAY,
+            "Lines of a room's history shown to whoever enters it (0 for none).",
+            _history_replay,
+        ],
+        [
+            "data-dir",
+            None,
+            "chatd-data",
+            "Directory for the database (created if missing); relative to where twistd runs.",
         ],
         [
             "default-room",
@@ -119,12 +143,17 @@ class Options(usage.Options):
         )
 
 
-def makeService(options: Options) -> IService:
-    """Build the chat service and one listening service per ``--port``."""
-    top = MultiService()
-    factory = ChatFactory(Hub(default_room=options["default-room"]), options.config())
-    # Added first so it stops last: ports stop accepting before clients hear goodbye.
-    ChatService(factory).setServiceParent(top)
-    for description in options["ports"]:
-        strports.service(description, factory).setServiceParent(top)
-    return top
+DATABASE_FILE = "chatd.sqlite3"
+
+
+def makeService(options: Options) -> ChatService:
+    """Build the chat service: its store, its hub, and one listener per ``--port``."""
+    store = Store(Path(options["data-dir"]) / DATABASE_FILE)
+    hub = Hub(
+        default_room=options["default-room"],
+        store=store,
+        history_replay=options["history-replay"],
+    )
+    factory = ChatFactory(hub, options.config())
+    listeners = [strports.service(description, factory) for description in options["ports"]]
+    return ChatService(factory, store, listeners)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.python.usage import UsageError
@@ -62,6 +64,8 @@ def test_limits() -> None:
         ["--sendq-bytes", "0"],
         ["--default-room", "lobby"],
         ["--default-room", "#has space"],
+        ["--history-replay", "-1"],
+        ["--history-replay", "101"],
     ],
 )
 def test_bad_limits_are_usage_errors(args: list[str]) -> None:
@@ -73,15 +77,25 @@ def test_bad_limits_are_usage_errors(args: list[str]) -> None:
 def test_default_room() -> None:
     """--default-room names the room everyone starts in (#lobby unless given)."""
     assert parse()["default-room"] == "#lobby"
-    top = makeService(parse("--default-room", "#main"))
-    assert next(iter(top)).factory.hub.default_room == "#main"
+    service = makeService(parse("--default-room", "#main"))
+    assert service.factory.hub.default_room == "#main"
+
+
+def test_history_and_data_dir(tmp_path: Path) -> None:
+    """--history-replay and --data-dir reach the hub and the store."""
+    options = parse("--history-replay", "5", "--data-dir", str(tmp_path / "data"))
+    service = makeService(options)
+    assert service.factory.hub.history_replay == 5
+    assert service.store.path == tmp_path / "data" / "chatd.sqlite3"
+    assert parse()["history-replay"] == 20
+    assert parse()["data-dir"] == "chatd-data"
 
 
 def test_make_service_listens_on_every_port() -> None:
-    """makeService builds the chat service plus one listening service per --port."""
-    top = makeService(parse("--port", "4000", "--port", "4001"))
-    children = list(top)
-    assert isinstance(children[0], ChatService)
-    listeners = [c for c in children if isinstance(c, StreamServerEndpointService)]
+    """makeService builds the chat service with one listener per --port, sharing one factory."""
+    service = makeService(parse("--port", "4000", "--port", "4001"))
+    assert isinstance(service, ChatService)
+    listeners = list(service._listeners)
     assert len(listeners) == 2
-    assert all(listener.factory is children[0].factory for listener in listeners)
+    assert all(isinstance(listener, StreamServerEndpointService) for listener in listeners)
+    assert all(listener.factory is service.factory for listener in listeners)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
 from pathlib import Path
 
 from tests.daemon import Daemon, read_until, start_chatd, venv_script
@@ -132,5 +133,50 @@ def test_tac_file_runs_the_same_service(tmp_path: Path) -> None:
         assert read_to_eof(idle).endswith(b"!!! No alias chosen within 1 seconds; goodbye.\r\n")
         alice.sendall(b"/who\n")
         read_until(alice, b"*** In #lobby (1): alice\r\n")
+    finally:
+        daemon.stop()
+
+
+def test_history_and_topics_survive_a_restart(tmp_path: Path) -> None:
+    """Lines and topics said before a stop are replayed after a start on the same data."""
+    daemon = start_chatd(tmp_path, "--data-dir", str(tmp_path / "data"))
+    try:
+        alice = join(daemon, "alice")
+        alice.sendall(b"/topic remembered\nsaid before the restart\n/me leaves a mark\n")
+        read_until(alice, b"*** alice set the topic: remembered\r\n")
+    finally:
+        daemon.stop()
+    daemon = start_chatd(tmp_path, "--data-dir", str(tmp_path / "data"))
+    try:
+        bob = daemon.connect()
+        read_until(bob, b"Choose an alias")
+        bob.sendall(b"bob\n")
+        seen = read_until(bob, b"*** End of history.\r\n")
+        assert b"*** Topic: remembered\r\n" in seen
+        assert b"Z] <alice> said before the restart\r\n" in seen
+        assert b"Z] * alice leaves a mark\r\n" in seen
+    finally:
+        daemon.stop()
+
+
+def test_history_is_on_disk_within_a_second_of_a_kill(tmp_path: Path) -> None:
+    """A line relayed more than a second before SIGKILL is in the history after restart."""
+    daemon = start_chatd(tmp_path, "--data-dir", str(tmp_path / "data"))
+    try:
+        alice = join(daemon, "alice")
+        bob = join(daemon, "bob")
+        alice.sendall(b"durable line\n")
+        read_until(bob, b"<alice> durable line\r\n")
+        time.sleep(1.0)  # the documented bound: on disk within one second
+        daemon.signal(signal.SIGKILL)
+        daemon.wait(10)
+    finally:
+        daemon.stop()
+    daemon = start_chatd(tmp_path, "--data-dir", str(tmp_path / "data"))
+    try:
+        carol = daemon.connect()
+        read_until(carol, b"Choose an alias")
+        carol.sendall(b"carol\n")
+        assert b"<alice> durable line\r\n" in read_until(carol, b"*** End of history.\r\n")
     finally:
         daemon.stop()
