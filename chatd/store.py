@@ -364,6 +364,10 @@ class _Database:
             ).fetchall()
         return Account(*row, ignores=tuple(ignored for (ignored,) in ignores))
 
+    def registered_keys(self) -> set[str]:
+        """The alias keys of every account."""
+        return {key for (key,) in self._db.execute("SELECT alias_key FROM accounts")}
+
     def create_account(self, key: str, alias: str, password_hash: str, created_at: float) -> bool:
         """Register ``alias`` unless its key is taken; one statement, so atomic."""
         cursor = self._db.execute(
@@ -779,6 +783,10 @@ class Store:
     def get_account(self, alias: str) -> Deferred[Account | None]:
         """The account registered under ``alias`` in any case, or None."""
         return self._call("get_account", self._db.get_account, alias_key(alias))
+
+    def registered_keys(self) -> Deferred[set[str]]:
+        """The alias keys of every account, so the hub can tell registered aliases at once."""
+        return self._call("registered_keys", self._db.registered_keys)
 
     def create_account(self, alias: str, password_hash: str) -> Deferred[bool]:
         """Register ``alias``; False if it (in any case) is registered already."""

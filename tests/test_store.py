@@ -626,6 +626,14 @@ def test_accounts_are_unique_case_insensitively(store: Store, clock: Clock) -> N
     assert succeeded(store.get_account("bob")) is None
 
 
+def test_registered_keys_lists_every_account(store: Store) -> None:
+    """registered_keys gives the case-insensitive key of every registered alias."""
+    assert succeeded(store.registered_keys()) == set()
+    succeeded(store.create_account("Alice", "h"))
+    succeeded(store.create_account("bob", "h"))
+    assert succeeded(store.registered_keys()) == {"alice", "bob"}
+
+
 def test_password_hash_can_be_replaced(store: Store) -> None:
     """set_password_hash replaces the stored string, and reports unknown aliases."""
     succeeded(store.create_account("alice", "old"))
