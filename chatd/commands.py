@@ -6,14 +6,21 @@ answers through the hub. Nothing here knows about sockets or line formats.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS, PasswordRefused
 from chatd.events import Error, Notice
 from chatd.hub import HISTORY_KEPT, Hub, Member
 from chatd.text import AliasRefused, RoomRefused, clean_text, parse_duration
 
 DEFAULT_HISTORY_COUNT = 20
+log = Logger()
 
 
 @dataclass(frozen=True)
@@ -123,11 +130,104 @@ def _away(hub: Hub, member: Member, args: str) -> None:
 def _ignore(hub: Hub, member: Member, args: str) -> None:
     if (alias := _single_alias(hub, member, args, "ignore")) is not None:
         hub.ignore(member, alias)
+        _save_ignores(hub, member)
 
 
 def _unignore(hub: Hub, member: Member, args: str) -> None:
     if (alias := _single_alias(hub, member, args, "unignore")) is not None:
         hub.unignore(member, alias)
+        _save_ignores(hub, member)
+
+
+def _save_ignores(hub: Hub, member: Member) -> None:
+    if hub.accounts is not None and hub.is_registered(member):
+        alias = member.alias
+        assert alias is not None
+        _in_background(hub, member, hub.accounts.save_ignores(alias, hub.ignored(member)))
+
+
+def _in_background(hub: Hub, member: Member, work: Coroutine[Any, Any, None]) -> None:
+    """Run a command that waits (for hashing or the store); report a failure to its user."""
+
+    def failed(failure: Any) -> None:
+        log.failure("a command of {alias} failed", failure, alias=member.alias)
+        hub.tell(member, Error("That failed on the server; try again later."))
+
+    ensureDeferred(work).addErrback(failed)
+
+
+def _accounts_or_error(hub: Hub, member: Member) -> Any:
+    if hub.accounts is None:
+        hub.tell(member, Error("Registration is not available on this server."))
+    return hub.accounts
+
+
+def _register(hub: Hub, member: Member, args: str) -> None:
+    if len(args.split()) != 1:
+        _usage(hub, member, "register")
+    elif (accounts := _accounts_or_error(hub, member)) is not None:
+        _in_background(hub, member, _register_alias(hub, accounts, member, args))
+
+
+async def _register_alias(hub: Hub, accounts: Any, member: Member, password: str) -> None:
+    alias = member.alias
+    assert alias is not None
+    try:
+        registered = await accounts.register(alias, password, hub.ignored(member))
+    except PasswordRefused as refusal:
+        hub.tell(member, Error(str(refusal)))
+        return
+    if not registered:
+        hub.tell(member, Error(f"{alias} is registered already."))
+        return
+    if hub.is_online(member) and member.alias == alias:
+        hub.mark_registered(member)
+    hub.tell(member, Notice(f"Registered {alias}: from now on it takes this password to use it."))
+
+
+def _password(hub: Hub, member: Member, args: str) -> None:
+    if len(args.split()) != 2:
+        _usage(hub, member, "password")
+    elif (accounts := _accounts_or_error(hub, member)) is not None:
+        if not hub.is_registered(member):
+            hub.tell(member, Error("Your alias is not registered (see /register)."))
+            return
+        old, new = args.split()
+        _in_background(hub, member, _change_password(hub, accounts, member, old, new))
+
+
+async def _change_password(hub: Hub, accounts: Any, member: Member, old: str, new: str) -> None:
+    try:
+        changed = await accounts.change_password(member.alias, old, new)
+    except PasswordRefused as refusal:
+        hub.tell(member, Error(str(refusal)))
+        return
+    if changed:
+        hub.tell(member, Notice("Password changed."))
+    else:
+        await deferLater(hub.clock, WRONG_PASSWORD_DELAY_SECONDS)
+        hub.tell(member, Error("Wrong password."))
+
+
+def _oper(hub: Hub, member: Member, args: str) -> None:
+    if len(args.split()) != 2:
+        _usage(hub, member, "oper")
+    elif hub.accounts is None:
+        hub.tell(member, Error("No operators are configured on this server."))
+    else:
+        name, password = args.split()
+        _in_background(hub, member, _become_operator(hub, member, name, password))
+
+
+async def _become_operator(hub: Hub, member: Member, name: str, password: str) -> None:
+    assert hub.accounts is not None
+    if await hub.accounts.check_operator(name, password):
+        if hub.is_online(member):
+            hub.make_operator(member, name)
+        return
+    log.warn("failed /oper as {name} by {alias}", name=clean_text(name), alias=member.alias)
+    await deferLater(hub.clock, WRONG_PASSWORD_DELAY_SECONDS)
+    hub.tell(member, Error("Wrong operator name or password."))
 
 
 def _kick(hub: Hub, member: Member, args: str) -> None:
@@ -194,6 +294,11 @@ COMMANDS: dict[str, Command] = {
         "/history [N]", f"show the last N lines of this room (up to {HISTORY_KEPT})", _history
     ),
     "replay": Command("/replay on|off", "show recent history on entering a room, or not", _replay),
+    "register": Command(
+        "/register PASSWORD", "make your alias yours: it will take PASSWORD to use", _register
+    ),
+    "password": Command("/password OLD NEW", "change the password of your alias", _password),
+    "oper": Command("/oper NAME PASSWORD", "become an operator", _oper),
     "whois": Command("/whois ALIAS", "where ALIAS is, for how long, idle time, away", _whois),
     "away": Command("/away [TEXT]", "mark yourself away with TEXT, or back without", _away),
     "ignore": Command("/ignore ALIAS", "stop seeing what ALIAS says", _ignore),

@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from chatd.accounts import Accounts
 from chatd.events import (
     Acted,
     Departed,
@@ -107,6 +108,7 @@ class Hub:
         default_room: str = DEFAULT_ROOM,
         store: HubStore | None = None,
         history_replay: int = DEFAULT_HISTORY_REPLAY,
+        accounts: Accounts | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
@@ -118,6 +120,8 @@ class Hub:
         self._rooms: dict[str, Room] = {}
         self._topics: dict[str, str] = {}
         self._store = store
+        # Registered aliases and operators; None runs without them (tests, no store).
+        self.accounts = accounts
         self.history_replay = min(history_replay, HISTORY_KEPT)
         self._history: OrderedDict[str, deque[HistoryEntry]] = OrderedDict()
         # Alias key -> when the mute ends (clock seconds; inf for never).
@@ -145,11 +149,24 @@ class Hub:
         """The name of the room ``member`` is in."""
         return self._room(member).name
 
-    def check_available(self, alias: str) -> str:
-        """Return ``alias`` if a newcomer may take it now, else raise AliasRefused."""
+    def member_named(self, alias: str) -> Member | None:
+        """The member online as ``alias`` (in any case), if any."""
+        return self._members.get(alias_key(alias))
+
+    def check_available(self, alias: str, account: str | None = None) -> str:
+        """Return ``alias`` if a newcomer may take it now, else raise AliasRefused.
+
+        A registered alias is only available to whoever gave its password: the
+        member whose ``account`` (an alias key) it is.
+        """
         check_alias(alias)
         if alias_key(alias) in self._members:
             raise AliasRefused(f"The alias {alias} is taken.")
+        registered = self.accounts is not None and self.accounts.is_registered(alias)
+        if registered and alias_key(alias) != account:
+            raise AliasRefused(
+                f"The alias {alias} is registered; connect with it and its password."
+            )
         return alias
 
     # Arriving, moving, leaving.
@@ -172,11 +189,12 @@ class Hub:
         ``replay`` whether the member wants recent history shown on entering rooms.
         Raises AliasRefused (and changes nothing) if the alias may not be taken.
         """
-        self.check_available(alias)
+        account = alias_key(alias) if registered else None
+        self.check_available(alias, account)
         member.alias = alias
         self._members[alias_key(alias)] = member
         room = self._open_room(self.default_room)
-        self._presence[member] = Presence(room, self.clock.seconds(), registered, replay)
+        self._presence[member] = Presence(room, self.clock.seconds(), account, replay)
         self.log.info("{alias} joined", alias=alias)
         self._enter(member, room, came_from=None)
 
@@ -225,7 +243,7 @@ class Hub:
         if alias_key(new_alias) == alias_key(old):
             check_alias(new_alias)
         else:
-            self.check_available(new_alias)
+            self.check_available(new_alias, self._presence_of(member).account)
         del self._members[alias_key(old)]
         member.alias = new_alias
         self._members[alias_key(new_alias)] = member
@@ -358,7 +376,7 @@ class Hub:
                 presence.room.name,
                 now - presence.since,
                 now - presence.active_at,
-                presence.registered,
+                presence.account == alias_key(other.alias),  # type: ignore[arg-type]
                 presence.away,
             ),
         )
@@ -398,6 +416,18 @@ class Hub:
     def ignored(self, member: Member) -> tuple[str, ...]:
         """The alias keys ``member`` ignores (for saving with a registration)."""
         return tuple(sorted(self._presence_of(member).ignores))
+
+    def restore_ignores(self, member: Member, ignores: tuple[str, ...]) -> None:
+        """Take up the ignore list a registered member saved in an earlier session."""
+        self._presence_of(member).ignores.update(alias_key(alias) for alias in ignores)
+
+    def is_registered(self, member: Member) -> bool:
+        """Whether ``member`` is using a registered alias whose password it gave."""
+        return self._presence_of(member).account == alias_key(member.alias)  # type: ignore[arg-type]
+
+    def mark_registered(self, member: Member) -> None:
+        """Note that ``member`` has just registered its current alias."""
+        self._presence_of(member).account = alias_key(member.alias)  # type: ignore[arg-type]
 
     # Operators.
 

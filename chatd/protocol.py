@@ -15,15 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.internet.protocol import ServerFactory, connectionDone
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from chatd import __version__, lineformat
+from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
 from chatd.commands import run_command
 from chatd.hub import Hub
 from chatd.sendqueue import BoundedSender
@@ -174,16 +176,68 @@ class ChatProtocol(LineReceiver):
         if alias.startswith("/"):
             self._command_before_alias(alias.lower().split())
             return
+        accounts = self.hub.accounts
+        if accounts is not None and accounts.is_registered(alias):
+            self.send(lineformat.notice_line(f"{alias} is registered. Password:"))
+            self._handle_line = lambda password: self._check_password(alias, password)
+            return
         try:
             self.hub.join(self, alias, replay=self._replay)
         except AliasRefused as refusal:
             self.send(lineformat.error_line(str(refusal)))
             self.send(PROMPT)
             return
+        self._accepted()
+
+    def _accepted(self) -> None:
+        """The alias is ours: the handshake timer stops and chatting starts."""
         if self._alias_timer is not None:
             self._alias_timer.cancel()
             self._alias_timer = None
         self._handle_line = self._chat
+
+    def _check_password(self, alias: str, password: str) -> None:
+        # Nothing more is read until the (slow, threaded) check has answered.
+        self._handle_line = self._negotiate_alias
+        self.pauseProducing()
+        ensureDeferred(self._authenticate(alias, password)).addErrback(
+            self.log.failure, "checking the password of {alias}", alias=alias
+        )
+
+    async def _authenticate(self, alias: str, password: str) -> None:
+        assert self.hub.accounts is not None
+        try:
+            account = await self.hub.accounts.authenticate(alias, password)
+        except Exception:
+            self.log.failure("cannot check the password of {alias}", alias=alias)
+            self._refuse_alias("Passwords cannot be checked right now; try again later.")
+            return
+        if account is None:
+            await deferLater(self.factory.clock, WRONG_PASSWORD_DELAY_SECONDS)
+            self.log.info("{peer}: wrong password for {alias}", peer=self.peer, alias=alias)
+            self._refuse_alias(f"Wrong password for {alias}.")
+            return
+        if self._closing_reason is not None:
+            return
+        ghost = self.hub.member_named(alias)
+        if ghost is not None:
+            # The owner is back while an old connection of theirs still hangs.
+            self.hub.leave(ghost, "Replaced by a new login")
+            ghost.disconnect("ghost session replaced by a new login")
+        try:
+            self.hub.join(self, alias, registered=True, replay=self._replay)
+        except AliasRefused as refusal:
+            self._refuse_alias(str(refusal))
+            return
+        self.hub.restore_ignores(self, account.ignores)
+        self._accepted()
+        self.resumeProducing()
+
+    def _refuse_alias(self, why: str) -> None:
+        if self._closing_reason is None:
+            self.send(lineformat.error_line(why))
+            self.send(PROMPT)
+            self.resumeProducing()
 
     def _command_before_alias(self, words: list[str]) -> None:
         """/quit, and /replay for bots that want no history, work before an alias."""

@@ -22,24 +22,25 @@ class Presence:
     """What the hub knows of one member besides its alias."""
 
     __slots__ = (
+        "account",
         "active_at",
         "away",
         "ignores",
         "operator",
-        "registered",
         "replay",
         "room",
         "since",
     )
 
-    def __init__(self, room: Room, now: float, registered: bool, replay: bool) -> None:
+    def __init__(self, room: Room, now: float, account: str | None, replay: bool) -> None:
         self.room = room
         self.since = now
         self.active_at = now
         self.away: str | None = None
         # Alias keys whose chat lines and actions this member does not see.
         self.ignores: set[str] = set()
-        self.registered = registered
+        # The alias key of the registered account whose password this member gave.
+        self.account = account
         # Whether a room's recent history is shown on entering it (bots say no).
         self.replay = replay
         # The operator name this member logged in with (/oper), if any.
