@@ -40,6 +40,8 @@ class ChatService(Service):
             await self.store.start()
             topics = await self.store.topics()
             history = await self.store.recent_history_by_room(HISTORY_KEPT)
+            if self.factory.hub.accounts is not None:
+                await self.factory.hub.accounts.load()
         except Exception:
             self.log.failure("cannot open the store at {path}; stopping", path=self.store.path)
             from twisted.internet import reactor

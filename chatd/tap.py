@@ -13,11 +13,13 @@ from twisted.application import strports
 from twisted.internet import endpoints
 from twisted.python import usage
 
+from chatd.accounts import Accounts
 from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, HISTORY_KEPT, Hub
+from chatd.passwords import Passwords
 from chatd.protocol import ChatConfig, ChatFactory
 from chatd.service import ChatService
 from chatd.store import Store
-from chatd.text import ROOM_RULE, RoomRefused, check_room
+from chatd.text import ALIAS_RULE, ROOM_RULE, RoomRefused, check_room, is_valid_name
 
 DEFAULT_INTERFACE = "127.0.0.1"
 DEFAULT_PORT = 55555
@@ -116,6 +118,18 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["ports"] = []
+        self["operators"] = {}
+
+    def opt_oper(self, definition: str) -> None:
+        """Define an operator as NAME:HASH (HASH from chatd-passwd); repeatable."""
+        name, _, password_hash = definition.partition(":")
+        if not is_valid_name(name):
+            raise usage.UsageError(f"invalid --oper name {name!r}: use {ALIAS_RULE}")
+        if not password_hash.startswith("$argon2"):
+            raise usage.UsageError(
+                f"invalid --oper {name!r}: give NAME:HASH with an argon2 hash from chatd-passwd"
+            )
+        self["operators"][name] = password_hash
 
     def opt_port(self, port: str) -> None:
         """Listen on a port (on 127.0.0.1) or endpoint (tcp:, ssl:, unix:...); repeatable."""
@@ -153,6 +167,7 @@ def makeService(options: Options) -> ChatService:
         default_room=options["default-room"],
         store=store,
         history_replay=options["history-replay"],
+        accounts=Accounts(store, Passwords(), options["operators"]),
     )
     factory = ChatFactory(hub, options.config())
     listeners = [strports.service(description, factory) for description in options["ports"]]

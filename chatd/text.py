@@ -77,6 +77,11 @@ def alias_key(alias: str) -> str:
     return alias.lower()
 
 
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` follows the alias rule (reserved names aside)."""
+    return len(name) <= MAX_ALIAS_CHARS and _ALIAS_PATTERN.fullmatch(name) is not None
+
+
 def check_alias(alias: str) -> str:
     """Return ``alias`` if it follows the naming rule, else raise AliasRefused."""
     if not alias:

@@ -74,6 +74,19 @@ def test_bad_limits_are_usage_errors(args: list[str]) -> None:
         parse(*args)
 
 
+HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+
+
+def test_operators() -> None:
+    """--oper NAME:HASH defines operators; a bad name or a non-argon2 hash is refused."""
+    options = parse("--oper", f"root:{HASH}", "--oper", f"ops:{HASH}")
+    assert options["operators"] == {"root": HASH, "ops": HASH}
+    assert makeService(options).factory.hub.accounts is not None
+    for bad in ("root", "root:secret", f"bad name:{HASH}"):
+        with pytest.raises(UsageError, match="invalid --oper"):
+            parse("--oper", bad)
+
+
 def test_default_room() -> None:
     """--default-room names the room everyone starts in (#lobby unless given)."""
     assert parse()["default-room"] == "#lobby"
