@@ -274,6 +274,40 @@ def _replay(hub: Hub, member: Member, args: str) -> None:
     hub.set_replay(member, args.lower() == "on")
 
 
+def _ban(hub: Hub, member: Member, args: str) -> None:
+    parts = args.split(None, 2)
+    if not parts:
+        _usage(hub, member, "ban")
+        return
+    seconds = None
+    reason_words = parts[1:]
+    if reason_words:
+        try:
+            seconds = parse_duration(reason_words[0])
+            reason_words = parts[2:]
+        except ValueError:
+            pass  # no duration given: it is all reason
+    hub.ban(member, parts[0], seconds, " ".join(reason_words))
+
+
+def _unban(hub: Hub, member: Member, args: str) -> None:
+    if len(args.split()) != 1:
+        _usage(hub, member, "unban")
+    else:
+        hub.unban(member, args)
+
+
+def _bans(hub: Hub, member: Member, args: str) -> None:
+    hub.list_bans(member)
+
+
+def _motd(hub: Hub, member: Member, args: str) -> None:
+    if not args:
+        hub.show_motd(member)
+    else:
+        hub.set_motd(member, None if args == "-" else args)
+
+
 def _quit(hub: Hub, member: Member, args: str) -> None:
     reason = clean_text(args)
     hub.tell(member, Notice("Goodbye."))
@@ -308,5 +342,11 @@ COMMANDS: dict[str, Command] = {
         "/mute ALIAS [DURATION]", "(operators) silence ALIAS, e.g. for 10m, 2h, 1d", _mute
     ),
     "unmute": Command("/unmute ALIAS", "(operators) let ALIAS be heard again", _unmute),
+    "ban": Command(
+        "/ban ALIAS|IP|CIDR [DURATION] [REASON]", "(operators) ban, for good or a while", _ban
+    ),
+    "unban": Command("/unban ALIAS|IP|CIDR", "(operators) lift a ban", _unban),
+    "bans": Command("/bans", "(operators) list the bans", _bans),
+    "motd": Command("/motd [TEXT]", "show the message of the day; operators set it", _motd),
     "quit": Command("/quit [REASON]", "leave, telling everyone REASON", _quit),
 }

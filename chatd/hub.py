@@ -19,11 +19,12 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from chatd.accounts import Accounts
+from chatd.bans import BanRefused, Bans, ban_target
 from chatd.events import (
     Acted,
     Departed,
@@ -44,7 +45,7 @@ from chatd.events import (
     Whois,
 )
 from chatd.room import Presence, Room
-from chatd.store import HistoryEntry
+from chatd.store import Ban, HistoryEntry
 from chatd.text import (
     AliasRefused,
     alias_key,
@@ -53,6 +54,7 @@ from chatd.text import (
     clean_text,
     duration,
     room_key,
+    utc_stamp,
 )
 
 DEFAULT_ROOM = "#lobby"
@@ -67,10 +69,20 @@ MAX_TOPIC_CHARS = 300
 HISTORY_KEPT = 100
 HISTORY_ROOMS_KEPT = 1000
 DEFAULT_HISTORY_REPLAY = 20
+MOTD_SETTING = "motd"
 
 
 class HubStore(Protocol):
     """What the hub needs persisted (implemented by :class:`chatd.store.Store`)."""
+
+    def add_ban(self, ban: Ban) -> Deferred[None]:
+        """Keep ``ban``; the Deferred fires once it is on disk."""
+
+    def remove_ban(self, mask: str) -> Deferred[bool]:
+        """Forget the ban on ``mask``."""
+
+    def set_setting(self, key: str, value: str | None) -> Deferred[None]:
+        """Keep a setting (the MOTD); None deletes it."""
 
     def append_history(self, entry: HistoryEntry) -> None:
         """Queue a line for writing; cheap, called for every chat line."""
@@ -89,6 +101,8 @@ class Member(Protocol):
 
     alias: str | None
     encode: Callable[[Event], bytes]
+    # The peer's IP address, for IP bans; None where there is none (a UNIX socket).
+    host: str | None
 
     def send(self, data: bytes) -> None:
         """Queue ``data`` for the member's connection; never blocks, never raises."""
@@ -122,6 +136,11 @@ class Hub:
         self._store = store
         # Registered aliases and operators; None runs without them (tests, no store).
         self.accounts = accounts
+        self.bans = Bans()
+        # The message of the day: an operator's (/motd, kept in the store) wins
+        # over the one read from --motd FILE.
+        self.motd_file_text: str | None = None
+        self.motd_set_text: str | None = None
         self.history_replay = min(history_replay, HISTORY_KEPT)
         self._history: OrderedDict[str, deque[HistoryEntry]] = OrderedDict()
         # Alias key -> when the mute ends (clock seconds; inf for never).
@@ -171,8 +190,17 @@ class Hub:
 
     # Arriving, moving, leaving.
 
-    def load(self, topics: dict[str, str], history: dict[str, list[HistoryEntry]]) -> None:
-        """Take up the topics and recent history found in the store at start-up."""
+    def load(
+        self,
+        topics: dict[str, str],
+        history: dict[str, list[HistoryEntry]],
+        bans: list[Ban] | None = None,
+        motd: str | None = None,
+    ) -> None:
+        """Take up what the store kept: topics, recent history, bans and the MOTD."""
+        for ban in bans or ():
+            self.bans.add(ban)
+        self.motd_set_text = motd
         for room, topic in topics.items():
             self._topics[room_key(room)] = topic
             if (open_room := self._rooms.get(room_key(room))) is not None:
@@ -314,11 +342,8 @@ class Hub:
         room.topic = topic
         self._queue(room, TopicChanged(member.alias, topic))  # type: ignore[arg-type]
         if self._store is not None:
-            self._store.set_topic(room.name, topic, member.alias).addErrback(  # type: ignore[arg-type]
-                lambda failure: self.log.failure(
-                    "saving the topic of {room}", failure, room=room.name
-                )
-            )
+            saved = self._store.set_topic(room.name, topic, member.alias)  # type: ignore[arg-type]
+            saved.addErrback(self._log_store_failure, "saving the topic of {room}", room=room.name)
 
     def announce(self, text: str) -> None:
         """Send a server notice to everyone online, in every room."""
@@ -428,6 +453,112 @@ class Hub:
     def mark_registered(self, member: Member) -> None:
         """Note that ``member`` has just registered its current alias."""
         self._presence_of(member).account = alias_key(member.alias)  # type: ignore[arg-type]
+
+    # Bans and the message of the day.
+
+    @property
+    def motd(self) -> str | None:
+        """The message of the day shown at login, if there is one."""
+        return self.motd_set_text or self.motd_file_text
+
+    def banned(self, host: str | None = None, alias: str | None = None) -> Ban | None:
+        """The ban in force on ``host`` or ``alias``, if any."""
+        return self.bans.match(self.clock.seconds(), host=host, alias=alias)
+
+    def ban(self, operator: Member, target: str, seconds: float | None, reason: str) -> None:
+        """Ban an alias, IP or CIDR block: kept in the store, then enforced on who is online."""
+        if (name := self._require_operator(operator)) is None:
+            return
+        try:
+            mask, kind = ban_target(target)
+        except BanRefused as refusal:
+            self.tell(operator, Error(str(refusal)))
+            return
+        now = self.clock.seconds()
+        reason = clean_text(reason) or "no reason given"
+        ban = Ban(mask, kind, reason, name, now, None if seconds is None else now + seconds)
+        saved = self._store.add_ban(ban) if self._store is not None else succeed(None)
+        saved.addCallback(lambda _: self._enforce_ban(operator, name, ban))
+        saved.addErrback(self._log_store_failure, "saving the ban on {mask}", mask=mask)
+
+    def _enforce_ban(self, operator: Member, name: str, ban: Ban) -> None:
+        self.bans.add(ban)
+        until = "for good" if ban.expires_at is None else f"until {utc_stamp(ban.expires_at)}"
+        self.log.info(
+            "operator {name} ({alias}) banned {kind} {mask} {until}: {reason}",
+            name=name,
+            alias=operator.alias,
+            kind=ban.kind,
+            mask=ban.mask,
+            until=until,
+            reason=ban.reason,
+        )
+        self.tell(operator, Notice(f"Banned {ban.kind} {ban.mask} {until}."))
+        for member in list(self._members.values()):
+            if member is not operator and self.banned(member.host, member.alias) is ban:
+                self.tell(member, Error(f"You are banned: {ban.reason}"))
+                self.leave(member, f"Banned by {operator.alias}: {ban.reason}")
+                member.disconnect(f"banned by operator {name}")
+
+    def unban(self, operator: Member, target: str) -> None:
+        """Lift a ban (given as it was set, or as /bans shows it)."""
+        if (name := self._require_operator(operator)) is None:
+            return
+        try:
+            mask, _ = ban_target(target)
+        except BanRefused as refusal:
+            self.tell(operator, Error(str(refusal)))
+            return
+        if not self.bans.remove(mask):
+            self.tell(operator, Error(f"No ban on {mask}."))
+            return
+        self.log.info(
+            "operator {name} ({alias}) lifted the ban on {mask}",
+            name=name,
+            alias=operator.alias,
+            mask=mask,
+        )
+        if self._store is not None:
+            self._store.remove_ban(mask).addErrback(
+                self._log_store_failure, "removing the ban on {mask}", mask=mask
+            )
+        self.tell(operator, Notice(f"Lifted the ban on {mask}."))
+
+    def list_bans(self, operator: Member) -> None:
+        """Tell an operator the bans in force."""
+        if self._require_operator(operator) is None:
+            return
+        self.banned()  # drops the expired ones
+        lines = [f"Bans ({len(list(self.bans))}):"]
+        for ban in self.bans:
+            until = "for good" if ban.expires_at is None else f"until {utc_stamp(ban.expires_at)}"
+            lines.append(f"  {ban.mask} ({ban.kind}) by {ban.set_by} {until}: {ban.reason}")
+        self.tell(operator, Notice("\n".join(lines)))
+
+    def show_motd(self, member: Member) -> None:
+        """Tell ``member`` the message of the day."""
+        motd = self.motd
+        self.tell(
+            member, Notice(f"Message of the day:\n{motd}" if motd else "No message of the day.")
+        )
+
+    def set_motd(self, operator: Member, text: str | None) -> None:
+        """Set the message of the day (None goes back to --motd FILE's, if any)."""
+        if (name := self._require_operator(operator)) is None:
+            return
+        text = clean_text(text) if text is not None else None
+        self.motd_set_text = text or None
+        self.log.info(
+            "operator {name} ({alias}) set the MOTD to {text!r}",
+            name=name,
+            alias=operator.alias,
+            text=self.motd_set_text,
+        )
+        if self._store is not None:
+            self._store.set_setting(MOTD_SETTING, self.motd_set_text).addErrback(
+                self._log_store_failure, "saving the MOTD"
+            )
+        self.show_motd(operator)
 
     # Operators.
 
@@ -596,6 +727,8 @@ class Hub:
             names = tuple(m.alias for m in islice(room.members, LISTED_NAMES))  # type: ignore[misc]
         welcome = member.alias if came_from is None else None
         self.tell(member, InRoom(room.name, names, present, room.topic, welcome))
+        if welcome and self.motd:
+            self.tell(member, Notice(f"Message of the day:\n{self.motd}"))
         if presence.replay and self.history_replay:
             entries = self._history.get(room_key(room.name))
             if entries:
@@ -606,6 +739,10 @@ class Hub:
     def _exit(self, member: Member, room: Room) -> None:
         room.flush()  # the member still hears what was said before they went
         del room.members[member]
+
+    def _log_store_failure(self, failure: Any, what: str, **fields: Any) -> None:
+        # The store already logs and retries what it can; this says what was lost.
+        self.log.failure(what, failure, **fields)
 
     def _room_history(self, name: str) -> deque[HistoryEntry]:
         key = room_key(name)

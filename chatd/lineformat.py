@@ -7,7 +7,6 @@ message, ``*** `` a server notice and ``!!! `` an error meant for you alone.
 
 from __future__ import annotations
 
-import time
 from functools import singledispatch
 
 from chatd.events import (
@@ -29,7 +28,7 @@ from chatd.events import (
     WhisperSent,
     Whois,
 )
-from chatd.text import duration
+from chatd.text import duration, utc_stamp
 
 CRLF = "\r\n"
 
@@ -150,7 +149,7 @@ def _(event: Whois) -> str:
 
 
 def _stamp(at: float) -> str:
-    return time.strftime("[%Y-%m-%d %H:%M:%SZ]", time.gmtime(at))
+    return f"[{utc_stamp(at)}]"
 
 
 @_render.register

@@ -29,8 +29,9 @@ from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
 from chatd.commands import run_command
 from chatd.hub import Hub
 from chatd.sendqueue import BoundedSender
+from chatd.store import Ban
 from chatd.telnet import TelnetFilter
-from chatd.text import ALIAS_RULE, AliasRefused, decode_line
+from chatd.text import ALIAS_RULE, AliasRefused, decode_line, utc_stamp
 
 ALIAS_PROMPT = f"Choose an alias ({ALIAS_RULE}):"
 GREETING = lineformat.notice_line(f"Welcome to chatd {__version__}.\n{ALIAS_PROMPT}")
@@ -67,6 +68,7 @@ class ChatProtocol(LineReceiver):
         self.hub = factory.hub
         self.alias: str | None = None
         self.peer = "?"
+        self.host: str | None = None
         config = factory.config
         self._max_line_bytes = config.max_line_bytes
         # One byte of slack for the CR of a CRLF ending; lineReceived checks exactly.
@@ -83,7 +85,9 @@ class ChatProtocol(LineReceiver):
     # Connection life cycle.
 
     def connectionMade(self) -> None:
-        self.peer = describe_peer(self.transport.getPeer())
+        address = self.transport.getPeer()
+        self.peer = describe_peer(address)
+        self.host = getattr(address, "host", None)
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
@@ -92,6 +96,9 @@ class ChatProtocol(LineReceiver):
         )
         self.factory.connections.add(self)
         self.log.info("connection from {peer}", peer=self.peer)
+        if (ban := self.hub.banned(host=self.host)) is not None:
+            self._refuse_banned(ban)
+            return
         self.send(GREETING)
         self._alias_timer = self.factory.clock.callLater(
             self.factory.config.alias_timeout_seconds, self._alias_timed_out
@@ -176,6 +183,9 @@ class ChatProtocol(LineReceiver):
         if alias.startswith("/"):
             self._command_before_alias(alias.lower().split())
             return
+        if (ban := self.hub.banned(alias=alias)) is not None:
+            self._refuse_banned(ban)
+            return
         accounts = self.hub.accounts
         if accounts is not None and accounts.is_registered(alias):
             self.send(lineformat.notice_line(f"{alias} is registered. Password:"))
@@ -232,6 +242,12 @@ class ChatProtocol(LineReceiver):
         self.hub.restore_ignores(self, account.ignores)
         self._accepted()
         self.resumeProducing()
+
+    def _refuse_banned(self, ban: Ban) -> None:
+        until = "" if ban.expires_at is None else f" until {utc_stamp(ban.expires_at)}"
+        self.log.info("{peer}: refused, banned ({mask})", peer=self.peer, mask=ban.mask)
+        self.send(lineformat.error_line(f"You are banned from this server{until}: {ban.reason}"))
+        self.disconnect("banned")
 
     def _refuse_alias(self, why: str) -> None:
         if self._closing_reason is None:

@@ -11,7 +11,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
-from chatd.hub import HISTORY_KEPT
+from chatd.hub import HISTORY_KEPT, MOTD_SETTING
 from chatd.protocol import ChatFactory
 from chatd.store import Store
 
@@ -42,13 +42,15 @@ class ChatService(Service):
             history = await self.store.recent_history_by_room(HISTORY_KEPT)
             if self.factory.hub.accounts is not None:
                 await self.factory.hub.accounts.load()
+            bans = await self.store.active_bans(self.factory.clock.seconds())
+            motd = await self.store.get_setting(MOTD_SETTING)
         except Exception:
             self.log.failure("cannot open the store at {path}; stopping", path=self.store.path)
             from twisted.internet import reactor
 
             reactor.stop()  # type: ignore[attr-defined]
             return
-        self.factory.hub.load(topics, history)
+        self.factory.hub.load(topics, history, bans, motd)
         self._listeners.startService()
 
     async def _stop(self) -> None:

@@ -19,7 +19,15 @@ from chatd.passwords import Passwords
 from chatd.protocol import ChatConfig, ChatFactory
 from chatd.service import ChatService
 from chatd.store import Store
-from chatd.text import ALIAS_RULE, ROOM_RULE, RoomRefused, check_room, is_valid_name
+from chatd.text import (
+    ALIAS_RULE,
+    ROOM_RULE,
+    RoomRefused,
+    check_room,
+    clean_text,
+    decode_line,
+    is_valid_name,
+)
 
 DEFAULT_INTERFACE = "127.0.0.1"
 DEFAULT_PORT = 55555
@@ -107,6 +115,12 @@ class Options(usage.Options):
             "Directory for the database (created if missing); relative to where twistd runs.",
         ],
         [
+            "motd",
+            None,
+            None,
+            "A file whose text is the message of the day (an operator's /motd overrides it).",
+        ],
+        [
             "default-room",
             None,
             DEFAULT_ROOM,
@@ -145,6 +159,7 @@ class Options(usage.Options):
     opt_p = opt_port
 
     def postOptions(self) -> None:
+        self["motd-text"] = read_motd(self["motd"]) if self["motd"] else None
         if not self["ports"]:
             self["ports"] = [endpoint_description(str(DEFAULT_PORT))]
 
@@ -158,6 +173,20 @@ class Options(usage.Options):
 
 
 DATABASE_FILE = "chatd.sqlite3"
+MAX_MOTD_BYTES = 16 * 1024
+
+
+def read_motd(path: str) -> str:
+    """The text of a MOTD file, each line cleaned of terminal controls."""
+    try:
+        with open(path, "rb") as motd_file:
+            raw = motd_file.read(MAX_MOTD_BYTES + 1)
+    except OSError as problem:
+        raise usage.UsageError(f"cannot read --motd {path}: {problem.strerror}") from None
+    if len(raw) > MAX_MOTD_BYTES:
+        raise usage.UsageError(f"--motd {path} is over {MAX_MOTD_BYTES} bytes")
+    lines = [clean_text(line) for line in decode_line(raw).splitlines()]
+    return "\n".join(lines).strip("\n")
 
 
 def makeService(options: Options) -> ChatService:
@@ -169,6 +198,7 @@ def makeService(options: Options) -> ChatService:
         history_replay=options["history-replay"],
         accounts=Accounts(store, Passwords(), options["operators"]),
     )
+    hub.motd_file_text = options["motd-text"] or None
     factory = ChatFactory(hub, options.config())
     listeners = [strports.service(description, factory) for description in options["ports"]]
     return ChatService(factory, store, listeners)

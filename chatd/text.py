@@ -9,6 +9,7 @@ the rest of a line (bidi overrides). This is the single gate every front end use
 from __future__ import annotations
 
 import re
+import time
 
 MAX_ALIAS_CHARS = 24
 ALIAS_RULE = (
@@ -143,3 +144,8 @@ def parse_duration(text: str) -> float:
     if not match or int(match.group(1)) == 0:
         raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 10m, 2h, 1d)")
     return float(int(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"])
+
+
+def utc_stamp(at: float) -> str:
+    """Epoch seconds as a UTC date and time: 2026-11-24 10:32:05Z."""
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at))

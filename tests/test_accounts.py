@@ -13,6 +13,7 @@ import pytest
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 
 from chatd.accounts import Accounts, PasswordRefused, check_new_password
+from chatd.hub import Hub
 from chatd.store import Store, run_synchronously
 from tests.test_protocol import Client, Server
 
@@ -31,11 +32,15 @@ class AccountServer(Server):
     """A Server whose hub has accounts kept in a real, synchronous store."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         super().__init__()
-        self.store = Store(path, clock=self.clock, run_in_thread=run_synchronously)
+
+    def make_hub(self, history_replay: int) -> Hub:
+        self.store = Store(self.path, clock=self.clock, run_in_thread=run_synchronously)
         self.store.start()
-        self.hub.accounts = Accounts(self.store, FakePasswords(), {"root": "fake$operpass"})
-        ensureDeferred(self.hub.accounts.load())
+        accounts = Accounts(self.store, FakePasswords(), {"root": "fake$operpass"})
+        ensureDeferred(accounts.load())
+        return Hub(self.clock, store=self.store, accounts=accounts)
 
     def login(self, alias: str, password: str) -> Client:
         client = self.connect()
@@ -199,3 +204,105 @@ def test_check_new_password_refuses(password: str) -> None:
     """Passwords under 8 characters or with spaces are refused."""
     with pytest.raises(PasswordRefused):
         check_new_password(password)
+
+
+# Bans and the message of the day.
+
+
+def operator(server: AccountServer, alias: str = "olivia") -> Client:
+    (client,) = server.join(alias)
+    server.hub.make_operator(client.protocol, "root")
+    client.lines()
+    return client
+
+
+def test_ban_alias_kicks_and_refuses_at_alias_time(server: AccountServer) -> None:
+    """An alias ban disconnects its holder and refuses that alias from then on."""
+    oper = operator(server)
+    (troll,) = server.join("troll")
+    oper.lines()
+    oper.type("/ban Troll 1h spamming links\n")
+    assert oper.lines() == [
+        "*** Banned alias troll until 1970-01-01 01:00:00Z.",
+        "*** troll has left (Banned by olivia: spamming links)",
+    ]
+    assert troll.lines() == ["!!! You are banned: spamming links"]
+    assert troll.transport.disconnecting
+    again = server.connect()
+    again.lines()
+    again.type("TROLL\n")
+    assert again.lines() == [
+        "!!! You are banned from this server until 1970-01-01 01:00:00Z: spamming links"
+    ]
+    assert again.transport.disconnecting
+
+
+def test_ip_and_cidr_bans_refuse_at_connect(server: AccountServer) -> None:
+    """An IP or CIDR ban turns away connections from it before the greeting."""
+    oper = operator(server)
+    oper.type("/ban 192.168.0.0/16 flood\n")  # StringTransport peers are 192.168.1.1
+    assert oper.lines() == ["*** Banned cidr 192.168.0.0/16 for good."]
+    refused = server.connect()
+    assert refused.lines() == ["!!! You are banned from this server: flood"]
+    assert refused.transport.disconnecting
+    oper.type("/bans\n/unban 192.168.0.0/16\n")
+    assert oper.lines() == [
+        "*** Bans (1):",
+        "***   192.168.0.0/16 (cidr) by root for good: flood",
+        "*** Lifted the ban on 192.168.0.0/16.",
+    ]
+    assert server.connect().lines()[0].startswith("*** Welcome to chatd")
+
+
+def test_ban_expires(server: AccountServer) -> None:
+    """A ban with a duration stops applying when it runs out."""
+    oper = operator(server)
+    oper.type("/ban 192.168.1.1 10m\n")
+    assert server.connect().lines()[0].startswith("!!! You are banned")
+    server.clock.advance(600)
+    assert server.connect().lines()[0].startswith("*** Welcome to chatd")
+
+
+def test_bans_persist_in_the_store(server: AccountServer) -> None:
+    """A ban is in the store once the operator is told it is done."""
+    oper = operator(server)
+    oper.type("/ban troll\n")
+    bans = []
+    server.store.active_bans(0).addCallback(bans.extend)
+    assert [(ban.mask, ban.kind, ban.set_by) for ban in bans] == [("troll", "alias", "root")]
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("/ban", "!!! Usage: /ban ALIAS|IP|CIDR [DURATION] [REASON]"),
+        ("/ban no/such/thing", "!!! Not an alias, IP address or CIDR block: no/such/thing"),
+        ("/unban troll", "!!! No ban on troll."),
+        ("/unban", "!!! Usage: /unban ALIAS|IP|CIDR"),
+    ],
+)
+def test_ban_errors(server: AccountServer, line: str, error: str) -> None:
+    """Malformed bans and unknown unbans are refused."""
+    oper = operator(server)
+    oper.type(line + "\n")
+    assert oper.lines() == [error]
+
+
+def test_motd_shown_at_login_and_set_by_operators(server: AccountServer) -> None:
+    """The MOTD follows the welcome; operators change it and it is kept in the store."""
+    server.hub.motd_file_text = "From the file"
+    (alice,) = server.join_keeping_lines("alice")
+    assert alice.lines()[2:4] == ["*** Message of the day:", "*** From the file"]
+    alice.type("/motd new text\n")
+    assert alice.lines() == ["!!! Not permitted: operators only."]
+    oper = operator(server)
+    oper.type("/motd Be nice \x1b[5m\n")
+    assert oper.lines() == ["*** Message of the day:", "*** Be nice"]
+    settings = []
+    server.store.get_setting("motd").addCallback(settings.append)
+    assert settings == ["Be nice"]
+    alice.lines()
+    alice.type("/motd\n")
+    assert alice.lines() == ["*** Message of the day:", "*** Be nice"]
+    oper.type("/motd -\n")
+    assert oper.lines() == ["*** Message of the day:", "*** From the file"]

@@ -22,6 +22,7 @@ class RecordingMember:
     """A member that keeps what it was sent instead of writing to a socket."""
 
     encode = staticmethod(recording_encode)
+    host = "192.0.2.1"
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub

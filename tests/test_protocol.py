@@ -63,8 +63,11 @@ class Server:
 
     def __init__(self, history_replay: int = 20, **limits: float) -> None:
         self.clock = Clock()
-        self.hub = Hub(self.clock, history_replay=history_replay)
+        self.hub = self.make_hub(history_replay)
         self.factory = ChatFactory(self.hub, ChatConfig(**limits))  # type: ignore[arg-type]
+
+    def make_hub(self, history_replay: int) -> Hub:
+        return Hub(self.clock, history_replay=history_replay)
 
     def connect(self) -> Client:
         return Client(self.factory)
