@@ -14,6 +14,7 @@ from twisted.internet import endpoints
 from twisted.python import usage
 
 from chatd.accounts import Accounts
+from chatd.config import ConfigFileOptions
 from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, HISTORY_KEPT, Hub
 from chatd.passwords import Passwords
 from chatd.protocol import ChatConfig, ChatFactory
@@ -76,7 +77,7 @@ def _room_name(value: str) -> str:
 _room_name.coerceDoc = f"A room name: {ROOM_RULE}."  # type: ignore[attr-defined]
 
 
-class Options(usage.Options):
+class Options(ConfigFileOptions):
     """Options of ``twistd chatd``."""
 
     optParameters: ClassVar[list[list[Any]]] = [
