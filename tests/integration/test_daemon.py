@@ -180,3 +180,41 @@ def test_history_is_on_disk_within_a_second_of_a_kill(tmp_path: Path) -> None:
         assert b"<alice> durable line\r\n" in read_until(carol, b"*** End of history.\r\n")
     finally:
         daemon.stop()
+
+
+def test_registrations_bans_and_motd_survive_a_restart(tmp_path: Path) -> None:
+    """A registration, an operator's ban and MOTD are all there after a real restart."""
+    from chatd.passwords import hash_password_now
+
+    options = (
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--oper",
+        f"root:{hash_password_now('oper-pass')}",
+    )
+    daemon = start_chatd(tmp_path, *options)
+    try:
+        alice = join(daemon, "alice")
+        alice.sendall(b"/register alice-pass\n/oper root oper-pass\n")
+        read_until(alice, b"*** You are now an operator (root).\r\n")
+        alice.sendall(b"/ban troll trolling\n/motd Welcome back\n")
+        read_until(alice, b"*** Welcome back\r\n")
+    finally:
+        daemon.stop()
+    daemon = start_chatd(tmp_path, *options)
+    try:
+        troll = daemon.connect()
+        read_until(troll, b"Choose an alias")
+        troll.sendall(b"troll\n")
+        assert read_to_eof(troll).endswith(b"!!! You are banned from this server: trolling\r\n")
+        alice = daemon.connect()
+        read_until(alice, b"Choose an alias")
+        alice.sendall(b"alice\n")
+        read_until(alice, b"*** alice is registered. Password:\r\n")
+        alice.sendall(b"wrong-pass\n")
+        read_until(alice, b"!!! Wrong password for alice.\r\n")
+        alice.sendall(b"alice\nalice-pass\n")
+        seen = read_until(alice, b"*** Welcome back\r\n")
+        assert b"*** Welcome, alice!" in seen
+    finally:
+        daemon.stop()
