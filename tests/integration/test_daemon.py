@@ -195,7 +195,9 @@ def test_registrations_bans_and_motd_survive_a_restart(tmp_path: Path) -> None:
     daemon = start_chatd(tmp_path, *options)
     try:
         alice = join(daemon, "alice")
-        alice.sendall(b"/register alice-pass\n/oper root oper-pass\n")
+        alice.sendall(b"/register alice-pass\n")
+        read_until(alice, b"*** Registered alice: from now on it takes this password to use it.")
+        alice.sendall(b"/oper root oper-pass\n")
         read_until(alice, b"*** You are now an operator (root).\r\n")
         alice.sendall(b"/ban troll trolling\n/motd Welcome back\n")
         read_until(alice, b"*** Welcome back\r\n")
