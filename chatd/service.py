@@ -1,15 +1,26 @@
-"""The chat service: opens the store, then listens; on the way down, says goodbye.
+"""The chat service: binds its ports, opens the store, then accepts; on the way down, says goodbye.
 
-Listening waits for the store: the hub must know the rooms' topics and recent
-history before the first client can arrive, or a newcomer would get an empty
-replay and live lines would land before the loaded ones.
+Ports are bound in ``privilegedStartService``, so a port that cannot be had (in
+use, no permission) stops twistd at once with an error and a non-zero exit
+rather than leaving a daemon running that nobody can reach, and so ports below
+1024 can be bound before twistd sheds root. Accepting waits for the store,
+though: the hub must know the rooms' topics, recent history and bans before the
+first client arrives, or a newcomer would get an empty replay and a banned
+address could slip in. Until then the bound ports do not read, and the kernel
+holds early callers in the listen backlog.
 """
 
 from __future__ import annotations
 
-from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from collections.abc import Sequence
+
+from twisted.application.service import Service
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IReactorCore
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd.hub import HISTORY_KEPT, MOTD_SETTING
 from chatd.protocol import ChatFactory
@@ -23,15 +34,64 @@ class ChatService(Service):
 
     log = Logger()
 
-    def __init__(self, factory: ChatFactory, store: Store, listeners: list[IService]) -> None:
+    def __init__(
+        self,
+        factory: ChatFactory,
+        store: Store,
+        endpoints: Sequence[str],
+        reactor: IReactorCore | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor  # type: ignore[assignment]
         self.factory = factory
         self.store = store
-        self._listeners = MultiService()
-        for listener in listeners:
-            listener.setServiceParent(self._listeners)
+        self.endpoints = list(endpoints)
+        self._reactor = reactor
+        self._listening: list[Deferred[IListeningPort]] = []
+        self.ports: list[IListeningPort] = []
+        self._binding = False
+        self._refusal: Failure | None = None
         self.ready: Deferred[None] = Deferred()
 
+    def privilegedStartService(self) -> None:
+        """Bind every port now; one that cannot be bound raises, and twistd exits with it."""
+        super().privilegedStartService()
+        for description in self.endpoints:
+            self._binding = True
+            listening = serverFromString(self._reactor, description).listen(self.factory)
+            listening.addCallbacks(self._bound, self._refused, errbackArgs=(description,))
+            self._binding = False
+            if self._refusal is not None:
+                self.log.critical(
+                    "cannot listen on {endpoint}: {reason}",
+                    endpoint=description,
+                    reason=self._refusal.getErrorMessage(),
+                )
+                self._refusal.raiseException()
+            self._listening.append(listening)
+
+    def _bound(self, port: IListeningPort) -> None:
+        """Keep a freshly bound port from accepting until the service is ready.
+
+        TCP, TLS and UNIX ports are file descriptors the reactor reads to
+        accept; while they are not read, connections wait in the kernel's backlog.
+        """
+        if isinstance(port, FileDescriptor):
+            port.stopReading()
+        self.ports.append(port)
+
+    def _refused(self, failure: Failure, description: str) -> None:
+        if self._binding:
+            self._refusal = failure
+            return
+        self.log.failure("cannot listen on {endpoint}; stopping", failure, endpoint=description)
+        self._reactor.stop()
+
     def startService(self) -> None:
+        if len(self._listening) < len(self.endpoints):
+            self.privilegedStartService()
         super().startService()
         ensureDeferred(self._start()).chainDeferred(self.ready)
 
@@ -46,16 +106,18 @@ class ChatService(Service):
             motd = await self.store.get_setting(MOTD_SETTING)
         except Exception:
             self.log.failure("cannot open the store at {path}; stopping", path=self.store.path)
-            from twisted.internet import reactor
-
-            reactor.stop()  # type: ignore[attr-defined]
+            self._reactor.stop()
             return
         self.factory.hub.load(topics, history, bans, motd)
-        self._listeners.startService()
+        await gatherResults(self._listening)
+        for port in self.ports:
+            if isinstance(port, FileDescriptor):
+                port.startReading()
+        self.log.info("accepting connections on {count} port(s)", count=len(self.ports))
 
     async def _stop(self) -> None:
-        if self._listeners.running:
-            await self._listeners.stopService()
+        for port in self.ports:
+            await maybeDeferred(port.stopListening)
         await self.factory.shut_down(SHUTDOWN_NOTICE)
         await self.store.stop()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from twisted.application import strports
 from twisted.internet import endpoints
 from twisted.python import usage
 
@@ -201,5 +200,4 @@ def makeService(options: Options) -> ChatService:
     )
     hub.motd_file_text = options["motd-text"] or None
     factory = ChatFactory(hub, options.config())
-    listeners = [strports.service(description, factory) for description in options["ports"]]
-    return ChatService(factory, store, listeners)
+    return ChatService(factory, store, options["ports"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from twisted.application.internet import StreamServerEndpointService
 from twisted.python.usage import UsageError
 
 from chatd.protocol import ChatConfig
@@ -105,10 +104,7 @@ def test_history_and_data_dir(tmp_path: Path) -> None:
 
 
 def test_make_service_listens_on_every_port() -> None:
-    """makeService builds the chat service with one listener per --port, sharing one factory."""
-    service = makeService(parse("--port", "4000", "--port", "4001"))
+    """makeService builds the chat service with one endpoint per --port."""
+    service = makeService(parse("--port", "4000", "--port", "unix:/tmp/chatd.sock"))
     assert isinstance(service, ChatService)
-    listeners = list(service._listeners)
-    assert len(listeners) == 2
-    assert all(isinstance(listener, StreamServerEndpointService) for listener in listeners)
-    assert all(listener.factory is service.factory for listener in listeners)
+    assert service.endpoints == ["tcp:4000:interface=127.0.0.1", "unix:/tmp/chatd.sock"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -220,3 +221,24 @@ def test_registrations_bans_and_motd_survive_a_restart(tmp_path: Path) -> None:
         assert b"*** Welcome, alice!" in seen
     finally:
         daemon.stop()
+
+
+def test_a_port_in_use_stops_twistd_with_an_error(tmp_path: Path) -> None:
+    """A port that cannot be bound ends twistd at once, non-zero, naming the problem."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        result = subprocess.run(
+            [venv_script("twistd"), "--pidfile=", "-n", "chatd", "--port", str(port)],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+        )
+    finally:
+        taken.close()
+    output = (result.stdout + result.stderr).decode("utf-8", "replace")
+    assert result.returncode != 0, output
+    assert "Address already in use" in output
