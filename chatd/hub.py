@@ -123,6 +123,8 @@ class Hub:
         store: HubStore | None = None,
         history_replay: int = DEFAULT_HISTORY_REPLAY,
         accounts: Accounts | None = None,
+        keep_history: bool = True,
+        history_max_age_seconds: float | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
@@ -142,6 +144,9 @@ class Hub:
         self.motd_file_text: str | None = None
         self.motd_set_text: str | None = None
         self.history_replay = min(history_replay, HISTORY_KEPT)
+        # Off (--history-keep 0): nothing is recorded, replayed or written.
+        self.keep_history = keep_history
+        self.history_max_age_seconds = history_max_age_seconds
         self._history: OrderedDict[str, deque[HistoryEntry]] = OrderedDict()
         # Alias key -> when the mute ends (clock seconds; inf for never).
         self._mutes: dict[str, float] = {}
@@ -205,8 +210,9 @@ class Hub:
             self._topics[room_key(room)] = topic
             if (open_room := self._rooms.get(room_key(room))) is not None:
                 open_room.topic = topic
-        for room, entries in history.items():
-            self._room_history(room).extend(entries)
+        if self.keep_history:
+            for room, entries in history.items():
+                self._room_history(room).extend(entries)
 
     def join(
         self, member: Member, alias: str, registered: bool = False, replay: bool = True
@@ -376,9 +382,10 @@ class Hub:
     def show_history(self, member: Member, count: int) -> None:
         """Tell ``member`` up to ``count`` (at most HISTORY_KEPT) recent lines of their room."""
         room = self._room(member)
-        entries = self._history.get(room_key(room.name), ())
-        shown = tuple(entries)[-min(count, HISTORY_KEPT) :] if count > 0 else ()
-        self.tell(member, History(room.name, shown))
+        if not self.keep_history:
+            self.tell(member, Error("This server keeps no history."))
+            return
+        self.tell(member, History(room.name, self._recent(room, min(count, HISTORY_KEPT))))
 
     def set_replay(self, member: Member, replay: bool) -> None:
         """Whether ``member`` is shown recent history on entering a room."""
@@ -730,9 +737,8 @@ class Hub:
         if welcome and self.motd:
             self.tell(member, Notice(f"Message of the day:\n{self.motd}"))
         if presence.replay and self.history_replay:
-            entries = self._history.get(room_key(room.name))
-            if entries:
-                recent = tuple(islice(entries, max(0, len(entries) - self.history_replay), None))
+            recent = self._recent(room, self.history_replay)
+            if recent:
                 self.tell(member, History(room.name, recent))
         self._queue(room, Joined(member.alias, room.name, present, came_from), exclude=member)  # type: ignore[arg-type]
 
@@ -755,7 +761,18 @@ class Hub:
             self._history.move_to_end(key)
         return entries
 
+    def _recent(self, room: Room, count: int) -> tuple[HistoryEntry, ...]:
+        """The newest ``count`` lines of ``room``, oldest first, none past the age limit."""
+        entries = self._history.get(room_key(room.name), ())
+        recent = tuple(islice(entries, max(0, len(entries) - count), None)) if count > 0 else ()
+        if self.history_max_age_seconds is None:
+            return recent
+        cutoff = self.clock.seconds() - self.history_max_age_seconds
+        return tuple(entry for entry in recent if entry.at >= cutoff)
+
     def _record(self, room: Room, kind: str, alias: str, text: str) -> None:
+        if not self.keep_history:
+            return
         entry = HistoryEntry(room.name, kind, alias, text, self.clock.seconds())
         self._room_history(room.name).append(entry)
         if self._store is not None:

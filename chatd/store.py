@@ -502,6 +502,9 @@ class Store:
 
             reactor = cast(IReactorFromThreads, default_reactor)
         self.path = path
+        # The retention limits, public so that the service's wiring can be checked.
+        self.history_per_room = history_per_room
+        self.history_max_age_seconds = history_max_age_seconds
         self._reactor = reactor
         self._clock: IReactorTime = clock if clock is not None else cast(IReactorTime, reactor)
         self._pool: ThreadPool | None = None
@@ -512,7 +515,6 @@ class Store:
         self._run_in_thread = run_in_thread
         self._db = _Database(path, connect, busy_timeout_seconds, history_per_room)
         self._flush_interval = flush_interval_seconds
-        self._max_age = history_max_age_seconds
         self._max_pending = max_pending_entries
         self._state = _State.NEW
         self._shutdown_trigger: Any = None
@@ -724,9 +726,9 @@ class Store:
             self._flush_call = None
 
     def _age_cutoff(self) -> float | None:
-        if self._max_age is None:
+        if self.history_max_age_seconds is None:
             return None
-        return self._clock.seconds() - self._max_age
+        return self._clock.seconds() - self.history_max_age_seconds
 
     def _unflushed(self) -> Iterator[HistoryEntry]:
         """History in memory, oldest first.

@@ -18,7 +18,7 @@ from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, HISTORY_KEPT, Hub
 from chatd.passwords import Passwords
 from chatd.protocol import ChatConfig, ChatFactory
 from chatd.service import ChatService
-from chatd.store import Store
+from chatd.store import HISTORY_PER_ROOM, Store
 from chatd.text import (
     ALIAS_RULE,
     ROOM_RULE,
@@ -27,6 +27,7 @@ from chatd.text import (
     clean_text,
     decode_line,
     is_valid_name,
+    parse_duration,
 )
 
 DEFAULT_INTERFACE = "127.0.0.1"
@@ -64,6 +65,23 @@ def _history_replay(value: str) -> int:
 
 
 _history_replay.coerceDoc = f"From 0 to {HISTORY_KEPT}."  # type: ignore[attr-defined]
+
+
+def _history_keep(value: str) -> int:
+    lines = int(value)
+    if lines < 0:
+        raise ValueError(f"must be 0 or more, not {value}")
+    return lines
+
+
+_history_keep.coerceDoc = "0 keeps no history at all."  # type: ignore[attr-defined]
+
+
+def _duration(value: str) -> float:
+    return parse_duration(value)
+
+
+_duration.coerceDoc = "A number with an optional unit: s, m, h, d or w (90s, 12h, 30d)."  # type: ignore[attr-defined]
 
 
 def _room_name(value: str) -> str:
@@ -107,6 +125,20 @@ class Options(ConfigFileOptions):
             DEFAULT_HISTORY_REPLAY,
             "Lines of a room's history shown to whoever enters it (0 for none).",
             _history_replay,
+        ],
+        [
+            "history-keep",
+            None,
+            HISTORY_PER_ROOM,
+            "Lines of history kept on disk per room; older ones are pruned (0: keep none).",
+            _history_keep,
+        ],
+        [
+            "history-max-age",
+            None,
+            None,
+            "Prune history lines older than this (e.g. 30d); by default only the count limits.",
+            _duration,
         ],
         [
             "data-dir",
@@ -191,11 +223,18 @@ def read_motd(path: str) -> str:
 
 def makeService(options: Options) -> ChatService:
     """Build the chat service: its store, its hub, and one listener per ``--port``."""
-    store = Store(Path(options["data-dir"]) / DATABASE_FILE)
+    keep_history = options["history-keep"] > 0
+    store = Store(
+        Path(options["data-dir"]) / DATABASE_FILE,
+        history_per_room=options["history-keep"] if keep_history else HISTORY_PER_ROOM,
+        history_max_age_seconds=options["history-max-age"],
+    )
     hub = Hub(
         default_room=options["default-room"],
         store=store,
         history_replay=options["history-replay"],
+        keep_history=keep_history,
+        history_max_age_seconds=options["history-max-age"],
         accounts=Accounts(store, Passwords(), options["operators"]),
     )
     hub.motd_file_text = options["motd-text"] or None

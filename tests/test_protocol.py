@@ -733,6 +733,31 @@ def test_replay_is_capped_and_history_command_shows_more() -> None:
     assert carol.lines() == ["*** No history in #empty."]
 
 
+def test_history_off_records_and_replays_nothing(server: Server) -> None:
+    """With --history-keep 0 nothing is kept, replayed or written, and /history says so."""
+    server.hub.keep_history = False
+    alice, _ = server.join("alice", "bob")
+    alice.type("not kept\n")
+    (carol,) = server.join_keeping_lines("carol")
+    assert not any("History" in line for line in carol.lines())
+    carol.type("/history\n")
+    assert carol.lines() == ["!!! This server keeps no history."]
+
+
+def test_history_past_the_age_limit_is_not_replayed(server: Server) -> None:
+    """With --history-max-age, lines older than the limit are neither replayed nor shown."""
+    server.hub.history_max_age_seconds = 3600
+    alice, _ = server.join("alice", "bob")
+    alice.type("old\n")
+    server.clock.advance(3000)
+    alice.type("recent\n")
+    server.clock.advance(1000)
+    (carol,) = server.join_keeping_lines("carol")
+    assert [line[23:] for line in carol.lines() if line.startswith("[")] == ["<alice> recent"]
+    carol.type("/history 10\n")
+    assert [line[23:] for line in carol.lines() if line.startswith("[")] == ["<alice> recent"]
+
+
 def test_replay_off_before_alias_and_after(server: Server) -> None:
     """A bot can turn replay off before choosing an alias, or later with /replay off."""
     (alice,) = server.join("alice")

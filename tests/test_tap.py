@@ -103,6 +103,23 @@ def test_history_and_data_dir(tmp_path: Path) -> None:
     assert parse()["data-dir"] == "chatd-data"
 
 
+def test_history_retention_options(tmp_path: Path) -> None:
+    """--history-keep and --history-max-age reach the store and the hub; 0 turns history off."""
+    service = makeService(parse("--history-keep", "500", "--history-max-age", "30d"))
+    assert service.store.history_per_room == 500
+    assert service.store.history_max_age_seconds == 30 * 86400
+    assert service.factory.hub.keep_history
+    assert service.factory.hub.history_max_age_seconds == 30 * 86400
+    off = makeService(parse("--history-keep", "0"))
+    assert not off.factory.hub.keep_history
+    assert parse()["history-keep"] == 10_000
+    assert parse()["history-max-age"] is None
+    with pytest.raises(UsageError, match="must be 0 or more"):
+        parse("--history-keep", "-1")
+    with pytest.raises(UsageError, match="not a duration"):
+        parse("--history-max-age", "soon")
+
+
 def test_make_service_listens_on_every_port() -> None:
     """makeService builds the chat service with one endpoint per --port."""
     service = makeService(parse("--port", "4000", "--port", "unix:/tmp/chatd.sock"))
