@@ -103,6 +103,8 @@ class Member(Protocol):
     encode: Callable[[Event], bytes]
     # The peer's IP address, for IP bans; None where there is none (a UNIX socket).
     host: str | None
+    # Where the member connects from, for the log (e.g. 192.0.2.1:50312).
+    peer: str
 
     def send(self, data: bytes) -> None:
         """Queue ``data`` for the member's connection; never blocks, never raises."""
@@ -229,7 +231,7 @@ class Hub:
         self._members[alias_key(alias)] = member
         room = self._open_room(self.default_room)
         self._presence[member] = Presence(room, self.clock.seconds(), account, replay)
-        self.log.info("{alias} joined", alias=alias)
+        self.log.info("{alias} joined from {peer}", alias=alias, peer=member.peer)
         self._enter(member, room, came_from=None)
 
     def move(self, member: Member, room_name: str) -> None:
@@ -641,8 +643,10 @@ class Hub:
         self.tell(operator, Notice(f"Unmuted {clean_text(alias)}."))
 
     def tell(self, member: Member, event: Event) -> None:
-        """Deliver ``event`` to ``member`` alone, after anything already broadcast."""
-        self.flush()
+        """Deliver ``event`` to ``member`` alone, after anything already broadcast to them."""
+        presence = self._presence.get(member)
+        if presence is not None:
+            presence.room.catch_up(member)
         member.send(member.encode(event))
 
     # The end of the turn, and of everything.
@@ -723,10 +727,9 @@ class Hub:
             del self._rooms[room_key(room.name)]
 
     def _enter(self, member: Member, room: Room, came_from: str | None) -> None:
-        room.flush()  # what was said before the newcomer arrived is not theirs
         presence = self._presence[member]
         presence.room = room
-        room.members[member] = presence
+        room.enter(member, presence)
         present = len(room)
         if present <= LISTED_NAMES:
             names = room.names()
@@ -743,8 +746,7 @@ class Hub:
         self._queue(room, Joined(member.alias, room.name, present, came_from), exclude=member)  # type: ignore[arg-type]
 
     def _exit(self, member: Member, room: Room) -> None:
-        room.flush()  # the member still hears what was said before they went
-        del room.members[member]
+        room.exit(member)  # the member still hears what was said before they went
 
     def _log_store_failure(self, failure: Any, what: str, **fields: Any) -> None:
         # The store already logs and retries what it can; this says what was lost.

@@ -95,7 +95,9 @@ class ChatProtocol(LineReceiver):
             self.transport, self.factory.config.sendq_bytes, self._send_queue_overflowed
         )
         self.factory.connections.add(self)
-        self.log.info("connection from {peer}", peer=self.peer)
+        # Debug only: the hub logs arrivals with the peer, and connectionLost
+        # logs those who never chose an alias; four lines a session cost churn ~15%.
+        self.log.debug("connection from {peer}", peer=self.peer)
         if (ban := self.hub.banned(host=self.host)) is not None:
             self._refuse_banned(ban)
             return
@@ -111,8 +113,12 @@ class ChatProtocol(LineReceiver):
         why = self._closing_reason
         if why is None:
             why = "Connection closed" if reason.check(ConnectionDone) else "Connection lost"
-        self.hub.leave(self, why)
-        self.log.info("{peer} disconnected: {why}", peer=self.peer, why=why)
+        if self.alias is None:
+            self.log.info(
+                "{peer} disconnected before choosing an alias: {why}", peer=self.peer, why=why
+            )
+        else:
+            self.hub.leave(self, why)
         self.factory.connection_closed(self)
 
     def send(self, data: bytes) -> None:

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from chatd.hub import Member
 
 
+# This turn's broadcasts: each event with the member it skips and the alias key
+# of whoever said it.
+Batch = list[tuple[Event, "Member | None", "str | None"]]
+
+
 class Presence:
     """What the hub knows of one member besides its alias."""
 
@@ -50,15 +55,19 @@ class Presence:
 class Room:
     """Members of one room (in the order they came in) and this turn's broadcasts."""
 
-    __slots__ = ("_batch", "members", "name", "topic")
+    __slots__ = ("_batch", "_encoded", "_served", "members", "name", "topic")
 
     def __init__(self, name: str, topic: str | None = None) -> None:
         self.name = name
         self.topic = topic
         # In the order they came in: the longest present first.
         self.members: dict[Member, Presence] = {}
-        # Each event with the member it skips and the alias key of who said it.
-        self._batch: list[tuple[Event, Member | None, str | None]] = []
+        self._batch: Batch = []
+        # The batch encoded so far, per wire format (see Member.encode).
+        self._encoded: dict[Callable[[Event], bytes], list[bytes]] = {}
+        # Members who must not get the start of the batch: how many of its events
+        # they already had (caught up) or came in after (arrived mid-turn).
+        self._served: dict[Member, int] = {}
 
     def __len__(self) -> int:
         return len(self.members)
@@ -77,34 +86,87 @@ class Room:
         self._batch.append((event, exclude, speaker))
         return len(self._batch) == 1
 
+    def enter(self, member: Member, presence: Presence) -> None:
+        """Add ``member``, who hears only what is queued from now on.
+
+        The batch is not flushed for a newcomer: in a busy room many arrive in one
+        turn, and flushing for each would cost a write per member per arrival.
+        """
+        self.members[member] = presence
+        if self._batch:
+            self._served[member] = len(self._batch)
+
+    def exit(self, member: Member) -> None:
+        """Remove ``member``, after giving them what was queued for them before they went."""
+        self.catch_up(member)
+        del self.members[member]
+        self._served.pop(member, None)
+
+    def catch_up(self, member: Member) -> None:
+        """Send ``member`` now their share of the batch so far, and only them.
+
+        Lets the hub tell one member something in order with the room's broadcasts
+        without flushing the room for everyone.
+        """
+        batch = self._batch
+        start = self._served.get(member, 0)
+        if start == len(batch):
+            return
+        self._served[member] = len(batch)
+        lines = _encoded(batch, self._encoded, member.encode)
+        data = _selection(member, self.members[member], batch, lines, start)
+        if data:
+            member.send(data)
+
     def flush(self) -> None:
         """Deliver this turn's batch: one write per member.
 
         The batch is encoded once per wire format. Members who skip none of its
-        events (everyone but this turn's speakers, and those ignoring somebody) all
-        get the same bytes object; the others get their own selection of it.
+        events (everyone but this turn's speakers, those ignoring somebody, and
+        those caught up or arrived mid-turn) all get the same bytes object; the
+        others get their own selection of it. What is queued while this runs (a
+        recipient cut off and leaving) goes into the next batch.
         """
-        batch, self._batch = self._batch, []
+        batch, encoded, served = self._batch, self._encoded, self._served
         if not batch:
             return
+        self._batch, self._encoded, self._served = [], {}, {}
         skipping = {skipped for _, skipped, _ in batch if skipped is not None}
-        encoded: dict[Callable[[Event], bytes], list[bytes]] = {}
-        joined: dict[Callable[[Event], bytes], bytes] = {}
+        whole: dict[Callable[[Event], bytes], bytes] = {}
         # A snapshot: a recipient may drop (and leave) during the loop.
         for member, presence in list(self.members.items()):
             encode = member.encode
-            lines = encoded.get(encode)
-            if lines is None:
-                lines = encoded[encode] = [encode(event) for event, _, _ in batch]
-                joined[encode] = b"".join(lines)
-            if member in skipping or presence.ignores:
-                ignores = presence.ignores
-                data = b"".join(
-                    line
-                    for line, (_, skipped, speaker) in zip(lines, batch, strict=True)
-                    if skipped is not member and speaker not in ignores
-                )
+            if member in skipping or presence.ignores or member in served:
+                lines = _encoded(batch, encoded, encode)
+                data = _selection(member, presence, batch, lines, served.get(member, 0))
                 if data:
                     member.send(data)
-            else:
-                member.send(joined[encode])
+                continue
+            data = whole.get(encode)  # type: ignore[assignment]
+            if data is None:
+                data = whole[encode] = b"".join(_encoded(batch, encoded, encode))
+            member.send(data)
+
+
+def _encoded(
+    batch: Batch,
+    encoded: dict[Callable[[Event], bytes], list[bytes]],
+    encode: Callable[[Event], bytes],
+) -> list[bytes]:
+    """``batch`` encoded with ``encode``, each event once (cached in ``encoded``)."""
+    lines = encoded.setdefault(encode, [])
+    if len(lines) < len(batch):
+        lines.extend(encode(event) for event, _, _ in batch[len(lines) :])
+    return lines
+
+
+def _selection(
+    member: Member, presence: Presence, batch: Batch, lines: list[bytes], start: int
+) -> bytes:
+    """What ``member`` gets of ``batch`` from ``start``: not its own lines, not the ignored."""
+    ignores = presence.ignores
+    return b"".join(
+        line
+        for line, (_, skipped, speaker) in zip(lines[start:], batch[start:], strict=True)
+        if skipped is not member and speaker not in ignores
+    )

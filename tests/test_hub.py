@@ -23,6 +23,7 @@ class RecordingMember:
 
     encode = staticmethod(recording_encode)
     host = "192.0.2.1"
+    peer = "192.0.2.1:50312"
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -182,6 +183,7 @@ def test_close_notifies_and_disconnects_without_leave_storm(hub: Hub) -> None:
     """Closing tells everyone once and disconnects them; no leave notices follow."""
     alice, bob = joined(hub, "alice", "bob")
     hub.move(alice, "#elsewhere")
+    hub.flush()
     bob.received.clear()
     hub.close("Server shutting down.")
     hub.leave(alice, "server shutting down")
@@ -241,6 +243,51 @@ def test_newcomer_does_not_get_lines_from_before_joining(hub: Hub) -> None:
     hub.say(alice, "after bob")
     assert b"before bob" not in b"".join(bob.delivered())
     assert b"Said(sender='alice', text='after bob')" in bob.received
+
+
+def test_arrivals_in_one_turn_reach_each_member_in_one_write(hub: Hub) -> None:
+    """Many joining in one turn cost those present one write each, not one per arrival."""
+    present = joined(hub, "alice", "bob", "carol")
+    newcomers = [RecordingMember(hub) for _ in range(5)]
+    for n, newcomer in enumerate(newcomers):
+        hub.join(newcomer, f"new{n}", replay=False)
+    for member in present:
+        assert len(member.delivered()) == 1
+        assert member.received[0].count(b"Joined(") == 5
+    # Each newcomer hears of those who came after it, not of itself or earlier ones.
+    first, last = newcomers[0], newcomers[-1]
+    assert [d.count(b"Joined(") for d in first.delivered()] == [0, 4]
+    assert b"Joined(" not in b"".join(last.delivered())
+
+
+def test_telling_one_member_does_not_flush_the_room(hub: Hub) -> None:
+    """A private answer catches its recipient up alone; the others still get one write."""
+    alice, bob, carol = joined(hub, "alice", "bob", "carol")
+    hub.say(alice, "one")
+    hub.whisper(alice, "bob", "psst")
+    hub.say(alice, "two")
+    assert carol.delivered() == [
+        b"Said(sender='alice', text='one')Said(sender='alice', text='two')"
+    ]
+    assert bob.received == [
+        b"Said(sender='alice', text='one')",
+        b"Whispered(sender='alice', text='psst')",
+        b"Said(sender='alice', text='two')",
+    ]
+
+
+def test_leaver_hears_what_was_said_before_leaving(hub: Hub) -> None:
+    """Lines queued before someone leaves still reach them; later ones do not."""
+    alice, bob, carol = joined(hub, "alice", "bob", "carol")
+    hub.say(alice, "before")
+    hub.leave(bob, "bye")
+    hub.say(alice, "after")
+    assert bob.delivered() == [b"Said(sender='alice', text='before')"]
+    assert carol.received == [
+        b"Said(sender='alice', text='before')"
+        b"Left(alias='bob', reason='bye')"
+        b"Said(sender='alice', text='after')"
+    ]
 
 
 def test_welcome_in_a_big_room_names_the_earliest_only(hub: Hub) -> None:
