@@ -7,7 +7,7 @@ message, ``*** `` a server notice and ``!!! `` an error meant for you alone.
 
 from __future__ import annotations
 
-from functools import singledispatch
+from functools import lru_cache, singledispatch
 
 from chatd.events import (
     Acted,
@@ -28,6 +28,7 @@ from chatd.events import (
     WhisperSent,
     Whois,
 )
+from chatd.store import HistoryEntry
 from chatd.text import duration, utc_stamp
 
 CRLF = "\r\n"
@@ -157,13 +158,17 @@ def _(event: History) -> str:
     if not event.entries:
         return f"*** No history in {event.room}."
     lines = [f"*** History of {event.room} ({len(event.entries)} lines):"]
-    for entry in event.entries:
-        if entry.kind == "act":
-            lines.append(f"{_stamp(entry.at)} * {entry.alias} {entry.text}")
-        else:
-            lines.append(f"{_stamp(entry.at)} <{entry.alias}> {entry.text}")
+    lines.extend(_history_line(entry) for entry in event.entries)
     lines.append("*** End of history.")
     return CRLF.join(lines)
+
+
+@lru_cache(maxsize=4096)
+def _history_line(entry: HistoryEntry) -> str:
+    """One line of history; cached, since every arrival in a room replays the same ones."""
+    if entry.kind == "act":
+        return f"{_stamp(entry.at)} * {entry.alias} {entry.text}"
+    return f"{_stamp(entry.at)} <{entry.alias}> {entry.text}"
 
 
 @_render.register
