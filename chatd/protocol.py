@@ -95,9 +95,9 @@ class ChatProtocol(LineReceiver):
             self.transport, self.factory.config.sendq_bytes, self._send_queue_overflowed
         )
         self.factory.connections.add(self)
-        # Debug only: the hub logs arrivals with the peer, and connectionLost
-        # logs those who never chose an alias; four lines a session cost churn ~15%.
-        self.log.debug("connection from {peer}", peer=self.peer)
+        # Not logged here: the hub logs each arrival with its peer, and
+        # connectionLost those who never chose an alias. (twistd writes debug
+        # events too, and every log line is a write: four a session cost churn ~15%.)
         if (ban := self.hub.banned(host=self.host)) is not None:
             self._refuse_banned(ban)
             return
