@@ -383,6 +383,9 @@ class Target:
         return None
 
 
+LIMITS_OFF = ("--flood-rate", "0", "--max-per-ip", "0", "--max-conn-rate", "0")
+
+
 @dataclass
 class ChatdTarget(Target):
     """chatd itself, run the way the README runs it, from this working tree."""
@@ -401,6 +404,9 @@ class ChatdTarget(Target):
             f"tcp:{port}:interface=127.0.0.1",
             "--sendq-bytes",
             str(self.sendq_bytes),
+            # The issue's terms: defaults, but flood control and the per-address
+            # limits off, since every simulated user comes from 127.0.0.1.
+            *LIMITS_OFF,
             *self.extra_args,
         ]
 

@@ -13,20 +13,22 @@ off instead of growing the server without limit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall
-from twisted.internet.protocol import ServerFactory, connectionDone
-from twisted.internet.task import deferLater
+from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from chatd import __version__, lineformat
 from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
+from chatd.admission import Admission, ConnectionLimits
 from chatd.commands import run_command
+from chatd.flood import FloodGate, FloodLimits
 from chatd.hub import Hub
 from chatd.sendqueue import BoundedSender
 from chatd.store import Ban
@@ -43,9 +45,13 @@ class ChatConfig:
     """Limits of the line protocol; the defaults are those of ``twistd chatd``."""
 
     alias_timeout_seconds: float = 60.0
+    # 0: never. Otherwise chatting clients silent this long are disconnected.
+    idle_timeout_seconds: float = 0.0
     max_line_bytes: int = 2048
     sendq_bytes: int = 1024 * 1024
     shutdown_grace_seconds: float = 3.0
+    flood: FloodLimits = field(default_factory=FloodLimits)
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 def describe_peer(address: IAddress) -> str:
@@ -63,8 +69,10 @@ class ChatProtocol(LineReceiver):
     encode = staticmethod(lineformat.encode)
     log = Logger()
 
-    def __init__(self, factory: ChatFactory) -> None:
+    def __init__(self, factory: ChatFactory, admitted_host: str | None = None) -> None:
         self.factory = factory
+        # The address the factory counted this connection under (see Admission).
+        self.admitted_host = admitted_host
         self.hub = factory.hub
         self.alias: str | None = None
         self.peer = "?"
@@ -81,6 +89,18 @@ class ChatProtocol(LineReceiver):
         self._rest_after_long_line = b""
         self._handle_line = self._negotiate_alias
         self._replay = True
+        # When the last line came in, for the idle sweep (see ChatFactory).
+        self.last_line_at = factory.clock.seconds()
+        self._gate: FloodGate | None = None
+        if config.flood.enabled:
+            self._gate = FloodGate(
+                factory.clock,
+                config.flood,
+                handle=self._handle_gated_line,
+                ready=self._ready_for_lines,
+                warn=self._flooding,
+                flood=self._flooded,
+            )
 
     # Connection life cycle.
 
@@ -110,6 +130,8 @@ class ChatProtocol(LineReceiver):
         if self._alias_timer is not None and self._alias_timer.active():
             self._alias_timer.cancel()
         self._alias_timer = None
+        if self._gate is not None:
+            self._gate.stop()
         why = self._closing_reason
         if why is None:
             why = "Connection closed" if reason.check(ConnectionDone) else "Connection lost"
@@ -169,12 +191,28 @@ class ChatProtocol(LineReceiver):
     def lineReceived(self, line: bytes) -> None:
         if self._closing_reason is not None:
             return
+        self.last_line_at = self.factory.clock.seconds()
         if line.endswith(b"\r"):
             line = line[:-1]
         if len(line) > self._max_line_bytes:
             self._refuse_long_line()
             return
-        self._handle_line(decode_line(line))
+        if self._gate is None:
+            self._handle_line(decode_line(line))
+        else:
+            self._gate.feed(decode_line(line))
+
+    def resumeProducing(self) -> None:
+        """Go on after a pause: first the lines the flood gate holds, then the unsplit rest.
+
+        A held line may pause again (a password to check): then the rest waits.
+        """
+        self.paused = False
+        if self._gate is not None:
+            self._gate.drain()
+            if self.paused:
+                return
+        super().resumeProducing()
 
     def _refuse_long_line(self) -> None:
         self.log.debug("{peer}: overlong line dropped", peer=self.peer)
@@ -289,6 +327,33 @@ class ChatProtocol(LineReceiver):
         self.log.info("{peer}: alias timeout", peer=self.peer)
         self.disconnect("alias timeout")
 
+    def _handle_gated_line(self, text: str) -> None:
+        self._handle_line(text)
+
+    def _ready_for_lines(self) -> bool:
+        """Whether a line let through by the flood gate can be handled now."""
+        return not self.paused and self._closing_reason is None
+
+    def _flooding(self, waiting: int) -> None:
+        self.send(
+            lineformat.error_line(
+                f"You are sending too fast: {waiting} lines are waiting."
+                " Slow down or you will be disconnected."
+            )
+        )
+
+    def _flooded(self) -> None:
+        self.log.info("{peer} ({alias}) cut off: excess flood", peer=self.peer, alias=self.alias)
+        self.send(lineformat.error_line("Excess flood; goodbye."))
+        self.disconnect("Excess flood")
+
+    def idle_timed_out(self) -> None:
+        """Silent past --idle-timeout: say so and go."""
+        seconds = self.factory.config.idle_timeout_seconds
+        self.send(lineformat.error_line(f"Idle for more than {seconds:g} seconds; goodbye."))
+        self.log.info("{peer} ({alias}): idle timeout", peer=self.peer, alias=self.alias)
+        self.disconnect("Idle timeout")
+
     def _send_queue_overflowed(self) -> None:
         reason = "Send queue exceeded"
         self.log.warn(
@@ -302,23 +367,68 @@ class ChatProtocol(LineReceiver):
         self.transport.abortConnection()
 
 
+def idle_sweep_interval(timeout: float) -> float:
+    """How often idle connections are looked for: a quarter of the timeout, 1 to 30 s."""
+    return max(1.0, min(timeout / 4, 30.0))
+
+
+class RefusedConnection(Protocol):
+    """A connection turned away before it starts: one line saying why, then the close."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def connectionMade(self) -> None:
+        self.transport.write(lineformat.error_line(self.why))
+        self.transport.loseConnection()
+
+
 class ChatFactory(ServerFactory):
-    """Builds a ChatProtocol per connection and keeps track of all of them."""
+    """Builds a ChatProtocol per connection admitted, and keeps track of all of them."""
 
     noisy = False  # the listening port already logs where it listens
+    log = Logger()
 
     def __init__(self, hub: Hub, config: ChatConfig) -> None:
         self.hub = hub
         self.config = config
         self.clock = hub.clock
         self.connections: set[ChatProtocol] = set()
+        self.admission = Admission(self.clock, config.connections)
+        self._idle_sweep: LoopingCall | None = None
         self._all_closed: Deferred[None] | None = None
 
-    def buildProtocol(self, addr: IAddress) -> ChatProtocol:
-        return ChatProtocol(self)
+    def startFactory(self) -> None:
+        timeout = self.config.idle_timeout_seconds
+        if timeout > 0:
+            # One sweep for everyone rather than a timer per connection, reset by
+            # every line: a few idle checks a minute cost nothing, timers per line do.
+            self._idle_sweep = LoopingCall(self._sweep_idle)
+            self._idle_sweep.clock = self.clock
+            self._idle_sweep.start(idle_sweep_interval(timeout), now=False)
+
+    def stopFactory(self) -> None:
+        if self._idle_sweep is not None and self._idle_sweep.running:
+            self._idle_sweep.stop()
+        self._idle_sweep = None
+
+    def _sweep_idle(self) -> None:
+        cutoff = self.clock.seconds() - self.config.idle_timeout_seconds
+        for protocol in list(self.connections):
+            if protocol.alias is not None and protocol.last_line_at <= cutoff:
+                protocol.idle_timed_out()
+
+    def buildProtocol(self, addr: IAddress) -> Protocol:
+        host = getattr(addr, "host", None)
+        refusal = self.admission.admit(host)
+        if refusal is not None:
+            self.log.info("refused {peer}: {why}", peer=describe_peer(addr), why=refusal)
+            return RefusedConnection(refusal)
+        return ChatProtocol(self, host)
 
     def connection_closed(self, protocol: ChatProtocol) -> None:
         """Forget ``protocol``; completes a shutdown once the last one is gone."""
+        self.admission.release(protocol.admitted_host)
         self.connections.discard(protocol)
         if not self.connections and self._all_closed is not None:
             done, self._all_closed = self._all_closed, None

@@ -13,7 +13,9 @@ from twisted.internet import endpoints
 from twisted.python import usage
 
 from chatd.accounts import Accounts
+from chatd.admission import ConnectionLimits
 from chatd.config import ConfigFileOptions
+from chatd.flood import FloodLimits
 from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, HISTORY_KEPT, Hub
 from chatd.passwords import Passwords
 from chatd.protocol import ChatConfig, ChatFactory
@@ -54,6 +56,17 @@ def _positive(kind: type[int] | type[float]) -> Any:
         return number
 
     convert.coerceDoc = "Must be greater than 0."  # type: ignore[attr-defined]
+    return convert
+
+
+def _not_negative(kind: type[int] | type[float]) -> Any:
+    def convert(value: str) -> int | float:
+        number = kind(value)
+        if number < 0:
+            raise ValueError(f"must be 0 or more, not {value}")
+        return number
+
+    convert.coerceDoc = "0 turns it off."  # type: ignore[attr-defined]
     return convert
 
 
@@ -106,6 +119,13 @@ class Options(ConfigFileOptions):
             _positive(float),
         ],
         [
+            "idle-timeout",
+            None,
+            _DEFAULTS.idle_timeout_seconds,
+            "Seconds a chatting client may send nothing before it is disconnected (0: never).",
+            _not_negative(float),
+        ],
+        [
             "max-line-bytes",
             None,
             _DEFAULTS.max_line_bytes,
@@ -118,6 +138,48 @@ class Options(ConfigFileOptions):
             _DEFAULTS.sendq_bytes,
             "Output held for a client that does not read before it is disconnected.",
             _positive(int),
+        ],
+        [
+            "flood-burst",
+            None,
+            _DEFAULTS.flood.burst,
+            "Lines a client may send at once before flood control delays them.",
+            _positive(int),
+        ],
+        [
+            "flood-rate",
+            None,
+            _DEFAULTS.flood.rate,
+            "Lines per second a client may send past the burst (0 turns flood control off).",
+            _not_negative(float),
+        ],
+        [
+            "flood-queue",
+            None,
+            _DEFAULTS.flood.queue_cap,
+            "Delayed lines past which a flooder is warned; at twice this, disconnected.",
+            _positive(int),
+        ],
+        [
+            "max-conns",
+            None,
+            _DEFAULTS.connections.max_conns,
+            "Connections at once, from anywhere; more are refused (0: no limit).",
+            _not_negative(int),
+        ],
+        [
+            "max-per-ip",
+            None,
+            _DEFAULTS.connections.max_per_ip,
+            "Connections at once from one IP address (0: no limit).",
+            _not_negative(int),
+        ],
+        [
+            "max-conn-rate",
+            None,
+            _DEFAULTS.connections.max_rate_per_ip,
+            "New connections per minute from one IP address (0: no limit).",
+            _not_negative(int),
         ],
         [
             "history-replay",
@@ -199,8 +261,17 @@ class Options(ConfigFileOptions):
         """The protocol limits these options ask for."""
         return ChatConfig(
             alias_timeout_seconds=self["alias-timeout"],
+            idle_timeout_seconds=self["idle-timeout"],
             max_line_bytes=self["max-line-bytes"],
             sendq_bytes=self["sendq-bytes"],
+            flood=FloodLimits(
+                burst=self["flood-burst"], rate=self["flood-rate"], queue_cap=self["flood-queue"]
+            ),
+            connections=ConnectionLimits(
+                max_conns=self["max-conns"],
+                max_per_ip=self["max-per-ip"],
+                max_rate_per_ip=self["max-conn-rate"],
+            ),
         )
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from chatd.admission import ConnectionLimits
+from chatd.flood import FloodLimits
 from chatd.hub import Hub
 from chatd.protocol import ChatConfig, ChatFactory, ChatProtocol
 
@@ -61,10 +65,14 @@ class Client:
 class Server:
     """A factory with its own hub and clock, and helpers to connect clients."""
 
-    def __init__(self, history_replay: int = 20, **limits: float) -> None:
+    def __init__(self, history_replay: int = 20, **limits: Any) -> None:
         self.clock = Clock()
         self.hub = self.make_hub(history_replay)
-        self.factory = ChatFactory(self.hub, ChatConfig(**limits))  # type: ignore[arg-type]
+        # Flood control and connection limits off unless a test is about them:
+        # tests type faster than any human, and all their clients share an address.
+        limits.setdefault("flood", FloodLimits(rate=0))
+        limits.setdefault("connections", ConnectionLimits(0, 0, 0))
+        self.factory = ChatFactory(self.hub, ChatConfig(**limits))
 
     def make_hub(self, history_replay: int) -> Hub:
         return Hub(self.clock, history_replay=history_replay)
@@ -775,3 +783,75 @@ def test_replay_off_before_alias_and_after(server: Server) -> None:
         "*** You are now in #other (1): alice",
         "*** You are now in #lobby (2): alice, bot",
     ]
+
+
+# Flood control.
+
+
+def test_a_paste_arrives_whole_only_slower() -> None:
+    """Past the burst, lines are delayed (not dropped) and reach the room in order."""
+    server = Server(flood=FloodLimits(burst=3, rate=2, queue_cap=50))
+    alice, bob = server.join("alice", "bob")
+    server.clock.advance(10)  # the alias took a token; the bucket is full again
+    alice.type("".join(f"line {n}\n" for n in range(8)))
+    server.clock.advance(0)
+    assert bob.lines() == [f"<alice> line {n}" for n in range(3)]
+    server.clock.pump([0.5] * 5)
+    assert bob.lines() == [f"<alice> line {n}" for n in range(3, 8)]
+
+
+def test_commands_count_and_a_flooder_is_warned_then_cut_off() -> None:
+    """Commands take tokens too; past the queue cap a warning, past twice it a disconnect."""
+    server = Server(flood=FloodLimits(burst=1, rate=1, queue_cap=3))
+    alice, bob = server.join("alice", "bob")
+    alice.type("/who\n" * 5)
+    assert alice.lines()[-1] == (
+        "!!! You are sending too fast: 4 lines are waiting. Slow down or you will be disconnected."
+    )
+    alice.type("/who\n" * 3)
+    assert alice.lines() == ["!!! Excess flood; goodbye."]
+    assert alice.transport.disconnecting
+    alice.protocol.connectionLost(Failure(ConnectionDone()))
+    server.clock.advance(0)
+    assert bob.lines() == ["*** alice has left (Excess flood)"]
+    assert not server.clock.getDelayedCalls()
+
+
+def test_flood_control_applies_before_the_alias_too() -> None:
+    """Lines at the alias prompt are limited like any others."""
+    server = Server(flood=FloodLimits(burst=1, rate=1, queue_cap=2))
+    client = server.connect()
+    client.lines()
+    client.type("x y\n" * 6)
+    assert client.lines()[-1] == "!!! Excess flood; goodbye."
+
+
+# Connection limits and the idle timeout.
+
+
+def test_a_refused_connection_gets_one_line_then_the_close() -> None:
+    """Past a connection limit the newcomer is told why and closed; a slot frees on close."""
+    server = Server(connections=ConnectionLimits(max_conns=0, max_per_ip=1, max_rate_per_ip=0))
+    first = server.connect()
+    transport = StringTransport()
+    refused = server.factory.buildProtocol(transport.getPeer())
+    refused.makeConnection(transport)
+    assert transport.value() == b"!!! Too many connections from 192.168.1.1 (at most 1).\r\n"
+    assert transport.disconnecting
+    first.protocol.connectionLost(Failure(ConnectionDone()))
+    assert server.connect().lines()[0].startswith("*** Welcome to chatd")
+
+
+def test_idle_clients_are_disconnected_by_the_sweep() -> None:
+    """With --idle-timeout, a chatting client silent that long is told so and closed."""
+    server = Server(idle_timeout_seconds=60)
+    server.factory.doStart()
+    alice, bob = server.join("alice", "bob")
+    server.clock.advance(45)
+    bob.type("\n")  # any line, an empty one too, keeps a client alive
+    server.clock.advance(30)
+    assert alice.lines() == ["!!! Idle for more than 60 seconds; goodbye."]
+    assert alice.transport.disconnecting
+    assert not bob.transport.disconnecting
+    server.factory.doStop()
+    assert not server.clock.getDelayedCalls()

@@ -81,7 +81,8 @@ def test_overlong_line_over_a_socket(tmp_path: Path) -> None:
 
 def test_stalled_reader_is_cut_off_while_others_get_everything(tmp_path: Path) -> None:
     """A client that never reads is disconnected; a reading client receives every line."""
-    daemon = start_chatd(tmp_path, "--sendq-bytes", "65536")
+    # Flood control off: the sender pastes 10,000 lines as fast as it can.
+    daemon = start_chatd(tmp_path, "--sendq-bytes", "65536", "--flood-rate", "0")
     try:
         stalled = daemon.connect()
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -242,3 +243,24 @@ def test_a_port_in_use_stops_twistd_with_an_error(tmp_path: Path) -> None:
     output = (result.stdout + result.stderr).decode("utf-8", "replace")
     assert result.returncode != 0, output
     assert "Address already in use" in output
+
+
+def test_a_paste_is_slowed_not_cut_and_extra_connections_are_refused(tmp_path: Path) -> None:
+    """Over real sockets: flood control delays a paste whole; --max-per-ip refuses with a line."""
+    daemon = start_chatd(tmp_path, "--flood-burst", "5", "--flood-rate", "20", "--max-per-ip", "2")
+    try:
+        reader = join(daemon, "reader")
+        paster = join(daemon, "paster")
+        refused = daemon.connect()
+        assert read_to_eof(refused) == b"!!! Too many connections from 127.0.0.1 (at most 2).\r\n"
+        refused.close()
+        started = time.monotonic()
+        paster.sendall(b"".join(b"line %02d\n" % n for n in range(30)))
+        received = read_until(reader, b"<paster> line 29\r\n", timeout=20)
+        elapsed = time.monotonic() - started
+        lines = [line for line in received.split(b"\r\n") if line.startswith(b"<paster>")]
+        assert lines == [b"<paster> line %02d" % n for n in range(30)]
+        assert elapsed >= 0.9  # 25 lines past the burst at 20 a second
+        assert "refused 127.0.0.1:" in daemon.log_text()
+    finally:
+        daemon.stop()
