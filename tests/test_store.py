@@ -247,10 +247,10 @@ def test_nonsense_limits_are_refused(path: Path, clock: Clock, options: dict[str
         make_store(path, clock, **options)
 
 
-def test_entries_of_unknown_kind_are_refused() -> None:
-    """History kinds and ban kinds outside the known sets raise ValueError."""
+def test_entries_of_unknown_kind_are_refused(store: Store) -> None:
+    """History kinds (on entering the store) and ban kinds outside the known sets raise."""
     with pytest.raises(ValueError):
-        line("hi", kind="shout")
+        store.append_history(line("hi", kind="shout"))
     with pytest.raises(ValueError):
         Ban("x", "host", "", "mod", 0.0, None)
 
@@ -443,6 +443,22 @@ def test_retention_by_count(path: Path, clock: Clock) -> None:
     store.append_history(line("lobby 5"))
     succeeded(store.flush())
     assert on_disk(path) == ["lobby 3", "lobby 4", "dev 0", "lobby 5"]
+    succeeded(store.stop())
+
+
+def test_retention_prunes_every_tenth_of_the_limit(path: Path, clock: Clock) -> None:
+    """Between prunes a room holds at most a tenth more than its limit, never more."""
+    store = started(path, clock, history_per_room=20)
+    store.append_history(line("first"))
+    succeeded(store.flush())  # a room's first write after start prunes
+    counts = []
+    for n in range(60):
+        store.append_history(line(f"lobby {n}"))
+        succeeded(store.flush())
+        counts.append(len(on_disk(path)))
+    assert max(counts) <= 22
+    assert counts[-1] >= 20
+    assert on_disk(path)[-1] == "lobby 59"
     succeeded(store.stop())
 
 
