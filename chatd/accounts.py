@@ -71,6 +71,10 @@ class Accounts:
         # Operator name -> argon2 hash, from --oper NAME:HASH.
         self._operators = dict(operators or {})
 
+    def set_operators(self, operators: Mapping[str, str]) -> None:
+        """Replace the operator definitions (a reload); who is operator now stays so."""
+        self._operators = dict(operators)
+
     async def load(self) -> None:
         """Learn which aliases are registered (at start-up)."""
         self._registered = await self._store.registered_keys()

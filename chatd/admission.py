@@ -33,7 +33,8 @@ class Admission:
 
     def __init__(self, clock: IReactorTime, limits: ConnectionLimits) -> None:
         self._clock = clock
-        self._limits = limits
+        # Public: a reload replaces them; counts and buckets carry over.
+        self.limits = limits
         self._connected = 0
         self._per_host: Counter[str] = Counter()
         # Address -> (tokens, when last refilled).
@@ -50,7 +51,7 @@ class Admission:
         ``host`` is None where the transport has no address (a UNIX socket): only
         the global cap applies then.
         """
-        limits = self._limits
+        limits = self.limits
         if limits.max_conns and self._connected >= limits.max_conns:
             return "Server full: too many connections; try again later."
         if host is not None:
@@ -71,7 +72,7 @@ class Admission:
                 del self._per_host[host]
 
     def _take_token(self, host: str) -> bool:
-        capacity = self._limits.max_rate_per_ip
+        capacity = self.limits.max_rate_per_ip
         refill_per_second = capacity / 60.0
         now = self._clock.seconds()
         tokens, updated = self._buckets.get(host, (float(capacity), now))
@@ -86,7 +87,7 @@ class Admission:
 
     def _forget_idle(self, now: float, refill_per_second: float) -> None:
         """Drop the buckets that have refilled and whose address has nothing connected."""
-        capacity = self._limits.max_rate_per_ip
+        capacity = self.limits.max_rate_per_ip
         for host, (tokens, updated) in list(self._buckets.items()):
             full = tokens + (now - updated) * refill_per_second >= capacity
             if full and host not in self._per_host:

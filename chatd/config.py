@@ -259,9 +259,13 @@ class ConfigFileOptions(usage.Options):
 
     #: The long names of the options the command line gave, once parsed.
     given_on_command_line: frozenset[str] = frozenset()
+    #: The arguments parsed, so that the same command line can be read again with
+    #: the config file as it is now (a reload).
+    argv: tuple[str, ...] = ()
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         argv = sys.argv[1:] if options is None else list(options)
+        self.argv = tuple(argv)
         try:
             scanned = _scan(self, argv)
         except getopt.GetoptError:

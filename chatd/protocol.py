@@ -398,7 +398,26 @@ class ChatFactory(ServerFactory):
         self._idle_sweep: LoopingCall | None = None
         self._all_closed: Deferred[None] | None = None
 
+    def reconfigure(self, config: ChatConfig) -> None:
+        """Take new limits (a reload).
+
+        Connection limits and the idle timeout apply at once; a connection keeps
+        the line length, send queue and flood limits it started with.
+        """
+        idle_changed = config.idle_timeout_seconds != self.config.idle_timeout_seconds
+        self.config = config
+        self.admission.limits = config.connections
+        if idle_changed and self.numPorts:
+            self._stop_idle_sweep()
+            self._start_idle_sweep()
+
     def startFactory(self) -> None:
+        self._start_idle_sweep()
+
+    def stopFactory(self) -> None:
+        self._stop_idle_sweep()
+
+    def _start_idle_sweep(self) -> None:
         timeout = self.config.idle_timeout_seconds
         if timeout > 0:
             # One sweep for everyone rather than a timer per connection, reset by
@@ -407,7 +426,7 @@ class ChatFactory(ServerFactory):
             self._idle_sweep.clock = self.clock
             self._idle_sweep.start(idle_sweep_interval(timeout), now=False)
 
-    def stopFactory(self) -> None:
+    def _stop_idle_sweep(self) -> None:
         if self._idle_sweep is not None and self._idle_sweep.running:
             self._idle_sweep.stop()
         self._idle_sweep = None

@@ -12,7 +12,10 @@ holds early callers in the listen backlog.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.abstract import FileDescriptor
@@ -23,10 +26,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.hub import HISTORY_KEPT, MOTD_SETTING
-from chatd.protocol import ChatFactory
+from chatd.protocol import ChatConfig, ChatFactory
 from chatd.store import Store
 
 SHUTDOWN_NOTICE = "Server shutting down."
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """What a reload (SIGHUP) can change without a restart."""
+
+    config: ChatConfig
+    motd_text: str | None
+    history_replay: int
+    operators: Mapping[str, str]
 
 
 class ChatService(Service):
@@ -40,7 +53,9 @@ class ChatService(Service):
         store: Store,
         endpoints: Sequence[str],
         reactor: IReactorCore | None = None,
+        reread: Callable[[], LiveSettings] | None = None,
     ) -> None:
+        """``reread`` reads the settings again for a reload; with it, SIGHUP reloads."""
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -54,6 +69,8 @@ class ChatService(Service):
         self._binding = False
         self._refusal: Failure | None = None
         self.ready: Deferred[None] = Deferred()
+        self._reread = reread
+        self._previous_sighup: Any = None
 
     def privilegedStartService(self) -> None:
         """Bind every port now; one that cannot be bound raises, and twistd exits with it."""
@@ -93,6 +110,8 @@ class ChatService(Service):
         if len(self._listening) < len(self.endpoints):
             self.privilegedStartService()
         super().startService()
+        if self._reread is not None:
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         ensureDeferred(self._start()).chainDeferred(self.ready)
 
     async def _start(self) -> None:
@@ -121,7 +140,38 @@ class ChatService(Service):
         await self.factory.shut_down(SHUTDOWN_NOTICE)
         await self.store.stop()
 
+    def _sighup(self, signum: int, frame: Any) -> None:
+        # A signal handler may run between any two bytecodes: do the work in the reactor.
+        self._reactor.callFromThread(self.reload)  # type: ignore[attr-defined]
+
+    def reload(self) -> None:
+        """Read the config and MOTD files again and apply what can change live.
+
+        A file that now says something chatd refuses changes nothing: the error
+        is logged and the running settings stay.
+        """
+        assert self._reread is not None
+        try:
+            settings = self._reread()
+        except Exception as problem:  # UsageError, or whatever reading the files raised
+            self.log.error("reload refused, settings unchanged: {problem}", problem=str(problem))
+            return
+        self.factory.reconfigure(settings.config)
+        hub = self.factory.hub
+        hub.motd_file_text = settings.motd_text or None
+        hub.history_replay = min(settings.history_replay, HISTORY_KEPT)
+        if hub.accounts is not None:
+            hub.accounts.set_operators(settings.operators)
+        self.log.info(
+            "reloaded: MOTD, operators, limits and timeouts as the files now say"
+            " ({operators} operator(s))",
+            operators=len(settings.operators),
+        )
+
     def stopService(self) -> Deferred[None]:
         """Stop accepting, tell every client and wait for them, then close the store."""
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
         super().stopService()
         return ensureDeferred(self._stop())

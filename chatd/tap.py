@@ -6,6 +6,8 @@ defaults live here and nowhere else.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,7 +21,7 @@ from chatd.flood import FloodLimits
 from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, HISTORY_KEPT, Hub
 from chatd.passwords import Passwords
 from chatd.protocol import ChatConfig, ChatFactory
-from chatd.service import ChatService
+from chatd.service import ChatService, LiveSettings
 from chatd.store import HISTORY_PER_ROOM, Store
 from chatd.text import (
     ALIAS_RULE,
@@ -275,6 +277,22 @@ class Options(ConfigFileOptions):
         )
 
 
+def live_settings(options: Options) -> LiveSettings:
+    return LiveSettings(
+        options.config(), options["motd-text"], options["history-replay"], options["operators"]
+    )
+
+
+def reread(argv: Sequence[str]) -> LiveSettings:
+    """The live settings of the same command line, with the config and MOTD files as they are now.
+
+    Raises UsageError if the files now say something chatd refuses.
+    """
+    options = Options()
+    options.parseOptions(list(argv))
+    return live_settings(options)
+
+
 DATABASE_FILE = "chatd.sqlite3"
 MAX_MOTD_BYTES = 16 * 1024
 
@@ -310,4 +328,4 @@ def makeService(options: Options) -> ChatService:
     )
     hub.motd_file_text = options["motd-text"] or None
     factory = ChatFactory(hub, options.config())
-    return ChatService(factory, store, options["ports"])
+    return ChatService(factory, store, options["ports"], reread=partial(reread, options.argv))

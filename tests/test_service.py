@@ -8,10 +8,13 @@ import pytest
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.usage import UsageError
 
+from chatd.admission import ConnectionLimits
+from chatd.flood import FloodLimits
 from chatd.hub import Hub
 from chatd.protocol import ChatConfig, ChatFactory
-from chatd.service import ChatService
+from chatd.service import ChatService, LiveSettings
 from chatd.store import Store
 from tests.test_store import run_synchronously
 
@@ -65,3 +68,35 @@ def test_start_loads_the_store_then_is_ready(tmp_path: Path) -> None:
     stopping = service.stopService()
     assert stopping.called
     assert not (tmp_path / "db-wal").exists()  # the store was closed cleanly
+
+
+def test_reload_applies_what_can_change_live(tmp_path: Path) -> None:
+    """A reload replaces limits, timeouts, the MOTD, history replay and the operators."""
+    reactor = MemoryReactorClock()
+    service = make_service(tmp_path / "db", reactor, "tcp:4000")
+    new_config = ChatConfig(
+        alias_timeout_seconds=5,
+        flood=FloodLimits(burst=3, rate=1),
+        connections=ConnectionLimits(max_conns=7, max_per_ip=1, max_rate_per_ip=2),
+    )
+    service._reread = lambda: LiveSettings(new_config, "Be nice.", 5, {"root": "$argon2id$x"})
+    service.reload()
+    assert service.factory.config == new_config
+    assert service.factory.admission.limits == new_config.connections
+    hub = service.factory.hub
+    assert hub.motd == "Be nice."
+    assert hub.history_replay == 5
+
+
+def test_a_refused_reload_changes_nothing(tmp_path: Path) -> None:
+    """A config file that now says something wrong is logged, and the running settings stay."""
+    reactor = MemoryReactorClock()
+    service = make_service(tmp_path / "db", reactor, "tcp:4000")
+    before = service.factory.config
+
+    def broken() -> LiveSettings:
+        raise UsageError("chatd.toml: max-per-ip: must be 0 or more, not -1")
+
+    service._reread = broken
+    service.reload()
+    assert service.factory.config is before

@@ -264,3 +264,39 @@ def test_a_paste_is_slowed_not_cut_and_extra_connections_are_refused(tmp_path: P
         assert "refused 127.0.0.1:" in daemon.log_text()
     finally:
         daemon.stop()
+
+
+def wait_for_log(daemon: Daemon, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in daemon.log_text():
+        assert time.monotonic() < deadline, f"{text!r} not logged:\n{daemon.log_text()}"
+        time.sleep(0.05)
+
+
+def test_sighup_reloads_the_motd_and_config_without_dropping_anyone(tmp_path: Path) -> None:
+    """SIGHUP re-reads --motd and --config; a bad file is refused and changes nothing."""
+    motd = tmp_path / "motd.txt"
+    motd.write_text("first message\n", encoding="utf-8")
+    config = tmp_path / "chatd.toml"
+    config.write_text("max-per-ip = 5\n", encoding="utf-8")
+    daemon = start_chatd(tmp_path, "--motd", str(motd), "--config", str(config))
+    try:
+        alice = daemon.connect()
+        alice.sendall(b"alice\n")
+        assert b"first message" in read_until(alice, b"first message")
+        motd.write_text("second message\n", encoding="utf-8")
+        config.write_text("max-per-ip = 2\n", encoding="utf-8")
+        daemon.signal(signal.SIGHUP)
+        wait_for_log(daemon, "reloaded:")
+        bob = daemon.connect()
+        bob.sendall(b"bob\n")
+        read_until(bob, b"second message")
+        refused = daemon.connect()  # the third from 127.0.0.1, past the new limit
+        assert read_to_eof(refused) == b"!!! Too many connections from 127.0.0.1 (at most 2).\r\n"
+        config.write_text("max-per-ip = -1\n", encoding="utf-8")
+        daemon.signal(signal.SIGHUP)
+        wait_for_log(daemon, "reload refused, settings unchanged")
+        alice.sendall(b"still here\n")
+        assert b"<alice> still here" in read_until(bob, b"<alice> still here")
+    finally:
+        daemon.stop()
