@@ -22,7 +22,8 @@ from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorCore
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from chatd.hub import HISTORY_KEPT, MOTD_SETTING
@@ -54,8 +55,12 @@ class ChatService(Service):
         endpoints: Sequence[str],
         reactor: IReactorCore | None = None,
         reread: Callable[[], LiveSettings] | None = None,
+        log_observer: Callable[[], ILogObserver] | None = None,
     ) -> None:
-        """``reread`` reads the settings again for a reload; with it, SIGHUP reloads."""
+        """``reread`` reads the settings again for a reload; with it, SIGHUP reloads.
+
+        ``log_observer`` makes the observer twistd should log to instead of its own.
+        """
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -70,7 +75,19 @@ class ChatService(Service):
         self._refusal: Failure | None = None
         self.ready: Deferred[None] = Deferred()
         self._reread = reread
+        self._log_observer = log_observer
         self._previous_sighup: Any = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        """Join the application; hand twistd the log observer, if chatd has its own.
+
+        twistd logs to the application's ILogObserver component when it has one
+        (twistd's documented hook for custom logging) and starts logging only
+        after the application is built, so this is where it can be given.
+        """
+        if self._log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self._log_observer())
+        super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
         """Bind every port now; one that cannot be bound raises, and twistd exits with it."""

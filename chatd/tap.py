@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from twisted.internet import endpoints
+from twisted.logger import ILogObserver
 from twisted.python import usage
 
 from chatd.accounts import Accounts
@@ -19,6 +20,7 @@ from chatd.admission import ConnectionLimits
 from chatd.config import ConfigFileOptions
 from chatd.flood import FloodLimits
 from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, HISTORY_KEPT, Hub
+from chatd.logs import json_observer, twistd_log_file
 from chatd.passwords import Passwords
 from chatd.protocol import ChatConfig, ChatFactory
 from chatd.service import ChatService, LiveSettings
@@ -70,6 +72,16 @@ def _not_negative(kind: type[int] | type[float]) -> Any:
 
     convert.coerceDoc = "0 turns it off."  # type: ignore[attr-defined]
     return convert
+
+
+def _log_format(value: str) -> str:
+    if value not in LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}, not {value}")
+    return value
+
+
+_log_format.coerceDoc = "text or json."  # type: ignore[attr-defined]
+LOG_FORMATS = ("text", "json")
 
 
 def _history_replay(value: str) -> int:
@@ -182,6 +194,13 @@ class Options(ConfigFileOptions):
             _DEFAULTS.connections.max_rate_per_ip,
             "New connections per minute from one IP address (0: no limit).",
             _not_negative(int),
+        ],
+        [
+            "log-format",
+            None,
+            "text",
+            "Log as twistd does (text) or as one JSON object per line (json), for log shippers.",
+            _log_format,
         ],
         [
             "history-replay",
@@ -328,4 +347,20 @@ def makeService(options: Options) -> ChatService:
     )
     hub.motd_file_text = options["motd-text"] or None
     factory = ChatFactory(hub, options.config())
-    return ChatService(factory, store, options["ports"], reread=partial(reread, options.argv))
+    log_observer = None
+    if options["log-format"] == "json":
+        twistd_options = options.parent or {}
+        log_observer = partial(
+            _json_log_observer, twistd_options.get("logfile"), twistd_options.get("nodaemon", True)
+        )
+    return ChatService(
+        factory,
+        store,
+        options["ports"],
+        reread=partial(reread, options.argv),
+        log_observer=log_observer,
+    )
+
+
+def _json_log_observer(logfile: str | None, nodaemon: bool) -> ILogObserver:
+    return json_observer(twistd_log_file(logfile, nodaemon))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -300,3 +301,16 @@ def test_sighup_reloads_the_motd_and_config_without_dropping_anyone(tmp_path: Pa
         assert b"<alice> still here" in read_until(bob, b"<alice> still here")
     finally:
         daemon.stop()
+
+
+def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
+    """With --log-format json every line twistd writes is a JSON object."""
+    daemon = start_chatd(tmp_path, "--log-format", "json")
+    try:
+        join(daemon, "alice").close()
+        wait_for_log(daemon, "alice left")
+    finally:
+        daemon.stop()
+    records = [json.loads(line) for line in daemon.log_text().splitlines()]
+    joined = [r for r in records if r.get("alias") == "alice" and "joined" in r["message"]]
+    assert joined and joined[0]["level"] == "info" and joined[0]["peer"].startswith("127.0.0.1:")
