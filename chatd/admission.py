@@ -37,6 +37,8 @@ class Admission:
         self.limits = limits
         self._connected = 0
         self._per_host: Counter[str] = Counter()
+        # Refusals by limit (max_conns, max_per_ip, max_conn_rate), for the metrics.
+        self.refused: Counter[str] = Counter()
         # Address -> (tokens, when last refilled).
         self._buckets: dict[str, tuple[float, float]] = {}
 
@@ -53,11 +55,14 @@ class Admission:
         """
         limits = self.limits
         if limits.max_conns and self._connected >= limits.max_conns:
+            self.refused["max_conns"] += 1
             return "Server full: too many connections; try again later."
         if host is not None:
             if limits.max_per_ip and self._per_host[host] >= limits.max_per_ip:
+                self.refused["max_per_ip"] += 1
                 return f"Too many connections from {host} (at most {limits.max_per_ip})."
             if limits.max_rate_per_ip and not self._take_token(host):
+                self.refused["max_conn_rate"] += 1
                 return f"Too many new connections from {host}; wait a minute."
             self._per_host[host] += 1
         self._connected += 1

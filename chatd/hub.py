@@ -25,6 +25,7 @@ from twisted.logger import Logger
 
 from chatd.accounts import Accounts
 from chatd.bans import BanRefused, Bans, ban_target
+from chatd.counters import Counters
 from chatd.events import (
     Acted,
     Departed,
@@ -136,6 +137,8 @@ class Hub:
         self._members: dict[str, Member] = {}
         self._presence: dict[Member, Presence] = {}
         self._rooms: dict[str, Room] = {}
+        # Totals for the metrics endpoint; front ends count what they receive here too.
+        self.counters = Counters()
         self._topics: dict[str, str] = {}
         self._store = store
         # Registered aliases and operators; None runs without them (tests, no store).
@@ -166,6 +169,11 @@ class Hub:
         """Whether ``member`` has joined and not yet left."""
         alias = member.alias
         return alias is not None and self._members.get(alias_key(alias)) is member
+
+    @property
+    def room_count(self) -> int:
+        """Rooms open now (the default room always is)."""
+        return len(self._rooms)
 
     def online(self) -> tuple[str, ...]:
         """Every alias online, sorted case-insensitively."""
@@ -647,7 +655,9 @@ class Hub:
         presence = self._presence.get(member)
         if presence is not None:
             presence.room.catch_up(member)
-        member.send(member.encode(event))
+        data = member.encode(event)
+        member.send(data)
+        self.counters.delivered(data)
 
     # The end of the turn, and of everything.
 
@@ -716,7 +726,7 @@ class Hub:
     def _open_room(self, name: str) -> Room:
         room = self._rooms.get(room_key(name))
         if room is None:
-            room = Room(name, self._topics.get(room_key(name)))
+            room = Room(name, self._topics.get(room_key(name)), self.counters)
             self._rooms[room_key(name)] = room
         return room
 

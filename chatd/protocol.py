@@ -121,7 +121,7 @@ class ChatProtocol(LineReceiver):
         if (ban := self.hub.banned(host=self.host)) is not None:
             self._refuse_banned(ban)
             return
-        self.send(GREETING)
+        self.reply(GREETING)
         self._alias_timer = self.factory.clock.callLater(
             self.factory.config.alias_timeout_seconds, self._alias_timed_out
         )
@@ -143,8 +143,17 @@ class ChatProtocol(LineReceiver):
             self.hub.leave(self, why)
         self.factory.connection_closed(self)
 
+    def reply(self, data: bytes) -> None:
+        """Send what the protocol itself says (greeting, prompts, errors), counted."""
+        self.hub.counters.delivered(data)
+        self.send(data)
+
     def send(self, data: bytes) -> None:
-        """Queue protocol line bytes for this client (bounded; see BoundedSender)."""
+        """Queue protocol line bytes for this client (bounded; see BoundedSender).
+
+        The hub calls this and counts what it delivers; the protocol's own lines
+        go through reply.
+        """
         if self._sender is not None:
             self._sender.write(data)
 
@@ -192,6 +201,7 @@ class ChatProtocol(LineReceiver):
         if self._closing_reason is not None:
             return
         self.last_line_at = self.factory.clock.seconds()
+        self.hub.counters.lines_received += 1
         if line.endswith(b"\r"):
             line = line[:-1]
         if len(line) > self._max_line_bytes:
@@ -216,7 +226,7 @@ class ChatProtocol(LineReceiver):
 
     def _refuse_long_line(self) -> None:
         self.log.debug("{peer}: overlong line dropped", peer=self.peer)
-        self.send(
+        self.reply(
             lineformat.error_line(f"Line too long (over {self._max_line_bytes} bytes); dropped.")
         )
 
@@ -232,14 +242,14 @@ class ChatProtocol(LineReceiver):
             return
         accounts = self.hub.accounts
         if accounts is not None and accounts.is_registered(alias):
-            self.send(lineformat.notice_line(f"{alias} is registered. Password:"))
+            self.reply(lineformat.notice_line(f"{alias} is registered. Password:"))
             self._handle_line = lambda password: self._check_password(alias, password)
             return
         try:
             self.hub.join(self, alias, replay=self._replay)
         except AliasRefused as refusal:
-            self.send(lineformat.error_line(str(refusal)))
-            self.send(PROMPT)
+            self.reply(lineformat.error_line(str(refusal)))
+            self.reply(PROMPT)
             return
         self._accepted()
 
@@ -290,27 +300,27 @@ class ChatProtocol(LineReceiver):
     def _refuse_banned(self, ban: Ban) -> None:
         until = "" if ban.expires_at is None else f" until {utc_stamp(ban.expires_at)}"
         self.log.info("{peer}: refused, banned ({mask})", peer=self.peer, mask=ban.mask)
-        self.send(lineformat.error_line(f"You are banned from this server{until}: {ban.reason}"))
+        self.reply(lineformat.error_line(f"You are banned from this server{until}: {ban.reason}"))
         self.disconnect("banned")
 
     def _refuse_alias(self, why: str) -> None:
         if self._closing_reason is None:
-            self.send(lineformat.error_line(why))
-            self.send(PROMPT)
+            self.reply(lineformat.error_line(why))
+            self.reply(PROMPT)
             self.resumeProducing()
 
     def _command_before_alias(self, words: list[str]) -> None:
         """/quit, and /replay for bots that want no history, work before an alias."""
         if words[0] == "/quit":
-            self.send(lineformat.notice_line("Goodbye."))
+            self.reply(lineformat.notice_line("Goodbye."))
             self.disconnect("quit before choosing an alias")
         elif words[0] == "/replay" and words[1:] in (["on"], ["off"]):
             self._replay = words[1] == "on"
-            self.send(lineformat.notice_line(f"History replay is {words[1]}."))
-            self.send(PROMPT)
+            self.reply(lineformat.notice_line(f"History replay is {words[1]}."))
+            self.reply(PROMPT)
         else:
-            self.send(lineformat.error_line("Choose an alias first (or /quit, /replay off)."))
-            self.send(PROMPT)
+            self.reply(lineformat.error_line("Choose an alias first (or /quit, /replay off)."))
+            self.reply(PROMPT)
 
     def _chat(self, text: str) -> None:
         if text.startswith("/") and not text.startswith("//"):
@@ -323,8 +333,9 @@ class ChatProtocol(LineReceiver):
     def _alias_timed_out(self) -> None:
         self._alias_timer = None
         seconds = self.factory.config.alias_timeout_seconds
-        self.send(lineformat.error_line(f"No alias chosen within {seconds:g} seconds; goodbye."))
+        self.reply(lineformat.error_line(f"No alias chosen within {seconds:g} seconds; goodbye."))
         self.log.info("{peer}: alias timeout", peer=self.peer)
+        self.hub.counters.disconnects["alias_timeout"] += 1
         self.disconnect("alias timeout")
 
     def _handle_gated_line(self, text: str) -> None:
@@ -335,7 +346,7 @@ class ChatProtocol(LineReceiver):
         return not self.paused and self._closing_reason is None
 
     def _flooding(self, waiting: int) -> None:
-        self.send(
+        self.reply(
             lineformat.error_line(
                 f"You are sending too fast: {waiting} lines are waiting."
                 " Slow down or you will be disconnected."
@@ -344,18 +355,21 @@ class ChatProtocol(LineReceiver):
 
     def _flooded(self) -> None:
         self.log.info("{peer} ({alias}) cut off: excess flood", peer=self.peer, alias=self.alias)
-        self.send(lineformat.error_line("Excess flood; goodbye."))
+        self.hub.counters.disconnects["flood"] += 1
+        self.reply(lineformat.error_line("Excess flood; goodbye."))
         self.disconnect("Excess flood")
 
     def idle_timed_out(self) -> None:
         """Silent past --idle-timeout: say so and go."""
         seconds = self.factory.config.idle_timeout_seconds
-        self.send(lineformat.error_line(f"Idle for more than {seconds:g} seconds; goodbye."))
+        self.reply(lineformat.error_line(f"Idle for more than {seconds:g} seconds; goodbye."))
         self.log.info("{peer} ({alias}): idle timeout", peer=self.peer, alias=self.alias)
+        self.hub.counters.disconnects["idle"] += 1
         self.disconnect("Idle timeout")
 
     def _send_queue_overflowed(self) -> None:
         reason = "Send queue exceeded"
+        self.hub.counters.disconnects["sendq"] += 1
         self.log.warn(
             "{peer} ({alias}) cut off: more than {limit} bytes waiting to be read",
             peer=self.peer,
@@ -462,7 +476,7 @@ class ChatFactory(ServerFactory):
         self.hub.close(reason)
         for protocol in list(self.connections):
             if protocol.alias is None:
-                protocol.send(lineformat.notice_line(reason))
+                protocol.reply(lineformat.notice_line(reason))
             protocol.disconnect("server shutting down")
         if not self.connections:
             return succeed(None)

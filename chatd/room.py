@@ -8,9 +8,11 @@ per recipient is paid per turn rather than per line.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from chatd.counters import Counters
 from chatd.events import Event
 from chatd.text import alias_key
 
@@ -55,11 +57,14 @@ class Presence:
 class Room:
     """Members of one room (in the order they came in) and this turn's broadcasts."""
 
-    __slots__ = ("_batch", "_encoded", "_served", "members", "name", "topic")
+    __slots__ = ("_batch", "_counters", "_encoded", "_served", "members", "name", "topic")
 
-    def __init__(self, name: str, topic: str | None = None) -> None:
+    def __init__(
+        self, name: str, topic: str | None = None, counters: Counters | None = None
+    ) -> None:
         self.name = name
         self.topic = topic
+        self._counters = counters if counters is not None else Counters()
         # In the order they came in: the longest present first.
         self.members: dict[Member, Presence] = {}
         self._batch: Batch = []
@@ -117,6 +122,7 @@ class Room:
         data = _selection(member, self.members[member], batch, lines, start)
         if data:
             member.send(data)
+            self._counters.delivered(data)
 
     def flush(self) -> None:
         """Deliver this turn's batch: one write per member.
@@ -133,6 +139,8 @@ class Room:
         self._batch, self._encoded, self._served = [], {}, {}
         skipping = {skipped for _, skipped, _ in batch if skipped is not None}
         whole: dict[Callable[[Event], bytes], bytes] = {}
+        sent_whole: Counter[bytes] = Counter()
+        counters = self._counters
         # A snapshot: a recipient may drop (and leave) during the loop.
         for member, presence in list(self.members.items()):
             encode = member.encode
@@ -141,11 +149,15 @@ class Room:
                 data = _selection(member, presence, batch, lines, served.get(member, 0))
                 if data:
                     member.send(data)
+                    counters.delivered(data)
                 continue
             data = whole.get(encode)  # type: ignore[assignment]
             if data is None:
                 data = whole[encode] = b"".join(_encoded(batch, encoded, encode))
             member.send(data)
+            sent_whole[data] += 1
+        for data, recipients in sent_whole.items():
+            counters.delivered(data, recipients)
 
 
 def _encoded(

@@ -21,7 +21,7 @@ from twisted.application.service import Service
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorCore
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
@@ -53,11 +53,14 @@ class ChatService(Service):
         factory: ChatFactory,
         store: Store,
         endpoints: Sequence[str],
+        others: Sequence[tuple[str, IProtocolFactory]] = (),
         reactor: IReactorCore | None = None,
         reread: Callable[[], LiveSettings] | None = None,
         log_observer: Callable[[], ILogObserver] | None = None,
     ) -> None:
-        """``reread`` reads the settings again for a reload; with it, SIGHUP reloads.
+        """Listen on ``endpoints`` for chat, and on each of ``others`` with its factory.
+
+        ``reread`` reads the settings again for a reload; with it, SIGHUP reloads.
 
         ``log_observer`` makes the observer twistd should log to instead of its own.
         """
@@ -68,6 +71,10 @@ class ChatService(Service):
         self.factory = factory
         self.store = store
         self.endpoints = list(endpoints)
+        self.listeners: list[tuple[str, IProtocolFactory]] = [
+            *((description, factory) for description in endpoints),
+            *others,
+        ]
         self._reactor = reactor
         self._listening: list[Deferred[IListeningPort]] = []
         self.ports: list[IListeningPort] = []
@@ -92,9 +99,9 @@ class ChatService(Service):
     def privilegedStartService(self) -> None:
         """Bind every port now; one that cannot be bound raises, and twistd exits with it."""
         super().privilegedStartService()
-        for description in self.endpoints:
+        for description, factory in self.listeners:
             self._binding = True
-            listening = serverFromString(self._reactor, description).listen(self.factory)
+            listening = serverFromString(self._reactor, description).listen(factory)
             listening.addCallbacks(self._bound, self._refused, errbackArgs=(description,))
             self._binding = False
             if self._refusal is not None:
@@ -124,7 +131,7 @@ class ChatService(Service):
         self._reactor.stop()
 
     def startService(self) -> None:
-        if len(self._listening) < len(self.endpoints):
+        if len(self._listening) < len(self.listeners):
             self.privilegedStartService()
         super().startService()
         if self._reread is not None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import sqlite3
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -538,6 +539,10 @@ class Store:
         self._flush_call: IDelayedCall | None = None
         self._failed_writes = 0
         self._lost = 0
+        # History batches written, and the seconds they took from hand-over to
+        # commit (thread queue included), for the metrics.
+        self.batches_written = 0
+        self.write_seconds = 0.0
         self._warned_closed = False
         self._stop_waiters: list[Deferred[None]] = []
         self._stopped = False
@@ -681,14 +686,20 @@ class Store:
         batch = list(self._pending)
         self._pending.clear()
         self._in_flight = batch
+        started = time.monotonic()
         d = self._run_in_thread(self._db.write_history, batch, self._age_cutoff())
         d.addCallbacks(
-            self._written, self._write_failed, callbackArgs=(batch,), errbackArgs=(batch,)
+            self._written,
+            self._write_failed,
+            callbackArgs=(batch, started),
+            errbackArgs=(batch,),
         )
         return d
 
-    def _written(self, _: None, batch: list[HistoryEntry]) -> None:
+    def _written(self, _: None, batch: list[HistoryEntry], started: float) -> None:
         self._in_flight = []
+        self.batches_written += 1
+        self.write_seconds += time.monotonic() - started
         if self._failed_writes:
             self.log.info(
                 "history writes work again after {failures} failures", failures=self._failed_writes

@@ -74,6 +74,23 @@ def _not_negative(kind: type[int] | type[float]) -> Any:
     return convert
 
 
+def _endpoint(value: str) -> str:
+    """The endpoint description ``value`` stands for, once its syntax is checked.
+
+    Parsing only: the endpoint is built again, with the real reactor, when the
+    service starts. No reactor is needed to check the syntax.
+    """
+    description = endpoint_description(value)
+    try:
+        endpoints.serverFromString(None, description)  # type: ignore[arg-type]
+    except Exception as problem:  # the parsers raise whatever they like
+        raise ValueError(f"{value!r}: {problem}") from problem
+    return description
+
+
+_endpoint.coerceDoc = "A port or a Twisted endpoint description."  # type: ignore[attr-defined]
+
+
 def _log_format(value: str) -> str:
     if value not in LOG_FORMATS:
         raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}, not {value}")
@@ -196,6 +213,13 @@ class Options(ConfigFileOptions):
             _not_negative(int),
         ],
         [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics over HTTP here (e.g. tcp:9100:interface=127.0.0.1).",
+            _endpoint,
+        ],
+        [
             "log-format",
             None,
             "text",
@@ -262,14 +286,10 @@ class Options(ConfigFileOptions):
 
     def opt_port(self, port: str) -> None:
         """Listen on a port (on 127.0.0.1) or endpoint (tcp:, ssl:, unix:...); repeatable."""
-        description = endpoint_description(port)
         try:
-            # Parsing only: the endpoint is built again, with the real reactor, in
-            # makeService. No reactor is needed to check the syntax.
-            endpoints.serverFromString(None, description)  # type: ignore[arg-type]
-        except Exception as problem:  # the parsers raise whatever they like
-            raise usage.UsageError(f"invalid --port {port!r}: {problem}") from problem
-        self["ports"].append(description)
+            self["ports"].append(_endpoint(port))
+        except ValueError as problem:
+            raise usage.UsageError(f"invalid --port {problem}") from problem
 
     opt_p = opt_port
 
@@ -353,10 +373,16 @@ def makeService(options: Options) -> ChatService:
         log_observer = partial(
             _json_log_observer, twistd_options.get("logfile"), twistd_options.get("nodaemon", True)
         )
+    others = []
+    if options["metrics"]:
+        from chatd.metrics import metrics_site  # imports twisted.web: only when asked for
+
+        others.append((options["metrics"], metrics_site(factory, store)))
     return ChatService(
         factory,
         store,
         options["ports"],
+        others,
         reread=partial(reread, options.argv),
         log_observer=log_observer,
     )

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from tests.daemon import Daemon, read_until, start_chatd, venv_script
@@ -314,3 +315,25 @@ def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
     records = [json.loads(line) for line in daemon.log_text().splitlines()]
     joined = [r for r in records if r.get("alias") == "alice" and "joined" in r["message"]]
     assert joined and joined[0]["level"] == "info" and joined[0]["peer"].startswith("127.0.0.1:")
+
+
+def test_metrics_endpoint_is_scraped_over_http(tmp_path: Path) -> None:
+    """--metrics serves the Prometheus text format over real HTTP."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    metrics_port = probe.getsockname()[1]
+    probe.close()
+    daemon = start_chatd(tmp_path, "--metrics", f"tcp:{metrics_port}:interface=127.0.0.1")
+    try:
+        alice = join(daemon, "alice")
+        bob = join(daemon, "bob")
+        alice.sendall(b"hello\n")
+        read_until(bob, b"<alice> hello")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            assert r.headers["Content-Type"].startswith("text/plain")
+            text = r.read().decode()
+    finally:
+        daemon.stop()
+    assert "chatd_users 2.0" in text
+    assert "chatd_lines_received_total" in text
+    assert "GET /metrics" not in daemon.log_text()  # scrapes are not logged

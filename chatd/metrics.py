@@ -1,0 +1,91 @@
+"""The Prometheus metrics endpoint (``--metrics ENDPOINT``), in the text format.
+
+Served by ``prometheus_client``'s Twisted resource on ``twisted.web``, from a
+registry of chatd's own (not the library's global one). Everything is read when
+scraped, from counters the hub, the protocol factory and the store keep as plain
+integers: see :mod:`chatd.counters`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.twisted import MetricsResource
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from chatd.protocol import ChatFactory
+from chatd.store import Store
+
+
+class ChatCollector:
+    """Reads chatd's state and totals at scrape time."""
+
+    def __init__(self, factory: ChatFactory, store: Store) -> None:
+        self._factory = factory
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        factory, hub, store = self._factory, self._factory.hub, self._store
+        counters = hub.counters
+        yield GaugeMetricFamily("chatd_users", "Users online (with an alias).", value=len(hub))
+        yield GaugeMetricFamily(
+            "chatd_connections", "Open client connections.", value=factory.admission.connected
+        )
+        yield GaugeMetricFamily("chatd_rooms", "Rooms open.", value=hub.room_count)
+        yield CounterMetricFamily(
+            "chatd_lines_received", "Lines received from clients.", value=counters.lines_received
+        )
+        yield CounterMetricFamily(
+            "chatd_lines_delivered", "Lines written to clients.", value=counters.lines_delivered
+        )
+        yield CounterMetricFamily(
+            "chatd_bytes_sent", "Bytes written to clients.", value=counters.bytes_sent
+        )
+        disconnects = CounterMetricFamily(
+            "chatd_disconnects",
+            "Clients cut off by a limit.",
+            labels=["reason"],
+        )
+        for reason in ("sendq", "flood", "idle", "alias_timeout"):
+            disconnects.add_metric([reason], counters.disconnects[reason])
+        yield disconnects
+        refused = CounterMetricFamily(
+            "chatd_refused_connections", "Connections refused by a limit.", labels=["limit"]
+        )
+        for limit in ("max_conns", "max_per_ip", "max_conn_rate"):
+            refused.add_metric([limit], factory.admission.refused[limit])
+        yield refused
+        yield SummaryMetricFamily(
+            "chatd_history_write_seconds",
+            "Time to write a batch of history to the database, queueing included.",
+            count_value=store.batches_written,
+            sum_value=store.write_seconds,
+        )
+
+
+def metrics_site(factory: ChatFactory, store: Store) -> Site:
+    """A web site serving the metrics at ``/metrics`` (and at ``/``)."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(ChatCollector(factory, store))  # type: ignore[arg-type]
+    metrics = MetricsResource(registry=registry)
+    root = Resource()
+    root.putChild(b"", metrics)
+    root.putChild(b"metrics", metrics)
+    site = QuietSite(root)
+    site.noisy = False
+    return site
+
+
+class QuietSite(Site):
+    """A site that keeps no access log: a scrape every few seconds would fill chatd's log."""
+
+    def log(self, request: object) -> None:
+        pass
