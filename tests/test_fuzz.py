@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionLost
 
+from chatd.flood import FloodLimits
 from chatd.text import alias_key
 from tests.test_protocol import Client, Server
 
@@ -66,6 +67,9 @@ action = st.one_of(
     st.tuples(st.just("drop"), st.integers(0, 3), st.none()),
     st.tuples(st.just("connect"), st.just(0), st.none()),
 )
+# With the clock in play: time passes between actions (flood delays, idle cut-offs).
+# Shorter than the idle timeout, so the watcher, typing before each, stays.
+timed_action = st.one_of(action, st.tuples(st.just("tick"), st.integers(1, 29), st.none()))
 
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _JOIN = re.compile(r"\*\*\* (\S+) has joined #lobby")
@@ -78,12 +82,37 @@ _RENAME = re.compile(r"\*\*\* (\S+) is now known as (\S+)$")
 def test_arbitrary_input_keeps_invariants(actions: list[tuple[str, int, bytes | None]]) -> None:
     """No exception escapes, what others see is clean, membership matches live connections,
     and every departure is announced exactly once."""
-    server = Server(max_line_bytes=64, sendq_bytes=1 << 20)
+    check_invariants(Server(max_line_bytes=64, sendq_bytes=1 << 20), actions)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(timed_action, max_size=40))
+def test_invariants_hold_with_flood_control_and_idle_timeout(
+    actions: list[tuple[str, int, bytes | None]],
+) -> None:
+    """The same, with lines delayed by flood control, flooders cut off, and idle timeouts."""
+    server = Server(
+        max_line_bytes=64,
+        sendq_bytes=1 << 20,
+        flood=FloodLimits(burst=3, rate=2, queue_cap=4),
+        idle_timeout_seconds=30,
+    )
+    server.factory.doStart()
+    check_invariants(server, actions)
+    server.factory.doStop()
+
+
+def check_invariants(server: Server, actions: list[tuple[str, int, bytes | None]]) -> None:
+    """Play ``actions`` against ``server`` and check what a watcher saw against the hub."""
     (watcher,) = server.join("watcher")
     clients: list[Client] = [server.connect() for _ in range(3)]
     for kind, index, data in actions:
         if kind == "connect":
             clients.append(server.connect())
+            continue
+        if kind == "tick":
+            watcher.type("\n")  # the watcher keeps itself alive
+            server.clock.advance(index)
             continue
         client = clients[index % len(clients)]
         if client.closed:
