@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
+import sqlite3
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -337,3 +340,80 @@ def test_metrics_endpoint_is_scraped_over_http(tmp_path: Path) -> None:
     assert "chatd_users 2.0" in text
     assert "chatd_lines_received_total" in text
     assert "GET /metrics" not in daemon.log_text()  # scrapes are not logged
+
+
+def test_kill_9_under_load_loses_nothing_older_than_a_second(tmp_path: Path) -> None:
+    """SIGKILL in the middle of a flood of lines leaves a consistent database holding every
+    line relayed more than a second before the kill, and every registration, ban and MOTD."""
+    from chatd.hub import MOTD_SETTING
+    from chatd.passwords import hash_password_now
+
+    data = tmp_path / "data"
+    daemon = start_chatd(
+        tmp_path,
+        *("--data-dir", str(data), "--flood-rate", "0", "--history-keep", "1000000"),
+        *("--oper", f"root:{hash_password_now('oper-pass')}"),
+    )
+    received: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def send(client: socket.socket) -> None:
+        n = 0
+        with contextlib.suppress(OSError):
+            while not stop.is_set():
+                client.sendall(b"".join(b"line %07d\n" % i for i in range(n, n + 50)))
+                n += 50
+                time.sleep(0.005)
+
+    def read(client: socket.socket) -> None:
+        pending = b""
+        client.settimeout(30)
+        with contextlib.suppress(OSError):
+            while chunk := client.recv(65536):
+                lines = (pending + chunk).split(b"\r\n")
+                pending = lines.pop()
+                now = time.monotonic()
+                received.extend(
+                    (now, int(line[14:])) for line in lines if line.startswith(b"<sender>")
+                )
+
+    try:
+        reader, sender, keeper = (join(daemon, alias) for alias in ("reader", "sender", "keeper"))
+        threads = [
+            threading.Thread(target=send, args=(sender,)),
+            threading.Thread(target=read, args=(reader,)),
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        keeper.sendall(b"/register keeper-pass\n/oper root oper-pass\n")
+        read_until(keeper, b"*** You are now an operator (root).\r\n")
+        keeper.sendall(b"/ban troll trolling\n/motd Under load\n")
+        read_until(keeper, b"*** Under load\r\n")
+        time.sleep(1.5)
+        killed_at = time.monotonic()
+        daemon.signal(signal.SIGKILL)
+        daemon.wait(10)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        stop.set()
+        daemon.stop()
+    must_be_kept = {n for at, n in received if at < killed_at - 1.0}
+    assert len(must_be_kept) > 1000
+    db = sqlite3.connect(data / "chatd.sqlite3")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        stored = {
+            int(text[5:])
+            for (text,) in db.execute("SELECT text FROM history WHERE alias = 'sender'")
+        }
+        assert must_be_kept <= stored
+        assert db.execute("SELECT alias FROM accounts").fetchall() == [("keeper",)]
+        assert db.execute("SELECT mask, reason FROM bans").fetchall() == [("troll", "trolling")]
+        assert db.execute(
+            "SELECT value FROM settings WHERE key = ?", (MOTD_SETTING,)
+        ).fetchone() == ("Under load",)
+    finally:
+        db.close()
