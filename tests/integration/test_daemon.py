@@ -417,3 +417,45 @@ def test_kill_9_under_load_loses_nothing_older_than_a_second(tmp_path: Path) -> 
         ).fetchone() == ("Under load",)
     finally:
         db.close()
+
+
+def test_connection_cap_and_rate_refuse_with_a_line(tmp_path: Path) -> None:
+    """--max-conns and --max-conn-rate over real sockets: one line, then the close."""
+    daemon = start_chatd(tmp_path, "--max-conns", "2", "--max-conn-rate", "3")
+    try:
+        first, second = daemon.connect(), daemon.connect()
+        read_until(first, b"Choose an alias")
+        read_until(second, b"Choose an alias")
+        full = daemon.connect()
+        assert read_to_eof(full) == b"!!! Server full: too many connections; try again later.\r\n"
+        first.close()
+        second.close()
+        time.sleep(0.2)  # the server sees both closes
+        fourth = daemon.connect()  # a free slot, and the third admitted this minute...
+        read_until(fourth, b"Choose an alias")
+        fourth.close()
+        time.sleep(0.2)
+        too_fast = daemon.connect()  # ...so a fourth is too fast (refusals take no token)
+        assert read_to_eof(too_fast) == (
+            b"!!! Too many new connections from 127.0.0.1; wait a minute.\r\n"
+        )
+    finally:
+        daemon.stop()
+
+
+def test_silent_clients_are_cut_off_by_the_alias_and_idle_timeouts(tmp_path: Path) -> None:
+    """--alias-timeout and --idle-timeout over real sockets, each with its line and reason."""
+    daemon = start_chatd(tmp_path, "--alias-timeout", "1", "--idle-timeout", "2")
+    try:
+        silent = daemon.connect()
+        assert read_to_eof(silent).endswith(b"!!! No alias chosen within 1 seconds; goodbye.\r\n")
+        idle = join(daemon, "idle")
+        watcher = join(daemon, "watcher")
+        started = time.monotonic()
+        while time.monotonic() - started < 4:  # the watcher keeps itself alive
+            watcher.sendall(b"\n")
+            time.sleep(0.5)
+        assert read_to_eof(idle).endswith(b"!!! Idle for more than 2 seconds; goodbye.\r\n")
+        assert b"*** idle has left (Idle timeout)\r\n" in read_until(watcher, b"(Idle timeout)")
+    finally:
+        daemon.stop()
