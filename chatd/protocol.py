@@ -69,10 +69,8 @@ class ChatProtocol(LineReceiver):
     encode = staticmethod(lineformat.encode)
     log = Logger()
 
-    def __init__(self, factory: ChatFactory, admitted_host: str | None = None) -> None:
+    def __init__(self, factory: ChatFactory) -> None:
         self.factory = factory
-        # The address the factory counted this connection under (see Admission).
-        self.admitted_host = admitted_host
         self.hub = factory.hub
         self.alias: str | None = None
         self.peer = "?"
@@ -457,11 +455,11 @@ class ChatFactory(ServerFactory):
         if refusal is not None:
             self.log.info("refused {peer}: {why}", peer=describe_peer(addr), why=refusal)
             return RefusedConnection(refusal)
-        return ChatProtocol(self, host)
+        return ChatProtocol(self)
 
     def connection_closed(self, protocol: ChatProtocol) -> None:
         """Forget ``protocol``; completes a shutdown once the last one is gone."""
-        self.admission.release(protocol.admitted_host)
+        self.admission.release(protocol.host)  # the address it was admitted under
         self.connections.discard(protocol)
         if not self.connections and self._all_closed is not None:
             done, self._all_closed = self._all_closed, None
