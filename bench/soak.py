@@ -128,7 +128,7 @@ class Soak:
     # The well-behaved.
 
     async def chatter(self, big: bool) -> None:
-        """Big lines all go to #two, where the stallers are, to fill their queues."""
+        """Big lines (2 KB) all go to #two, where the stallers are, to fill their queues."""
         while self.running():
             alias = self.alias("chatter")
             room = "#two" if big else random.choice(ROOMS)
@@ -138,7 +138,7 @@ class Soak:
             for n in range(random.randint(3, 30)):
                 if not self.running():
                     break
-                padding = "x" * (1500 if big else random.randint(0, 200))
+                padding = "x" * (2000 if big else random.randint(0, 200))
                 writer.write(f"{alias} {n} {padding}\n".encode())
                 self.tally.sent[room].append((alias, n))
                 await asyncio.sleep(random.uniform(0.25, 1.0))  # within 5 lines/s
@@ -195,7 +195,9 @@ class Soak:
             reader, writer = await self.connect(self.alias("staller"), rcvbuf=4096)
             self.tally.stallers += 1
             await self.move(reader, writer, "#two")
-            stall = min(random.uniform(60, 180), max(0, self.deadline - time.monotonic()))
+            # The kernel buffers megabytes for a socket before Twisted's buffer and
+            # then --sendq-bytes fill up: at ~40 KB/s into #two a cut-off takes minutes.
+            stall = min(random.uniform(200, 300), max(0, self.deadline - time.monotonic()))
             await asyncio.sleep(stall)
             writer.transport.abort()
 
