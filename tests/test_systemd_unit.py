@@ -53,9 +53,10 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     result = subprocess.run(
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
     )
+    # Only what is said of this unit: systemd may grumble about the host's own units.
     problems = [
         line
         for line in (result.stdout + result.stderr).splitlines()
-        if line.strip() and "/opt/chatd/bin/twistd" not in line
+        if "chatd.service" in line and "/opt/chatd/bin/twistd" not in line
     ]
     assert problems == []
