@@ -118,7 +118,10 @@ def test_old_parameters_still_verify(sync: Passwords) -> None:
         "hunter2",
         "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW",  # bcrypt
         "$argon2x$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo",
-        hash_password_now("pw")[:-5],  # truncated
+        # Truncated to 41 base64 characters: a length no base64 can have. (Cut by 5,
+        # to 38, it was valid base64 whenever the last character's low bits were 0,
+        # one run in 16, and argon2 then took it as a shorter hash: a flaky test.)
+        hash_password_now("pw")[:-2],
         hash_password_now("pw")[:-1] + "é",  # not ASCII
     ],
 )
