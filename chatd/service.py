@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from twisted.application.service import Service
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
@@ -136,6 +138,8 @@ class ChatService(Service):
         super().startService()
         if self._reread is not None:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+        # After the reactor has installed its own handlers (during startup).
+        self._reactor.callWhenRunning(self._take_stop_signals)  # type: ignore[attr-defined]
         ensureDeferred(self._start()).chainDeferred(self.ready)
 
     async def _start(self) -> None:
@@ -163,6 +167,24 @@ class ChatService(Service):
             await maybeDeferred(port.stopListening)
         await self.factory.shut_down(SHUTDOWN_NOTICE)
         await self.store.stop()
+
+    def _take_stop_signals(self) -> None:
+        """SIGTERM and SIGINT stop the reactor without marking the exit as by signal.
+
+        twistd re-raises the signal that stopped its reactor, so the process would
+        die of SIGTERM (status 143) after an orderly shutdown; chatd's shutdown is
+        orderly (everyone told, history flushed), so it exits 0, as services should.
+        """
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop_signal)
+
+    def _stop_signal(self, signum: int, frame: Any) -> None:
+        self._reactor.callFromThread(self._stop_reactor, signal.Signals(signum).name)  # type: ignore[attr-defined]
+
+    def _stop_reactor(self, name: str) -> None:
+        self.log.info("received {signal}, shutting down", signal=name)
+        with suppress(ReactorNotRunning):  # a second signal during the shutdown
+            self._reactor.stop()
 
     def _sighup(self, signum: int, frame: Any) -> None:
         # A signal handler may run between any two bytecodes: do the work in the reactor.
