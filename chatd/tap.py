@@ -74,6 +74,31 @@ def _not_negative(kind: type[int] | type[float]) -> Any:
     return convert
 
 
+def with_tls_files(ports: list[str], cert: str | None, key: str | None) -> list[str]:
+    """``ports`` with --tls-cert and --tls-key filled into the ssl: ones that name no files.
+
+    So that ``--port ssl:55556 --tls-cert cert.pem --tls-key key.pem`` is enough.
+    """
+    if not (cert and key):
+        raise usage.UsageError("give both --tls-cert and --tls-key, or neither")
+    if not any(port.startswith("ssl:") for port in ports):
+        raise usage.UsageError("--tls-cert and --tls-key need a --port ssl:PORT to serve")
+    files = f"certKey={_escape(cert)}:privateKey={_escape(key)}"
+    return [
+        f"{port}:{files}" if port.startswith("ssl:") and not _names_tls_files(port) else port
+        for port in ports
+    ]
+
+
+def _names_tls_files(port: str) -> bool:
+    return "privateKey=" in port or "certKey=" in port
+
+
+def _escape(path: str) -> str:
+    """A path as a value in an endpoint description, where ':' separates fields."""
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
 def _endpoint(value: str) -> str:
     """The endpoint description ``value`` stands for, once its syntax is checked.
 
@@ -213,6 +238,18 @@ class Options(ConfigFileOptions):
             _not_negative(int),
         ],
         [
+            "tls-cert",
+            None,
+            None,
+            "PEM certificate (chain) for each --port ssl:... that names none.",
+        ],
+        [
+            "tls-key",
+            None,
+            None,
+            "PEM private key for each --port ssl:... that names none.",
+        ],
+        [
             "metrics",
             None,
             None,
@@ -286,6 +323,10 @@ class Options(ConfigFileOptions):
 
     def opt_port(self, port: str) -> None:
         """Listen on a port (on 127.0.0.1) or endpoint (tcp:, ssl:, unix:...); repeatable."""
+        if port.startswith("ssl:") and not _names_tls_files(port):
+            # Checked in postOptions, once --tls-cert/--tls-key have named its files.
+            self["ports"].append(port)
+            return
         try:
             self["ports"].append(_endpoint(port))
         except ValueError as problem:
@@ -295,8 +336,13 @@ class Options(ConfigFileOptions):
 
     def postOptions(self) -> None:
         self["motd-text"] = read_motd(self["motd"]) if self["motd"] else None
-        if not self["ports"]:
-            self["ports"] = [endpoint_description(str(DEFAULT_PORT))]
+        ports = self["ports"] or [str(DEFAULT_PORT)]
+        if self["tls-cert"] or self["tls-key"]:
+            ports = with_tls_files(ports, self["tls-cert"], self["tls-key"])
+        try:
+            self["ports"] = [_endpoint(port) for port in ports]
+        except ValueError as problem:
+            raise usage.UsageError(f"invalid --port {problem}") from problem
 
     def config(self) -> ChatConfig:
         """The protocol limits these options ask for."""

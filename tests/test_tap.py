@@ -10,6 +10,7 @@ from twisted.python.usage import UsageError
 from chatd.protocol import ChatConfig
 from chatd.service import ChatService
 from chatd.tap import Options, makeService
+from tests.tls import make_certificate
 
 
 def parse(*args: str) -> Options:
@@ -125,3 +126,21 @@ def test_make_service_listens_on_every_port() -> None:
     service = makeService(parse("--port", "4000", "--port", "unix:/tmp/chatd.sock"))
     assert isinstance(service, ChatService)
     assert service.endpoints == ["tcp:4000:interface=127.0.0.1", "unix:/tmp/chatd.sock"]
+
+
+def test_tls_cert_and_key_fill_in_ssl_ports(tmp_path: Path) -> None:
+    """--tls-cert/--tls-key complete every ssl: port that names no files; others stay."""
+    cert, key = make_certificate(tmp_path)
+    options = parse(
+        "--port", "ssl:4443", "--port", "4000", "--tls-cert", str(cert), "--tls-key", str(key)
+    )
+    assert options["ports"] == [
+        f"ssl:4443:certKey={cert}:privateKey={key}",
+        "tcp:4000:interface=127.0.0.1",
+    ]
+    with pytest.raises(UsageError, match="both --tls-cert and --tls-key"):
+        parse("--port", "ssl:4443", "--tls-cert", str(cert))
+    with pytest.raises(UsageError, match="need a --port ssl:PORT"):
+        parse("--tls-cert", str(cert), "--tls-key", str(key))
+    with pytest.raises(UsageError, match="invalid --port"):
+        parse("--port", "ssl:4443:certKey=/nonexistent.pem:privateKey=/nonexistent.pem")

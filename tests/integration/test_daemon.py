@@ -7,6 +7,7 @@ import json
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import threading
 import time
@@ -14,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.daemon import Daemon, read_until, start_chatd, venv_script
+from tests.tls import make_certificate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -454,5 +456,31 @@ def test_silent_clients_are_cut_off_by_the_alias_and_idle_timeouts(tmp_path: Pat
             time.sleep(0.5)
         assert read_to_eof(idle).endswith(b"!!! Idle for more than 2 seconds; goodbye.\r\n")
         assert b"*** idle has left (Idle timeout)\r\n" in read_until(watcher, b"(Idle timeout)")
+    finally:
+        daemon.stop()
+
+
+def test_a_tls_client_chats_with_a_plain_one(tmp_path: Path) -> None:
+    """--port ssl:0 with --tls-cert/--tls-key: a TLS client and a TCP client share the room."""
+    cert, key = make_certificate(tmp_path)
+    daemon = start_chatd(
+        tmp_path,
+        *("--port", "ssl:0:interface=127.0.0.1", "--tls-cert", str(cert), "--tls-key", str(key)),
+    )
+    try:
+        _plain_port, tls_port = daemon.wait_for_ports(2)
+        context = ssl.create_default_context(cafile=str(cert))
+        raw = socket.create_connection(("127.0.0.1", tls_port), timeout=10)
+        secure = context.wrap_socket(raw, server_hostname="localhost")
+        read_until(secure, b"Choose an alias")
+        secure.sendall(b"alice\n")
+        read_until(secure, b"Type /help for commands.\r\n")
+        plain = join(daemon, "bob")
+        secure.sendall(b"over TLS\n")
+        assert b"<alice> over TLS\r\n" in read_until(plain, b"<alice> over TLS\r\n")
+        plain.sendall(b"in the clear\n")
+        assert b"<bob> in the clear\r\n" in read_until(secure, b"<bob> in the clear\r\n")
+        assert secure.version() in ("TLSv1.2", "TLSv1.3")
+        secure.close()
     finally:
         daemon.stop()
