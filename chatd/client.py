@@ -50,16 +50,18 @@ from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, NoReturn
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectionDone, DNSLookupError
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
+    IOpenSSLClientConnectionCreator,
     IReactorTime,
     IStreamClientEndpoint,
     ITransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import react
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -246,19 +248,32 @@ class ChatClient(LineReceiver):
 
 async def connect(
     reactor: IReactorTime,
-    host: str,
-    port: int,
+    options: argparse.Namespace,
     client: ChatClient,
     endpoint: IStreamClientEndpoint | None = None,
 ) -> None:
-    """Connect ``client`` to ``host:port``; raises what the endpoint raises on failure.
+    """Connect ``client`` to the server the options name; raises what the endpoint raises.
 
     HostnameEndpoint resolves names off the reactor thread and tries IPv4 and
-    IPv6 addresses alike.
+    IPv6 addresses alike. With ``--tls`` the connection is wrapped in TLS and
+    the server's certificate checked against the host name, by the system's
+    trusted CAs or the one in ``--ca-file``.
     """
     if endpoint is None:
-        endpoint = HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT_SECONDS)
+        endpoint = HostnameEndpoint(
+            reactor, options.host, options.port, timeout=CONNECT_TIMEOUT_SECONDS
+        )
+        if options.tls:
+            endpoint = wrapClientTLS(tls_options(options.host, options.ca_file), endpoint)
     await connectProtocol(endpoint, client)
+
+
+def tls_options(host: str, ca_file: str | None) -> IOpenSSLClientConnectionCreator:
+    """TLS settings that verify ``host``'s certificate (against ``ca_file`` if given)."""
+    if ca_file is None:
+        return optionsForClientTLS(host)
+    with open(ca_file, "rb") as pem:
+        return optionsForClientTLS(host, trustRoot=Certificate.loadPEM(pem.read()))
 
 
 # Pipe mode.
@@ -366,7 +381,7 @@ async def run_pipe(
     open_stdio(bridge)
     client = ChatClient(bridge.show, reactor, options.alias)
     try:
-        await connect(reactor, options.host, options.port, client, endpoint)
+        await connect(reactor, options, client, endpoint)
     except (ConnectError, DNSLookupError) as error:
         print(connect_failure_message(options.host, options.port, error), file=stderr)
         bridge.close()
@@ -480,7 +495,7 @@ async def run_interactive(reactor: IReactorTime, options: argparse.Namespace) ->
 
     client = ChatClient(print, reactor, options.alias)
     try:
-        await connect(reactor, options.host, options.port, client)
+        await connect(reactor, options, client)
     except (ConnectError, DNSLookupError) as error:
         print(connect_failure_message(options.host, options.port, error), file=sys.stderr)
         return EXIT_CANNOT_CONNECT
@@ -522,7 +537,20 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help="TCP port (%(default)s)")
     parser.add_argument("--alias", help="alias to send as the first line after connecting")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect with TLS (to a --port ssl:... of the server), checking its certificate",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="trust this certificate (e.g. the server's self-signed one) instead of the system's",
+    )
+    options = parser.parse_args(argv)
+    if options.ca_file is not None and not options.tls:
+        parser.error("--ca-file goes with --tls")
+    return options
 
 
 def _port(text: str) -> int:

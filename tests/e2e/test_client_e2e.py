@@ -16,10 +16,12 @@ import subprocess
 import termios
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
-from tests.daemon import Daemon, read_until, venv_script
+from tests.daemon import Daemon, read_until, start_chatd, venv_script
+from tests.tls import make_certificate
 
 TIMEOUT_SECONDS = 15.0
 # What a terminal would interpret: CSI and OSC sequences, charset and keypad switches.
@@ -262,3 +264,44 @@ def test_interactive_client_in_a_terminal(chatd: Daemon, bob: socket.socket) -> 
         alice.expect(b"*** Goodbye.")
     finally:
         alice.close()
+
+
+def test_piped_client_over_tls_checks_the_certificate(tmp_path: Path) -> None:
+    """chatd-client --tls --ca-file talks through an ssl: port; against an untrusted
+    certificate the handshake fails, and the client says so and exits 1."""
+    cert, key = make_certificate(tmp_path)
+    daemon = start_chatd(
+        tmp_path,
+        "--port",
+        "ssl:0:interface=127.0.0.1",
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+    )
+    try:
+        _plain, tls_port = daemon.wait_for_ports(2)
+        command = [
+            venv_script("chatd-client"),
+            "--host",
+            "localhost",
+            "--port",
+            str(tls_port),
+            "--tls",
+        ]
+        result = subprocess.run(
+            [*command, "--ca-file", str(cert)],
+            input=b"dana\nsecret hello\n",
+            capture_output=True,
+            timeout=TIMEOUT_SECONDS,
+        )
+        assert (result.returncode, result.stderr) == (0, b"")
+        assert b"*** Welcome, dana!" in result.stdout
+        untrusted = subprocess.run(
+            command, input=b"erin\n", capture_output=True, timeout=TIMEOUT_SECONDS
+        )
+        assert untrusted.returncode == 1
+        assert b"certificate verify failed" in untrusted.stderr
+        assert untrusted.stdout == b""  # nothing from the server was shown
+    finally:
+        daemon.stop()
