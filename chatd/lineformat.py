@@ -39,16 +39,6 @@ def encode(event: Event) -> bytes:
     return (_render(event) + CRLF).encode("utf-8")
 
 
-def notice_line(text: str) -> bytes:
-    """A server notice line, for front-end messages that are not hub events."""
-    return encode(Notice(text))
-
-
-def error_line(text: str) -> bytes:
-    """An error line, for front-end refusals that are not hub events."""
-    return encode(Error(text))
-
-
 def _names(names: tuple[str, ...], present: int) -> str:
     listed = f"({present}): {', '.join(names)}"
     if present > len(names):

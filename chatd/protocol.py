@@ -28,6 +28,7 @@ from chatd import __version__, lineformat
 from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
 from chatd.admission import Admission, ConnectionLimits
 from chatd.commands import run_command
+from chatd.events import Error, Event, Notice
 from chatd.flood import FloodGate, FloodLimits
 from chatd.hub import Hub
 from chatd.sendqueue import BoundedSender
@@ -36,8 +37,8 @@ from chatd.telnet import TelnetFilter
 from chatd.text import ALIAS_RULE, AliasRefused, decode_line, utc_stamp
 
 ALIAS_PROMPT = f"Choose an alias ({ALIAS_RULE}):"
-GREETING = lineformat.notice_line(f"Welcome to chatd {__version__}.\n{ALIAS_PROMPT}")
-PROMPT = lineformat.notice_line(ALIAS_PROMPT)
+GREETING = Notice(f"Welcome to chatd {__version__}.\n{ALIAS_PROMPT}")
+PROMPT = Notice(ALIAS_PROMPT)
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,13 @@ class ChatProtocol(LineReceiver):
             self.hub.leave(self, why)
         self.factory.connection_closed(self)
 
-    def reply(self, data: bytes) -> None:
-        """Send what the protocol itself says (greeting, prompts, errors), counted."""
+    def reply(self, event: Event) -> None:
+        """Say something of the protocol's own (greeting, prompts, refusals), counted.
+
+        As an event, encoded like everything the hub sends, so a front end with
+        another wire format (JSON over WebSocket) gets these in its own format too.
+        """
+        data = self.encode(event)
         self.hub.counters.delivered(data)
         self.send(data)
 
@@ -224,9 +230,7 @@ class ChatProtocol(LineReceiver):
 
     def _refuse_long_line(self) -> None:
         self.log.debug("{peer}: overlong line dropped", peer=self.peer)
-        self.reply(
-            lineformat.error_line(f"Line too long (over {self._max_line_bytes} bytes); dropped.")
-        )
+        self.reply(Error(f"Line too long (over {self._max_line_bytes} bytes); dropped."))
 
     # States.
 
@@ -240,13 +244,13 @@ class ChatProtocol(LineReceiver):
             return
         accounts = self.hub.accounts
         if accounts is not None and accounts.is_registered(alias):
-            self.reply(lineformat.notice_line(f"{alias} is registered. Password:"))
+            self.reply(Notice(f"{alias} is registered. Password:"))
             self._handle_line = lambda password: self._check_password(alias, password)
             return
         try:
             self.hub.join(self, alias, replay=self._replay)
         except AliasRefused as refusal:
-            self.reply(lineformat.error_line(str(refusal)))
+            self.reply(Error(str(refusal)))
             self.reply(PROMPT)
             return
         self._accepted()
@@ -298,26 +302,26 @@ class ChatProtocol(LineReceiver):
     def _refuse_banned(self, ban: Ban) -> None:
         until = "" if ban.expires_at is None else f" until {utc_stamp(ban.expires_at)}"
         self.log.info("{peer}: refused, banned ({mask})", peer=self.peer, mask=ban.mask)
-        self.reply(lineformat.error_line(f"You are banned from this server{until}: {ban.reason}"))
+        self.reply(Error(f"You are banned from this server{until}: {ban.reason}"))
         self.disconnect("banned")
 
     def _refuse_alias(self, why: str) -> None:
         if self._closing_reason is None:
-            self.reply(lineformat.error_line(why))
+            self.reply(Error(why))
             self.reply(PROMPT)
             self.resumeProducing()
 
     def _command_before_alias(self, words: list[str]) -> None:
         """/quit, and /replay for bots that want no history, work before an alias."""
         if words[0] == "/quit":
-            self.reply(lineformat.notice_line("Goodbye."))
+            self.reply(Notice("Goodbye."))
             self.disconnect("quit before choosing an alias")
         elif words[0] == "/replay" and words[1:] in (["on"], ["off"]):
             self._replay = words[1] == "on"
-            self.reply(lineformat.notice_line(f"History replay is {words[1]}."))
+            self.reply(Notice(f"History replay is {words[1]}."))
             self.reply(PROMPT)
         else:
-            self.reply(lineformat.error_line("Choose an alias first (or /quit, /replay off)."))
+            self.reply(Error("Choose an alias first (or /quit, /replay off)."))
             self.reply(PROMPT)
 
     def _chat(self, text: str) -> None:
@@ -331,7 +335,7 @@ class ChatProtocol(LineReceiver):
     def _alias_timed_out(self) -> None:
         self._alias_timer = None
         seconds = self.factory.config.alias_timeout_seconds
-        self.reply(lineformat.error_line(f"No alias chosen within {seconds:g} seconds; goodbye."))
+        self.reply(Error(f"No alias chosen within {seconds:g} seconds; goodbye."))
         self.log.info("{peer}: alias timeout", peer=self.peer)
         self.hub.counters.disconnects["alias_timeout"] += 1
         self.disconnect("alias timeout")
@@ -345,7 +349,7 @@ class ChatProtocol(LineReceiver):
 
     def _flooding(self, waiting: int) -> None:
         self.reply(
-            lineformat.error_line(
+            Error(
                 f"You are sending too fast: {waiting} lines are waiting."
                 " Slow down or you will be disconnected."
             )
@@ -354,13 +358,13 @@ class ChatProtocol(LineReceiver):
     def _flooded(self) -> None:
         self.log.info("{peer} ({alias}) cut off: excess flood", peer=self.peer, alias=self.alias)
         self.hub.counters.disconnects["flood"] += 1
-        self.reply(lineformat.error_line("Excess flood; goodbye."))
+        self.reply(Error("Excess flood; goodbye."))
         self.disconnect("Excess flood")
 
     def idle_timed_out(self) -> None:
         """Silent past --idle-timeout: say so and go."""
         seconds = self.factory.config.idle_timeout_seconds
-        self.reply(lineformat.error_line(f"Idle for more than {seconds:g} seconds; goodbye."))
+        self.reply(Error(f"Idle for more than {seconds:g} seconds; goodbye."))
         self.log.info("{peer} ({alias}): idle timeout", peer=self.peer, alias=self.alias)
         self.hub.counters.disconnects["idle"] += 1
         self.disconnect("Idle timeout")
@@ -391,7 +395,7 @@ class RefusedConnection(Protocol):
         self.why = why
 
     def connectionMade(self) -> None:
-        self.transport.write(lineformat.error_line(self.why))
+        self.transport.write(lineformat.encode(Error(self.why)))
         self.transport.loseConnection()
 
 
@@ -474,7 +478,7 @@ class ChatFactory(ServerFactory):
         self.hub.close(reason)
         for protocol in list(self.connections):
             if protocol.alias is None:
-                protocol.reply(lineformat.notice_line(reason))
+                protocol.reply(Notice(reason))
             protocol.disconnect("server shutting down")
         if not self.connections:
             return succeed(None)
