@@ -1,0 +1,74 @@
+"""Events as JSON, for the WebSocket front end and the bots that use it.
+
+Each event becomes one JSON object on one line, with a ``type`` and the event's
+fields; a WebSocket message carries one or more of them (everything a room said
+in one reactor turn), one per line. The text in them is already clean (see
+:mod:`chatd.events`); the page that shows them still escapes it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from typing import Any
+
+from chatd.events import (
+    Acted,
+    Departed,
+    Error,
+    Event,
+    History,
+    InRoom,
+    Joined,
+    Left,
+    Notice,
+    Renamed,
+    RoomList,
+    Roster,
+    Said,
+    TopicChanged,
+    Whispered,
+    WhisperSent,
+    Whois,
+)
+
+TYPES: dict[type, str] = {
+    Said: "message",
+    Acted: "action",
+    Whispered: "private",
+    WhisperSent: "private_sent",
+    Joined: "join",
+    Departed: "leave",
+    Left: "leave",
+    Renamed: "nick",
+    InRoom: "room",
+    Roster: "who",
+    RoomList: "rooms",
+    TopicChanged: "topic",
+    Whois: "whois",
+    History: "history",
+    Notice: "notice",
+    Error: "error",
+}
+
+
+def as_json(event: Event) -> dict[str, Any]:
+    """The JSON object for ``event``: its type and its fields."""
+    record: dict[str, Any] = {"type": TYPES[type(event)]}
+    for field in fields(event):  # type: ignore[arg-type]
+        record[field.name] = getattr(event, field.name)
+    if isinstance(event, History):
+        record["entries"] = [
+            {"kind": e.kind, "alias": e.alias, "text": e.text, "at": e.at} for e in event.entries
+        ]
+    elif isinstance(event, RoomList):
+        record["rooms"] = [
+            {"name": name, "members": members, "topic": topic}
+            for name, members, topic in event.rooms
+        ]
+    return record
+
+
+def encode(event: Event) -> bytes:
+    """``event`` as one line of JSON, newline included."""
+    return json.dumps(as_json(event), ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
