@@ -13,6 +13,7 @@ off instead of growing the server without limit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
@@ -391,11 +392,12 @@ def idle_sweep_interval(timeout: float) -> float:
 class RefusedConnection(Protocol):
     """A connection turned away before it starts: one line saying why, then the close."""
 
-    def __init__(self, why: str) -> None:
+    def __init__(self, why: str, encode: Callable[[Event], bytes] = lineformat.encode) -> None:
         self.why = why
+        self.encode = encode
 
     def connectionMade(self) -> None:
-        self.transport.write(lineformat.encode(Error(self.why)))
+        self.transport.write(self.encode(Error(self.why)))
         self.transport.loseConnection()
 
 
@@ -454,12 +456,18 @@ class ChatFactory(ServerFactory):
                 protocol.idle_timed_out()
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
-        host = getattr(addr, "host", None)
-        refusal = self.admission.admit(host)
+        return self.admit(addr, ChatProtocol)
+
+    def admit(self, addr: IAddress, kind: type[ChatProtocol]) -> Protocol:
+        """A ``kind`` session for a connection from ``addr``, or its refusal by a limit.
+
+        Every front end's connections count against the same limits.
+        """
+        refusal = self.admission.admit(getattr(addr, "host", None))
         if refusal is not None:
             self.log.info("refused {peer}: {why}", peer=describe_peer(addr), why=refusal)
-            return RefusedConnection(refusal)
-        return ChatProtocol(self)
+            return RefusedConnection(refusal, kind.encode)
+        return kind(self)
 
     def connection_closed(self, protocol: ChatProtocol) -> None:
         """Forget ``protocol``; completes a shutdown once the last one is gone."""
