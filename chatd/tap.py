@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from twisted.internet import endpoints
 from twisted.logger import ILogObserver
@@ -250,6 +251,13 @@ class Options(ConfigFileOptions):
             "PEM private key for each --port ssl:... that names none.",
         ],
         [
+            "web",
+            None,
+            None,
+            "Serve the chat page and its WebSocket here (e.g. tcp:8080:interface=127.0.0.1).",
+            _endpoint,
+        ],
+        [
             "metrics",
             None,
             None,
@@ -309,6 +317,7 @@ class Options(ConfigFileOptions):
         super().__init__()
         self["ports"] = []
         self["operators"] = {}
+        self["web-origins"] = []
 
     def opt_oper(self, definition: str) -> None:
         """Define an operator as NAME:HASH (HASH from chatd-passwd); repeatable."""
@@ -320,6 +329,17 @@ class Options(ConfigFileOptions):
                 f"invalid --oper {name!r}: give NAME:HASH with an argon2 hash from chatd-passwd"
             )
         self["operators"][name] = password_hash
+
+    def opt_web_origin(self, origin: str) -> None:
+        """Also let pages from this origin (https://chat.example.org) use --web; repeatable."""
+        parts = urlsplit(origin)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.path not in ("", "/")
+        ):
+            raise usage.UsageError(f"invalid --web-origin {origin!r}: give scheme://host[:port]")
+        self["web-origins"].append(origin)
 
     def opt_port(self, port: str) -> None:
         """Listen on a port (on 127.0.0.1) or endpoint (tcp:, ssl:, unix:...); repeatable."""
@@ -420,6 +440,10 @@ def makeService(options: Options) -> ChatService:
             _json_log_observer, twistd_options.get("logfile"), twistd_options.get("nodaemon", True)
         )
     others = []
+    if options["web"]:
+        from chatd.web import web_site  # imports autobahn and twisted.web: only when asked for
+
+        others.append((options["web"], web_site(factory, options["web-origins"])))
     if options["metrics"]:
         from chatd.metrics import metrics_site  # imports twisted.web: only when asked for
 

@@ -388,7 +388,16 @@ def test_example_examples_are_valid_toml() -> None:
 
 
 # Options whose default is "none", which TOML cannot write: the example shows a value.
-NO_DEFAULT = {"oper", "motd", "history-max-age", "metrics", "tls-cert", "tls-key"}
+NO_DEFAULT = {
+    "oper",
+    "motd",
+    "history-max-age",
+    "metrics",
+    "tls-cert",
+    "tls-key",
+    "web",
+    "web-origin",
+}
 
 
 def test_example_first_values_are_the_defaults(tmp_path: Path) -> None:

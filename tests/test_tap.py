@@ -144,3 +144,25 @@ def test_tls_cert_and_key_fill_in_ssl_ports(tmp_path: Path) -> None:
         parse("--tls-cert", str(cert), "--tls-key", str(key))
     with pytest.raises(UsageError, match="invalid --port"):
         parse("--port", "ssl:4443:certKey=/nonexistent.pem:privateKey=/nonexistent.pem")
+
+
+def test_web_and_web_origin() -> None:
+    """--web takes an endpoint; --web-origin whole sites only, repeatable."""
+    options = parse("--web", "8080", "--web-origin", "https://chat.example.org")
+    assert options["web"] == "tcp:8080:interface=127.0.0.1"
+    assert options["web-origins"] == ["https://chat.example.org"]
+    assert parse()["web"] is None
+    for bad in ("chat.example.org", "https://chat.example.org/page", "ftp://x.org"):
+        with pytest.raises(UsageError, match="invalid --web-origin"):
+            parse("--web-origin", bad)
+
+
+def test_web_origin_check() -> None:
+    """The page's own site (as the browser named it) and listed origins only."""
+    from chatd.web import ChatWebSocketFactory
+
+    factory = ChatWebSocketFactory(makeService(parse()).factory, ["https://Chat.Example.org/"])
+    assert factory.origin_allowed("http://127.0.0.1:8080", "127.0.0.1:8080")
+    assert factory.origin_allowed("https://chat.example.org", "10.0.0.1:8080")
+    assert not factory.origin_allowed("http://evil.example", "127.0.0.1:8080")
+    assert not factory.origin_allowed("http://127.0.0.1:9999", "127.0.0.1:8080")

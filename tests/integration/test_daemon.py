@@ -14,8 +14,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.daemon import Daemon, read_until, start_chatd, venv_script
 from tests.tls import make_certificate
+from tests.wsclient import WebSocketClient, WebSocketRefused
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -482,5 +485,40 @@ def test_a_tls_client_chats_with_a_plain_one(tmp_path: Path) -> None:
         assert b"<bob> in the clear\r\n" in read_until(secure, b"<bob> in the clear\r\n")
         assert secure.version() in ("TLSv1.2", "TLSv1.3")
         secure.close()
+    finally:
+        daemon.stop()
+
+
+def test_websocket_clients_and_line_clients_share_a_room(tmp_path: Path) -> None:
+    """--web: a JSON WebSocket client and a telnet-style client chat, with the same rules."""
+    daemon = start_chatd(tmp_path, "--web", "tcp:0:interface=127.0.0.1")
+    try:
+        _, web_port = daemon.wait_for_ports(2)
+        web = WebSocketClient(web_port, origin=f"http://127.0.0.1:{web_port}")
+        assert web.until(lambda e: e["type"] == "notice")["text"].startswith("Welcome to chatd")
+        web.send("bad alias!")
+        assert web.until(lambda e: e["type"] == "error")["text"].startswith("Invalid alias")
+        web.send("webby")
+        welcome = web.until(lambda e: e["type"] == "room")
+        assert welcome["welcome"] == "webby" and welcome["room"] == "#lobby"
+        line = join(daemon, "liner")
+        assert web.until(lambda e: e["type"] == "join") == {
+            "type": "join", "alias": "liner", "room": "#lobby", "present": 2, "came_from": None
+        }  # fmt: skip
+        web.send("hello <b>line</b>\n/me waves")
+        read_until(line, b"<webby> hello <b>line</b>\r\n* webby waves\r\n")
+        line.sendall(b"hi web\n")
+        assert web.until(lambda e: e["type"] == "message") == {
+            "type": "message", "sender": "liner", "text": "hi web"
+        }  # fmt: skip
+        web.send("/who")
+        assert web.until(lambda e: e["type"] == "who")["names"] == ["liner", "webby"]
+        web.close()
+        assert b"*** webby has left" in read_until(line, b"*** webby has left")
+        with pytest.raises(WebSocketRefused, match="403"):
+            WebSocketClient(web_port, origin="http://evil.example")
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=10) as page:
+            assert b"<title>chatd</title>" in page.read()
+            assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     finally:
         daemon.stop()
