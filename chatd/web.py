@@ -11,7 +11,8 @@ are in the same rooms under the same rules, and the same connection limits.
 Browsers send an ``Origin`` header; a page from another site may not open a
 chat session in its visitor's name, so the origin must be this server's own
 (the ``Host`` the browser asked for) or one given with ``--web-origin``. Clients
-that send no origin (bots) are let in.
+that send no origin (bots) are let in; ``null`` (a sandboxed frame, a local file)
+is not, since any site can produce it.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ class ChatWebSocket(WebSocketServerProtocol):
 
     def onConnect(self, request: Any) -> None:
         host = request.headers.get("host", "")  # request.host has lost the port
-        if request.origin not in (None, "null") and not self.factory.origin_allowed(
+        if request.origin not in (None, "") and not self.factory.origin_allowed(
             request.origin, host
         ):
             log.info("refused {origin}: not this site", origin=request.origin)

@@ -100,3 +100,31 @@ def test_browsers_and_a_line_client_chat_and_markup_stays_text(
             line.close()
         finally:
             browser.close()
+
+
+def test_the_page_reconnects_and_takes_its_alias_and_room_back(tmp_path: Path) -> None:
+    """After the server goes away and comes back, the page rejoins as before, by itself."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    web_port = probe.getsockname()[1]
+    probe.close()
+    web = ("--web", f"tcp:{web_port}:interface=127.0.0.1", "--data-dir", str(tmp_path / "data"))
+    daemon = start_chatd(tmp_path, *web)
+    daemon.wait_for_ports(2)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = join_page(browser, f"http://127.0.0.1:{web_port}/", "dora")
+            page.fill("#input", "/join #back")
+            page.press("#input", "Enter")
+            page.get_by_text("You are in #back (1): dora").wait_for()
+            daemon.stop()
+            page.get_by_text("disconnected; reconnecting…").wait_for()
+            daemon = start_chatd(tmp_path, *web)
+            daemon.wait_for_ports(2)
+            page.get_by_text("You are in #lobby (1): dora").nth(1).wait_for(timeout=30_000)
+            page.get_by_text("You are in #back (1): dora").nth(1).wait_for()
+            assert page.inner_text("#status") == "connected"
+        finally:
+            browser.close()
+            daemon.stop()

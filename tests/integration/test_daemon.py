@@ -515,10 +515,37 @@ def test_websocket_clients_and_line_clients_share_a_room(tmp_path: Path) -> None
         assert web.until(lambda e: e["type"] == "who")["names"] == ["liner", "webby"]
         web.close()
         assert b"*** webby has left" in read_until(line, b"*** webby has left")
-        with pytest.raises(WebSocketRefused, match="403"):
-            WebSocketClient(web_port, origin="http://evil.example")
+        for foreign in ("http://evil.example", "null"):
+            with pytest.raises(WebSocketRefused, match="403"):
+                WebSocketClient(web_port, origin=foreign)
         with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=10) as page:
             assert b"<title>chatd</title>" in page.read()
             assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    finally:
+        daemon.stop()
+
+
+def test_websocket_lines_meet_the_line_protocols_limits(tmp_path: Path) -> None:
+    """Over the WebSocket too: an overlong line is refused, a flood is cut off."""
+    daemon = start_chatd(
+        tmp_path,
+        *("--web", "tcp:0:interface=127.0.0.1", "--max-line-bytes", "100"),
+        *("--flood-burst", "2", "--flood-rate", "1", "--flood-queue", "3"),
+    )
+    try:
+        _, web_port = daemon.wait_for_ports(2)
+        web = WebSocketClient(web_port)  # no Origin: a bot
+        web.send("bot")
+        web.until(lambda e: e["type"] == "room")
+        web.send("x" * 101)
+        assert web.until(lambda e: e["type"] == "error")["text"] == (
+            "Line too long (over 100 bytes); dropped."
+        )
+        web.send("\n".join(f"flood {n}" for n in range(10)))
+        assert web.until(lambda e: e["type"] == "error")["text"].startswith(
+            "You are sending too fast"
+        )
+        assert web.until(lambda e: e["type"] == "error")["text"] == "Excess flood; goodbye."
+        wait_for_log(daemon, "(bot) cut off: excess flood")
     finally:
         daemon.stop()
