@@ -516,7 +516,7 @@ def test_websocket_clients_and_line_clients_share_a_room(tmp_path: Path) -> None
         web.close()
         assert b"*** webby has left" in read_until(line, b"*** webby has left")
         for foreign in ("http://evil.example", "null"):
-            with pytest.raises(WebSocketRefused, match="HTTP/1.1 40[03] "):
+            with pytest.raises(WebSocketRefused, match=r"HTTP/1\.1 40[03] "):
                 WebSocketClient(web_port, origin=foreign)
         with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=10) as page:
             assert b"<title>chatd</title>" in page.read()
