@@ -384,6 +384,32 @@ class ChatProtocol(LineReceiver):
         self.transport.abortConnection()
 
 
+class WholeLineSession(ChatProtocol):
+    """A session whose front end hands it whole lines (WebSocket, SSH line editor).
+
+    No byte stream to split and no telnet to filter; lines that come while the
+    session is paused (a password being checked) wait, in order, as LineReceiver's
+    buffer would make them wait.
+    """
+
+    def __init__(self, factory: ChatFactory) -> None:
+        super().__init__(factory)
+        self._held: list[bytes] = []
+
+    def lines_received(self, lines: list[bytes]) -> None:
+        """Handle ``lines`` in order, as far as the session is not paused."""
+        self._held.extend(lines)
+        self._release()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Called with nothing by resumeProducing: go on with the held lines."""
+        self._release()
+
+    def _release(self) -> None:
+        while self._held and not self.paused and self._closing_reason is None:
+            self.lineReceived(self._held.pop(0))
+
+
 def idle_sweep_interval(timeout: float) -> float:
     """How often idle connections are looked for: a quarter of the timeout, 1 to 30 s."""
     return max(1.0, min(timeout / 4, 30.0))

@@ -35,7 +35,7 @@ from twisted.web.static import File
 
 from chatd import jsonformat
 from chatd.events import Error
-from chatd.protocol import ChatFactory, ChatProtocol
+from chatd.protocol import ChatFactory, WholeLineSession
 
 # A message may carry a paste of several lines; each is still held to --max-line-bytes.
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -47,28 +47,14 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-class WebSession(ChatProtocol):
+class WebSession(WholeLineSession):
     """A chat session fed by WebSocket messages and answering in JSON."""
 
     encode = staticmethod(jsonformat.encode)
 
-    def __init__(self, factory: ChatFactory) -> None:
-        super().__init__(factory)
-        # Lines received while the session is paused (a password being checked).
-        self._held: list[bytes] = []
-
     def feed(self, payload: bytes) -> None:
         """Handle each line of a text message as a line of the chat protocol, in order."""
-        self._held.extend(payload.removesuffix(b"\n").split(b"\n"))
-        self._release()
-
-    def dataReceived(self, data: bytes) -> None:
-        """Called with nothing by resumeProducing: go on with the held lines."""
-        self._release()
-
-    def _release(self) -> None:
-        while self._held and not self.paused and self._closing_reason is None:
-            self.lineReceived(self._held.pop(0))
+        self.lines_received(payload.removesuffix(b"\n").split(b"\n"))
 
 
 class WebSocketTransport:
