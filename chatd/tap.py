@@ -258,6 +258,13 @@ class Options(ConfigFileOptions):
             _endpoint,
         ],
         [
+            "ssh",
+            None,
+            None,
+            "Let ssh users in here (e.g. tcp:2222:interface=127.0.0.1); user name = alias.",
+            _endpoint,
+        ],
+        [
             "metrics",
             None,
             None,
@@ -444,6 +451,10 @@ def makeService(options: Options) -> ChatService:
         from chatd.web import web_site  # imports autobahn and twisted.web: only when asked for
 
         others.append((options["web"], web_site(factory, options["web-origins"])))
+    if options["ssh"]:
+        from chatd.ssh import ssh_factory  # imports twisted.conch: only when asked for
+
+        others.append((options["ssh"], ssh_factory(factory, Path(options["data-dir"]))))
     if options["metrics"]:
         from chatd.metrics import metrics_site  # imports twisted.web: only when asked for
 

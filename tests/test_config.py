@@ -397,6 +397,7 @@ NO_DEFAULT = {
     "tls-key",
     "web",
     "web-origin",
+    "ssh",
 }
 
 

@@ -1,0 +1,103 @@
+"""End-to-end: the real OpenSSH client, in a pseudo-terminal, chats through --ssh."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import select
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.daemon import read_until, start_chatd
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("ssh") is None or shutil.which("ssh-keygen") is None,
+    reason="the OpenSSH client is not installed",
+)
+
+
+class Terminal:
+    """``ssh`` running in a pseudo-terminal, as a person would run it."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child
+            os.execvp(command[0], command)
+        self.output = b""
+
+    def expect(self, wanted: bytes, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while wanted not in self.output:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{wanted!r} not seen; got {self.output!r}")
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if ready:
+                try:
+                    self.output += os.read(self.fd, 65536)
+                except OSError:  # the child is gone
+                    raise EOFError(f"{wanted!r} not seen; got {self.output!r}") from None
+
+    def type(self, text: bytes) -> None:
+        os.write(self.fd, text)
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
+def test_an_ssh_user_and_a_line_user_chat(tmp_path: Path) -> None:
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    data = tmp_path / "data"
+    options = ("--ssh", "tcp:0:interface=127.0.0.1", "--data-dir", str(data))
+    daemon = start_chatd(tmp_path, *options)
+    terminal = None
+    try:
+        _, ssh_port = daemon.wait_for_ports(2)
+        ssh_command = [
+            "ssh",
+            *("-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={tmp_path}/hosts"),
+            *("-o", "BatchMode=yes", "-i", str(key), "-p", str(ssh_port)),
+            "sally@127.0.0.1",
+        ]
+        terminal = Terminal(ssh_command)
+        terminal.expect(b"*** Welcome, sally! You are in #lobby (1): sally")
+        line = daemon.connect()
+        read_until(line, b"Choose an alias")
+        line.sendall(b"liner\n")
+        read_until(line, b"Type /help for commands.\r\n")
+        terminal.expect(b"*** liner has joined #lobby (2 here)")
+        terminal.type(b"hello li")  # half a line typed when a message arrives...
+        time.sleep(0.3)
+        line.sendall(b"hi sally\n")
+        terminal.expect(b"<liner> hi sally")
+        terminal.type(b"ne\r")  # ...and the line is still whole
+        read_until(line, b"<sally> hello line\r\n")
+        terminal.type(b"\x04")  # Ctrl-D quits
+        read_until(line, b"*** sally has left (Quit)\r\n")
+        terminal.close()
+        terminal = Terminal([*ssh_command[:-1], "tom@127.0.0.1"])
+        terminal.expect(b"*** Welcome, tom!")
+        terminal.close()  # the ssh process killed: the departure is announced all the same
+        read_until(line, b"*** tom has left (Connection closed)\r\n")
+        terminal = None
+        host_key = (data / "ssh_host_ed25519_key").read_bytes()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(5) == 0
+    finally:
+        if terminal is not None:
+            terminal.close()
+        daemon.stop()
+    daemon = start_chatd(tmp_path, *options)  # the host key is made once, then reused
+    daemon.stop()
+    assert (data / "ssh_host_ed25519_key").read_bytes() == host_key
+    assert oct((data / "ssh_host_ed25519_key").stat().st_mode & 0o777) == "0o600"
