@@ -33,6 +33,7 @@ from twisted.conch.manhole_ssh import (
     TerminalUser,
 )
 from twisted.conch.ssh import keys
+from twisted.conch.ssh.session import SSHSession
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ISSHPrivateKey
 from twisted.cred.error import UnauthorizedLogin
@@ -57,12 +58,36 @@ class SSHChatSession(WholeLineSession):
     encode = staticmethod(lineformat.encode)
 
 
+class FlowControlledChannel(SSHSession):
+    """An SSH session channel that passes the client's window on to the chat's send queue.
+
+    conch buffers without limit what a channel is asked to write past the
+    client's window, and only hints (stopWriting/startWriting) when the window
+    closes and opens. Passing the hints on as pause/resume makes the session's
+    send queue (--sendq-bytes) hold the backlog, and cut off an SSH user who
+    stops reading as it does on every other front end.
+    """
+
+    producer: IPushProducer | None = None
+
+    def stopWriting(self) -> None:
+        if self.producer is not None:
+            self.producer.pauseProducing()
+
+    def startWriting(self) -> None:
+        if self.producer is not None:
+            self.producer.resumeProducing()
+
+
 class TerminalOutput:
     """What the session writes to: the terminal, above the line being typed."""
 
-    def __init__(self, terminal: ChatTerminal, peer: IAddress) -> None:
+    def __init__(
+        self, terminal: ChatTerminal, peer: IAddress, channel: FlowControlledChannel
+    ) -> None:
         self._terminal = terminal
         self._peer = peer
+        self._channel = channel
         self.disconnecting = False
 
     def write(self, data: bytes) -> None:
@@ -72,10 +97,10 @@ class TerminalOutput:
         return self._peer
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self._terminal.producer = producer
+        self._channel.producer = producer
 
     def unregisterProducer(self) -> None:
-        self._terminal.producer = None
+        self._channel.producer = None
 
     def pauseProducing(self) -> None:
         """Nothing to pause: the line editor hands over lines one at a time."""
@@ -96,13 +121,15 @@ class ChatTerminal(recvline.HistoricRecvLine):
 
     ps = (b"> ", b"> ")
 
-    def __init__(self, chat: ChatFactory, alias: str, peer: IAddress) -> None:
+    def __init__(
+        self, chat: ChatFactory, alias: str, peer: IAddress, channel: FlowControlledChannel
+    ) -> None:
         super().__init__()
         self._chat = chat
         self._alias = alias
         self._peer = peer
+        self._channel = channel
         self.session: Any = None
-        self.producer: IPushProducer | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -114,7 +141,7 @@ class ChatTerminal(recvline.HistoricRecvLine):
             self.terminal.loseConnection()
             return
         self.session = session
-        session.makeConnection(TerminalOutput(self, self._peer))
+        session.makeConnection(TerminalOutput(self, self._peer, self._channel))
         session.lines_received([self._alias.encode("utf-8", "replace")])
 
     def show(self, data: bytes) -> None:
@@ -154,7 +181,9 @@ class ChatTerminalSession(TerminalSession):
         user = IConchUser(self.original)
         peer = proto.session.conn.transport.transport.getPeer()
         alias = user.avatarId.decode("utf-8", "replace")
-        self._terminal = insults.ServerProtocol(ChatTerminal, self.chat, alias, peer)
+        self._terminal = insults.ServerProtocol(
+            ChatTerminal, self.chat, alias, peer, proto.session
+        )
         TerminalSessionTransport(proto, self._terminal, user, self.width, self.height)
 
     def eofReceived(self) -> None:
@@ -177,6 +206,7 @@ class ChatUser(TerminalUser):
     def __init__(self, original: Any, avatarId: bytes) -> None:
         super().__init__(original, avatarId)
         self.avatarId = avatarId
+        self.channelLookup[b"session"] = FlowControlledChannel
 
 
 class ChatRealm(TerminalRealm):

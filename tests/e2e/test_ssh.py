@@ -59,7 +59,8 @@ def test_an_ssh_user_and_a_line_user_chat(tmp_path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     data = tmp_path / "data"
     options = ("--ssh", "tcp:0:interface=127.0.0.1", "--data-dir", str(data))
-    daemon = start_chatd(tmp_path, *options)
+    limits = ("--sendq-bytes", "65536", "--flood-rate", "0")
+    daemon = start_chatd(tmp_path, *options, *limits)
     terminal = None
     try:
         _, ssh_port = daemon.wait_for_ports(2)
@@ -89,6 +90,16 @@ def test_an_ssh_user_and_a_line_user_chat(tmp_path: Path) -> None:
         terminal.expect(b"*** Welcome, tom!")
         terminal.close()  # the ssh process killed: the departure is announced all the same
         read_until(line, b"*** tom has left (Connection closed)\r\n")
+        terminal = Terminal([*ssh_command[:-1], "stalled@127.0.0.1"])
+        terminal.expect(b"*** Welcome, stalled!")  # and from now on nobody reads its screen
+        payload = b"x" * 200
+        for batch in range(100):  # 4 MB: past what the pty, ssh and TCP hold
+            line.sendall(b"".join(b"%d %s\n" % (batch * 100 + n, payload) for n in range(100)))
+            time.sleep(0.01)
+        assert b"*** stalled has left (Send queue exceeded)\r\n" in read_until(
+            line, b"*** stalled has left (Send queue exceeded)\r\n", timeout=30
+        )
+        terminal.close()
         terminal = None
         host_key = (data / "ssh_host_ed25519_key").read_bytes()
         daemon.signal(signal.SIGTERM)
