@@ -121,6 +121,37 @@ class Accounts:
         self.log.info("{alias} changed their password", alias=alias)
         return True
 
+    async def add_ssh_key(self, alias: str, public_key: str) -> tuple[str, bool]:
+        """Bind an OpenSSH public key line to registered ``alias``.
+
+        Returns the key's fingerprint and whether it was new. Raises
+        SSHKeyRefused for text that is not a public key.
+        """
+        fingerprint, line = parse_ssh_key(public_key)
+        added = await self._store.add_ssh_key(alias, fingerprint, line)
+        if added:
+            self.log.info(
+                "{alias} bound SSH key {fingerprint}", alias=alias, fingerprint=fingerprint
+            )
+        return fingerprint, added
+
+    async def remove_ssh_key(self, alias: str, fingerprint: str) -> bool:
+        """Unbind the key with ``fingerprint``; False if it was not bound to ``alias``."""
+        return await self._store.remove_ssh_key(alias, fingerprint)
+
+    async def ssh_keys(self, alias: str) -> list[tuple[str, str]]:
+        """The (fingerprint, key line) pairs bound to ``alias``."""
+        return await self._store.ssh_keys(alias)
+
+    async def key_login(self, alias: str, public_key: str) -> Account | None:
+        """The account of ``alias`` if ``public_key`` (already proven held) is bound to it."""
+        if not self.is_registered(alias):
+            return None
+        fingerprint, _ = parse_ssh_key(public_key)
+        if fingerprint not in {bound for bound, _ in await self._store.ssh_keys(alias)}:
+            return None
+        return await self._store.get_account(alias)
+
     async def save_ignores(self, alias: str, ignores: Iterable[str]) -> None:
         """Keep the ignore list of a registered alias for its next session."""
         if self.is_registered(alias):
@@ -132,3 +163,23 @@ class Accounts:
         if password_hash is None:
             return False
         return await self._passwords.verify_password(password_hash, password)
+
+
+class SSHKeyRefused(ValueError):
+    """Text given as an SSH public key is not one."""
+
+
+def parse_ssh_key(text: str) -> tuple[str, str]:
+    """The SHA256 fingerprint (as OpenSSH shows it) and the canonical line of a public key."""
+    from twisted.conch.ssh.keys import BadKeyError, FingerprintFormats, Key
+
+    try:
+        key = Key.fromString(text.strip().encode())
+    except (BadKeyError, ValueError, IndexError) as problem:
+        raise SSHKeyRefused(
+            "That is not an SSH public key (paste a line of id_ed25519.pub)."
+        ) from problem
+    if not key.isPublic():
+        raise SSHKeyRefused("That is a private key: keep it secret, and give the .pub line.")
+    fingerprint = key.fingerprint(FingerprintFormats.SHA256_BASE64)
+    return f"SHA256:{fingerprint.rstrip('=')}", key.toString("openssh").decode()

@@ -14,7 +14,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS, PasswordRefused
+from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS, PasswordRefused, SSHKeyRefused
 from chatd.events import Error, Notice
 from chatd.hub import HISTORY_KEPT, Hub, Member
 from chatd.text import AliasRefused, RoomRefused, clean_text, parse_duration
@@ -209,6 +209,40 @@ async def _change_password(hub: Hub, accounts: Any, member: Member, old: str, ne
         hub.tell(member, Error("Wrong password."))
 
 
+def _sshkey(hub: Hub, member: Member, args: str) -> None:
+    action, _, rest = args.strip().partition(" ")
+    if action not in ("add", "list", "remove") or (action != "list") != bool(rest.strip()):
+        _usage(hub, member, "sshkey")
+    elif (accounts := _accounts_or_error(hub, member)) is not None:
+        if not hub.is_registered(member):
+            hub.tell(member, Error("Your alias is not registered (see /register)."))
+            return
+        _in_background(hub, member, _change_ssh_keys(hub, accounts, member, action, rest.strip()))
+
+
+async def _change_ssh_keys(
+    hub: Hub, accounts: Any, member: Member, action: str, argument: str
+) -> None:
+    alias = member.alias
+    if action == "add":
+        try:
+            fingerprint, added = await accounts.add_ssh_key(alias, argument)
+        except SSHKeyRefused as refusal:
+            hub.tell(member, Error(str(refusal)))
+            return
+        state = "now logs you in" if added else "was bound already; it logs you in"
+        hub.tell(member, Notice(f"SSH key {fingerprint} {state} as {alias}, no password asked."))
+    elif action == "remove":
+        if await accounts.remove_ssh_key(alias, argument):
+            hub.tell(member, Notice(f"SSH key {argument} no longer logs you in."))
+        else:
+            hub.tell(member, Error(f"No SSH key {argument} is bound to {alias}."))
+    else:
+        bound = await accounts.ssh_keys(alias)
+        lines = [f"{fingerprint} {line.split()[0]}" for fingerprint, line in bound]
+        hub.tell(member, Notice("\n".join([f"SSH keys of {alias}: {len(lines)}", *lines])))
+
+
 def _oper(hub: Hub, member: Member, args: str) -> None:
     if len(args.split()) != 2:
         _usage(hub, member, "oper")
@@ -332,6 +366,11 @@ COMMANDS: dict[str, Command] = {
         "/register PASSWORD", "make your alias yours: it will take PASSWORD to use", _register
     ),
     "password": Command("/password OLD NEW", "change the password of your alias", _password),
+    "sshkey": Command(
+        "/sshkey add KEY | list | remove FINGERPRINT",
+        "bind an SSH public key to your registered alias, to log in by key",
+        _sshkey,
+    ),
     "oper": Command("/oper NAME PASSWORD", "become an operator", _oper),
     "whois": Command("/whois ALIAS", "where ALIAS is, for how long, idle time, away", _whois),
     "away": Command("/away [TEXT]", "mark yourself away with TEXT, or back without", _away),

@@ -33,7 +33,7 @@ from chatd.events import Error, Event, Notice
 from chatd.flood import FloodGate, FloodLimits
 from chatd.hub import Hub
 from chatd.sendqueue import BoundedSender
-from chatd.store import Ban
+from chatd.store import Account, Ban
 from chatd.telnet import TelnetFilter
 from chatd.text import ALIAS_RULE, AliasRefused, decode_line, utc_stamp
 
@@ -284,8 +284,19 @@ class ChatProtocol(LineReceiver):
             self.log.info("{peer}: wrong password for {alias}", peer=self.peer, alias=alias)
             self._refuse_alias(f"Wrong password for {alias}.")
             return
+        if self._enter_registered(alias, account):
+            self.resumeProducing()
+
+    def log_in_by_key(self, alias: str, account: Account) -> None:
+        """Take registered ``alias`` without its password: a front end proved the owner
+        holds a key bound to it (an SSH public key, see /sshkey)."""
+        if self._handle_line == self._negotiate_alias:
+            self._enter_registered(alias, account)
+
+    def _enter_registered(self, alias: str, account: Account) -> bool:
+        """Join as registered ``alias``; False if refused (the refusal resumed reading)."""
         if self._closing_reason is not None:
-            return
+            return False
         ghost = self.hub.member_named(alias)
         if ghost is not None:
             # The owner is back while an old connection of theirs still hangs.
@@ -295,10 +306,10 @@ class ChatProtocol(LineReceiver):
             self.hub.join(self, alias, registered=True, replay=self._replay)
         except AliasRefused as refusal:
             self._refuse_alias(str(refusal))
-            return
+            return False
         self.hub.restore_ignores(self, account.ignores)
         self._accepted()
-        self.resumeProducing()
+        return True
 
     def _refuse_banned(self, ban: Ban) -> None:
         until = "" if ban.expires_at is None else f" until {utc_stamp(ban.expires_at)}"

@@ -16,6 +16,7 @@ data directory, and reused, so clients can pin it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,10 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ISSHPrivateKey
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -50,6 +52,7 @@ from chatd.protocol import ChatFactory, WholeLineSession
 
 HOST_KEY_FILE = "ssh_host_ed25519_key"
 CTRL_C, CTRL_D = b"\x03", b"\x04"
+log = Logger(namespace="chatd.ssh")
 
 
 class SSHChatSession(WholeLineSession):
@@ -122,11 +125,11 @@ class ChatTerminal(recvline.HistoricRecvLine):
     ps = (b"> ", b"> ")
 
     def __init__(
-        self, chat: ChatFactory, alias: str, peer: IAddress, channel: FlowControlledChannel
+        self, chat: ChatFactory, login: KeyLogin, peer: IAddress, channel: FlowControlledChannel
     ) -> None:
         super().__init__()
         self._chat = chat
-        self._alias = alias
+        self._login = login
         self._peer = peer
         self._channel = channel
         self.session: Any = None
@@ -142,7 +145,20 @@ class ChatTerminal(recvline.HistoricRecvLine):
             return
         self.session = session
         session.makeConnection(TerminalOutput(self, self._peer, self._channel))
-        session.lines_received([self._alias.encode("utf-8", "replace")])
+        ensureDeferred(self._take_alias(session)).addErrback(
+            log.failure, "SSH login of {alias}", alias=self._login.alias
+        )
+
+    async def _take_alias(self, session: SSHChatSession) -> None:
+        """By key if the key is bound to the (registered) alias, else as if typed."""
+        accounts = self._chat.hub.accounts
+        alias, key = self._login.alias, self._login.public_key
+        if accounts is not None and accounts.is_registered(alias):
+            account = await accounts.key_login(alias, key)
+            if account is not None:
+                session.log_in_by_key(alias, account)
+                return
+        session.lines_received([alias.encode("utf-8", "replace")])
 
     def show(self, data: bytes) -> None:
         """Write server lines above the input line, then draw the input line again."""
@@ -172,7 +188,7 @@ class ChatTerminal(recvline.HistoricRecvLine):
 
 
 class ChatTerminalSession(TerminalSession):
-    """Opens a ChatTerminal for the avatar's alias, knowing where it connects from."""
+    """Opens a ChatTerminal for the avatar's login, knowing where it connects from."""
 
     chat: ChatFactory
     _terminal: insults.ServerProtocol | None = None
@@ -180,9 +196,8 @@ class ChatTerminalSession(TerminalSession):
     def openShell(self, proto: Any) -> None:
         user = IConchUser(self.original)
         peer = proto.session.conn.transport.transport.getPeer()
-        alias = user.avatarId.decode("utf-8", "replace")
         self._terminal = insults.ServerProtocol(
-            ChatTerminal, self.chat, alias, peer, proto.session
+            ChatTerminal, self.chat, user.login, peer, proto.session
         )
         TerminalSessionTransport(proto, self._terminal, user, self.width, self.height)
 
@@ -203,9 +218,9 @@ class ChatTerminalSession(TerminalSession):
 
 
 class ChatUser(TerminalUser):
-    def __init__(self, original: Any, avatarId: bytes) -> None:
-        super().__init__(original, avatarId)
-        self.avatarId = avatarId
+    def __init__(self, original: Any, login: KeyLogin) -> None:
+        super().__init__(original, login)
+        self.login = login
         self.channelLookup[b"session"] = FlowControlledChannel
 
 
@@ -217,24 +232,34 @@ class ChatRealm(TerminalRealm):
         super().__init__()
         self._chat = chat
 
-    def _getAvatar(self, avatarId: bytes) -> Any:
+    def _getAvatar(self, avatarId: KeyLogin) -> Any:
         user = super()._getAvatar(avatarId)
         session = ISession(user.original)
         session.chat = self._chat
         return user
 
 
+@dataclass(frozen=True)
+class KeyLogin:
+    """Who logged in: the alias asked for, and the public key proven held (OpenSSH line)."""
+
+    alias: str
+    public_key: str
+
+
 @implementer(ICredentialsChecker)
-class GuestKeyChecker:
+class AnyKeyChecker:
     """Any public key, once the client proves it holds the private half.
 
-    The key says nothing about the alias (the chat checks that); asking for one
-    keeps password guessing off the SSH layer, and every OpenSSH client has one.
+    The key is a guest's ticket: it says nothing about the alias, unless its
+    owner bound it to a registered alias with /sshkey, which the terminal checks.
+    Asking for a key keeps password guessing off the SSH layer, and every
+    OpenSSH client has one.
     """
 
     credentialInterfaces = (ISSHPrivateKey,)
 
-    def requestAvatarId(self, credentials: Any) -> Deferred[bytes]:
+    def requestAvatarId(self, credentials: Any) -> Deferred[KeyLogin]:
         if not credentials.signature:
             return fail(ValidPublicKey())  # asks the client to sign
         try:
@@ -244,7 +269,8 @@ class GuestKeyChecker:
             signed = False
         if not signed:
             return fail(UnauthorizedLogin("bad key signature"))
-        return succeed(credentials.username)
+        alias = credentials.username.decode("utf-8", "replace")
+        return succeed(KeyLogin(alias, key.toString("openssh").decode()))
 
 
 def host_key(data_dir: Path) -> keys.Key:
@@ -264,7 +290,7 @@ def host_key(data_dir: Path) -> keys.Key:
 
 def ssh_factory(chat: ChatFactory, data_dir: Path) -> ConchFactory:
     """The SSH server: guests by any public key, a terminal each, the host key kept."""
-    portal = Portal(ChatRealm(chat), [GuestKeyChecker()])
+    portal = Portal(ChatRealm(chat), [AnyKeyChecker()])
     factory = ConchFactory(portal)
     key = host_key(data_dir)
     factory.publicKeys = {key.sshType(): key.public()}

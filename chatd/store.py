@@ -200,6 +200,19 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    (
+        # SSH public keys that log their owner in as a registered alias (/sshkey).
+        """
+        CREATE TABLE ssh_keys (
+            account_key TEXT NOT NULL
+                REFERENCES accounts (alias_key) ON DELETE CASCADE ON UPDATE CASCADE,
+            fingerprint TEXT NOT NULL,
+            public_key TEXT NOT NULL,
+            added_at REAL NOT NULL,
+            PRIMARY KEY (account_key, fingerprint)
+        )
+        """,
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -397,6 +410,29 @@ class _Database:
             "UPDATE accounts SET password_hash = ? WHERE alias_key = ?", (password_hash, key)
         )
         return cursor.rowcount == 1
+
+    def add_ssh_key(self, key: str, fingerprint: str, public_key: str, added_at: float) -> bool:
+        """Bind an SSH key to the account; False if it was bound already."""
+        cursor = self._db.execute(
+            "INSERT INTO ssh_keys (account_key, fingerprint, public_key, added_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (key, fingerprint, public_key, added_at),
+        )
+        return cursor.rowcount == 1
+
+    def remove_ssh_key(self, key: str, fingerprint: str) -> bool:
+        """Unbind an SSH key; False if it was not bound."""
+        cursor = self._db.execute(
+            "DELETE FROM ssh_keys WHERE account_key = ? AND fingerprint = ?", (key, fingerprint)
+        )
+        return cursor.rowcount == 1
+
+    def ssh_keys(self, key: str) -> list[tuple[str, str]]:
+        """The (fingerprint, public key) pairs bound to the account, oldest first."""
+        return self._db.execute(
+            "SELECT fingerprint, public_key FROM ssh_keys WHERE account_key = ? ORDER BY added_at",
+            (key,),
+        ).fetchall()
 
     def set_ignores(self, key: str, ignores: tuple[str, ...]) -> None:
         """Replace the account's ignore list, keeping its order."""
@@ -832,6 +868,25 @@ class Store:
         return self._call(
             "set_password_hash", self._db.set_password_hash, alias_key(alias), new_hash
         )
+
+    def add_ssh_key(self, alias: str, fingerprint: str, public_key: str) -> Deferred[bool]:
+        """Bind an SSH key to registered ``alias``; False if bound already."""
+        return self._call(
+            "add_ssh_key",
+            self._db.add_ssh_key,
+            alias_key(alias),
+            fingerprint,
+            public_key,
+            self._clock.seconds(),
+        )
+
+    def remove_ssh_key(self, alias: str, fingerprint: str) -> Deferred[bool]:
+        """Unbind the SSH key with ``fingerprint`` from ``alias``; False if it was not bound."""
+        return self._call("remove_ssh_key", self._db.remove_ssh_key, alias_key(alias), fingerprint)
+
+    def ssh_keys(self, alias: str) -> Deferred[list[tuple[str, str]]]:
+        """The (fingerprint, public key) pairs bound to ``alias``."""
+        return self._call("ssh_keys", self._db.ssh_keys, alias_key(alias))
 
     def set_ignores(self, alias: str, ignores: Iterable[str]) -> Deferred[None]:
         """Replace the ignore list of ``alias``; fails with NoSuchAccount if unregistered."""

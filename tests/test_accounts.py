@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 
-from chatd.accounts import Accounts, PasswordRefused, check_new_password
+from chatd.accounts import Accounts, PasswordRefused, check_new_password, parse_ssh_key
 from chatd.hub import Hub
 from chatd.store import Store, run_synchronously
 from tests.test_protocol import Client, Server
+
+T = TypeVar("T")
 
 
 class FakePasswords:
@@ -306,3 +309,65 @@ def test_motd_shown_at_login_and_set_by_operators(server: AccountServer) -> None
     assert alice.lines() == ["*** Message of the day:", "*** Be nice"]
     oper.type("/motd -\n")
     assert oper.lines() == ["*** Message of the day:", "*** From the file"]
+
+
+def result(d: Deferred[T]) -> T:
+    """The result of a Deferred that has fired (the store here runs synchronously)."""
+    outcome: list[T] = []
+    d.addCallback(outcome.append)
+    assert outcome, "the Deferred has not fired"
+    return outcome[0]
+
+
+def public_key_line() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
+
+
+def test_sshkey_add_list_remove(server: AccountServer) -> None:
+    """A registered alias binds, lists and unbinds SSH keys; others may not; junk is refused."""
+    alice = register(server, "alice", "correct-horse")
+    line = public_key_line()
+    fingerprint, _ = parse_ssh_key(line)
+    alice.type(f"/sshkey add {line} alice@laptop\n")
+    assert alice.lines() == [
+        f"*** SSH key {fingerprint} now logs you in as alice, no password asked."
+    ]
+    alice.type("/sshkey list\n")
+    assert alice.lines() == ["*** SSH keys of alice: 1", f"*** {fingerprint} ssh-ed25519"]
+    alice.type("/sshkey add not a key\n/sshkey\n")
+    assert alice.lines() == [
+        "!!! That is not an SSH public key (paste a line of id_ed25519.pub).",
+        "!!! Usage: /sshkey add KEY | list | remove FINGERPRINT",
+    ]
+    alice.type(f"/sshkey remove {fingerprint}\n/sshkey remove {fingerprint}\n")
+    assert alice.lines() == [
+        f"*** SSH key {fingerprint} no longer logs you in.",
+        f"!!! No SSH key {fingerprint} is bound to alice.",
+    ]
+    (bob,) = server.join("bob")
+    bob.type(f"/sshkey add {line}\n")
+    assert bob.lines() == ["!!! Your alias is not registered (see /register)."]
+
+
+def test_a_bound_key_logs_in_without_the_password(server: AccountServer) -> None:
+    """key_login finds the account for a bound key only; log_in_by_key then joins registered."""
+    alice = register(server, "alice", "correct-horse")
+    line = public_key_line()
+    alice.type(f"/sshkey add {line}\n/quit\n")
+    alice.finish_close()
+    accounts = server.hub.accounts
+    assert accounts is not None
+    assert result(ensureDeferred(accounts.key_login("alice", public_key_line()))) is None
+    account = result(ensureDeferred(accounts.key_login("ALICE", line)))
+    assert account is not None and account.alias == "alice"
+    newcomer = server.connect()
+    newcomer.lines()
+    newcomer.protocol.log_in_by_key("alice", account)
+    assert newcomer.lines()[0] == "*** Welcome, alice! You are in #lobby (1): alice"
+    assert server.hub.is_registered(newcomer.protocol)

@@ -112,3 +112,51 @@ def test_an_ssh_user_and_a_line_user_chat(tmp_path: Path) -> None:
     daemon.stop()
     assert (data / "ssh_host_ed25519_key").read_bytes() == host_key
     assert oct((data / "ssh_host_ed25519_key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_key_bound_with_sshkey_logs_its_owner_in_without_the_password(
+    tmp_path: Path,
+) -> None:
+    keys = {}
+    for name in ("bound", "other"):
+        keys[name] = tmp_path / f"id_{name}"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys[name])], check=True
+        )
+    daemon = start_chatd(tmp_path, "--ssh", "tcp:0:interface=127.0.0.1")
+    terminals = []
+    try:
+        _, ssh_port = daemon.wait_for_ports(2)
+        owner = daemon.connect()
+        read_until(owner, b"Choose an alias")
+        owner.sendall(b"rita\n/register rita-secret-pass\n")
+        read_until(owner, b"*** Registered rita")
+        public_key = (tmp_path / "id_bound.pub").read_bytes().strip()
+        owner.sendall(b"/sshkey add " + public_key + b"\n")
+        read_until(owner, b"no password asked.\r\n")
+        owner.sendall(b"/quit\n")
+        read_until(owner, b"*** Goodbye.\r\n")
+
+        def ssh_as_rita(key: Path) -> Terminal:
+            terminal = Terminal(
+                [
+                    "ssh",
+                    *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"),
+                    *("-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(key)),
+                    *("-p", str(ssh_port), "rita@127.0.0.1"),
+                ]
+            )
+            terminals.append(terminal)
+            return terminal
+
+        by_key = ssh_as_rita(keys["bound"])
+        by_key.expect(b"*** Welcome, rita! You are in #lobby (1): rita")
+        assert b"Password" not in by_key.output
+        by_key.type(b"\x04")
+        time.sleep(0.5)
+        stranger = ssh_as_rita(keys["other"])
+        stranger.expect(b"*** rita is registered. Password:")
+    finally:
+        for terminal in terminals:
+            terminal.close()
+        daemon.stop()
