@@ -287,9 +287,9 @@ class ChatProtocol(LineReceiver):
         if self._enter_registered(alias, account):
             self.resumeProducing()
 
-    def log_in_by_key(self, alias: str, account: Account) -> None:
-        """Take registered ``alias`` without its password: a front end proved the owner
-        holds a key bound to it (an SSH public key, see /sshkey)."""
+    def log_in_verified(self, alias: str, account: Account) -> None:
+        """Take registered ``alias`` without asking: its front end has checked already
+        (an SSH key bound with /sshkey, or the password at the SSH prompt)."""
         if self._handle_line == self._negotiate_alias:
             self._enter_registered(alias, account)
 

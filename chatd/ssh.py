@@ -8,10 +8,11 @@ rooms are those of every other front end. The terminal has a line editor
 (``twisted.conch.recvline``): incoming lines are written above the line being
 typed, which is then drawn again, so typing is never interrupted.
 
-Anyone may connect as a guest with any public key (every OpenSSH client has
-one; the key proves nothing about the alias, which is why registered aliases
-still ask for their password). The host key is made on first start, in the
-data directory, and reused, so clients can pin it.
+Guests get in with any public key, or with any password. The owner of a
+registered alias gets in with a key bound to it (``/sshkey``) or with its
+password at the SSH prompt; any other key for a registered alias leads to the
+chat's own password prompt. The host key is made on first start, in the data
+directory, and reused, so clients can pin it.
 """
 
 from __future__ import annotations
@@ -36,19 +37,22 @@ from twisted.conch.manhole_ssh import (
 from twisted.conch.ssh import keys
 from twisted.conch.ssh.session import SSHSession
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import ISSHPrivateKey
+from twisted.cred.credentials import ISSHPrivateKey, IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd import lineformat
+from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
 from chatd.events import Error
 from chatd.protocol import ChatFactory, WholeLineSession
+from chatd.store import Account
 
 HOST_KEY_FILE = "ssh_host_ed25519_key"
 CTRL_C, CTRL_D = b"\x03", b"\x04"
@@ -125,7 +129,7 @@ class ChatTerminal(recvline.HistoricRecvLine):
     ps = (b"> ", b"> ")
 
     def __init__(
-        self, chat: ChatFactory, login: KeyLogin, peer: IAddress, channel: FlowControlledChannel
+        self, chat: ChatFactory, login: SSHLogin, peer: IAddress, channel: FlowControlledChannel
     ) -> None:
         super().__init__()
         self._chat = chat
@@ -150,15 +154,17 @@ class ChatTerminal(recvline.HistoricRecvLine):
         )
 
     async def _take_alias(self, session: SSHChatSession) -> None:
-        """By key if the key is bound to the (registered) alias, else as if typed."""
+        """Straight in if SSH proved the alias is theirs (its password, or a key bound
+        to it with /sshkey); else as if the alias were typed at the prompt."""
         accounts = self._chat.hub.accounts
-        alias, key = self._login.alias, self._login.public_key
-        if accounts is not None and accounts.is_registered(alias):
+        alias, account = self._login.alias, self._login.account
+        key = self._login.public_key
+        if account is None and key is not None and accounts is not None:
             account = await accounts.key_login(alias, key)
-            if account is not None:
-                session.log_in_by_key(alias, account)
-                return
-        session.lines_received([alias.encode("utf-8", "replace")])
+        if account is not None:
+            session.log_in_verified(alias, account)
+        else:
+            session.lines_received([alias.encode("utf-8", "replace")])
 
     def show(self, data: bytes) -> None:
         """Write server lines above the input line, then draw the input line again."""
@@ -218,7 +224,7 @@ class ChatTerminalSession(TerminalSession):
 
 
 class ChatUser(TerminalUser):
-    def __init__(self, original: Any, login: KeyLogin) -> None:
+    def __init__(self, original: Any, login: SSHLogin) -> None:
         super().__init__(original, login)
         self.login = login
         self.channelLookup[b"session"] = FlowControlledChannel
@@ -232,7 +238,7 @@ class ChatRealm(TerminalRealm):
         super().__init__()
         self._chat = chat
 
-    def _getAvatar(self, avatarId: KeyLogin) -> Any:
+    def _getAvatar(self, avatarId: SSHLogin) -> Any:
         user = super()._getAvatar(avatarId)
         session = ISession(user.original)
         session.chat = self._chat
@@ -240,11 +246,16 @@ class ChatRealm(TerminalRealm):
 
 
 @dataclass(frozen=True)
-class KeyLogin:
-    """Who logged in: the alias asked for, and the public key proven held (OpenSSH line)."""
+class SSHLogin:
+    """Who logged in: the alias asked for, and how.
+
+    ``public_key`` (an OpenSSH line) if they proved they hold that key;
+    ``account`` if they gave the registered alias's password at the SSH prompt.
+    """
 
     alias: str
-    public_key: str
+    public_key: str | None = None
+    account: Account | None = None
 
 
 @implementer(ICredentialsChecker)
@@ -259,7 +270,7 @@ class AnyKeyChecker:
 
     credentialInterfaces = (ISSHPrivateKey,)
 
-    def requestAvatarId(self, credentials: Any) -> Deferred[KeyLogin]:
+    def requestAvatarId(self, credentials: Any) -> Deferred[SSHLogin]:
         if not credentials.signature:
             return fail(ValidPublicKey())  # asks the client to sign
         try:
@@ -270,7 +281,38 @@ class AnyKeyChecker:
         if not signed:
             return fail(UnauthorizedLogin("bad key signature"))
         alias = credentials.username.decode("utf-8", "replace")
-        return succeed(KeyLogin(alias, key.toString("openssh").decode()))
+        return succeed(SSHLogin(alias, public_key=key.toString("openssh").decode()))
+
+
+@implementer(ICredentialsChecker)
+class PasswordChecker:
+    """For clients without a key: a registered alias's password, or anything for a guest.
+
+    A registered alias is checked here, at the SSH password prompt (which does
+    not echo), and logs straight in; a wrong password waits a moment, like the
+    line protocol's, and the client may try again.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, chat: ChatFactory) -> None:
+        self._chat = chat
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[SSHLogin]:
+        return ensureDeferred(self._check(credentials))
+
+    async def _check(self, credentials: Any) -> SSHLogin:
+        alias = credentials.username.decode("utf-8", "replace")
+        accounts = self._chat.hub.accounts
+        if accounts is None or not accounts.is_registered(alias):
+            return SSHLogin(alias)  # a guest: the password is not checked
+        account = await accounts.authenticate(
+            alias, credentials.password.decode("utf-8", "replace")
+        )
+        if account is None:
+            await deferLater(self._chat.clock, WRONG_PASSWORD_DELAY_SECONDS)
+            raise UnauthorizedLogin("wrong password")
+        return SSHLogin(alias, account=account)
 
 
 def host_key(data_dir: Path) -> keys.Key:
@@ -290,7 +332,7 @@ def host_key(data_dir: Path) -> keys.Key:
 
 def ssh_factory(chat: ChatFactory, data_dir: Path) -> ConchFactory:
     """The SSH server: guests by any public key, a terminal each, the host key kept."""
-    portal = Portal(ChatRealm(chat), [AnyKeyChecker()])
+    portal = Portal(ChatRealm(chat), [AnyKeyChecker(), PasswordChecker(chat)])
     factory = ConchFactory(portal)
     key = host_key(data_dir)
     factory.publicKeys = {key.sshType(): key.public()}

@@ -356,7 +356,7 @@ def test_sshkey_add_list_remove(server: AccountServer) -> None:
 
 
 def test_a_bound_key_logs_in_without_the_password(server: AccountServer) -> None:
-    """key_login finds the account for a bound key only; log_in_by_key then joins registered."""
+    """key_login finds the account for a bound key only; log_in_verified then joins registered."""
     alice = register(server, "alice", "correct-horse")
     line = public_key_line()
     alice.type(f"/sshkey add {line}\n/quit\n")
@@ -368,6 +368,6 @@ def test_a_bound_key_logs_in_without_the_password(server: AccountServer) -> None
     assert account is not None and account.alias == "alice"
     newcomer = server.connect()
     newcomer.lines()
-    newcomer.protocol.log_in_by_key("alice", account)
+    newcomer.protocol.log_in_verified("alice", account)
     assert newcomer.lines()[0] == "*** Welcome, alice! You are in #lobby (1): alice"
     assert server.hub.is_registered(newcomer.protocol)

@@ -160,3 +160,45 @@ def test_a_key_bound_with_sshkey_logs_its_owner_in_without_the_password(
         for terminal in terminals:
             terminal.close()
         daemon.stop()
+
+
+def test_without_a_key_guests_type_anything_and_owners_their_password(tmp_path: Path) -> None:
+    """Password authentication: any password for a guest, the account's for a registered
+    alias (checked at the SSH prompt, which does not echo; a wrong one is denied)."""
+    daemon = start_chatd(tmp_path, "--ssh", "tcp:0:interface=127.0.0.1")
+    terminals = []
+    try:
+        _, ssh_port = daemon.wait_for_ports(2)
+        owner = daemon.connect()
+        read_until(owner, b"Choose an alias")
+        owner.sendall(b"pat\n/register pat-secret-pass\n")
+        read_until(owner, b"*** Registered pat")
+        owner.sendall(b"/quit\n")
+        read_until(owner, b"*** Goodbye.\r\n")
+
+        def ssh_with_password(alias: str) -> Terminal:
+            terminal = Terminal(
+                [
+                    "ssh",
+                    *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"),
+                    *("-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"),
+                    *("-p", str(ssh_port), f"{alias}@127.0.0.1"),
+                ]
+            )
+            terminals.append(terminal)
+            terminal.expect(b"password:")
+            return terminal
+
+        guest = ssh_with_password("gus")
+        guest.type(b"anything\r")
+        guest.expect(b"*** Welcome, gus!")
+        pat = ssh_with_password("pat")
+        pat.type(b"wrong-guess\r")
+        pat.expect(b"Permission denied, please try again.")
+        pat.type(b"pat-secret-pass\r")
+        pat.expect(b"*** Welcome, pat! You are in #lobby (2)")
+        assert b"is registered. Password:" not in pat.output
+    finally:
+        for terminal in terminals:
+            terminal.close()
+        daemon.stop()
