@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
@@ -17,8 +16,7 @@ from chatd.accounts import Accounts, PasswordRefused, check_new_password, parse_
 from chatd.hub import Hub
 from chatd.store import Store, run_synchronously
 from tests.test_protocol import Client, Server
-
-T = TypeVar("T")
+from tests.test_store import succeeded
 
 
 class FakePasswords:
@@ -311,14 +309,6 @@ def test_motd_shown_at_login_and_set_by_operators(server: AccountServer) -> None
     assert oper.lines() == ["*** Message of the day:", "*** From the file"]
 
 
-def result(d: Deferred[T]) -> T:
-    """The result of a Deferred that has fired (the store here runs synchronously)."""
-    outcome: list[T] = []
-    d.addCallback(outcome.append)
-    assert outcome, "the Deferred has not fired"
-    return outcome[0]
-
-
 def public_key_line() -> str:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -363,8 +353,8 @@ def test_a_bound_key_logs_in_without_the_password(server: AccountServer) -> None
     alice.finish_close()
     accounts = server.hub.accounts
     assert accounts is not None
-    assert result(ensureDeferred(accounts.key_login("alice", public_key_line()))) is None
-    account = result(ensureDeferred(accounts.key_login("ALICE", line)))
+    assert succeeded(ensureDeferred(accounts.key_login("alice", public_key_line()))) is None
+    account = succeeded(ensureDeferred(accounts.key_login("ALICE", line)))
     assert account is not None and account.alias == "alice"
     newcomer = server.connect()
     newcomer.lines()

@@ -8,13 +8,14 @@ import pty
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.daemon import read_until, start_chatd
+from tests.daemon import Daemon, read_until, start_chatd
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ssh") is None or shutil.which("ssh-keygen") is None,
@@ -54,6 +55,30 @@ class Terminal:
         os.close(self.fd)
 
 
+def ssh_command(port: int, alias: str, *options: str) -> list[str]:
+    """``ssh`` to chatd as ``alias``, trusting whatever host key it shows."""
+    return [
+        "ssh",
+        *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"),
+        *options,
+        *("-p", str(port), f"{alias}@127.0.0.1"),
+    ]
+
+
+def register_by_line(daemon: Daemon, alias: str, password: str) -> socket.socket:
+    """Register ``alias`` from a line client; return the still-connected client."""
+    owner = daemon.connect()
+    read_until(owner, b"Choose an alias")
+    owner.sendall(f"{alias}\n/register {password}\n".encode())
+    read_until(owner, f"*** Registered {alias}".encode())
+    return owner
+
+
+def quit_line(client: socket.socket) -> None:
+    client.sendall(b"/quit\n")
+    read_until(client, b"*** Goodbye.\r\n")
+
+
 def test_an_ssh_user_and_a_line_user_chat(tmp_path: Path) -> None:
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
@@ -64,13 +89,8 @@ def test_an_ssh_user_and_a_line_user_chat(tmp_path: Path) -> None:
     terminal = None
     try:
         _, ssh_port = daemon.wait_for_ports(2)
-        ssh_command = [
-            "ssh",
-            *("-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={tmp_path}/hosts"),
-            *("-o", "BatchMode=yes", "-i", str(key), "-p", str(ssh_port)),
-            "sally@127.0.0.1",
-        ]
-        terminal = Terminal(ssh_command)
+        by_key = ("-o", "BatchMode=yes", "-i", str(key))
+        terminal = Terminal(ssh_command(ssh_port, "sally", *by_key))
         terminal.expect(b"*** Welcome, sally! You are in #lobby (1): sally")
         line = daemon.connect()
         read_until(line, b"Choose an alias")
@@ -86,11 +106,11 @@ def test_an_ssh_user_and_a_line_user_chat(tmp_path: Path) -> None:
         terminal.type(b"\x04")  # Ctrl-D quits
         read_until(line, b"*** sally has left (Quit)\r\n")
         terminal.close()
-        terminal = Terminal([*ssh_command[:-1], "tom@127.0.0.1"])
+        terminal = Terminal(ssh_command(ssh_port, "tom", *by_key))
         terminal.expect(b"*** Welcome, tom!")
         terminal.close()  # the ssh process killed: the departure is announced all the same
         read_until(line, b"*** tom has left (Connection closed)\r\n")
-        terminal = Terminal([*ssh_command[:-1], "stalled@127.0.0.1"])
+        terminal = Terminal(ssh_command(ssh_port, "stalled", *by_key))
         terminal.expect(b"*** Welcome, stalled!")  # and from now on nobody reads its screen
         payload = b"x" * 200
         for batch in range(100):  # 4 MB: past what the pty, ssh and TCP hold
@@ -127,25 +147,15 @@ def test_a_key_bound_with_sshkey_logs_its_owner_in_without_the_password(
     terminals = []
     try:
         _, ssh_port = daemon.wait_for_ports(2)
-        owner = daemon.connect()
-        read_until(owner, b"Choose an alias")
-        owner.sendall(b"rita\n/register rita-secret-pass\n")
-        read_until(owner, b"*** Registered rita")
+        owner = register_by_line(daemon, "rita", "rita-secret-pass")
         public_key = (tmp_path / "id_bound.pub").read_bytes().strip()
         owner.sendall(b"/sshkey add " + public_key + b"\n")
         read_until(owner, b"no password asked.\r\n")
-        owner.sendall(b"/quit\n")
-        read_until(owner, b"*** Goodbye.\r\n")
+        quit_line(owner)
 
         def ssh_as_rita(key: Path) -> Terminal:
-            terminal = Terminal(
-                [
-                    "ssh",
-                    *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"),
-                    *("-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(key)),
-                    *("-p", str(ssh_port), "rita@127.0.0.1"),
-                ]
-            )
+            by_key = ("-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(key))
+            terminal = Terminal(ssh_command(ssh_port, "rita", *by_key))
             terminals.append(terminal)
             return terminal
 
@@ -169,22 +179,11 @@ def test_without_a_key_guests_type_anything_and_owners_their_password(tmp_path: 
     terminals = []
     try:
         _, ssh_port = daemon.wait_for_ports(2)
-        owner = daemon.connect()
-        read_until(owner, b"Choose an alias")
-        owner.sendall(b"pat\n/register pat-secret-pass\n")
-        read_until(owner, b"*** Registered pat")
-        owner.sendall(b"/quit\n")
-        read_until(owner, b"*** Goodbye.\r\n")
+        quit_line(register_by_line(daemon, "pat", "pat-secret-pass"))
 
         def ssh_with_password(alias: str) -> Terminal:
-            terminal = Terminal(
-                [
-                    "ssh",
-                    *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"),
-                    *("-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"),
-                    *("-p", str(ssh_port), f"{alias}@127.0.0.1"),
-                ]
-            )
+            no_key = ("-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password")
+            terminal = Terminal(ssh_command(ssh_port, alias, *no_key))
             terminals.append(terminal)
             terminal.expect(b"password:")
             return terminal
