@@ -8,9 +8,8 @@ per recipient is paid per turn rather than per line.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chatd.counters import Counters
 from chatd.events import Event
@@ -138,8 +137,8 @@ class Room:
             return
         self._batch, self._encoded, self._served = [], {}, {}
         skipping = {skipped for _, skipped, _ in batch if skipped is not None}
-        whole: dict[Callable[[Event], bytes], bytes] = {}
-        sent_whole: Counter[bytes] = Counter()
+        # Per wire format: the whole batch encoded, and how many got it.
+        whole: dict[Callable[[Event], bytes], list[Any]] = {}
         counters = self._counters
         # A snapshot: a recipient may drop (and leave) during the loop.
         for member, presence in list(self.members.items()):
@@ -151,12 +150,12 @@ class Room:
                     member.send(data)
                     counters.delivered(data)
                 continue
-            data = whole.get(encode)  # type: ignore[assignment]
-            if data is None:
-                data = whole[encode] = b"".join(_encoded(batch, encoded, encode))
-            member.send(data)
-            sent_whole[data] += 1
-        for data, recipients in sent_whole.items():
+            sent = whole.get(encode)
+            if sent is None:
+                sent = whole[encode] = [b"".join(_encoded(batch, encoded, encode)), 0]
+            member.send(sent[0])
+            sent[1] += 1
+        for data, recipients in whole.values():
             counters.delivered(data, recipients)
 
 
