@@ -50,7 +50,6 @@ from zope.interface import implementer
 
 from chatd import lineformat
 from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
-from chatd.events import Error
 from chatd.protocol import ChatFactory, WholeLineSession
 from chatd.store import Account
 
@@ -142,13 +141,12 @@ class ChatTerminal(recvline.HistoricRecvLine):
         super().connectionMade()
         self.keyHandlers[CTRL_D] = self._quit
         self.keyHandlers[CTRL_C] = self._quit
+        # A refusal by a connection limit is a protocol too: it says why and closes.
         session = self._chat.admit(self._peer, SSHChatSession)
+        session.makeConnection(TerminalOutput(self, self._peer, self._channel))
         if not isinstance(session, SSHChatSession):
-            self.show(lineformat.encode(Error(session.why)))  # type: ignore[attr-defined]
-            self.terminal.loseConnection()
             return
         self.session = session
-        session.makeConnection(TerminalOutput(self, self._peer, self._channel))
         ensureDeferred(self._take_alias(session)).addErrback(
             log.failure, "SSH login of {alias}", alias=self._login.alias
         )
