@@ -83,6 +83,10 @@ class Accounts:
         """Whether ``alias`` (in any case) belongs to a registered account."""
         return alias_key(alias) in self._registered
 
+    def note_registered(self, alias: str) -> None:
+        """Learn that ``alias`` was registered elsewhere (another node of a cluster)."""
+        self._registered.add(alias_key(alias))
+
     async def authenticate(self, alias: str, password: str) -> Account | None:
         """The account of ``alias`` if ``password`` is its password, else None."""
         account = await self._store.get_account(alias)

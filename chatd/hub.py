@@ -308,19 +308,21 @@ class Hub:
         """Relay a chat line to everyone else in the sender's room; blank lines are dropped."""
         text = clean_text(text)
         if text and not self._muted(member):
-            alias = self._touch(member)
-            room = self._room(member)
-            self._queue(room, Said(alias, text), member, alias_key(alias))
-            self._record(room, "say", alias, text)
+            self._spoke(member, "say", text)
 
     def act(self, member: Member, text: str) -> None:
         """Relay a ``/me`` action to everyone else in the sender's room."""
         text = clean_text(text)
         if text and not self._muted(member):
-            alias = self._touch(member)
-            room = self._room(member)
-            self._queue(room, Acted(alias, text), member, alias_key(alias))
-            self._record(room, "act", alias, text)
+            self._spoke(member, "act", text)
+
+    def _spoke(self, member: Member, kind: str, text: str) -> None:
+        """Relay what ``member`` said (kind "say") or did ("act") to their room; record it."""
+        alias = self._touch(member)
+        room = self._room(member)
+        event = Said(alias, text) if kind == "say" else Acted(alias, text)
+        self._queue(room, event, member, alias_key(alias))
+        self._record(room, kind, alias, text)
 
     def whisper(self, member: Member, recipient_alias: str, text: str) -> None:
         """Deliver a private message (to any room) and confirm it to the sender."""
@@ -740,11 +742,8 @@ class Hub:
         presence = self._presence[member]
         presence.room = room
         room.enter(member, presence)
-        present = len(room)
-        if present <= LISTED_NAMES:
-            names = room.names()
-        else:  # the longest present first
-            names = tuple(m.alias for m in islice(room.members, LISTED_NAMES))  # type: ignore[misc]
+        present = self._present(room)
+        names = self._names_shown(room, present)
         welcome = member.alias if came_from is None else None
         self.tell(member, InRoom(room.name, names, present, room.topic, welcome))
         if welcome and self.motd:
@@ -754,6 +753,16 @@ class Hub:
             if recent:
                 self.tell(member, History(room.name, recent))
         self._queue(room, Joined(member.alias, room.name, present, came_from), exclude=member)  # type: ignore[arg-type]
+
+    def _present(self, room: Room) -> int:
+        """How many are in ``room`` (on every node, in a cluster)."""
+        return len(room)
+
+    def _names_shown(self, room: Room, present: int) -> tuple[str, ...]:
+        """The names a newcomer to ``room`` is shown: everyone, or the longest present."""
+        if present <= LISTED_NAMES:
+            return room.names()
+        return tuple(m.alias for m in islice(room.members, LISTED_NAMES))  # type: ignore[misc]
 
     def _exit(self, member: Member, room: Room) -> None:
         room.exit(member)  # the member still hears what was said before they went
