@@ -1,0 +1,880 @@
+"""chatd's persistent state in Redis, shared by every chatd process that uses the same Redis.
+
+:class:`RedisStore` is a drop-in for :class:`chatd.store.Store`: the same methods,
+the same Deferreds of the same values, the same life cycle. It talks to Redis
+only through a :class:`RedisCommands` (one ``execute`` per command), so it never
+opens a connection, never blocks and never imports a Redis client; the link that
+owns the connection (and reconnects it) is someone else's job.
+
+The layout, every key under ``prefix`` (``chatd:`` by default), so that several
+installations can share one Redis by prefix:
+
+``history:{room key}``
+    A stream per room, keyed by :func:`chatd.text.room_key` so that ``#Lobby``
+    and ``#lobby`` are one history, as in the hub. Fields ``room`` (the name as
+    given), ``kind`` (``say`` or ``act``), ``alias``, ``text`` and ``at`` (epoch
+    seconds, as ``repr`` of a float so it reads back exactly). Streams, because
+    reading the newest N lines is one ``XREVRANGE ... COUNT N`` and capping a room
+    is an ``XADD ... MAXLEN ~ N`` option; ``~`` lets Redis trim whole nodes, so a
+    room may hold up to a node (about a hundred entries) more than the cap, as the
+    SQLite store holds up to a tenth more between prunes. With a maximum age,
+    every write also trims the stream by ``MINID ~`` (ids are Redis' own
+    milliseconds) and sets the stream to expire that long after its last write,
+    so an idle room's lines go away too; reads drop any line whose ``at`` is past
+    the age, so no caller ever sees one.
+``history-rooms``
+    A set of the room keys that have a stream, for :meth:`recent_history_by_room`
+    (rather than a ``SCAN`` of the keyspace). Rooms whose stream has expired are
+    removed when that read finds them empty.
+``history-writer:{writer id}``
+    The sequence number of the last history batch this store wrote, see below.
+``account:{alias key}``
+    A hash per account: ``alias`` (as registered), ``password_hash``,
+    ``created_at`` and ``ignores`` (a JSON list, to keep its order in one field).
+``accounts``
+    A set of every alias key registered, for :meth:`registered_keys`.
+``sshkeys:{alias key}``
+    A hash per account: fingerprint -> JSON ``{"key": line, "added_at": t}``. The
+    time is kept because a big hash does not keep insertion order, and keys are
+    listed oldest first.
+``bans``
+    A hash: lower-cased mask -> JSON of the :class:`~chatd.store.Ban` (its mask as
+    given), so ``Alice`` and ``alice`` are one ban as with SQLite's NOCASE.
+``settings``
+    A hash: setting -> value.
+``topics``
+    A hash: room key -> JSON ``{"room", "topic", "set_by", "set_at"}``, keyed like
+    the history so that two spellings of a room cannot hold two topics.
+
+Every change that reads before it writes (creating an account only if the alias
+is free, changing one only if it exists, deleting only the bans that have
+expired) is one Lua script, which Redis runs atomically: two processes
+registering the same alias at once cannot both win. The scripts name every key
+they touch, but span several keys, so this is for one Redis, not Redis Cluster.
+
+Chat lines are the hot path: :meth:`RedisStore.append_history` only appends to a
+buffer, and a timer writes it at most ``flush_interval_seconds`` after the first
+line in it, as one script per batch (up to ``MAX_BATCH_ENTRIES`` lines). Redis
+runs a script as one step, so a lost connection cannot cut a batch in half and
+no reader sees half of one. When the write fails (Redis
+down, the link reconnecting), the lines are kept, up to ``max_pending_entries``
+past which the oldest are dropped and counted, and retried with backoff: lines
+said during an outage reach Redis when it is back.
+
+A failed write may still have run (the connection died after Redis ran the
+script but before its answer arrived), so retrying blindly could write a batch
+twice. Each batch therefore carries this store's random writer id and a
+sequence number; the script runs only if that number is above the one recorded
+under ``history-writer:{id}``, which it updates in the same atomic step. A
+failed batch is retried as it was (the same number, its oldest lines dropped if
+the buffer overflows), before any newer line, so the check is exact. The record
+expires a week after the writer's last batch: longer than any outage worth
+retrying through.
+
+Accounts, bans, settings and topics are sent at once and their Deferreds fire
+with Redis' answer, or fail with the link's error (a ``ConnectionError``
+at once when there is no connection): the callers log and report it, as they do
+for a disk error of the SQLite store. Reading history needs Redis too: during
+an outage reads fail, where the SQLite store would still answer from its file.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+from twisted.internet.defer import (
+    Deferred,
+    DeferredLock,
+    FirstError,
+    fail,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+
+from chatd.store import (
+    FLUSH_INTERVAL_SECONDS,
+    HISTORY_KINDS,
+    HISTORY_PER_ROOM,
+    MAX_PENDING_ENTRIES,
+    MAX_RETRY_SECONDS,
+    Account,
+    Ban,
+    HistoryEntry,
+    NoSuchAccount,
+    StoreClosed,
+    StoreError,
+    StoreNotStarted,
+    _check_limits,
+    _State,
+)
+from chatd.text import alias_key, room_key
+
+T = TypeVar("T")
+
+# Lines written by one script at most: a backlog after an outage goes in several
+# scripts, so that no single one holds Redis (and every other chatd) for long.
+MAX_BATCH_ENTRIES = 1_000
+# Entries read per XREVRANGE when lines may be skipped (by ``before`` or age).
+READ_CHUNK_ENTRIES = 100
+# How long the record of a writer's last batch outlives the batch: see the module doc.
+WRITER_TTL_SECONDS = 7 * 24 * 3600
+
+# KEYS: the writer record, the rooms set, then one stream key per entry.
+# ARGV: batch number, writer record TTL, cap per room, max age in ms (0: none),
+# then six per entry: room key, room, kind, alias, text, at.
+# Returns the number of entries written, 0 for a batch written before.
+_WRITE_HISTORY_LUA = """
+local seq = tonumber(ARGV[1])
+if seq <= tonumber(redis.call('GET', KEYS[1]) or '0') then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local touched, seen = {}, {}
+for i = 3, #KEYS do
+  local a = 5 + (i - 3) * 6
+  redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[3], '*', 'room', ARGV[a + 1],
+             'kind', ARGV[a + 2], 'alias', ARGV[a + 3], 'text', ARGV[a + 4], 'at', ARGV[a + 5])
+  if not seen[KEYS[i]] then
+    seen[KEYS[i]] = true
+    touched[#touched + 1] = KEYS[i]
+    redis.call('SADD', KEYS[2], ARGV[a])
+  end
+end
+local max_age_ms = tonumber(ARGV[4])
+if max_age_ms > 0 then
+  local now = redis.call('TIME')
+  local min_id = string.format('%.0f', now[1] * 1000 + math.floor(now[2] / 1000) - max_age_ms)
+  for _, key in ipairs(touched) do
+    redis.call('XTRIM', key, 'MINID', '~', min_id)
+    redis.call('PEXPIRE', key, max_age_ms)
+  end
+end
+return #KEYS - 2
+"""
+
+# KEYS: the rooms set, a room's stream. ARGV: the room key. Forgets a room whose
+# stream has expired; atomic, so a room written meanwhile is never forgotten.
+_FORGET_EMPTY_ROOM_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SREM', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+# KEYS: the account hash, the accounts set. ARGV: alias key, alias, hash, created_at.
+_CREATE_ACCOUNT_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'alias', ARGV[2], 'password_hash', ARGV[3],
+           'created_at', ARGV[4], 'ignores', '[]')
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: the account hash. ARGV: field, value. 0 if there is no such account
+# (a plain HSET would create half an account).
+_UPDATE_ACCOUNT_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: the account hash, its SSH keys hash. ARGV: fingerprint, JSON.
+# -1 if there is no such account, else 1 if added, 0 if bound already.
+_ADD_SSH_KEY_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+"""
+
+# KEYS: the bans hash. ARGV: now. Deletes the bans expired at ``now`` and returns
+# the JSON of the others; atomic, so a ban renewed meanwhile is never deleted.
+_ACTIVE_BANS_LUA = """
+local now, kept = tonumber(ARGV[1]), {}
+local bans = redis.call('HGETALL', KEYS[1])
+for i = 1, #bans, 2 do
+  local expires_at = cjson.decode(bans[i + 1]).expires_at
+  if type(expires_at) == 'number' and expires_at <= now then
+    redis.call('HDEL', KEYS[1], bans[i])
+  else
+    kept[#kept + 1] = bans[i + 1]
+  end
+end
+return kept
+"""
+
+
+class RedisCommands(Protocol):
+    """Runs Redis commands on a connection somebody else keeps (and reconnects).
+
+    Replies come as txredisapi gives them with charset utf-8 and
+    ``convertNumbers=False``: bulk strings as str, integers as int, arrays as
+    lists, nil as None.
+    """
+
+    def execute(self, *args: str | bytes | int | float) -> Deferred[Any]:
+        """Run one Redis command.
+
+        Fails at once with a ConnectionError (RedisUnreachable) when there is no connection.
+        """
+
+
+@dataclass(slots=True)
+class _Batch:
+    """History lines written by one script, under one sequence number."""
+
+    seq: int
+    entries: list[HistoryEntry]
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def _pairs(reply: Sequence[str]) -> dict[str, str]:
+    """A dict from the flat field, value, field, value ... list of HGETALL."""
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def _float(value: float) -> str:
+    """``value`` as Redis keeps it: ``repr`` reads back as the same float."""
+    return repr(float(value))
+
+
+class RedisStore:
+    """chatd's persistent state in Redis, used from the reactor thread.
+
+    The interface, life cycle and errors are those of :class:`chatd.store.Store`:
+    call :meth:`start` once; using the store before raises
+    :class:`~chatd.store.StoreNotStarted`, after :meth:`stop` its Deferreds fail
+    with :class:`~chatd.store.StoreClosed`.
+
+    ``redis`` runs the commands; ``url`` only names the Redis in log lines (its
+    password removed). ``clock`` (default: the reactor) times flushes and dates
+    accounts, keys and topics. Nodes that share a Redis should share
+    ``history_per_room`` and ``history_max_age_seconds``: each write applies the
+    writer's.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        redis: RedisCommands,
+        url: str,
+        *,
+        clock: IReactorTime | None = None,
+        history_per_room: int = HISTORY_PER_ROOM,
+        history_max_age_seconds: float | None = None,
+        flush_interval_seconds: float = FLUSH_INTERVAL_SECONDS,
+        max_pending_entries: int = MAX_PENDING_ENTRIES,
+        prefix: str = "chatd:",
+    ) -> None:
+        _check_limits(
+            flush_interval_seconds, history_per_room, history_max_age_seconds, max_pending_entries
+        )
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
+        self._redis = redis
+        self._clock = clock
+        # Named ``path`` like the SQLite store's file: the service logs it.
+        self.path = _redacted(url)
+        # The retention limits, public so that the service's wiring can be checked.
+        self.history_per_room = history_per_room
+        self.history_max_age_seconds = history_max_age_seconds
+        self._max_age_ms = (
+            0 if history_max_age_seconds is None else max(1, round(history_max_age_seconds * 1000))
+        )
+        self._prefix = prefix
+        self._rooms_key = f"{prefix}history-rooms"
+        self._accounts_key = f"{prefix}accounts"
+        self._bans_key = f"{prefix}bans"
+        self._settings_key = f"{prefix}settings"
+        self._topics_key = f"{prefix}topics"
+        self._writer_key = f"{prefix}history-writer:{secrets.token_hex(8)}"
+        self._flush_interval = flush_interval_seconds
+        self._max_pending = max_pending_entries
+        self._state = _State.NEW
+        # History not yet in Redis, oldest first: a batch being written, or one
+        # whose write failed (retried first, as it was), then lines not yet sent.
+        self._in_flight: _Batch | None = None
+        self._unconfirmed: _Batch | None = None
+        self._pending: deque[HistoryEntry] = deque()
+        self._seq = 0
+        self._write_lock = DeferredLock()
+        self._flush_call: IDelayedCall | None = None
+        self._failed_writes = 0
+        self._lost = 0
+        # History batches written, and the seconds from sending each to Redis'
+        # answer, for the metrics.
+        self.batches_written = 0
+        self.write_seconds = 0.0
+        self._warned_closed = False
+        self._stop_waiters: list[Deferred[None]] = []
+        self._stopped = False
+
+    # Life cycle.
+
+    def start(self) -> Deferred[None]:
+        """Make the store usable; there is nothing to open (the link connects itself)."""
+        if self._state is not _State.NEW:
+            raise StoreError("a store can be started only once")
+        self._state = _State.RUNNING
+        self.log.info("store open: {path}", path=self.path)
+        return succeed(None)
+
+    def stop(self) -> Deferred[None]:
+        """Write pending history (best effort) and refuse any later use.
+
+        The Deferred never fails: lines Redis would not take are counted in the
+        log. Calling it again, or without a start, is harmless.
+        """
+        if self._state is _State.CLOSED:
+            if self._stopped:
+                return succeed(None)
+            waiter: Deferred[None] = Deferred()
+            self._stop_waiters.append(waiter)
+            return waiter
+        was_running = self._state is _State.RUNNING
+        self._state = _State.CLOSED
+        if not was_running:
+            self._stopped = True
+            return succeed(None)
+        self._cancel_flush_timer()
+        d = self._write_lock.run(self._write_pending)
+        d.addErrback(lambda _: None)  # already logged by _write_failed
+        d.addCallback(self._finish_stop)
+        return d
+
+    def _finish_stop(self, _: object) -> None:
+        lost = self._held() + self._lost
+        self._pending.clear()
+        self._unconfirmed = None
+        self._lost = 0
+        if lost:
+            self.log.error(
+                "{lost} history entries lost at shutdown: {path} did not take them",
+                lost=lost,
+                path=self.path,
+            )
+        self._stopped = True
+        self.log.info("store closed: {path}", path=self.path)
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    # History.
+
+    def append_history(self, entry: HistoryEntry) -> None:
+        """Keep ``entry`` for the next write; cheap, for the path of every chat line.
+
+        It is sent at most ``flush_interval_seconds`` later. After :meth:`stop`
+        the entry is dropped (with one warning), never raised about: a line said
+        during shutdown must not break the chat.
+        """
+        if entry.kind not in HISTORY_KINDS:
+            raise ValueError(f"history kind must be 'say' or 'act', not {entry.kind!r}")
+        if self._state is not _State.RUNNING:
+            self._refuse_entry()
+            return
+        self._pending.append(entry)
+        if self._held() > self._max_pending:
+            self._drop_oldest()
+        if self._flush_call is None:
+            self._flush_call = self._clock.callLater(self._flush_interval, self._flush_due)
+
+    def _refuse_entry(self) -> None:
+        if self._state is _State.NEW:
+            raise StoreNotStarted("RedisStore.append_history() called before start()")
+        if not self._warned_closed:
+            self._warned_closed = True
+            self.log.warn("history entries after the store was stopped are not kept")
+
+    def _held(self) -> int:
+        """Lines waiting for Redis, not counting a batch on its way."""
+        unconfirmed = 0 if self._unconfirmed is None else len(self._unconfirmed.entries)
+        return unconfirmed + len(self._pending)
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest lines held until no more than the cap are, counting them.
+
+        A failed batch loses lines from its front and keeps its number: Redis has
+        taken the whole batch or none of it, so the rest is right either way.
+        """
+        excess = self._held() - self._max_pending
+        if excess <= 0:
+            return
+        self._lost += excess
+        if (batch := self._unconfirmed) is not None:
+            dropped = min(excess, len(batch.entries))
+            del batch.entries[:dropped]
+            excess -= dropped
+            if not batch.entries:
+                self._unconfirmed = None
+        for _ in range(excess):
+            self._pending.popleft()
+
+    def flush(self) -> Deferred[None]:
+        """Write every pending history entry now, in as few scripts as the batch cap allows.
+
+        Fires once Redis has them. If a write fails, the Deferred fails, the
+        failure is logged and the entries are kept for the next attempt.
+        """
+        if (refused := self._refusal("flush")) is not None:
+            return refused
+        return self._write_lock.run(self._write_pending)
+
+    def _flush_due(self) -> None:
+        self._flush_call = None
+        self.flush().addErrback(lambda _: None)  # already logged by _write_failed
+
+    async def _write_pending(self) -> None:
+        """Write batches until nothing is held; one at a time (the lock), in order."""
+        self._cancel_flush_timer()
+        self._report_lost()
+        while (batch := self._next_batch()) is not None:
+            await self._write_batch(batch)
+
+    def _next_batch(self) -> _Batch | None:
+        """The failed batch again if there is one, else the oldest pending lines."""
+        batch, self._unconfirmed = self._unconfirmed, None
+        if batch is None and self._pending:
+            self._seq += 1
+            count = min(len(self._pending), MAX_BATCH_ENTRIES)
+            batch = _Batch(self._seq, [self._pending.popleft() for _ in range(count)])
+        return batch
+
+    def _write_batch(self, batch: _Batch) -> Deferred[None]:
+        keys = [self._writer_key, self._rooms_key]
+        args: list[str | int] = [
+            batch.seq,
+            WRITER_TTL_SECONDS,
+            self.history_per_room,
+            self._max_age_ms,
+        ]
+        for entry in batch.entries:
+            key = room_key(entry.room)
+            keys.append(self._history_key(key))
+            args += [key, entry.room, entry.kind, entry.alias, entry.text, _float(entry.at)]
+        self._in_flight = batch
+        started = time.monotonic()
+        d = self._eval(_WRITE_HISTORY_LUA, keys, args)
+        d.addCallbacks(
+            self._written, self._write_failed, callbackArgs=(started,), errbackArgs=(batch,)
+        )
+        return d
+
+    def _written(self, _: int, started: float) -> None:
+        self._in_flight = None
+        self.batches_written += 1
+        self.write_seconds += time.monotonic() - started
+        if self._failed_writes:
+            self.log.info(
+                "history writes work again after {failures} failures", failures=self._failed_writes
+            )
+            self._failed_writes = 0
+
+    def _write_failed(self, failure: Failure, batch: _Batch) -> Failure:
+        self._in_flight = None
+        self._unconfirmed = batch
+        self._drop_oldest()
+        self._failed_writes += 1
+        self._log_failure(
+            failure,
+            "could not write {count} history entries to {path}; keeping them for the next attempt",
+            count=len(batch.entries),
+            path=self.path,
+        )
+        self._report_lost()
+        if self._state is _State.RUNNING:
+            self._schedule_flush(self._retry_delay())
+        return failure
+
+    def _report_lost(self) -> None:
+        if self._lost:
+            self.log.error(
+                "history buffer full while writes fail: {lost} oldest entries dropped",
+                lost=self._lost,
+            )
+            self._lost = 0
+
+    def _retry_delay(self) -> float:
+        """Back off while writes keep failing, so an outage does not flood the log."""
+        return min(self._flush_interval * 2.0**self._failed_writes, MAX_RETRY_SECONDS)
+
+    def _schedule_flush(self, delay: float) -> None:
+        self._cancel_flush_timer()
+        self._flush_call = self._clock.callLater(delay, self._flush_due)
+
+    def _cancel_flush_timer(self) -> None:
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+
+    def _age_cutoff(self) -> float | None:
+        if self.history_max_age_seconds is None:
+            return None
+        return self._clock.seconds() - self.history_max_age_seconds
+
+    def _unflushed(self) -> Iterator[HistoryEntry]:
+        """History not known to be in Redis, oldest first.
+
+        Read when a query's answer arrives: the link answers in the order it was
+        asked, so a batch sent before the query has been settled by then. What
+        is both here and in the answer (a failed batch Redis took after all) is
+        dropped by :func:`_merged`.
+        """
+        for batch in (self._in_flight, self._unconfirmed):
+            if batch is not None:
+                yield from batch.entries
+        yield from self._pending
+
+    def recent_history(
+        self, room: str, limit: int, before: float | None = None
+    ) -> Deferred[list[HistoryEntry]]:
+        """The newest ``limit`` lines of ``room``, oldest first, written or not.
+
+        With ``before``, only lines strictly older than that time (for paging back).
+        """
+        if (refused := self._refusal("recent_history")) is not None:
+            return refused
+        if limit <= 0:
+            return succeed([])
+        return Deferred.fromCoroutine(self._recent_history(room_key(room), limit, before))
+
+    async def _recent_history(
+        self, key: str, limit: int, before: float | None
+    ) -> list[HistoryEntry]:
+        cutoff = self._age_cutoff()
+        stored = await self._read_room(key, limit, before, cutoff)
+        unflushed = [
+            entry
+            for entry in self._unflushed()
+            if room_key(entry.room) == key and _wanted(entry, before, cutoff)
+        ]
+        return _merged(stored, unflushed)[-limit:]
+
+    def recent_history_by_room(self, per_room: int) -> Deferred[dict[str, list[HistoryEntry]]]:
+        """The newest ``per_room`` lines of every room, oldest first: to warm a cache.
+
+        Rooms are named as in their newest line.
+        """
+        if (refused := self._refusal("recent_history_by_room")) is not None:
+            return refused
+        if per_room <= 0:
+            return succeed({})
+        return Deferred.fromCoroutine(self._recent_history_by_room(per_room))
+
+    async def _recent_history_by_room(self, per_room: int) -> dict[str, list[HistoryEntry]]:
+        cutoff = self._age_cutoff()
+        keys: list[str] = await self._execute("SMEMBERS", self._rooms_key)
+        # Every room's read is sent before any answer is awaited: one round trip.
+        reads = [
+            Deferred.fromCoroutine(self._read_room(key, per_room, None, cutoff)) for key in keys
+        ]
+        stored: list[list[HistoryEntry]] = await _gather(reads)
+        by_key = dict(zip(keys, stored, strict=True))
+        await _gather(
+            [
+                self._eval(
+                    _FORGET_EMPTY_ROOM_LUA, [self._rooms_key, self._history_key(key)], [key]
+                )
+                for key, entries in by_key.items()
+                if not entries
+            ]
+        )
+        unflushed: dict[str, list[HistoryEntry]] = {}
+        for entry in self._unflushed():
+            if _wanted(entry, None, cutoff):
+                unflushed.setdefault(room_key(entry.room), []).append(entry)
+        rooms: dict[str, list[HistoryEntry]] = {}
+        for key in by_key.keys() | unflushed.keys():
+            entries = _merged(by_key.get(key, []), unflushed.get(key, []))[-per_room:]
+            if entries:
+                rooms[entries[-1].room] = entries
+        return rooms
+
+    async def _read_room(
+        self, key: str, limit: int, before: float | None, cutoff: float | None
+    ) -> list[HistoryEntry]:
+        """The newest ``limit`` wanted lines of the stream of room ``key``, oldest first.
+
+        Stream ids are the times lines were written, not said, so lines to skip
+        are found by their ``at``, reading back a chunk at a time.
+        """
+        filtered = before is not None or cutoff is not None
+        chunk = max(limit, READ_CHUNK_ENTRIES) if filtered else limit
+        newest_first: list[HistoryEntry] = []
+        end = "+"
+        while len(newest_first) < limit:
+            reply = await self._execute(
+                "XREVRANGE", self._history_key(key), end, "-", "COUNT", chunk
+            )
+            for _, fields in reply:
+                entry = _history_entry(fields)
+                if _wanted(entry, before, cutoff):
+                    newest_first.append(entry)
+            if len(reply) < chunk:
+                break
+            end = "(" + reply[-1][0]
+        return newest_first[:limit][::-1]
+
+    def _history_key(self, key: str) -> str:
+        return f"{self._prefix}history:{key}"
+
+    # Accounts.
+
+    def get_account(self, alias: str) -> Deferred[Account | None]:
+        """The account registered under ``alias`` in any case, or None."""
+        return self._run("get_account", self._get_account, alias_key(alias))
+
+    async def _get_account(self, key: str) -> Account | None:
+        fields = _pairs(await self._execute("HGETALL", self._account_key(key)))
+        if not fields:
+            return None
+        return Account(
+            fields["alias"],
+            fields["password_hash"],
+            float(fields["created_at"]),
+            tuple(json.loads(fields["ignores"])),
+        )
+
+    def registered_keys(self) -> Deferred[set[str]]:
+        """The alias keys of every account, so the hub can tell registered aliases at once."""
+        return self._run("registered_keys", self._registered_keys)
+
+    async def _registered_keys(self) -> set[str]:
+        return set(await self._execute("SMEMBERS", self._accounts_key))
+
+    def create_account(self, alias: str, password_hash: str) -> Deferred[bool]:
+        """Register ``alias``; False if it (in any case) is registered already, by any node."""
+        return self._run("create_account", self._create_account, alias, password_hash)
+
+    async def _create_account(self, alias: str, password_hash: str) -> bool:
+        key = alias_key(alias)
+        created = await self._eval(
+            _CREATE_ACCOUNT_LUA,
+            [self._account_key(key), self._accounts_key],
+            [key, alias, password_hash, _float(self._clock.seconds())],
+        )
+        return bool(created)
+
+    def set_password_hash(self, alias: str, new_hash: str) -> Deferred[bool]:
+        """Replace the password hash; False if ``alias`` is not registered."""
+        return self._run(
+            "set_password_hash", self._update_account, alias_key(alias), "password_hash", new_hash
+        )
+
+    def set_ignores(self, alias: str, ignores: Iterable[str]) -> Deferred[None]:
+        """Replace the ignore list of ``alias``; fails with NoSuchAccount if unregistered."""
+        return self._run("set_ignores", self._set_ignores, alias_key(alias), list(ignores))
+
+    async def _set_ignores(self, key: str, ignores: list[str]) -> None:
+        if not await self._update_account(key, "ignores", json.dumps(ignores)):
+            raise NoSuchAccount(f"no account is registered as {key}")
+
+    async def _update_account(self, key: str, field: str, value: str) -> bool:
+        """Set one field of an existing account; False if there is none."""
+        return bool(
+            await self._eval(_UPDATE_ACCOUNT_LUA, [self._account_key(key)], [field, value])
+        )
+
+    def add_ssh_key(self, alias: str, fingerprint: str, public_key: str) -> Deferred[bool]:
+        """Bind an SSH key to registered ``alias``; False if bound already.
+
+        Fails with NoSuchAccount if ``alias`` is not registered.
+        """
+        return self._run(
+            "add_ssh_key", self._add_ssh_key, alias_key(alias), fingerprint, public_key
+        )
+
+    async def _add_ssh_key(self, key: str, fingerprint: str, public_key: str) -> bool:
+        bound = json.dumps({"key": public_key, "added_at": self._clock.seconds()})
+        added = await self._eval(
+            _ADD_SSH_KEY_LUA,
+            [self._account_key(key), self._ssh_keys_key(key)],
+            [fingerprint, bound],
+        )
+        if added < 0:
+            raise NoSuchAccount(f"no account is registered as {key}")
+        return bool(added)
+
+    def remove_ssh_key(self, alias: str, fingerprint: str) -> Deferred[bool]:
+        """Unbind the SSH key with ``fingerprint`` from ``alias``; False if it was not bound."""
+        return self._run("remove_ssh_key", self._remove_ssh_key, alias_key(alias), fingerprint)
+
+    async def _remove_ssh_key(self, key: str, fingerprint: str) -> bool:
+        return bool(await self._execute("HDEL", self._ssh_keys_key(key), fingerprint))
+
+    def ssh_keys(self, alias: str) -> Deferred[list[tuple[str, str]]]:
+        """The (fingerprint, public key) pairs bound to ``alias``, oldest first."""
+        return self._run("ssh_keys", self._ssh_keys, alias_key(alias))
+
+    async def _ssh_keys(self, key: str) -> list[tuple[str, str]]:
+        stored = _pairs(await self._execute("HGETALL", self._ssh_keys_key(key)))
+        bound = sorted(
+            (json.loads(value)["added_at"], fingerprint, json.loads(value)["key"])
+            for fingerprint, value in stored.items()
+        )
+        return [(fingerprint, line) for _, fingerprint, line in bound]
+
+    def _account_key(self, key: str) -> str:
+        return f"{self._prefix}account:{key}"
+
+    def _ssh_keys_key(self, key: str) -> str:
+        return f"{self._prefix}sshkeys:{key}"
+
+    # Bans.
+
+    def add_ban(self, ban: Ban) -> Deferred[None]:
+        """Record ``ban``, replacing any ban on the same mask (compared case-insensitively)."""
+        return self._run("add_ban", self._add_ban, ban)
+
+    async def _add_ban(self, ban: Ban) -> None:
+        value = json.dumps(
+            {
+                "mask": ban.mask,
+                "kind": ban.kind,
+                "reason": ban.reason,
+                "set_by": ban.set_by,
+                "created_at": float(ban.created_at),
+                "expires_at": None if ban.expires_at is None else float(ban.expires_at),
+            }
+        )
+        await self._execute("HSET", self._bans_key, ban.mask.lower(), value)
+
+    def remove_ban(self, mask: str) -> Deferred[bool]:
+        """Lift the ban on ``mask``; False if there was none."""
+        return self._run("remove_ban", self._remove_ban, mask)
+
+    async def _remove_ban(self, mask: str) -> bool:
+        return bool(await self._execute("HDEL", self._bans_key, mask.lower()))
+
+    def active_bans(self, now: float) -> Deferred[list[Ban]]:
+        """The bans in force at ``now``, oldest first; expired ones are deleted on the way."""
+        return self._run("active_bans", self._active_bans, now)
+
+    async def _active_bans(self, now: float) -> list[Ban]:
+        kept: list[str] = await self._eval(_ACTIVE_BANS_LUA, [self._bans_key], [_float(now)])
+        bans = [Ban(**json.loads(value)) for value in kept]
+        return sorted(bans, key=lambda ban: (ban.created_at, ban.mask))
+
+    # Settings (the MOTD, ...) and room topics.
+
+    def get_setting(self, key: str) -> Deferred[str | None]:
+        """The value of setting ``key``, or None if it is not set."""
+        return self._run("get_setting", self._get_setting, key)
+
+    async def _get_setting(self, key: str) -> str | None:
+        value: str | None = await self._execute("HGET", self._settings_key, key)
+        return value
+
+    def set_setting(self, key: str, value: str | None) -> Deferred[None]:
+        """Set ``key`` to ``value``; None deletes it."""
+        return self._run("set_setting", self._set_setting, key, value)
+
+    async def _set_setting(self, key: str, value: str | None) -> None:
+        if value is None:
+            await self._execute("HDEL", self._settings_key, key)
+        else:
+            await self._execute("HSET", self._settings_key, key, value)
+
+    def set_topic(self, room: str, topic: str | None, set_by: str) -> Deferred[None]:
+        """Set the topic of ``room`` (in any case); None clears it."""
+        return self._run("set_topic", self._set_topic, room, topic, set_by)
+
+    async def _set_topic(self, room: str, topic: str | None, set_by: str) -> None:
+        if topic is None:
+            await self._execute("HDEL", self._topics_key, room_key(room))
+            return
+        value = json.dumps(
+            {"room": room, "topic": topic, "set_by": set_by, "set_at": self._clock.seconds()}
+        )
+        await self._execute("HSET", self._topics_key, room_key(room), value)
+
+    def topics(self) -> Deferred[dict[str, str]]:
+        """The topic of every room that has one, under the room's name as last set."""
+        return self._run("topics", self._topics)
+
+    async def _topics(self) -> dict[str, str]:
+        stored = _pairs(await self._execute("HGETALL", self._topics_key))
+        topics = [json.loads(value) for value in stored.values()]
+        return {topic["room"]: topic["topic"] for topic in topics}
+
+    # Plumbing.
+
+    def _refusal(self, name: str) -> Deferred[Any] | None:
+        """None if the store may be used now; else raise, or a failed Deferred."""
+        if self._state is _State.RUNNING:
+            return None
+        if self._state is _State.NEW:
+            raise StoreNotStarted(f"RedisStore.{name}() called before start()")
+        return fail(StoreClosed(f"RedisStore.{name}() called after stop()"))
+
+    def _run(
+        self, name: str, function: Callable[..., Coroutine[Any, Any, T]], *args: Any
+    ) -> Deferred[T]:
+        """Run ``function(*args)`` if the store may be used now, else refuse (see _refusal)."""
+        if (refused := self._refusal(name)) is not None:
+            return refused
+        return Deferred.fromCoroutine(function(*args))
+
+    def _execute(self, *args: str | int) -> Deferred[Any]:
+        """Send one command; a link that raises instead of failing still gives a Deferred."""
+        return maybeDeferred(self._redis.execute, *args)
+
+    def _eval(self, script: str, keys: Sequence[str], args: Sequence[str | int]) -> Deferred[Any]:
+        return self._execute("EVAL", script, len(keys), *keys, *args)
+
+    def _log_failure(self, failure: Failure, message: str, **fields: Any) -> None:
+        """Log a failed write: a lost link in one line (it is expected, and said
+        elsewhere), anything else with its traceback."""
+        if failure.check(ConnectionError):
+            self.log.warn(message + ": {problem}", problem=failure.getErrorMessage(), **fields)
+        else:
+            self.log.failure(message, failure, LogLevel.error, **fields)
+
+
+def _history_entry(fields: Sequence[str]) -> HistoryEntry:
+    """A line from the field, value ... list of a stream entry."""
+    values = _pairs(fields)
+    return HistoryEntry(
+        values["room"], values["kind"], values["alias"], values["text"], float(values["at"])
+    )
+
+
+def _wanted(entry: HistoryEntry, before: float | None, cutoff: float | None) -> bool:
+    """Whether ``entry`` was said before ``before`` and not before the age ``cutoff``."""
+    return (before is None or entry.at < before) and (cutoff is None or entry.at >= cutoff)
+
+
+def _merged(stored: list[HistoryEntry], unflushed: list[HistoryEntry]) -> list[HistoryEntry]:
+    """Stored lines, then the unflushed ones Redis did not already answer with.
+
+    A batch whose write failed may have reached Redis all the same, and a batch
+    being written may be in a read's answer or not; a line is the same line if
+    every field is equal.
+    """
+    seen = set(stored)
+    return [*stored, *(entry for entry in unflushed if entry not in seen)]
+
+
+async def _gather(reads: list[Deferred[T]]) -> list[T]:
+    """The results of ``reads``, or the first failure itself (not wrapped in FirstError)."""
+    try:
+        return await gatherResults(reads, consumeErrors=True)
+    except FirstError as error:
+        error.subFailure.raiseException()
