@@ -16,7 +16,7 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.abstract import FileDescriptor
@@ -31,6 +31,10 @@ from twisted.python.failure import Failure
 from chatd.hub import HISTORY_KEPT, MOTD_SETTING
 from chatd.protocol import ChatConfig, ChatFactory
 from chatd.store import Store
+
+if TYPE_CHECKING:
+    from chatd.cluster import Cluster
+    from chatd.redisstore import RedisStore
 
 SHUTDOWN_NOTICE = "Server shutting down."
 
@@ -53,18 +57,22 @@ class ChatService(Service):
     def __init__(
         self,
         factory: ChatFactory,
-        store: Store,
+        store: Store | RedisStore,
         endpoints: Sequence[str],
         others: Sequence[tuple[str, IProtocolFactory]] = (),
         reactor: IReactorCore | None = None,
         reread: Callable[[], LiveSettings] | None = None,
         log_observer: Callable[[], ILogObserver] | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         """Listen on ``endpoints`` for chat, and on each of ``others`` with its factory.
 
         ``reread`` reads the settings again for a reload; with it, SIGHUP reloads.
 
         ``log_observer`` makes the observer twistd should log to instead of its own.
+
+        ``cluster`` joins the other nodes sharing a Redis (whose store ``store``
+        then is) before accepting, and leaves them after the last client.
         """
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -72,6 +80,7 @@ class ChatService(Service):
             reactor = default_reactor  # type: ignore[assignment]
         self.factory = factory
         self.store = store
+        self.cluster = cluster
         self.endpoints = list(endpoints)
         self.listeners: list[tuple[str, IProtocolFactory]] = [
             *((description, factory) for description in endpoints),
@@ -145,6 +154,9 @@ class ChatService(Service):
     async def _start(self) -> None:
         try:
             await self.store.start()
+            if self.cluster is not None:
+                # Waits (retrying) until Redis answers: the store is in Redis.
+                await self.cluster.start()
             topics = await self.store.topics()
             history = await self.store.recent_history_by_room(HISTORY_KEPT)
             if self.factory.hub.accounts is not None:
@@ -167,6 +179,8 @@ class ChatService(Service):
             await maybeDeferred(port.stopListening)
         await self.factory.shut_down(SHUTDOWN_NOTICE)
         await self.store.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
 
     def _take_stop_signals(self) -> None:
         """SIGTERM and SIGINT stop the reactor without marking the exit as by signal.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from twisted.internet import endpoints
@@ -24,6 +24,7 @@ from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, HISTORY_KEPT, Hub
 from chatd.logs import json_observer, twistd_log_file
 from chatd.passwords import Passwords
 from chatd.protocol import ChatConfig, ChatFactory
+from chatd.redisaddress import RedisAddress
 from chatd.service import ChatService, LiveSettings
 from chatd.store import HISTORY_PER_ROOM, Store
 from chatd.text import (
@@ -36,6 +37,9 @@ from chatd.text import (
     is_valid_name,
     parse_duration,
 )
+
+if TYPE_CHECKING:
+    from chatd.redisstore import RedisStore
 
 DEFAULT_INTERFACE = "127.0.0.1"
 DEFAULT_PORT = 55555
@@ -115,6 +119,14 @@ def _endpoint(value: str) -> str:
 
 
 _endpoint.coerceDoc = "A port or a Twisted endpoint description."  # type: ignore[attr-defined]
+
+
+def _redis_url(value: str) -> str:
+    RedisAddress.from_url(value)  # raises RedisURLRefused (a ValueError) saying why
+    return value
+
+
+_redis_url.coerceDoc = "redis://[:password@]host[:port][/db]"  # type: ignore[attr-defined]
 
 
 def _log_format(value: str) -> str:
@@ -272,6 +284,14 @@ class Options(ConfigFileOptions):
             _endpoint,
         ],
         [
+            "redis",
+            None,
+            None,
+            "Join a cluster of chatd nodes sharing this Redis (redis://host:port/db):"
+            " rooms, users, history and accounts live there.",
+            _redis_url,
+        ],
+        [
             "log-format",
             None,
             "text",
@@ -423,14 +443,38 @@ def read_motd(path: str) -> str:
 
 
 def makeService(options: Options) -> ChatService:
-    """Build the chat service: its store, its hub, and one listener per ``--port``."""
+    """Build the chat service: its store, its hub, and one listener per ``--port``.
+
+    With ``--redis`` the store is Redis and the hub one node of a cluster;
+    without it, a single server with its SQLite store in ``--data-dir``.
+    """
     keep_history = options["history-keep"] > 0
-    store = Store(
-        Path(options["data-dir"]) / DATABASE_FILE,
-        history_per_room=options["history-keep"] if keep_history else HISTORY_PER_ROOM,
-        history_max_age_seconds=options["history-max-age"],
-    )
-    hub = Hub(
+    history_per_room = options["history-keep"] if keep_history else HISTORY_PER_ROOM
+    store: Store | RedisStore
+    cluster = None
+    hub_type: type[Hub] = Hub
+    if options["redis"]:
+        # txredisapi imports the reactor: only when asked for.
+        from chatd.cluster import Cluster
+        from chatd.clusterhub import ClusterHub
+        from chatd.redislink import RedisLink
+        from chatd.redisstore import RedisStore
+
+        link = RedisLink(RedisAddress.from_url(options["redis"]))
+        store = RedisStore(
+            link,
+            str(link.address),
+            history_per_room=history_per_room,
+            history_max_age_seconds=options["history-max-age"],
+        )
+        hub_type = ClusterHub
+    else:
+        store = Store(
+            Path(options["data-dir"]) / DATABASE_FILE,
+            history_per_room=history_per_room,
+            history_max_age_seconds=options["history-max-age"],
+        )
+    hub = hub_type(
         default_room=options["default-room"],
         store=store,
         history_replay=options["history-replay"],
@@ -438,6 +482,8 @@ def makeService(options: Options) -> ChatService:
         history_max_age_seconds=options["history-max-age"],
         accounts=Accounts(store, Passwords(), options["operators"]),
     )
+    if options["redis"]:
+        cluster = Cluster(hub, link, store)  # type: ignore[arg-type]
     hub.motd_file_text = options["motd-text"] or None
     factory = ChatFactory(hub, options.config())
     log_observer = None
@@ -464,6 +510,7 @@ def makeService(options: Options) -> ChatService:
         store,
         options["ports"],
         others,
+        cluster=cluster,
         reread=partial(reread, options.argv),
         log_observer=log_observer,
     )

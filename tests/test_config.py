@@ -393,6 +393,7 @@ NO_DEFAULT = {
     "motd",
     "history-max-age",
     "metrics",
+    "redis",
     "tls-cert",
     "tls-key",
     "web",

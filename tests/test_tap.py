@@ -166,3 +166,66 @@ def test_web_origin_check() -> None:
     assert factory.origin_allowed("https://chat.example.org", "10.0.0.1:8080")
     assert not factory.origin_allowed("http://evil.example", "127.0.0.1:8080")
     assert not factory.origin_allowed("http://127.0.0.1:9999", "127.0.0.1:8080")
+
+
+def test_redis_makes_a_cluster_node_with_its_store_in_redis() -> None:
+    """--redis builds a cluster hub, a Redis store and the cluster link; nothing connects yet."""
+    from chatd.clusterhub import ClusterHub
+    from chatd.redisstore import RedisStore
+
+    service = makeService(parse("--redis", "redis://:secret@127.0.0.1:6390/2"))
+    assert isinstance(service.factory.hub, ClusterHub)
+    assert isinstance(service.store, RedisStore)
+    assert service.cluster is not None
+    assert service.factory.hub.bus is service.cluster
+    address = service.cluster.link.address
+    assert (address.host, address.port, address.db, address.password) == (
+        "127.0.0.1",
+        6390,
+        2,
+        "secret",
+    )
+    assert "secret" not in str(address)
+    assert not service.cluster.link.up
+
+
+def test_without_redis_chatd_is_a_single_server() -> None:
+    """No --redis: the plain hub and the SQLite store, and no cluster."""
+    from chatd.hub import Hub
+    from chatd.store import Store
+
+    service = makeService(parse())
+    assert type(service.factory.hub) is Hub
+    assert isinstance(service.store, Store)
+    assert service.cluster is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:6379/0",
+        "redis://127.0.0.1:notaport/0",
+        "redis://127.0.0.1:6379/zero",
+        "redis://127.0.0.1:6379/0?timeout=5",
+    ],
+)
+def test_a_bad_redis_url_is_refused(url: str) -> None:
+    """Anything but redis://[:password@]host[:port][/db] is a usage error."""
+    with pytest.raises(UsageError):
+        parse("--redis", url)
+
+
+def test_checking_redis_options_imports_no_reactor() -> None:
+    """Parsing --redis does not import txredisapi (which would install the reactor)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from chatd.tap import Options; "
+        "Options().parseOptions(['--redis', 'redis://127.0.0.1/0']); "
+        "print('txredisapi' in sys.modules, 'twisted.internet.reactor' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["False", "False"]

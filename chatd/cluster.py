@@ -1,0 +1,484 @@
+"""One node's part in a cluster of chatd processes sharing a Redis: the bus.
+
+Redis holds who is online where, and carries what happens between nodes:
+
+``{prefix}members`` (hash)
+    alias key -> presence record (JSON: alias, node, room, since, away,
+    registered). An alias is claimed with a Lua script that writes the record
+    only if no other node holds it, so an alias is unique across the cluster.
+``{prefix}node-members:{node}`` (set)
+    the alias keys one node holds, so that its claims can be dropped at once.
+``{prefix}nodes`` (set) and ``{prefix}alive:{node}`` (key with a TTL)
+    the nodes, and each node's heartbeat: refreshed every
+    :data:`HEARTBEAT_SECONDS`, it expires :data:`NODE_TTL_SECONDS` after the
+    node stops. Every node runs the reaper script each heartbeat: a node whose
+    heartbeat has expired is removed with all its claims, and one ``gone``
+    message tells the others, so a killed node's users are announced as
+    leaving within a few seconds and their aliases are free again.
+``{prefix}events`` (pub/sub channel)
+    everything nodes tell each other: JSON ``{"n": node, "m": [items]}``. A
+    node publishes once per reactor turn with all that turn's items (the same
+    batching the rooms do), on its one command connection, so Redis relays a
+    node's items in the order they happened. Claims and releases publish from
+    inside their Lua scripts, atomically with the change they announce; the
+    turn's batch is sent before any such script so the order still holds.
+
+When the link to Redis drops, the node goes on serving its own members and
+tells them that the other servers cannot hear them. When it is back, the node
+resynchronises: it registers again, claims its members' aliases again (one
+that was taken elsewhere meanwhile is given up by its member here), reads who
+is on the other nodes, and publishes its whole roster (``sync``) for the
+others to reconcile. Removing members that are no longer listed waits one
+heartbeat TTL, so that after a Redis restart (which forgets everything) the
+other nodes have had the time to register again before anyone is announced as
+gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from secrets import token_hex
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from chatd.clusterhub import ClusterHub, Item
+from chatd.redislink import RedisLink
+from chatd.redisstore import RedisStore
+from chatd.text import alias_key
+
+HEARTBEAT_SECONDS = 1.0
+NODE_TTL_SECONDS = 4.0
+DEFAULT_PREFIX = "chatd:"
+GONE_REASON = "Their server stopped answering"
+SHUTDOWN_REASON = "Their server shut down"
+
+# Claim (or refresh) an alias for a node; publish ARGV[4] on ARGV[5] unless empty.
+# KEYS: members hash, this node's member set. ARGV: alias key, node, record, message, channel.
+CLAIM_SCRIPT = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and cjson.decode(current)['node'] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[1])
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[4]) end
+return 1
+"""
+
+# Give up a node's claim; publish only if it was still the node's.
+# KEYS: members hash, this node's member set. ARGV: alias key, node, message, channel.
+RELEASE_SCRIPT = """
+redis.call('SREM', KEYS[2], ARGV[1])
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and cjson.decode(current)['node'] == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('PUBLISH', ARGV[4], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# Move a node's claim from one alias key to another (the same key for a change of case).
+# KEYS: members hash, this node's member set.
+# ARGV: old key, new key, node, new record, message, channel.
+RENAME_SCRIPT = """
+if ARGV[1] ~= ARGV[2] then
+  local taken = redis.call('HGET', KEYS[1], ARGV[2])
+  if taken and cjson.decode(taken)['node'] ~= ARGV[3] then return 0 end
+  local old = redis.call('HGET', KEYS[1], ARGV[1])
+  if old and cjson.decode(old)['node'] == ARGV[3] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+  redis.call('SREM', KEYS[2], ARGV[1])
+end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[6], ARGV[5])
+return 1
+"""
+
+# Refresh this node's heartbeat; 0 if the node was reaped meanwhile (it must resync).
+# KEYS: nodes set, this node's heartbeat key. ARGV: node, TTL in ms.
+BEAT_SCRIPT = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return 1
+"""
+
+# Register this node (again), with a fresh heartbeat.
+# KEYS: nodes set, this node's heartbeat key. ARGV: node, TTL in ms.
+REGISTER_SCRIPT = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return 1
+"""
+
+# Remove nodes and their claims, telling the others who is gone: every node whose
+# heartbeat expired (ARGV[4] empty), or the one node ARGV[4] (an orderly stop).
+# The news goes out in the name of the node that is gone, so every other node,
+# the reaper included, acts on it.
+# KEYS: nodes set, members hash. ARGV: key prefix, channel, reaping node, node to
+# remove or '', reason.
+REAP_SCRIPT = """
+local nodes = {}
+if ARGV[4] ~= '' then
+  nodes = {ARGV[4]}
+else
+  for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    if redis.call('EXISTS', ARGV[1] .. 'alive:' .. node) == 0 then table.insert(nodes, node) end
+  end
+end
+for _, node in ipairs(nodes) do
+  local set = ARGV[1] .. 'node-members:' .. node
+  local aliases = {}
+  for _, key in ipairs(redis.call('SMEMBERS', set)) do
+    local record = redis.call('HGET', KEYS[2], key)
+    if record then
+      local presence = cjson.decode(record)
+      if presence['node'] == node then
+        redis.call('HDEL', KEYS[2], key)
+        table.insert(aliases, presence['alias'])
+      end
+    end
+  end
+  redis.call('DEL', set, ARGV[1] .. 'alive:' .. node)
+  redis.call('SREM', KEYS[1], node)
+  local item = {t = 'gone', node = node, aliases = aliases, reason = ARGV[5]}
+  redis.call('PUBLISH', ARGV[2], cjson.encode({n = node, m = {item}}))
+end
+return #nodes
+"""
+
+
+def new_node_id() -> str:
+    """A name for this process that no other node has: host, pid and a random part."""
+    return f"{socket.gethostname()}.{os.getpid()}.{token_hex(3)}"
+
+
+class Cluster:
+    """Connects a :class:`ClusterHub` to the other nodes through Redis (see the module doc)."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        hub: ClusterHub,
+        link: RedisLink,
+        store: RedisStore | None = None,
+        *,
+        node: str | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        self.hub = hub
+        self.node = node or new_node_id()
+        self.up = False
+        self._store = store
+        self._clock = clock if clock is not None else hub.clock
+        self._prefix = prefix
+        self.channel = f"{prefix}events"
+        self._members_key = f"{prefix}members"
+        self._nodes_key = f"{prefix}nodes"
+        self._mine_key = f"{prefix}node-members:{self.node}"
+        self._alive_key = f"{prefix}alive:{self.node}"
+        self.link = link
+        link.channels = [self.channel]
+        link.on_message = self._received
+        link.on_up = self._link_up
+        link.on_down = self._link_down
+        self._outbox: list[Item] = []
+        self._outbox_call: IDelayedCall | None = None
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = self._clock
+        self._settle_call: IDelayedCall | None = None
+        self._was_down = False
+        self._resyncing = False
+        self._first_up: Deferred[None] | None = Deferred()
+        # Alias keys other nodes changed while a roster read was in flight: the
+        # read may predate the change, so it must not undo it.
+        self._changed: set[str] | None = None
+        # Items received and published, for the metrics and the benchmark.
+        self.items_published = 0
+        self.items_received = 0
+        hub.bus = self
+
+    # Life cycle.
+
+    def start(self) -> Deferred[None]:
+        """Connect; fires once connected and synchronised the first time (retrying until then)."""
+        self.log.info(
+            "node {node} joining the cluster at {address}",
+            node=self.node,
+            address=str(self.link.address),
+        )
+        self.link.start()
+        assert self._first_up is not None
+        return self._first_up
+
+    async def stop(self) -> None:
+        """Leave the cluster: the others are told this node's members are gone."""
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        if self._settle_call is not None and self._settle_call.active():
+            self._settle_call.cancel()
+        self._send_outbox()
+        if self.up:
+            try:
+                await self._reap(self.node, SHUTDOWN_REASON)
+            except Exception as problem:
+                self.log.warn("could not tell the cluster this node is leaving: {p}", p=problem)
+        self.up = False
+        await self.link.stop()
+
+    # What the hub asks for (the Bus protocol).
+
+    def publish(self, item: Item) -> bool:
+        """Queue ``item`` for every other node; sent at the end of this reactor turn."""
+        if not self.up:
+            return False
+        self._outbox.append(item)
+        if self._outbox_call is None:
+            self._outbox_call = self._clock.callLater(0, self._send_outbox)
+        return True
+
+    def claim(self, record: Item, item: Item) -> Deferred[bool]:
+        """Claim ``record``'s alias for this node, publishing ``item`` if it is ours."""
+        return self._script(
+            CLAIM_SCRIPT,
+            [self._members_key, self._mine_key],
+            [
+                alias_key(record["alias"]),
+                self.node,
+                _json(record),
+                self._envelope([item]),
+                self.channel,
+            ],
+        ).addCallback(bool)
+
+    def rename(self, old: str, record: Item, item: Item) -> Deferred[bool]:
+        """Move the claim on ``old`` to ``record``'s alias, publishing ``item``."""
+        return self._script(
+            RENAME_SCRIPT,
+            [self._members_key, self._mine_key],
+            [
+                alias_key(old),
+                alias_key(record["alias"]),
+                self.node,
+                _json(record),
+                self._envelope([item]),
+                self.channel,
+            ],
+        ).addCallback(bool)
+
+    def release(self, alias: str, item: Item) -> None:
+        """Give up the claim on ``alias``, publishing ``item`` if it was ours."""
+        self._script(
+            RELEASE_SCRIPT,
+            [self._members_key, self._mine_key],
+            [alias_key(alias), self.node, self._envelope([item]), self.channel],
+        ).addErrback(self._warn, "releasing {alias}", alias=alias)
+
+    def update(self, record: Item) -> None:
+        """Keep ``record`` as its member's presence (for nodes that resynchronise later)."""
+        self._script(
+            CLAIM_SCRIPT,
+            [self._members_key, self._mine_key],
+            [alias_key(record["alias"]), self.node, _json(record), "", self.channel],
+        ).addErrback(self._warn, "updating {alias}", alias=record["alias"])
+
+    # The link.
+
+    def _link_up(self) -> None:
+        ensureDeferred(self._resync()).addErrback(self._resync_failed)
+
+    def _link_down(self) -> None:
+        self.up = False
+        self._was_down = True
+        self._outbox.clear()
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        self.hub.link_down()
+
+    def _resync_failed(self, failure: Any) -> None:
+        # The link went down again in the middle: the next _link_up starts over.
+        self._resyncing = False
+        self.log.warn(
+            "cluster resynchronisation failed: {problem}", problem=failure.getErrorMessage()
+        )
+
+    async def _resync(self) -> None:
+        """(Re)join the cluster: register, claim our members, learn the others', tell them ours."""
+        if self._resyncing:
+            return
+        self._resyncing = True
+        ttl_ms = int(NODE_TTL_SECONDS * 1000)
+        await self._script(
+            REGISTER_SCRIPT, [self._nodes_key, self._alive_key], [self.node, ttl_ms]
+        )
+        await self._reap("", GONE_REASON)
+        for member_record in self.hub.local_records():
+            won = await self._script(
+                CLAIM_SCRIPT,
+                [self._members_key, self._mine_key],
+                [
+                    alias_key(member_record["alias"]),
+                    self.node,
+                    _json(member_record),
+                    "",
+                    self.channel,
+                ],
+            )
+            if not won and (member := self.hub.member_named(member_record["alias"])) is not None:
+                self.hub.lost_alias(member)
+        if self._store is not None:
+            await self._reload_shared()
+        records = await self._read_roster()
+        self.up = True
+        self._resyncing = False
+        self.hub.reconcile(None, records, drop_missing=False)
+        self._settle_call = self._clock.callLater(NODE_TTL_SECONDS, self._settle)
+        self._heartbeat.start(HEARTBEAT_SECONDS, now=False)
+        self.publish({"t": "sync", "members": self.hub.local_records()})
+        self.log.info(
+            "node {node} in the cluster: {local} member(s) here, {remote} on other nodes",
+            node=self.node,
+            local=len(self.hub),
+            remote=len(self.hub.remote),
+        )
+        if self._was_down:
+            self.hub.link_back()
+        if self._first_up is not None:
+            first, self._first_up = self._first_up, None
+            first.callback(None)
+
+    async def _reload_shared(self) -> None:
+        assert self._store is not None
+        accounts = self.hub.accounts
+        if accounts is not None:
+            await accounts.load()
+        topics = await self._store.topics()
+        bans = await self._store.active_bans(self._clock.seconds())
+        motd = await self._store.get_setting("motd")
+        self.hub.reload_shared(topics, bans, motd)
+
+    async def _read_roster(self) -> list[Item]:
+        self._changed = set()
+        try:
+            raw = await self.link.execute("HGETALL", self._members_key)
+        finally:
+            changed, self._changed = self._changed, None
+        records = [json.loads(value) for value in _hash_values(raw)]
+        return [record for record in records if alias_key(record["alias"]) not in changed]
+
+    def _settle(self) -> None:
+        """One TTL after a resync: drop the members the cluster no longer lists."""
+        self._settle_call = None
+        if not self.up:
+            return
+
+        def reconcile(records: list[Item]) -> None:
+            if self.up:
+                self.hub.reconcile(None, records, drop_missing=True)
+
+        ensureDeferred(self._read_roster()).addCallback(reconcile).addErrback(
+            self._warn, "reading the roster"
+        )
+
+    def _beat(self) -> Deferred[None]:
+        """Refresh our heartbeat and reap dead nodes; resync if we were reaped ourselves."""
+        ttl_ms = int(NODE_TTL_SECONDS * 1000)
+        beat = self._script(BEAT_SCRIPT, [self._nodes_key, self._alive_key], [self.node, ttl_ms])
+
+        def beaten(alive: int) -> Deferred[Any]:
+            if not alive:
+                self.log.warn(
+                    "node {node} was taken for dead by the cluster; rejoining", node=self.node
+                )
+                self.up = False
+                self._heartbeat.stop()
+                self._link_up()
+                return succeed(None)
+            return self._reap("", GONE_REASON)
+
+        beat.addCallback(beaten)
+        beat.addErrback(self._warn, "the heartbeat")
+        return beat
+
+    def _reap(self, node: str, reason: str) -> Deferred[Any]:
+        reaped = self._script(
+            REAP_SCRIPT,
+            [self._nodes_key, self._members_key],
+            [self._prefix, self.channel, self.node, node, reason],
+        )
+        return reaped
+
+    # Messages.
+
+    def _received(self, channel: str, message: str) -> None:
+        """Act on one published message: every item of another node's batch, in order."""
+        try:
+            envelope = json.loads(message)
+            node, items = envelope["n"], envelope["m"]
+        except (ValueError, KeyError, TypeError):
+            self.log.warn(
+                "cluster: unreadable message ignored: {message!r}", message=message[:200]
+            )
+            return
+        if node == self.node:
+            return
+        for item in items:
+            self.items_received += 1
+            try:
+                self._dispatch(node, item)
+            except Exception:
+                self.log.failure(
+                    "cluster: cannot act on {item!r} from {node}", item=item, node=node
+                )
+
+    def _dispatch(self, node: str, item: Item) -> None:
+        if self._changed is not None:
+            for field in ("alias", "old", "new"):
+                if field in item:
+                    self._changed.add(alias_key(str(item[field])))
+            self._changed.update(alias_key(str(alias)) for alias in item.get("aliases") or ())
+        if "to" in item and item["to"] != self.node:
+            return
+        self.hub.receive(node, item)
+
+    def _send_outbox(self) -> None:
+        if self._outbox_call is not None and self._outbox_call.active():
+            self._outbox_call.cancel()
+        self._outbox_call = None
+        items, self._outbox = self._outbox, []
+        if not items:
+            return
+        self.items_published += len(items)
+        self.link.execute("PUBLISH", self.channel, self._envelope(items)).addErrback(
+            self._warn, "publishing {count} item(s)", count=len(items)
+        )
+
+    def _script(self, script: str, keys: list[str], args: list[Any]) -> Deferred[Any]:
+        """Run a Lua script after whatever this turn has published, so order holds."""
+        self._send_outbox()
+        return self.link.execute("EVAL", script, len(keys), *keys, *args)
+
+    def _envelope(self, items: list[Item]) -> str:
+        return _json({"n": self.node, "m": items})
+
+    def _warn(self, failure: Any, what: str, **fields: Any) -> None:
+        self.log.warn(
+            "cluster: " + what + " failed: {problem}", problem=failure.getErrorMessage(), **fields
+        )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _hash_values(raw: Any) -> list[str]:
+    """The values of an HGETALL reply (txredisapi gives a dict, or a flat list)."""
+    if isinstance(raw, dict):
+        return list(raw.values())
+    return list(raw[1::2]) if raw else []

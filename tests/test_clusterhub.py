@@ -1,0 +1,309 @@
+"""Tests for chatd.clusterhub: several hubs as one chat, joined by an in-memory bus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+
+from chatd.clusterhub import LINK_DOWN_NOTICE, ClusterHub, Item, UnknownItem
+from chatd.events import Event
+from chatd.text import AliasRefused, alias_key
+from tests.test_hub import RecordingMember as HubMember
+
+
+def line_encode(event: Event) -> bytes:
+    return repr(event).encode() + b"\n"
+
+
+class RecordingMember(HubMember):
+    """A member whose events arrive one per line, batched or not."""
+
+    encode = staticmethod(line_encode)
+
+    def text(self) -> str:
+        return b"".join(self.delivered()).decode().rstrip("\n")
+
+
+class MemoryCluster:
+    """The shared state Redis would hold: who claims which alias."""
+
+    def __init__(self) -> None:
+        self.buses: list[MemoryBus] = []
+        self.claims: dict[str, str] = {}
+
+
+class MemoryBus:
+    """The Bus protocol in memory: items reach the other hubs at once, in order."""
+
+    def __init__(self, cluster: MemoryCluster, node: str, hub: ClusterHub) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.hub = hub
+        self.up = True
+        self.records: dict[str, Item] = {}
+        cluster.buses.append(self)
+        hub.bus = self
+
+    def publish(self, item: Item) -> bool:
+        if not self.up:
+            return False
+        for bus in self.cluster.buses:
+            if bus is not self and bus.up and item.get("to", bus.node) == bus.node:
+                bus.hub.receive(self.node, item)
+        return True
+
+    def claim(self, record: Item, item: Item) -> Deferred[bool]:
+        key = alias_key(record["alias"])
+        if self.cluster.claims.setdefault(key, self.node) != self.node:
+            return succeed(False)
+        self.records[key] = record
+        self.publish(item)
+        return succeed(True)
+
+    def rename(self, old: str, record: Item, item: Item) -> Deferred[bool]:
+        key = alias_key(record["alias"])
+        if self.cluster.claims.setdefault(key, self.node) != self.node:
+            return succeed(False)
+        if key != alias_key(old):
+            self.cluster.claims.pop(alias_key(old), None)
+        self.records[key] = record
+        self.publish(item)
+        return succeed(True)
+
+    def release(self, alias: str, item: Item) -> None:
+        if self.cluster.claims.get(alias_key(alias)) == self.node:
+            del self.cluster.claims[alias_key(alias)]
+            self.publish(item)
+
+    def update(self, record: Item) -> None:
+        self.records[alias_key(record["alias"])] = record
+
+
+@pytest.fixture
+def nodes() -> tuple[ClusterHub, ClusterHub]:
+    clock = Clock()
+    cluster = MemoryCluster()
+    hubs = ClusterHub(clock), ClusterHub(clock)
+    for name, hub in zip("ab", hubs, strict=True):
+        MemoryBus(cluster, name, hub)
+    return hubs
+
+
+def online(hub: ClusterHub, *aliases: str) -> list[RecordingMember]:
+    members = []
+    for alias in aliases:
+        member = RecordingMember(hub)
+        hub.join(member, alias)
+        members.append(member)
+    return members
+
+
+def settled(*members: RecordingMember) -> None:
+    """End the turn and forget what the members received so far."""
+    for member in members:
+        member.delivered()
+        member.received.clear()
+
+
+def test_a_line_reaches_the_room_on_every_node_once_in_order(nodes: Any) -> None:
+    """What alice says on node a reaches bob on node b once per line, in order, not alice."""
+    a, b = nodes
+    (alice,) = online(a, "alice")
+    bob, carol = online(b, "bob", "carol")
+    b.move(carol, "#elsewhere")
+    settled(alice, bob, carol)
+    for n in range(3):
+        a.say(alice, f"line {n}")
+    assert bob.text() == "\n".join(f"Said(sender='alice', text='line {n}')" for n in range(3))
+    assert alice.text() == ""
+    assert carol.text() == ""
+
+
+def test_arrivals_on_other_nodes_are_announced_with_the_cluster_count(nodes: Any) -> None:
+    """bob on node b hears alice arrive on a; alice is shown everyone, bob included."""
+    a, b = nodes
+    (bob,) = online(b, "bob")
+    settled(bob)
+    (alice,) = online(a, "alice")
+    assert bob.text() == "Joined(alias='alice', room='#lobby', present=2, came_from=None)"
+    assert "names=('alice', 'bob'), present=2" in alice.text()
+
+
+def test_an_alias_online_on_another_node_is_refused_in_any_case(nodes: Any) -> None:
+    """Aliases are unique across the cluster, case-insensitively."""
+    a, b = nodes
+    online(a, "alice")
+    with pytest.raises(AliasRefused, match="taken"):
+        online(b, "ALICE")
+    assert b.online() == ("alice",)
+
+
+def test_the_later_of_two_simultaneous_claims_gives_way(nodes: Any) -> None:
+    """If another node claimed the alias first (not yet heard of here), this member is let go."""
+    a, _ = nodes
+    a.bus.cluster.claims["alice"] = "b"  # b's claim is in the bus, its news not yet here
+    (alice,) = online(a, "alice")
+    assert "taken on another server at the same moment" in alice.text()
+    assert alice.disconnected == "alias taken on another node"
+    assert not a.is_online(alice)
+
+
+def test_who_and_rooms_cover_every_node(nodes: Any) -> None:
+    """/who lists everyone, /who of a room includes remote members, /rooms adds up counts."""
+    a, b = nodes
+    (alice,) = online(a, "alice")
+    _, carol = online(b, "bob", "carol")
+    b.move(carol, "#rust")
+    settled(alice)
+    a.roster(alice, everyone=True)
+    a.roster(alice)
+    a.list_rooms(alice)
+    assert alice.text().splitlines() == [
+        "Roster(room=None, names=('alice', 'bob', 'carol'))",
+        "Roster(room='#lobby', names=('alice', 'bob'))",
+        "RoomList(rooms=(('#lobby', 2, None), ('#rust', 1, None)))",
+    ]
+
+
+def test_private_messages_cross_nodes_and_respect_ignore_and_away(nodes: Any) -> None:
+    """A whisper reaches its recipient on another node; ignoring drops it; away is reported."""
+    a, b = nodes
+    (alice,) = online(a, "alice")
+    (bob,) = online(b, "bob")
+    b.set_away(bob, "lunch")
+    settled(alice, bob)
+    a.whisper(alice, "BOB", "psst")
+    assert bob.text() == "Whispered(sender='alice', text='psst')"
+    assert alice.text().splitlines() == [
+        "WhisperSent(recipient='bob', text='psst')",
+        "Notice(text='bob is away: lunch')",
+    ]
+    b.ignore(bob, "alice")
+    settled(bob)
+    a.whisper(alice, "bob", "again")
+    assert bob.text() == ""
+
+
+def test_moves_renames_and_departures_are_announced_across_nodes(nodes: Any) -> None:
+    """Room changes, alias changes and quits on node b are told to the room on node a."""
+    a, b = nodes
+    (alice,) = online(a, "alice")
+    (bob,) = online(b, "bob")
+    settled(alice)
+    b.rename(bob, "robert")
+    b.move(bob, "#rust")
+    assert alice.text().splitlines() == [
+        "Renamed(old='bob', new='robert')",
+        "Departed(alias='robert', went_to='#rust')",
+    ]
+    settled(alice)
+    a.move(alice, "#rust")
+    settled(alice)
+    b.leave(bob, "Quit: bye")
+    assert alice.text() == "Left(alias='robert', reason='Quit: bye')"
+    assert a.online() == ("alice",)
+    online(a, "bob")  # the old alias is free again
+
+
+def test_a_lost_node_takes_its_members_with_it(nodes: Any) -> None:
+    """A gone item (a node reaped) announces each of its members as leaving."""
+    a, b = nodes
+    (alice,) = online(a, "alice")
+    online(b, "bob", "carol")
+    settled(alice)
+    a.receive("c", {"t": "gone", "node": "b", "aliases": ["bob", "carol"], "reason": "Timeout"})
+    assert alice.text().splitlines() == [
+        "Left(alias='bob', reason='Timeout')",
+        "Left(alias='carol', reason='Timeout')",
+    ]
+    assert a.online() == ("alice",)
+
+
+def test_an_operator_kicks_a_member_of_another_node(nodes: Any) -> None:
+    """The kick is carried out by the target's node, which tells the target and the room."""
+    a, b = nodes
+    (op,) = online(a, "op")
+    bob, carol = online(b, "bob", "carol")
+    a.make_operator(op, "root")
+    settled(op, bob, carol)
+    a.kick(op, "bob", "spam")
+    assert bob.text() == "Notice(text='You were kicked by op: spam')"
+    assert bob.disconnected == "kicked by operator root on node a"
+    assert carol.text() == "Left(alias='bob', reason='Kicked by op: spam')"
+    assert op.text().splitlines() == [
+        "Left(alias='bob', reason='Kicked by op: spam')",
+        "Notice(text='Kicked bob.')",
+    ]
+
+
+def test_bans_and_mutes_are_enforced_on_every_node(nodes: Any) -> None:
+    """A ban set on node a disconnects a matching member of node b; a mute silences them."""
+    a, b = nodes
+    (op,) = online(a, "op")
+    bob, mallory = online(b, "bob", "mallory")
+    a.make_operator(op, "root")
+    a.mute(op, "bob", None)
+    settled(op, bob)
+    b.say(bob, "can anyone hear me")
+    assert op.text() == ""
+    a.ban(op, "mallory", None, "abuse")
+    assert mallory.disconnected == "banned by operator root on node a"
+    assert b.banned(alias="mallory") is not None
+
+
+def test_topics_and_history_are_shared(nodes: Any) -> None:
+    """A topic set on a is known on b; lines said on a are in b's /history."""
+    a, b = nodes
+    (alice,) = online(a, "alice")
+    (bob,) = online(b, "bob")
+    a.set_topic(alice, "welcome")
+    a.say(alice, "hello")
+    settled(bob)
+    b.show_topic(bob)
+    b.show_history(bob, 5)
+    lines = bob.text().splitlines()
+    assert lines[0] == "Notice(text='Topic of #lobby: welcome')"
+    assert "'hello'" in lines[1]
+
+
+def test_while_the_link_is_down_local_members_still_hear_each_other(nodes: Any) -> None:
+    """Link down: everyone here is told, lines still reach this node's members only."""
+    a, b = nodes
+    alice, dave = online(a, "alice", "dave")
+    (bob,) = online(b, "bob")
+    settled(alice, dave, bob)
+    a.bus.up = False
+    a.link_down()
+    a.say(alice, "anyone?")
+    assert f"Notice(text='{LINK_DOWN_NOTICE}')" in dave.text()
+    assert "Said(sender='alice', text='anyone?')" in dave.text()
+    assert bob.text() == ""
+
+
+def test_reconcile_announces_who_came_and_who_went(nodes: Any) -> None:
+    """A roster read after an outage adds the new, moves the moved and drops the missing."""
+    a, _ = nodes
+    (alice,) = online(a, "alice")
+    a.receive("b", {"t": "join", "alias": "bob", "node": "b", "room": "#lobby", "since": 0})
+    settled(alice)
+    records = [{"alias": "carol", "node": "b", "room": "#lobby", "since": 0}]
+    a.reconcile(None, records, drop_missing=True)
+    assert alice.text().splitlines() == [
+        "Joined(alias='carol', room='#lobby', present=3, came_from=None)",
+        "Left(alias='bob', reason='Lost in a netsplit')",
+    ]
+
+
+def test_news_of_a_stranger_from_the_wrong_node_is_ignored(nodes: Any) -> None:
+    """Lines claiming to be from a member of another node than theirs are not delivered."""
+    a, b = nodes
+    (alice,) = online(a, "alice")
+    online(b, "bob")
+    settled(alice)
+    a.receive("c", {"t": "say", "alias": "bob", "room": "#lobby", "text": "forged", "at": 0})
+    assert alice.text() == ""
+    with pytest.raises(UnknownItem):
+        a.receive("b", {"t": "teleport"})
