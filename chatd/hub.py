@@ -497,8 +497,16 @@ class Hub:
         reason = clean_text(reason) or "no reason given"
         ban = Ban(mask, kind, reason, name, now, None if seconds is None else now + seconds)
         saved = self._store.add_ban(ban) if self._store is not None else succeed(None)
-        saved.addCallback(lambda _: self._enforce_ban(operator, name, ban))
-        saved.addErrback(self._log_store_failure, "saving the ban on {mask}", mask=mask)
+        saved.addCallbacks(
+            lambda _: self._enforce_ban(operator, name, ban),
+            self._ban_not_saved,
+            errbackArgs=(operator, mask),
+        )
+
+    def _ban_not_saved(self, failure: Any, operator: Member, mask: str) -> None:
+        self._log_store_failure(failure, "saving the ban on {mask}", mask=mask)
+        if self.is_online(operator):
+            self.tell(operator, Error(f"The ban on {mask} could not be saved; try again later."))
 
     def _enforce_ban(self, operator: Member, name: str, ban: Ban) -> None:
         self.bans.add(ban)

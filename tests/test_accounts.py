@@ -273,6 +273,18 @@ def test_bans_persist_in_the_store(server: AccountServer) -> None:
     assert [(ban.mask, ban.kind, ban.set_by) for ban in bans] == [("troll", "alias", "root")]
 
 
+def test_a_ban_the_store_refuses_is_reported_and_not_enforced(server: AccountServer) -> None:
+    """If the ban cannot be saved (disk full, Redis down), the operator is told; nobody is cut."""
+    oper = operator(server)
+    (troll,) = server.join("troll")
+    oper.lines()
+    server.store.stop()
+    oper.type("/ban troll\n")
+    assert oper.lines() == ["!!! The ban on troll could not be saved; try again later."]
+    assert server.hub.banned(alias="troll") is None
+    assert not troll.transport.disconnecting
+
+
 @pytest.mark.parametrize(
     ("line", "error"),
     [
