@@ -1,0 +1,116 @@
+"""Tests for chatd.cluster: nodes in one process, on the real reactor and a real Redis.
+
+What only Redis can prove is tested here: that two claims of one alias in the
+same instant leave exactly one owner, and that a node taken for dead is reaped
+and then comes back by itself. The rest of the cluster's behaviour is tested
+with an in-memory bus (tests/test_clusterhub.py) and with real twistd nodes
+(tests/integration/test_cluster.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from chatd.cluster import NODE_TTL_SECONDS, Cluster
+from chatd.clusterhub import ClusterHub
+from chatd.events import Event, Joined, Left
+from chatd.redisaddress import RedisAddress
+from chatd.redislink import RedisLink
+from tests.redisserver import RedisServer
+
+WAIT_SECONDS = 10.0
+
+
+class EventMember:
+    """A member that keeps the events it was sent."""
+
+    host = "127.0.0.1"
+    peer = "127.0.0.1:1"
+
+    def __init__(self) -> None:
+        self.alias: str | None = None
+        self.events: list[Event] = []
+        self.disconnected: str | None = None
+        self.encode = self._encode
+
+    def _encode(self, event: Event) -> bytes:
+        self.events.append(event)
+        return b""
+
+    def send(self, data: bytes) -> None:
+        """Events are kept by encode; the bytes are nothing."""
+
+    def disconnect(self, reason: str) -> None:
+        self.disconnected = reason
+
+
+async def wait_until(condition: Callable[[], object], seconds: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await deferLater(reactor, 0.05)
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest_twisted.async_yield_fixture
+async def nodes(redis: RedisServer) -> AsyncIterator[list[tuple[ClusterHub, Cluster]]]:
+    started = []
+    for name in ("a", "b"):
+        hub = ClusterHub(reactor)
+        cluster = Cluster(hub, RedisLink(RedisAddress.from_url(redis.url)), node=name)
+        await cluster.start()
+        started.append((hub, cluster))
+    yield started
+    for _, cluster in started:
+        await cluster.stop()
+
+
+def members_events(member: EventMember, kind: type) -> list[Event]:
+    return [event for event in member.events if isinstance(event, kind)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_claims_of_one_alias_at_once_leave_one_owner(nodes) -> None:
+    """Both nodes let a newcomer take 'alice' in the same instant: Redis keeps exactly one."""
+    (a_hub, _), (b_hub, _) = nodes
+    on_a, on_b = EventMember(), EventMember()
+    a_hub.join(on_a, "alice")
+    b_hub.join(on_b, "ALICE")  # neither node has heard of the other's alice yet
+    await wait_until(lambda: on_a.disconnected or on_b.disconnected)
+    await deferLater(reactor, 0.3)
+    loser, winner, winner_hub = (on_a, on_b, b_hub) if on_a.disconnected else (on_b, on_a, a_hub)
+    assert winner.disconnected is None
+    assert loser.disconnected == "alias taken on another node"
+    assert a_hub.online() == b_hub.online() == (winner.alias,)
+    assert winner_hub.is_online(winner)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_taken_for_dead_is_reaped_then_rejoins(nodes) -> None:
+    """A node silent past its heartbeat TTL is reaped (its users leave elsewhere), then rejoins."""
+    (a_hub, a), (b_hub, _) = nodes
+    alice, bob = EventMember(), EventMember()
+    a_hub.join(alice, "alice")
+    b_hub.join(bob, "bob")
+    await wait_until(lambda: "alice" in b_hub.online() and "bob" in a_hub.online())
+    a._heartbeat.stop()  # a freezes, as far as the cluster can tell
+    await wait_until(lambda: members_events(bob, Left), NODE_TTL_SECONDS + 5)
+    assert members_events(bob, Left) == [Left("alice", "Their server stopped answering")]
+    assert b_hub.online() == ("bob",)
+    bob.events.clear()
+    a._heartbeat.start(1.0, now=True)  # a wakes up, finds itself reaped, and rejoins
+    await wait_until(lambda: members_events(bob, Joined))
+    assert members_events(bob, Joined) == [Joined("alice", "#lobby", 2, None)]
+    assert a_hub.online() == b_hub.online() == ("alice", "bob")
