@@ -69,6 +69,26 @@ class ChatCollector:
             count_value=store.batches_written,
             sum_value=store.write_seconds,
         )
+        bus = getattr(hub, "bus", None)
+        if bus is not None:  # a cluster node (--redis)
+            yield GaugeMetricFamily(
+                "chatd_cluster_link_up", "1 while the link to Redis is up.", value=int(bus.up)
+            )
+            yield GaugeMetricFamily(
+                "chatd_cluster_remote_users",
+                "Users online on the other nodes.",
+                value=len(hub.remote),  # type: ignore[attr-defined]
+            )
+            yield CounterMetricFamily(
+                "chatd_cluster_items_published",
+                "Events sent to the other nodes.",
+                value=bus.items_published,
+            )
+            yield CounterMetricFamily(
+                "chatd_cluster_items_received",
+                "Events received from the other nodes.",
+                value=bus.items_received,
+            )
 
 
 def metrics_site(factory: ChatFactory, store: Store) -> Site:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 
 from tests.daemon import Daemon, read_until, start_chatd
 from tests.integration.test_daemon import join
-from tests.redisserver import RedisServer
+from tests.redisserver import RedisServer, free_port
 
 
 @pytest.fixture
@@ -41,7 +43,9 @@ def start_node(tmp_path: Path, redis: RedisServer) -> Iterator:
 
 def test_three_nodes_are_one_chat(start_node) -> None:
     """Lines, notices, private messages, /who and history cross nodes; each line once, in order."""
-    a, b, c = (start_node("--flood-rate", "0") for _ in range(3))
+    metrics_port = free_port()
+    a = start_node("--flood-rate", "0", "--metrics", f"tcp:{metrics_port}:interface=127.0.0.1")
+    b, c = start_node("--flood-rate", "0"), start_node("--flood-rate", "0")
     alice = join(a, "alice")
     bob = join(b, "bob")
     read_until(alice, b"*** bob has joined #lobby (2 here)\r\n")
@@ -64,6 +68,13 @@ def test_three_nodes_are_one_chat(start_node) -> None:
     bob.sendall(b"/quit see you\n")
     read_until(alice, b"*** bob has left (Quit: see you)\r\n")
     read_until(carol, b"*** bob has left (Quit: see you)\r\n")
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        metrics = response.read().decode()
+    assert "chatd_cluster_link_up 1.0" in metrics
+    assert "chatd_cluster_remote_users 2.0" in metrics  # carol and dave
+    published = re.search(r"^chatd_cluster_items_published_total (\S+)$", metrics, re.M)
+    assert published is not None and float(published.group(1)) >= 200
 
 
 def test_an_alias_is_unique_across_nodes(start_node) -> None:
