@@ -305,6 +305,12 @@ class ClusterHub(Hub):
         self._presence_of(member).ignores.add(alias_key(remote.alias))
         self.tell(member, Notice(f"Ignoring {remote.alias}; /unignore {remote.alias} undoes it."))
 
+    def _open_room(self, name: str) -> Room:
+        # A room in use on other nodes keeps the name it was opened with there.
+        if room_key(name) not in self._rooms and (there := self._remote_rooms.get(room_key(name))):
+            name = next(iter(there.values())).room
+        return super()._open_room(name)
+
     def _present(self, room: Room) -> int:
         return len(room) + len(self._remote_rooms.get(room_key(room.name), ()))
 

@@ -307,3 +307,13 @@ def test_news_of_a_stranger_from_the_wrong_node_is_ignored(nodes: Any) -> None:
     assert alice.text() == ""
     with pytest.raises(UnknownItem):
         a.receive("b", {"t": "teleport"})
+
+
+def test_a_room_open_on_another_node_keeps_its_name_here(nodes: Any) -> None:
+    """Entering #rust here, when #Rust is in use on another node, enters #Rust."""
+    a, b = nodes
+    (alice,) = online(a, "alice")
+    (bob,) = online(b, "bob")
+    b.move(bob, "#Rust")
+    a.move(alice, "#rust")
+    assert a.room_of(alice) == "#Rust"
