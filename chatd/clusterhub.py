@@ -404,6 +404,11 @@ class ClusterHub(Hub):
         """Act on ``item``, published by ``node``; raises UnknownItem for a type not known."""
         kind = item["t"]
         if kind == "sync":
+            self.log.info(
+                "node {node} (re)joined the cluster with {count} member(s)",
+                node=node,
+                count=len(item["members"]),
+            )
             self.reconcile(node, item["members"], drop_missing=True)
             return
         handler = _HANDLERS.get(kind)
@@ -428,7 +433,14 @@ class ClusterHub(Hub):
 
     def remote_gone(self, node: str, item: Item) -> None:
         """A node went away (or was found dead): its members are gone with it."""
-        for alias in item.get("aliases") or ():
+        aliases = item.get("aliases") or ()
+        self.log.info(
+            "node {gone} left the cluster ({reason}) with {count} member(s)",
+            gone=item["node"],
+            reason=item["reason"],
+            count=len(aliases),
+        )
+        for alias in aliases:
             self._remote_gone(str(item["node"]), alias, str(item["reason"]))
 
     def remote_move(self, node: str, item: Item) -> None:
