@@ -149,8 +149,12 @@ class RedisLink:
 
     # Connections coming and going.
 
-    def _commands_ready(self, connection: txredisapi.RedisProtocol) -> Deferred[None]:
-        ready = connection.whenConnected()
+    # ClientService hands prepareConnection a proxy of the protocol; txredisapi's
+    # whenConnected and whenDisconnected give the protocol itself. The link keeps
+    # the latter, so that a loss is matched to the connection it is about.
+
+    def _commands_ready(self, proxy: Any) -> Deferred[None]:
+        ready: Deferred[Any] = proxy.whenConnected()
         ready.addCallback(self._commands_connected)
         return ready
 
@@ -164,11 +168,14 @@ class RedisLink:
             self._commands = None
         self._check_down()
 
-    def _subscriber_ready(self, connection: _Subscriber) -> Deferred[None]:
-        ready = connection.whenConnected()
-        ready.addCallback(lambda _: connection.subscribe(self.channels))
-        ready.addCallback(lambda _: self._subscribed(connection))
+    def _subscriber_ready(self, proxy: Any) -> Deferred[None]:
+        ready: Deferred[Any] = proxy.whenConnected()
+        ready.addCallback(self._subscribe)
         return ready
+
+    def _subscribe(self, connection: _Subscriber) -> Deferred[None]:
+        subscribed: Deferred[Any] = connection.subscribe(self.channels)
+        return subscribed.addCallback(lambda _: self._subscribed(connection))
 
     def _subscribed(self, connection: _Subscriber) -> None:
         self._subscriber = connection

@@ -36,8 +36,9 @@ def start_node(tmp_path: Path, redis: RedisServer) -> Iterator:
         return node
 
     yield start
-    for node in nodes:
+    for number, node in enumerate(nodes):
         node.stop()
+        print(f"--- node {number} log ---\n{node.log_text()}")  # shown if the test fails
         assert "Traceback" not in node.log_text(), node.log_text()
 
 
