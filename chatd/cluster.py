@@ -188,6 +188,7 @@ class Cluster:
         link.on_message = self._received
         link.on_up = self._link_up
         link.on_down = self._link_down
+        self._own_envelope = self._envelope([])[:-3]  # '{"n":"NODE","m":'
         self._outbox: list[Item] = []
         self._outbox_call: IDelayedCall | None = None
         self._heartbeat = LoopingCall(self._beat)
@@ -417,7 +418,13 @@ class Cluster:
     # Messages.
 
     def _received(self, channel: str, message: str) -> None:
-        """Act on one published message: every item of another node's batch, in order."""
+        """Act on one published message: every item of another node's batch, in order.
+
+        Redis sends a node its own messages too; they are recognised by their
+        first bytes (this node writes the node name first) and not parsed.
+        """
+        if message.startswith(self._own_envelope):
+            return
         try:
             envelope = json.loads(message)
             node, items = envelope["n"], envelope["m"]
