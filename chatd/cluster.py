@@ -48,6 +48,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chatd.clusterhub import ClusterHub, Item
+from chatd.hub import HISTORY_KEPT
 from chatd.redislink import RedisLink
 from chatd.redisstore import RedisStore
 from chatd.text import alias_key
@@ -69,14 +70,14 @@ if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[4]) end
 return 1
 """
 
-# Give up a node's claim; publish only if it was still the node's.
+# Give up a node's claim; publish ARGV[3] (unless empty) only if it was still the node's.
 # KEYS: members hash, this node's member set. ARGV: alias key, node, message, channel.
 RELEASE_SCRIPT = """
 redis.call('SREM', KEYS[2], ARGV[1])
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current and cjson.decode(current)['node'] == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('PUBLISH', ARGV[4], ARGV[3])
+  if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[3]) end
   return 1
 end
 return 0
@@ -185,6 +186,7 @@ class Cluster:
         self._alive_key = f"{prefix}alive:{self.node}"
         self.link = link
         link.channels = [self.channel]
+        link.client_name = f"chatd:{self.node}"
         link.on_message = self._received
         link.on_up = self._link_up
         link.on_down = self._link_down
@@ -333,7 +335,9 @@ class Cluster:
             )
             if not won and (member := self.hub.member_named(member_record["alias"])) is not None:
                 self.hub.lost_alias(member)
-        if self._store is not None:
+        await self._release_departed()
+        if self._store is not None and self._first_up is None:
+            # After an outage (at start-up the service loads the store itself).
             await self._reload_shared()
         records = await self._read_roster()
         self.up = True
@@ -354,6 +358,20 @@ class Cluster:
             first, self._first_up = self._first_up, None
             first.callback(None)
 
+    async def _release_departed(self) -> None:
+        """Give up the claims of members who left while the link was down.
+
+        The others learn of their departure from this node's roster (``sync``).
+        """
+        claimed = await self.link.execute("SMEMBERS", self._mine_key)
+        here = {alias_key(record["alias"]) for record in self.hub.local_records()}
+        for key in set(claimed or ()) - here:
+            await self._script(
+                RELEASE_SCRIPT,
+                [self._members_key, self._mine_key],
+                [key, self.node, "", self.channel],
+            )
+
     async def _reload_shared(self) -> None:
         assert self._store is not None
         accounts = self.hub.accounts
@@ -362,7 +380,8 @@ class Cluster:
         topics = await self._store.topics()
         bans = await self._store.active_bans(self._clock.seconds())
         motd = await self._store.get_setting("motd")
-        self.hub.reload_shared(topics, bans, motd)
+        history = await self._store.recent_history_by_room(HISTORY_KEPT)
+        self.hub.reload_shared(topics, bans, motd, history)
 
     async def _read_roster(self) -> list[Item]:
         self._changed = set()

@@ -600,10 +600,19 @@ class ClusterHub(Hub):
                     self._remote_gone(member.node, member.alias, "Lost in a netsplit")
 
     def reload_shared(
-        self, topics: Mapping[str, str], bans: Iterable[Ban], motd: str | None
+        self,
+        topics: Mapping[str, str],
+        bans: Iterable[Ban],
+        motd: str | None,
+        history: Mapping[str, list[HistoryEntry]],
     ) -> None:
-        """Take up again what lives in the shared store (after the link was down)."""
+        """Take up again what lives in the shared store (after the link was down):
+        what other nodes changed and said meanwhile was not heard here."""
         self.bans = Bans(bans)
+        self._history.clear()
+        if self.keep_history:
+            for room, entries in history.items():
+                self._room_history(room).extend(entries)
         self.motd_set_text = motd
         self._topics = {room_key(room): topic for room, topic in topics.items()}
         for key, room in self._rooms.items():

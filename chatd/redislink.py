@@ -22,7 +22,7 @@ from typing import Any
 
 import txredisapi
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred, fail, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorTime
 from twisted.internet.protocol import Factory
@@ -90,7 +90,8 @@ class RedisLink:
     log = Logger()
 
     def __init__(self, address: RedisAddress, reactor: Any = None) -> None:
-        """Set ``channels``, ``on_message``, ``on_up`` and ``on_down`` before :meth:`start`."""
+        """Set ``channels``, ``on_message``, ``on_up``, ``on_down`` (and ``client_name``)
+        before :meth:`start`."""
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -98,6 +99,8 @@ class RedisLink:
         self.address = address
         self._reactor: IReactorTCP | IReactorTime | IReactorCore = reactor
         self.channels: list[str] = []
+        # Given to Redis as the connections' names (no spaces), e.g. the node's name.
+        self.client_name: str | None = None
         self.on_message: Callable[[str, str], None] = _ignore_message
         self.on_up: Callable[[], None] = _nothing
         self.on_down: Callable[[], None] = _nothing
@@ -155,8 +158,18 @@ class RedisLink:
 
     def _commands_ready(self, proxy: Any) -> Deferred[None]:
         ready: Deferred[Any] = proxy.whenConnected()
+        ready.addCallback(self._named, "commands")
         ready.addCallback(self._commands_connected)
         return ready
+
+    def _named(self, connection: Any, role: str) -> Deferred[Any]:
+        """Name the connection (CLIENT SETNAME), so CLIENT LIST tells whose it is."""
+        if self.client_name is None:
+            return succeed(connection)
+        named: Deferred[Any] = connection.execute_command(
+            "CLIENT", "SETNAME", f"{self.client_name}:{role}"
+        )
+        return named.addCallback(lambda _: connection)
 
     def _commands_connected(self, connection: txredisapi.RedisProtocol) -> None:
         self._commands = connection
@@ -170,6 +183,7 @@ class RedisLink:
 
     def _subscriber_ready(self, proxy: Any) -> Deferred[None]:
         ready: Deferred[Any] = proxy.whenConnected()
+        ready.addCallback(self._named, "events")
         ready.addCallback(self._subscribe)
         return ready
 

@@ -14,14 +14,16 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import pytest_twisted
+import txredisapi
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from chatd.cluster import NODE_TTL_SECONDS, Cluster
 from chatd.clusterhub import ClusterHub
-from chatd.events import Event, Joined, Left
+from chatd.events import Event, History, Joined, Left
 from chatd.redisaddress import RedisAddress
 from chatd.redislink import RedisLink
+from chatd.redisstore import RedisStore
 from tests.redisserver import RedisServer
 
 WAIT_SECONDS = 10.0
@@ -67,13 +69,19 @@ def redis() -> Iterator[RedisServer]:
 @pytest_twisted.async_yield_fixture
 async def nodes(redis: RedisServer) -> AsyncIterator[list[tuple[ClusterHub, Cluster]]]:
     started = []
+    stores = []
     for name in ("a", "b"):
-        hub = ClusterHub(reactor)
-        cluster = Cluster(hub, RedisLink(RedisAddress.from_url(redis.url)), node=name)
+        link = RedisLink(RedisAddress.from_url(redis.url))
+        store = RedisStore(link, redis.url, flush_interval_seconds=0.05)
+        hub = ClusterHub(reactor, store=store)
+        cluster = Cluster(hub, link, store, node=name)
+        await store.start()
         await cluster.start()
         started.append((hub, cluster))
+        stores.append(store)
     yield started
-    for _, cluster in started:
+    for store, (_, cluster) in zip(stores, started, strict=True):
+        await store.stop()
         await cluster.stop()
 
 
@@ -114,3 +122,46 @@ async def test_a_node_taken_for_dead_is_reaped_then_rejoins(nodes) -> None:
     await wait_until(lambda: members_events(bob, Joined))
     assert members_events(bob, Joined) == [Joined("alice", "#lobby", 2, None)]
     assert a_hub.online() == b_hub.online() == ("alice", "bob")
+
+
+async def kill_connections_of(redis: RedisServer, node: str) -> None:
+    """Cut a node's connections from the Redis side, as a network fault would."""
+    admin = await txredisapi.Connection(
+        "127.0.0.1", redis.port, dbid=0, reconnect=False, convertNumbers=False
+    )
+    try:
+        clients = await admin.execute_command("CLIENT", "LIST")
+        for line in clients.splitlines():
+            fields = dict(field.split("=", 1) for field in line.split() if "=" in field)
+            if fields.get("name", "").startswith(f"chatd:{node}:"):
+                await admin.execute_command("CLIENT", "KILL", "ID", fields["id"])
+    finally:
+        await admin.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_link_outage_a_node_catches_up_both_ways(nodes, redis) -> None:
+    """Whoever left a node while its link was down is gone elsewhere afterwards (and the
+    alias free); what other nodes said meanwhile is in its history."""
+    (a_hub, a), (b_hub, _) = nodes
+    alice, bob, carol = EventMember(), EventMember(), EventMember()
+    a_hub.join(alice, "alice")
+    a_hub.join(carol, "carol")
+    b_hub.join(bob, "bob")
+    await wait_until(lambda: len(b_hub.online()) == 3 and len(a_hub.online()) == 3)
+    await kill_connections_of(redis, "a")
+    await wait_until(lambda: not a.up)
+    a_hub.leave(carol, "Quit: bye")  # only a knows
+    b_hub.say(bob, "said while a was away")
+    await deferLater(reactor, 0.2)  # written to Redis by b's store
+    await wait_until(lambda: a.up)
+    await wait_until(lambda: "carol" not in b_hub.online())
+    assert members_events(bob, Left) == [Left("carol", "Lost in a netsplit")]
+    assert a_hub.online() == b_hub.online() == ("alice", "bob")
+    newcomer = EventMember()
+    b_hub.join(newcomer, "carol")
+    await deferLater(reactor, 0.3)
+    assert newcomer.disconnected is None
+    a_hub.show_history(alice, 5)
+    history = [event for event in alice.events if isinstance(event, History)][-1]
+    assert [entry.text for entry in history.entries] == ["said while a was away"]
