@@ -107,10 +107,10 @@ from chatd.store import (
     HISTORY_KINDS,
     HISTORY_PER_ROOM,
     MAX_PENDING_ENTRIES,
-    MAX_RETRY_SECONDS,
     Account,
     Ban,
     HistoryEntry,
+    HistoryFlushing,
     NoSuchAccount,
     StoreClosed,
     StoreError,
@@ -251,7 +251,7 @@ def _float(value: float) -> str:
     return repr(float(value))
 
 
-class RedisStore:
+class RedisStore(HistoryFlushing):
     """chatd's persistent state in Redis, used from the reactor thread.
 
     The interface, life cycle and errors are those of :class:`chatd.store.Store`:
@@ -501,33 +501,6 @@ class RedisStore:
         if self._state is _State.RUNNING:
             self._schedule_flush(self._retry_delay())
         return failure
-
-    def _report_lost(self) -> None:
-        if self._lost:
-            self.log.error(
-                "history buffer full while writes fail: {lost} oldest entries dropped",
-                lost=self._lost,
-            )
-            self._lost = 0
-
-    def _retry_delay(self) -> float:
-        """Back off while writes keep failing, so an outage does not flood the log."""
-        return min(self._flush_interval * 2.0**self._failed_writes, MAX_RETRY_SECONDS)
-
-    def _schedule_flush(self, delay: float) -> None:
-        self._cancel_flush_timer()
-        self._flush_call = self._clock.callLater(delay, self._flush_due)
-
-    def _cancel_flush_timer(self) -> None:
-        if self._flush_call is not None:
-            if self._flush_call.active():
-                self._flush_call.cancel()
-            self._flush_call = None
-
-    def _age_cutoff(self) -> float | None:
-        if self.history_max_age_seconds is None:
-            return None
-        return self._clock.seconds() - self.history_max_age_seconds
 
     def _unflushed(self) -> Iterator[HistoryEntry]:
         """History not known to be in Redis, oldest first.

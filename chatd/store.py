@@ -509,7 +509,55 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class Store:
+class HistoryFlushing:
+    """The timing of a store's buffered history writes, shared by both stores.
+
+    A store that buffers history lines and writes them in batches (SQLite's
+    :class:`Store`, :class:`chatd.redisstore.RedisStore`) writes soon after the
+    first line, backs off while writes fail and reports the lines it had to drop.
+    The store keeps: ``log``, ``_clock``, ``_flush_interval``, ``_flush_call``,
+    ``_failed_writes``, ``_lost``, ``history_max_age_seconds``, and ``_flush_due``
+    (what runs when the timer fires).
+    """
+
+    log: Logger
+    _clock: IReactorTime
+    _flush_interval: float
+    _flush_call: IDelayedCall | None
+    _failed_writes: int
+    _lost: int
+    history_max_age_seconds: float | None
+    _flush_due: Callable[[], None]
+
+    def _report_lost(self) -> None:
+        if self._lost:
+            self.log.error(
+                "history buffer full while writes fail: {lost} oldest entries dropped",
+                lost=self._lost,
+            )
+            self._lost = 0
+
+    def _retry_delay(self) -> float:
+        """Back off while writes keep failing, so an outage does not flood the log."""
+        return min(self._flush_interval * 2.0**self._failed_writes, MAX_RETRY_SECONDS)
+
+    def _schedule_flush(self, delay: float) -> None:
+        self._cancel_flush_timer()
+        self._flush_call = self._clock.callLater(delay, self._flush_due)
+
+    def _cancel_flush_timer(self) -> None:
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+
+    def _age_cutoff(self) -> float | None:
+        if self.history_max_age_seconds is None:
+            return None
+        return self._clock.seconds() - self.history_max_age_seconds
+
+
+class Store(HistoryFlushing):
     """chatd's persistent state in one SQLite file, used from the reactor thread.
 
     Call :meth:`start` once and wait for it; :meth:`stop` flushes and closes.
@@ -764,33 +812,6 @@ class Store:
             self._lost += excess
             del entries[:excess]
         self._pending = deque(entries)
-
-    def _report_lost(self) -> None:
-        if self._lost:
-            self.log.error(
-                "history buffer full while writes fail: {lost} oldest entries dropped",
-                lost=self._lost,
-            )
-            self._lost = 0
-
-    def _retry_delay(self) -> float:
-        """Back off while writes keep failing, so a full disk does not flood the log."""
-        return min(self._flush_interval * 2.0**self._failed_writes, MAX_RETRY_SECONDS)
-
-    def _schedule_flush(self, delay: float) -> None:
-        self._cancel_flush_timer()
-        self._flush_call = self._clock.callLater(delay, self._flush_due)
-
-    def _cancel_flush_timer(self) -> None:
-        if self._flush_call is not None:
-            if self._flush_call.active():
-                self._flush_call.cancel()
-            self._flush_call = None
-
-    def _age_cutoff(self) -> float | None:
-        if self.history_max_age_seconds is None:
-            return None
-        return self._clock.seconds() - self.history_max_age_seconds
 
     def _unflushed(self) -> Iterator[HistoryEntry]:
         """History in memory, oldest first.
