@@ -104,7 +104,6 @@ from twisted.python.failure import Failure
 
 from chatd.store import (
     FLUSH_INTERVAL_SECONDS,
-    HISTORY_KINDS,
     HISTORY_PER_ROOM,
     MAX_PENDING_ENTRIES,
     Account,
@@ -377,30 +376,9 @@ class RedisStore(HistoryFlushing):
 
     # History.
 
-    def append_history(self, entry: HistoryEntry) -> None:
-        """Keep ``entry`` for the next write; cheap, for the path of every chat line.
-
-        It is sent at most ``flush_interval_seconds`` later. After :meth:`stop`
-        the entry is dropped (with one warning), never raised about: a line said
-        during shutdown must not break the chat.
-        """
-        if entry.kind not in HISTORY_KINDS:
-            raise ValueError(f"history kind must be 'say' or 'act', not {entry.kind!r}")
-        if self._state is not _State.RUNNING:
-            self._refuse_entry()
-            return
-        self._pending.append(entry)
+    def _cap_pending(self) -> None:
         if self._held() > self._max_pending:
             self._drop_oldest()
-        if self._flush_call is None:
-            self._flush_call = self._clock.callLater(self._flush_interval, self._flush_due)
-
-    def _refuse_entry(self) -> None:
-        if self._state is _State.NEW:
-            raise StoreNotStarted("RedisStore.append_history() called before start()")
-        if not self._warned_closed:
-            self._warned_closed = True
-            self.log.warn("history entries after the store was stopped are not kept")
 
     def _held(self) -> int:
         """Lines waiting for Redis, not counting a batch on its way."""

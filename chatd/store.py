@@ -515,9 +515,7 @@ class HistoryFlushing:
     A store that buffers history lines and writes them in batches (SQLite's
     :class:`Store`, :class:`chatd.redisstore.RedisStore`) writes soon after the
     first line, backs off while writes fail and reports the lines it had to drop.
-    The store keeps: ``log``, ``_clock``, ``_flush_interval``, ``_flush_call``,
-    ``_failed_writes``, ``_lost``, ``history_max_age_seconds``, and ``_flush_due``
-    (what runs when the timer fires).
+    The store keeps the attributes declared here and implements the two hooks.
     """
 
     log: Logger
@@ -527,7 +525,36 @@ class HistoryFlushing:
     _failed_writes: int
     _lost: int
     history_max_age_seconds: float | None
+    _state: _State
+    _pending: deque[HistoryEntry]
+    _warned_closed: bool
+    # What runs when the timer fires, and what keeps the buffer under its cap.
     _flush_due: Callable[[], None]
+    _cap_pending: Callable[[], None]
+
+    def append_history(self, entry: HistoryEntry) -> None:
+        """Keep ``entry`` for the next write; cheap, for the path of every chat line.
+
+        It is written at most ``flush_interval_seconds`` later. After :meth:`stop`
+        the entry is dropped (with one warning), never raised about: a line said
+        during shutdown must not break the chat.
+        """
+        if entry.kind not in HISTORY_KINDS:
+            raise ValueError(f"history kind must be 'say' or 'act', not {entry.kind!r}")
+        if self._state is not _State.RUNNING:
+            self._refuse_entry()
+            return
+        self._pending.append(entry)
+        self._cap_pending()
+        if self._flush_call is None:
+            self._flush_call = self._clock.callLater(self._flush_interval, self._flush_due)
+
+    def _refuse_entry(self) -> None:
+        if self._state is _State.NEW:
+            raise StoreNotStarted(f"{type(self).__name__}.append_history() called before start()")
+        if not self._warned_closed:
+            self._warned_closed = True
+            self.log.warn("history entries after the store was stopped are not kept")
 
     def _report_lost(self) -> None:
         if self._lost:
@@ -717,31 +744,10 @@ class Store(HistoryFlushing):
 
     # History.
 
-    def append_history(self, entry: HistoryEntry) -> None:
-        """Keep ``entry`` for the next flush; cheap, for the path of every chat line.
-
-        It is written at most ``flush_interval_seconds`` later. After :meth:`stop`
-        the entry is dropped (with one warning), never raised about: a line said
-        during shutdown must not break the chat.
-        """
-        if entry.kind not in HISTORY_KINDS:
-            raise ValueError(f"history kind must be 'say' or 'act', not {entry.kind!r}")
-        if self._state is not _State.RUNNING:
-            self._refuse_entry()
-            return
-        self._pending.append(entry)
+    def _cap_pending(self) -> None:
         if len(self._pending) > self._max_pending:
             self._pending.popleft()
             self._lost += 1
-        if self._flush_call is None:
-            self._flush_call = self._clock.callLater(self._flush_interval, self._flush_due)
-
-    def _refuse_entry(self) -> None:
-        if self._state is _State.NEW:
-            raise StoreNotStarted("Store.append_history() called before start()")
-        if not self._warned_closed:
-            self._warned_closed = True
-            self.log.warn("history entries after the store was stopped are not kept")
 
     def flush(self) -> Deferred[None]:
         """Write every pending history entry now, in one transaction.
