@@ -57,13 +57,25 @@ HEARTBEAT_SECONDS = 1.0
 NODE_TTL_SECONDS = 4.0
 DEFAULT_PREFIX = "chatd:"
 GONE_REASON = "Their server stopped answering"
+RESYNC_RETRY_SECONDS = 1.0
+# Items that change who is where: a roster read in flight must not undo them.
+PRESENCE_ITEMS = frozenset({"join", "leave", "gone", "move", "rename", "away", "registered"})
 SHUTDOWN_REASON = "Their server shut down"
 
 # Claim (or refresh) an alias for a node; publish ARGV[4] on ARGV[5] unless empty.
-# KEYS: members hash, this node's member set. ARGV: alias key, node, record, message, channel.
+# With ARGV[6] = '1' the claim is taken from whichever node holds it (the owner
+# of a registered alias replacing a session of theirs on another node).
+# KEYS: members hash, this node's member set.
+# ARGV: alias key, node, record, message, channel, force, key prefix.
 CLAIM_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
-if current and cjson.decode(current)['node'] ~= ARGV[2] then return 0 end
+if current then
+  local owner = cjson.decode(current)['node']
+  if owner ~= ARGV[2] then
+    if ARGV[6] ~= '1' then return 0 end
+    redis.call('SREM', ARGV[7] .. 'node-members:' .. owner, ARGV[1])
+  end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[1])
 if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[4]) end
@@ -196,6 +208,7 @@ class Cluster:
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = self._clock
         self._settle_call: IDelayedCall | None = None
+        self._retry_call: IDelayedCall | None = None
         self._was_down = False
         self._resyncing = False
         self._first_up: Deferred[None] | None = Deferred()
@@ -224,8 +237,9 @@ class Cluster:
         """Leave the cluster: the others are told this node's members are gone."""
         if self._heartbeat.running:
             self._heartbeat.stop()
-        if self._settle_call is not None and self._settle_call.active():
-            self._settle_call.cancel()
+        for call in (self._settle_call, self._retry_call):
+            if call is not None and call.active():
+                call.cancel()
         self._send_outbox()
         if self.up:
             try:
@@ -246,8 +260,29 @@ class Cluster:
             self._outbox_call = self._clock.callLater(0, self._send_outbox)
         return True
 
-    def claim(self, record: Item, item: Item) -> Deferred[bool]:
-        """Claim ``record``'s alias for this node, publishing ``item`` if it is ours."""
+    @property
+    def linked(self) -> bool:
+        """Whether Redis can be reached now (claims go out even while resynchronising)."""
+        return self.link.up
+
+    def claim(self, record: Item, item: Item, force: bool = False) -> Deferred[bool]:
+        """Claim ``record``'s alias for this node, publishing ``item`` if it is ours;
+        ``force`` takes it from another node."""
+        return self._claim(record, self._envelope([item]), force).addCallback(bool)
+
+    def refresh(self, alias: str) -> None:
+        """Learn again who holds ``alias`` (after losing it to them in a race)."""
+
+        def learnt(raw: str | None) -> None:
+            record = _record(raw)
+            if record is not None and record["node"] != self.node:
+                self.hub.remote_join(record["node"], record)
+
+        looked_up = self.link.execute("HGET", self._members_key, alias_key(alias))
+        looked_up.addCallback(learnt)
+        looked_up.addErrback(self._warn, "looking up {alias}", alias=alias)
+
+    def _claim(self, record: Item, message: str, force: bool = False) -> Deferred[Any]:
         return self._script(
             CLAIM_SCRIPT,
             [self._members_key, self._mine_key],
@@ -255,10 +290,12 @@ class Cluster:
                 alias_key(record["alias"]),
                 self.node,
                 _json(record),
-                self._envelope([item]),
+                message,
                 self.channel,
+                "1" if force else "0",
+                self._prefix,
             ],
-        ).addCallback(bool)
+        )
 
     def rename(self, old: str, record: Item, item: Item) -> Deferred[bool]:
         """Move the claim on ``old`` to ``record``'s alias, publishing ``item``."""
@@ -285,11 +322,7 @@ class Cluster:
 
     def update(self, record: Item) -> None:
         """Keep ``record`` as its member's presence (for nodes that resynchronise later)."""
-        self._script(
-            CLAIM_SCRIPT,
-            [self._members_key, self._mine_key],
-            [alias_key(record["alias"]), self.node, _json(record), "", self.channel],
-        ).addErrback(self._warn, "updating {alias}", alias=record["alias"])
+        self._claim(record, "").addErrback(self._warn, "updating {alias}", alias=record["alias"])
 
     # The link.
 
@@ -305,11 +338,19 @@ class Cluster:
         self.hub.link_down()
 
     def _resync_failed(self, failure: Any) -> None:
-        # The link went down again in the middle: the next _link_up starts over.
+        """A lost link starts over by itself when it is back; anything else (Redis
+        refusing writes, loading its data) is retried while the link is up."""
         self._resyncing = False
         self.log.warn(
             "cluster resynchronisation failed: {problem}", problem=failure.getErrorMessage()
         )
+        if self.link.up:
+            self._retry_call = self._clock.callLater(RESYNC_RETRY_SECONDS, self._retry_resync)
+
+    def _retry_resync(self) -> None:
+        self._retry_call = None
+        if self.link.up and not self.up:
+            self._link_up()
 
     async def _resync(self) -> None:
         """(Re)join the cluster: register, claim our members, learn the others', tell them ours."""
@@ -322,27 +363,19 @@ class Cluster:
         )
         await self._reap("", GONE_REASON)
         for member_record in self.hub.local_records():
-            won = await self._script(
-                CLAIM_SCRIPT,
-                [self._members_key, self._mine_key],
-                [
-                    alias_key(member_record["alias"]),
-                    self.node,
-                    _json(member_record),
-                    "",
-                    self.channel,
-                ],
-            )
+            won = await self._claim(member_record, "")
             if not won and (member := self.hub.member_named(member_record["alias"])) is not None:
                 self.hub.lost_alias(member)
         await self._release_departed()
         if self._store is not None and self._first_up is None:
             # After an outage (at start-up the service loads the store itself).
             await self._reload_shared()
-        records = await self._read_roster()
+        records, _ = await self._read_roster()
+        self.hub.reconcile(None, records, drop_missing=False)
         self.up = True
         self._resyncing = False
-        self.hub.reconcile(None, records, drop_missing=False)
+        if self._settle_call is not None and self._settle_call.active():
+            self._settle_call.cancel()
         self._settle_call = self._clock.callLater(NODE_TTL_SECONDS, self._settle)
         self._heartbeat.start(HEARTBEAT_SECONDS, now=False)
         self.publish({"t": "sync", "members": self.hub.local_records()})
@@ -383,14 +416,16 @@ class Cluster:
         history = await self._store.recent_history_by_room(HISTORY_KEPT)
         self.hub.reload_shared(topics, bans, motd, history)
 
-    async def _read_roster(self) -> list[Item]:
+    async def _read_roster(self) -> tuple[list[Item], set[str]]:
+        """Every presence record in Redis, and the alias keys whose news came in
+        while the read was on its way (their records may be older than the news)."""
         self._changed = set()
         try:
             raw = await self.link.execute("HGETALL", self._members_key)
         finally:
             changed, self._changed = self._changed, None
-        records = [json.loads(value) for value in _hash_values(raw)]
-        return [record for record in records if alias_key(record["alias"]) not in changed]
+        records = [record for value in _hash_values(raw) if (record := _record(value))]
+        return [r for r in records if alias_key(r["alias"]) not in changed], changed
 
     def _settle(self) -> None:
         """One TTL after a resync: drop the members the cluster no longer lists."""
@@ -398,9 +433,10 @@ class Cluster:
         if not self.up:
             return
 
-        def reconcile(records: list[Item]) -> None:
+        def reconcile(roster: tuple[list[Item], set[str]]) -> None:
+            records, changed = roster
             if self.up:
-                self.hub.reconcile(None, records, drop_missing=True)
+                self.hub.reconcile(None, records, drop_missing=True, keep=changed)
 
         ensureDeferred(self._read_roster()).addCallback(reconcile).addErrback(
             self._warn, "reading the roster"
@@ -436,23 +472,27 @@ class Cluster:
 
     # Messages.
 
-    def _received(self, channel: str, message: str) -> None:
+    def _received(self, channel: str, message: str | bytes) -> None:
         """Act on one published message: every item of another node's batch, in order.
 
         Redis sends a node its own messages too; they are recognised by their
-        first bytes (this node writes the node name first) and not parsed.
+        first bytes (this node writes the node name first) and not parsed. What
+        cannot be read is logged and dropped; nothing in a message can stop the
+        node from reading the next one.
         """
-        if message.startswith(self._own_envelope):
-            return
         try:
+            if isinstance(message, bytes):  # not UTF-8: txredisapi hands over the bytes
+                message = message.decode("utf-8", "replace")
+            if message.startswith(self._own_envelope):
+                return
             envelope = json.loads(message)
             node, items = envelope["n"], envelope["m"]
+            if not isinstance(node, str) or not isinstance(items, list):
+                raise TypeError("not a node name and a list of items")
         except (ValueError, KeyError, TypeError):
             self.log.warn(
                 "cluster: unreadable message ignored: {message!r}", message=message[:200]
             )
-            return
-        if node == self.node:
             return
         for item in items:
             self.items_received += 1
@@ -464,7 +504,9 @@ class Cluster:
                 )
 
     def _dispatch(self, node: str, item: Item) -> None:
-        if self._changed is not None:
+        if not isinstance(item, dict):
+            raise TypeError("an item must be an object")
+        if self._changed is not None and item.get("t") in PRESENCE_ITEMS:
             for field in ("alias", "old", "new"):
                 if field in item:
                     self._changed.add(alias_key(str(item[field])))
@@ -501,6 +543,23 @@ class Cluster:
 
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _record(raw: Any) -> Item | None:
+    """A presence record read from Redis, or None if it is not one (logged)."""
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+        if isinstance(record, dict) and all(
+            isinstance(record.get(field), str) for field in ("alias", "node", "room")
+        ):
+            float(record["since"])
+            return record
+    except (ValueError, TypeError, KeyError):
+        pass
+    Cluster.log.warn("cluster: a presence record that is not one ignored: {raw!r}", raw=raw)
+    return None
 
 
 def _hash_values(raw: Any) -> list[str]:

@@ -41,7 +41,7 @@ from chatd.events import (
 from chatd.hub import LISTED_NAMES, MAX_TOPIC_CHARS, Hub, Member
 from chatd.room import Room
 from chatd.store import Ban, HistoryEntry
-from chatd.text import AliasRefused, alias_key, clean_text, duration, room_key
+from chatd.text import AliasRefused, alias_key, clean_text, duration, room_key, utc_stamp
 
 LINK_DOWN_NOTICE = (
     "The link to the other chatd servers is down: until it is back, only people"
@@ -57,13 +57,19 @@ class Bus(Protocol):
     """What the hub needs from the link between nodes (see :class:`chatd.cluster.Cluster`)."""
 
     node: str
+    # Up: in the cluster, publishing. Linked: Redis reachable (also while resynchronising).
     up: bool
+    linked: bool
 
     def publish(self, item: Item) -> bool:
         """Send ``item`` to every other node, in order; False (and dropped) if the link is down."""
 
-    def claim(self, record: Item, item: Item) -> Deferred[bool]:
-        """Claim ``record``'s alias for this node, publishing ``item``; False if another has it."""
+    def claim(self, record: Item, item: Item, force: bool = False) -> Deferred[bool]:
+        """Claim ``record``'s alias for this node, publishing ``item``; False if another has
+        it (unless ``force``: then it is taken)."""
+
+    def refresh(self, alias: str) -> None:
+        """Learn again which other node holds ``alias``, and ``remote_join`` it."""
 
     def rename(self, old: str, record: Item, item: Item) -> Deferred[bool]:
         """Move this node's claim from alias ``old`` to ``record``'s; False if taken elsewhere."""
@@ -135,13 +141,19 @@ class ClusterHub(Hub):
         return [self.record_of(member) for member in self._members.values()]
 
     def _bus_up(self) -> Bus | None:
+        """The bus, if news can be published now."""
         return self.bus if self.bus is not None and self.bus.up else None
+
+    def _bus_linked(self) -> Bus | None:
+        """The bus, if claims can be made now (also while it resynchronises)."""
+        return self.bus if self.bus is not None and self.bus.linked else None
 
     # Local members: as on one server, then told to the other nodes.
 
     def check_available(self, alias: str, account: str | None = None) -> str:
         alias = super().check_available(alias, account)
-        if alias_key(alias) in self.remote:
+        # The owner of a registered alias may take it from a session of theirs elsewhere.
+        if alias_key(alias) in self.remote and alias_key(alias) != account:
             raise AliasRefused(f"The alias {alias} is taken.")
         return alias
 
@@ -152,10 +164,15 @@ class ClusterHub(Hub):
     def join(
         self, member: Member, alias: str, registered: bool = False, replay: bool = True
     ) -> None:
+        ghost = self.remote.get(alias_key(alias)) if registered else None
+        if ghost is not None:
+            self._remote_remove(alias_key(alias))
         super().join(member, alias, registered, replay)
-        if (bus := self._bus_up()) is not None:
+        if ghost is not None and (bus := self._bus_up()) is not None:
+            bus.publish({"t": "replace", "to": ghost.node, "alias": ghost.alias})
+        if (bus := self._bus_linked()) is not None:
             record = self.record_of(member)
-            claimed = bus.claim(record, {"t": "join", **record})
+            claimed = bus.claim(record, {"t": "join", **record}, force=ghost is not None)
             claimed.addCallback(self._claimed, member, alias)
             claimed.addErrback(self._log_bus_failure, "claiming {alias}", alias=alias)
 
@@ -164,6 +181,8 @@ class ClusterHub(Hub):
         if won or not self.is_online(member) or member.alias != alias:
             return
         self.lost_alias(member)
+        if self.bus is not None:
+            self.bus.refresh(alias)
 
     def lost_alias(self, member: Member) -> None:
         """``member``'s alias belongs to a member of another node: tell them, and let them go."""
@@ -185,7 +204,7 @@ class ClusterHub(Hub):
         alias = member.alias
         assert alias is not None
         super().leave(member, reason)
-        if not self._closing and (bus := self._bus_up()) is not None:
+        if not self._closing and (bus := self._bus_linked()) is not None:
             bus.release(
                 alias, {"t": "leave", "alias": alias, "reason": clean_text(reason) or "left"}
             )
@@ -194,7 +213,7 @@ class ClusterHub(Hub):
         before = self._room(member)
         super().move(member, room_name)
         after = self._room(member)
-        if after is not before and (bus := self._bus_up()) is not None:
+        if after is not before and (bus := self._bus_linked()) is not None:
             bus.update(self.record_of(member))
             bus.publish({"t": "move", "alias": member.alias, "room": after.name})
 
@@ -202,12 +221,25 @@ class ClusterHub(Hub):
         old = member.alias
         assert old is not None
         super().rename(member, new_alias)
-        if (bus := self._bus_up()) is not None:
-            renamed = bus.rename(
-                old, self.record_of(member), {"t": "rename", "old": old, "new": new_alias}
-            )
-            renamed.addCallback(self._claimed, member, new_alias)
+        if (bus := self._bus_linked()) is not None:
+            item = {"t": "rename", "old": old, "new": new_alias}
+            renamed = bus.rename(old, self.record_of(member), item)
+            renamed.addCallback(self._renamed, member, old, new_alias)
             renamed.addErrback(self._log_bus_failure, "renaming {alias}", alias=old)
+
+    def _renamed(self, won: bool, member: Member, old: str, new: str) -> None:
+        """Another node took ``new`` in the same instant: back to ``old`` (still ours)."""
+        if won or not self.is_online(member) or member.alias != new:
+            return
+        super().rename(member, old)
+        self.tell(
+            member,
+            Error(
+                f"The alias {new} was taken on another server at the same moment; you are {old}."
+            ),
+        )
+        assert self.bus is not None
+        self.bus.refresh(new)
 
     def _spoke(self, member: Member, kind: str, text: str) -> None:
         super()._spoke(member, kind, text)
@@ -247,16 +279,19 @@ class ClusterHub(Hub):
 
     def set_away(self, member: Member, message: str | None) -> None:
         super().set_away(member, message)
-        if (bus := self._bus_up()) is not None:
+        if (bus := self._bus_linked()) is not None:
             away = self._presence_of(member).away
             bus.update(self.record_of(member))
             bus.publish({"t": "away", "alias": member.alias, "away": away})
 
-    def mark_registered(self, member: Member) -> None:
-        super().mark_registered(member)
-        if (bus := self._bus_up()) is not None:
-            bus.update(self.record_of(member))
-            bus.publish({"t": "registered", "alias": member.alias})
+    def mark_registered(self, member: Member, alias: str) -> None:
+        super().mark_registered(member, alias)
+        if (bus := self._bus_linked()) is not None:
+            if self.is_online(member) and member.alias == alias:
+                bus.update(self.record_of(member))
+            # Told even if the member has gone or changed alias meanwhile: the
+            # alias is registered either way, and every node must ask for its password.
+            bus.publish({"t": "registered", "alias": alias})
 
     # Answers that cover every node.
 
@@ -456,6 +491,7 @@ class ClusterHub(Hub):
             return
         old = member.alias
         self._remote_remove(alias_key(old))
+        self._remote_remove(alias_key(new))  # stale news of someone else under that name
         member.alias = new
         self._remote_add(member)
         if (room := self._rooms.get(room_key(member.room))) is not None:
@@ -530,12 +566,20 @@ class ClusterHub(Hub):
         self.leave(target, f"Kicked by {by}: {reason}")
         target.disconnect(f"kicked by operator {item['operator']} on node {node}")
 
+    def remote_replace(self, node: str, item: Item) -> None:
+        """The owner of a registered alias logged in on ``node``: their session here goes."""
+        ghost = self._members.get(alias_key(item["alias"]))
+        if ghost is not None:
+            self.leave(ghost, "Replaced by a new login")
+            ghost.disconnect("ghost session replaced by a new login on another node")
+
     def remote_mute(self, node: str, item: Item) -> None:
         """An operator on ``node`` muted someone (maybe one of ours)."""
         until = item.get("until")
         self._mutes[alias_key(item["alias"])] = float("inf") if until is None else float(until)
         if (target := self._members.get(alias_key(item["alias"]))) is not None:
-            self.tell(target, Notice("You have been muted: nobody sees your lines."))
+            how_long = "until unmuted" if until is None else f"until {utc_stamp(float(until))}"
+            self.tell(target, Notice(f"You have been muted {how_long}: nobody sees your lines."))
 
     def remote_unmute(self, node: str, item: Item) -> None:
         """An operator on ``node`` unmuted someone."""
@@ -570,29 +614,41 @@ class ClusterHub(Hub):
 
     # Resynchronisation.
 
-    def reconcile(self, node: str | None, records: Iterable[Item], drop_missing: bool) -> None:
+    def reconcile(
+        self,
+        node: str | None,
+        records: Iterable[Item],
+        drop_missing: bool,
+        keep: Iterable[str] = (),
+    ) -> None:
         """Bring the view of other nodes' members in line with ``records``.
 
         ``node`` None means the records cover every node but this one; a node
         name, that they are all of that node's members. Members seen for the first
         time are announced as arriving, moved ones as moving; with
-        ``drop_missing``, those no longer listed are announced as gone.
+        ``drop_missing``, those no longer listed (and not in ``keep``, alias keys
+        with fresher news than the records) are announced as gone. A record that
+        is not one is skipped (logged), not allowed to stop the rest.
         """
         assert self.bus is not None
-        seen: set[str] = set()
+        seen: set[str] = set(keep)
         now = self.clock.seconds()
         for record in records:
-            if record.get("node") == self.bus.node or (node and record.get("node") != node):
+            try:
+                if record.get("node") == self.bus.node or (node and record.get("node") != node):
+                    continue
+                fresh = RemoteMember.from_record(record, now)
+            except (AttributeError, KeyError, TypeError, ValueError):
+                self.log.warn("cluster: a roster entry that is not one: {r!r}", r=record)
                 continue
-            key = alias_key(record["alias"])
+            key = alias_key(fresh.alias)
             seen.add(key)
             known = self.remote.get(key)
-            if known is None or known.node != record["node"]:
-                self.remote_join(str(record["node"]), record)
+            if known is None or known.node != fresh.node:
+                self.remote_join(fresh.node, record)
                 continue
-            if room_key(known.room) != room_key(record["room"]):
-                self._remote_move(known, str(record["room"]))
-            fresh = RemoteMember.from_record(record, now)
+            if room_key(known.room) != room_key(fresh.room):
+                self._remote_move(known, fresh.room)
             known.away, known.registered = fresh.away, fresh.registered
         if drop_missing:
             for key, member in list(self.remote.items()):
@@ -609,6 +665,11 @@ class ClusterHub(Hub):
         """Take up again what lives in the shared store (after the link was down):
         what other nodes changed and said meanwhile was not heard here."""
         self.bans = Bans(bans)
+        for member in list(self._members.values()):
+            if (ban := self.banned(member.host, member.alias)) is not None:
+                self.tell(member, Error(f"You are banned: {ban.reason}"))
+                self.leave(member, f"Banned: {ban.reason}")
+                member.disconnect(f"banned by operator {ban.set_by}")
         self._history.clear()
         if self.keep_history:
             for room, entries in history.items():
@@ -617,6 +678,17 @@ class ClusterHub(Hub):
         self._topics = {room_key(room): topic for room, topic in topics.items()}
         for key, room in self._rooms.items():
             room.topic = self._topics.get(key)
+
+    def load(
+        self,
+        topics: dict[str, str],
+        history: dict[str, list[HistoryEntry]],
+        bans: list[Ban] | None = None,
+        motd: str | None = None,
+    ) -> None:
+        # Lines heard from other nodes while the store was being read are in it too.
+        self._history.clear()
+        super().load(topics, history, bans, motd)
 
     def link_down(self) -> None:
         """The bus is down: tell everyone that only this node hears them now."""
@@ -696,6 +768,7 @@ _HANDLERS: dict[str, Callable[[ClusterHub, str, Item], None]] = {
     "topic": ClusterHub.remote_topic,
     "whisper": ClusterHub.remote_whisper,
     "kick": ClusterHub.remote_kick,
+    "replace": ClusterHub.remote_replace,
     "mute": ClusterHub.remote_mute,
     "unmute": ClusterHub.remote_unmute,
     "ban": ClusterHub.remote_ban,

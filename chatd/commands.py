@@ -180,8 +180,7 @@ async def _register_alias(hub: Hub, accounts: Any, member: Member, password: str
     if not registered:
         hub.tell(member, Error(f"{alias} is registered already."))
         return
-    if hub.is_online(member) and member.alias == alias:
-        hub.mark_registered(member)
+    hub.mark_registered(member, alias)
     hub.tell(member, Notice(f"Registered {alias}: from now on it takes this password to use it."))
 
 

@@ -469,9 +469,11 @@ class Hub:
         """Whether ``member`` is using a registered alias whose password it gave."""
         return self._presence_of(member).account == alias_key(member.alias)  # type: ignore[arg-type]
 
-    def mark_registered(self, member: Member) -> None:
-        """Note that ``member`` has just registered its current alias."""
-        self._presence_of(member).account = alias_key(member.alias)  # type: ignore[arg-type]
+    def mark_registered(self, member: Member, alias: str) -> None:
+        """Note that ``alias`` was just registered by ``member`` (who may have gone since,
+        or changed alias: then there is nothing to note about them)."""
+        if self.is_online(member) and member.alias == alias:
+            self._presence_of(member).account = alias_key(alias)
 
     # Bans and the message of the day.
 

@@ -58,6 +58,8 @@ class _ConnectionFactory(Factory):
 
     log = Logger()
     noisy = False
+    # Read by txredisapi when logging in fails.
+    isLazy = False
 
     def __init__(self, protocol: type[txredisapi.RedisProtocol], link: RedisLink) -> None:
         self.protocol = protocol  # type: ignore[assignment]
@@ -157,7 +159,7 @@ class RedisLink:
     # the latter, so that a loss is matched to the connection it is about.
 
     def _commands_ready(self, proxy: Any) -> Deferred[None]:
-        ready: Deferred[Any] = proxy.whenConnected()
+        ready = _logged_in(proxy)
         ready.addCallback(self._named, "commands")
         ready.addCallback(self._commands_connected)
         return ready
@@ -182,7 +184,7 @@ class RedisLink:
         self._check_down()
 
     def _subscriber_ready(self, proxy: Any) -> Deferred[None]:
-        ready: Deferred[Any] = proxy.whenConnected()
+        ready = _logged_in(proxy)
         ready.addCallback(self._named, "events")
         ready.addCallback(self._subscribe)
         return ready
@@ -237,3 +239,21 @@ def _unreachable(failure: Failure) -> Failure:
     if lost is not None:
         return Failure(RedisUnreachable(failure.getErrorMessage()))
     return failure
+
+
+def _logged_in(proxy: Any) -> Deferred[Any]:
+    """Fires with the protocol once it is logged in and has chosen the database; fails
+    if the connection closes first (a wrong password), so that ClientService retries."""
+    result: Deferred[Any] = Deferred()
+
+    def connected(connection: Any) -> None:
+        if not result.called:
+            result.callback(connection)
+
+    def lost(_: Any) -> None:
+        if not result.called:
+            result.errback(RedisUnreachable("Redis closed the connection while logging in"))
+
+    proxy.whenConnected().addCallback(connected)
+    proxy.whenDisconnected().addCallback(lost)
+    return result

@@ -158,7 +158,12 @@ class ChatTerminal(recvline.HistoricRecvLine):
         alias, account = self._login.alias, self._login.account
         key = self._login.public_key
         if account is None and key is not None and accounts is not None:
-            account = await accounts.key_login(alias, key)
+            try:
+                account = await accounts.key_login(alias, key)
+            except Exception as problem:  # the store cannot answer (Redis down, disk error)
+                # As if typed at the prompt: a registered alias then asks for its
+                # password, and the password check says it cannot be done now.
+                log.warn("cannot check the SSH key of {alias}: {p}", alias=alias, p=problem)
         if account is not None:
             session.log_in_verified(alias, account)
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -20,7 +21,7 @@ from twisted.internet.task import deferLater
 
 from chatd.cluster import NODE_TTL_SECONDS, Cluster
 from chatd.clusterhub import ClusterHub
-from chatd.events import Event, History, Joined, Left
+from chatd.events import Event, History, Joined, Left, Said
 from chatd.redisaddress import RedisAddress
 from chatd.redislink import RedisLink
 from chatd.redisstore import RedisStore
@@ -165,3 +166,70 @@ async def test_after_a_link_outage_a_node_catches_up_both_ways(nodes, redis) -> 
     a_hub.show_history(alice, 5)
     history = [event for event in alice.events if isinstance(event, History)][-1]
     assert [entry.text for entry in history.entries] == ["said while a was away"]
+
+
+async def admin_command(redis: RedisServer, *args: str) -> Any:
+    """Run one command on Redis as an administrator would, on a connection of its own."""
+    admin = await txredisapi.Connection(
+        "127.0.0.1", redis.port, dbid=0, reconnect=False, convertNumbers=False
+    )
+    try:
+        return await admin.execute_command(*args)
+    finally:
+        await admin.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unreadable_messages_are_dropped_and_the_next_ones_heard(nodes, redis) -> None:
+    """Garbage on the channel (not JSON, wrong shapes, not UTF-8) costs nothing but itself."""
+    (a_hub, a), (b_hub, _) = nodes
+    alice, bob = EventMember(), EventMember()
+    a_hub.join(alice, "alice")
+    b_hub.join(bob, "bob")
+    await wait_until(lambda: "bob" in a_hub.online())
+    for garbage in ('{"n":"x","m":null}', '{"n":"x","m":[7, null]}', "not json", "\\xff\\xfe"):
+        await admin_command(redis, "PUBLISH", a.channel, garbage)
+    await admin_command(redis, "PUBLISH", a.channel, b"\xff\xfe{")  # not UTF-8
+    b_hub.say(bob, "still heard")
+    await wait_until(lambda: any(isinstance(e, Said) for e in alice.events))
+    assert [e for e in alice.events if isinstance(e, Said)] == [Said("bob", "still heard")]
+    assert a.up
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_resync_refused_by_redis_is_retried(nodes, redis) -> None:
+    """Redis refusing writes (out of memory) during a reconnection delays the resync, no more."""
+    (a_hub, a), (b_hub, _) = nodes
+    await admin_command(redis, "CONFIG", "SET", "maxmemory-policy", "noeviction")
+    await admin_command(redis, "CONFIG", "SET", "maxmemory", "1")
+    try:
+        await kill_connections_of(redis, "a")
+        await wait_until(lambda: not a.up)
+        await deferLater(reactor, 1.5)  # reconnected, resync refused at least once
+        assert not a.up
+    finally:
+        await admin_command(redis, "CONFIG", "SET", "maxmemory", "0")
+    await wait_until(lambda: a.up)
+    alice = EventMember()
+    a_hub.join(alice, "alice")
+    await wait_until(lambda: "alice" in b_hub.online())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_password_is_retried_until_it_is_right(redis) -> None:
+    """Redis refusing the password does not end the link: it connects once Redis agrees."""
+    await admin_command(redis, "CONFIG", "SET", "requirepass", "other")
+    link = RedisLink(RedisAddress.from_url(f"redis://:secret@127.0.0.1:{redis.port}/0"))
+    link.channels = ["chatd:test"]
+    link.start()
+    try:
+        await deferLater(reactor, 1.0)
+        assert not link.up
+        admin = await txredisapi.Connection(
+            "127.0.0.1", redis.port, dbid=0, password="other", reconnect=False
+        )
+        await admin.execute_command("CONFIG", "SET", "requirepass", "secret")
+        await admin.disconnect()
+        await wait_until(lambda: link.up)
+    finally:
+        await link.stop()

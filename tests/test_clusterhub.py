@@ -8,6 +8,7 @@ import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
+from chatd.accounts import Accounts
 from chatd.clusterhub import LINK_DOWN_NOTICE, ClusterHub, Item, UnknownItem
 from chatd.events import Event
 from chatd.text import AliasRefused, alias_key
@@ -55,13 +56,25 @@ class MemoryBus:
                 bus.hub.receive(self.node, item)
         return True
 
-    def claim(self, record: Item, item: Item) -> Deferred[bool]:
+    @property
+    def linked(self) -> bool:
+        return self.up
+
+    def claim(self, record: Item, item: Item, force: bool = False) -> Deferred[bool]:
         key = alias_key(record["alias"])
+        if force:
+            self.cluster.claims[key] = self.node
         if self.cluster.claims.setdefault(key, self.node) != self.node:
             return succeed(False)
         self.records[key] = record
         self.publish(item)
         return succeed(True)
+
+    def refresh(self, alias: str) -> None:
+        owner = self.cluster.claims.get(alias_key(alias))
+        for bus in self.cluster.buses:
+            if bus.node == owner and bus is not self:
+                self.hub.remote_join(owner, bus.records[alias_key(alias)])
 
     def rename(self, old: str, record: Item, item: Item) -> Deferred[bool]:
         key = alias_key(record["alias"])
@@ -317,3 +330,41 @@ def test_a_room_open_on_another_node_keeps_its_name_here(nodes: Any) -> None:
     b.move(bob, "#Rust")
     a.move(alice, "#rust")
     assert a.room_of(alice) == "#Rust"
+
+
+def test_losing_a_nick_race_gives_the_old_alias_back(nodes: Any) -> None:
+    """If another node took the new alias in the same instant, the member keeps the old one."""
+    a, b = nodes
+    (alice,) = online(a, "alice")
+    a.bus.cluster.claims["bob"] = "b"  # b's bob, not yet heard of here
+    b.bus.records["bob"] = {"alias": "bob", "node": "b", "room": "#lobby", "since": 0}
+    a.rename(alice, "bob")
+    assert alice.alias == "alice"
+    assert "taken on another server at the same moment; you are alice" in alice.text()
+    assert a.online() == ("alice", "bob")
+
+
+def test_the_owner_of_a_registered_alias_replaces_their_session_on_another_node(
+    nodes: Any,
+) -> None:
+    """Logging in with the password on node a ends the owner's old session on node b."""
+    a, b = nodes
+    (old,) = online(b, "alice")
+    (carol,) = online(a, "carol")
+    settled(carol)
+    new = RecordingMember(a)
+    a.join(new, "alice", registered=True)
+    assert old.disconnected == "ghost session replaced by a new login on another node"
+    assert a.is_online(new)
+    assert a.online() == b.online() == ("alice", "carol")
+    assert "Left" not in carol.text()
+
+
+def test_a_registration_is_told_to_every_node_even_if_its_maker_has_gone(nodes: Any) -> None:
+    """/register then /quit before the hash is done: other nodes still ask for the password."""
+    a, b = nodes
+    a.accounts, b.accounts = Accounts(None, None), Accounts(None, None)  # type: ignore[arg-type]
+    (alice,) = online(a, "alice")
+    a.leave(alice, "Quit")
+    a.mark_registered(alice, "alice")
+    assert b.accounts.is_registered("ALICE")
