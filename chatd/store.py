@@ -559,7 +559,8 @@ class HistoryFlushing:
     def _report_lost(self) -> None:
         if self._lost:
             self.log.error(
-                "history buffer full while writes fail: {lost} oldest entries dropped",
+                "history buffer full (writes failing, or slower than the chat):"
+                " {lost} oldest entries dropped",
                 lost=self._lost,
             )
             self._lost = 0
