@@ -25,11 +25,17 @@
  * Protocols: chatd (README's line protocol), ref (bench/reference_server.py: first line is
  * the alias, no replies), irc (NICK/USER, JOIN #bench, PRIVMSG #bench).
  *
- * It only ever connects to the host given (run.py passes 127.0.0.1).
+ * It only ever connects to the host given (run.py passes 127.0.0.1). --port may list
+ * several ports (the nodes of a chatd cluster, bench/cluster.py): client i connects to
+ * port i % count, so the senders (clients 0 to S-1) are split the same way. Each
+ * delivery is then also counted per port, and timed apart by whether it crossed from a
+ * sender on another port. --server-pid may list several processes too; each one's CPU
+ * over the send window is reported.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -68,6 +74,8 @@ enum state {
 #define COALESCE_READY 64
 #define HIST_SUB 64
 #define HIST_BUCKETS (60 * HIST_SUB)
+#define MAX_PORTS 16
+#define MAX_PIDS 16
 
 typedef struct conn {
 	int fd;
@@ -96,9 +104,11 @@ typedef struct {
 /* Options. */
 static int o_mode = M_FANOUT, o_proto = P_CHATD;
 static const char *o_host = "127.0.0.1";
-static int o_port, o_clients = 200, o_senders = 20, o_concurrency = 50, o_msg_bytes = 64;
+static int o_ports[MAX_PORTS], o_nports;
+static int o_clients = 200, o_senders = 20, o_concurrency = 50, o_msg_bytes = 64;
 static double o_rate = 100, o_duration = 5, o_drain = 5, o_timeout = 120, o_settle = 0.5;
-static int o_server_pid;
+static int o_server_pid; /* the first of o_pids: RSS, and CPU in idle and churn mode */
+static int o_pids[MAX_PIDS], o_npids;
 static const char *o_prefix = "u";
 static const char *o_oper;  /* irc: "name:password" for the senders' OPER, then MODE +F */
 static int o_progress;
@@ -112,6 +122,9 @@ static uint64_t t_origin;
 static hist_t lat;       /* fan-out delivery latency, microseconds */
 static hist_t sess;      /* churn session time, microseconds */
 static hist_t bcast;     /* idle broadcast arrival, microseconds */
+static hist_t lat_local; /* several ports: sender and receiver on the same one */
+static hist_t lat_cross; /* several ports: sender on another port */
+static uint64_t port_delivered[MAX_PORTS];
 static uint64_t delivered, other_lines, disconnects, connect_failures, refusals;
 static uint64_t ready_count, pending_count, opers_ok;
 static uint64_t bytes_in;
@@ -182,6 +195,61 @@ static double proc_cpu_s(int pid)
 	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
 		return -1;
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU time of every thread of ``pid`` in nanoseconds, from /proc/PID/task/TID/schedstat
+ * (the kernel's own count, not clock ticks: a short step at a low rate uses a few
+ * milliseconds). Falls back to utime+stime where schedstat is missing. */
+static double proc_cpu_ns(int pid)
+{
+	char path[64], line[128];
+	double total = 0;
+	int found = 0;
+	snprintf(path, sizeof path, "/proc/%d/task", pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return -1;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char tpath[300];
+		unsigned long long ns;
+		snprintf(tpath, sizeof tpath, "/proc/%d/task/%s/schedstat", pid, e->d_name);
+		FILE *f = fopen(tpath, "r");
+		if (!f)
+			continue;
+		if (fgets(line, sizeof line, f) && sscanf(line, "%llu", &ns) == 1) {
+			total += (double)ns;
+			found = 1;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	if (!found) {
+		double s = proc_cpu_s(pid);
+		return s < 0 ? -1 : s * 1e9;
+	}
+	return total;
+}
+
+/* "5001,5002" into out[]; the count, or -1 if an item is not a positive number. */
+static int parse_int_list(const char *text, int *out, int cap)
+{
+	int n = 0;
+	const char *p = text;
+	for (;;) {
+		char *end;
+		long v = strtol(p, &end, 10);
+		if (end == p || v <= 0 || v > 0x7fffffff || n == cap)
+			return -1;
+		out[n++] = (int)v;
+		if (*end == 0)
+			return n;
+		if (*end != ',')
+			return -1;
+		p = end + 1;
+	}
 }
 
 static long proc_rss_kib(int pid)
@@ -343,6 +411,9 @@ static void send_chat(conn_t *c, char kind, uint64_t value)
 		n = 16;
 	}
 	n += build_text(buf + n, kind, value);
+	/* Several ports: the byte before the tail says which one the sender is on. */
+	if (o_nports > 1)
+		buf[n - TAIL_LEN - 1] = (char)('A' + c->idx % o_nports);
 	if (o_proto == P_IRC)
 		buf[n++] = '\r';
 	buf[n++] = '\n';
@@ -421,9 +492,15 @@ static void on_line(conn_t *c, const char *p, size_t n)
 		 * messages of this run count, told apart by time and by the run's tag. */
 		if (kind == 'M' && v >= measure_from_ns) {
 			uint64_t t = chunk_ns;
+			uint64_t us = t > v ? (t - v) / 1000 : 0;
 			delivered++;
 			c->delivered++;
-			hist_add(&lat, t > v ? (t - v) / 1000 : 0);
+			hist_add(&lat, us);
+			if (o_nports > 1 && n > TAIL_LEN) {
+				int port = c->idx % o_nports;
+				port_delivered[port]++;
+				hist_add(p[n - TAIL_LEN - 1] - 'A' == port ? &lat_local : &lat_cross, us);
+			}
 			return;
 		}
 		if (kind == 'S' && (v >> 32) == run_tag) {
@@ -549,7 +626,7 @@ static void on_data(conn_t *c, char *data, size_t len)
 
 /* Connections ---------------------------------------------------------------------- */
 
-static struct sockaddr_in server_addr;
+static struct sockaddr_in server_addrs[MAX_PORTS]; /* client i connects to i % o_nports */
 
 static void conn_close(conn_t *c)
 {
@@ -584,7 +661,8 @@ static int conn_open(conn_t *c)
 	c->got_bcast = 0;
 	c->oper_ok = 0;
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-	if (connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr) < 0 &&
+	struct sockaddr_in *addr = &server_addrs[c->idx % o_nports];
+	if (connect(fd, (struct sockaddr *)addr, sizeof *addr) < 0 &&
 	    errno != EINPROGRESS) {
 		note_error("connect: %s", strerror(errno));
 		close(fd);
@@ -830,6 +908,7 @@ static int sync_all(int n, double round_s)
 
 /* The open-loop schedule: message k is due at t0 + k * interval, from sender k % S. */
 static uint64_t fo_total, fo_interval_ns, fo_t0, fo_k, fo_unsent, fo_max_lag_ns, fo_max_backlog;
+static uint64_t fo_sent_from[MAX_PORTS]; /* messages sent by senders on each port */
 static int *fo_dirty;
 
 static void send_due(void)
@@ -845,6 +924,7 @@ static void send_due(void)
 			fo_unsent++;
 		} else {
 			send_chat(c, 'M', t);
+			fo_sent_from[c->idx % o_nports]++;
 			if (!c->dirty) {
 				c->dirty = 1;
 				fo_dirty[ndirty++] = c->idx;
@@ -862,6 +942,40 @@ static void send_due(void)
 	}
 }
 
+/* Summed utime+stime of every --server-pid (run.py gives one: the server). */
+static double servers_cpu_s(void)
+{
+	double total = 0;
+	for (int i = 0; i < o_npids; i++) {
+		double s = proc_cpu_s(o_pids[i]);
+		if (s < 0)
+			return -1;
+		total += s;
+	}
+	return o_npids ? total : -1;
+}
+
+static void pids_cpu_ns(double *out)
+{
+	for (int i = 0; i < o_npids; i++)
+		out[i] = proc_cpu_ns(o_pids[i]);
+}
+
+/* A JSON array of numbers, e.g. [0.125,0.5], into buf. */
+static const char *json_list(char *buf, size_t cap, const double *v, int n, const char *fmt)
+{
+	size_t len = 0;
+	buf[len++] = '[';
+	for (int i = 0; i < n && len + 32 < cap; i++) {
+		if (i)
+			buf[len++] = ',';
+		len += (size_t)snprintf(buf + len, cap - len, fmt, v[i]);
+	}
+	buf[len++] = ']';
+	buf[len] = 0;
+	return buf;
+}
+
 static int run_fanout(void)
 {
 	int n = o_clients;
@@ -874,13 +988,19 @@ static int run_fanout(void)
 	fo_dirty = calloc((size_t)o_senders, sizeof(int));
 	uint64_t total = fo_total;
 	uint64_t expected_receivers = (uint64_t)(n - 1);
-	double srv0 = proc_cpu_s(o_server_pid), gen0 = cpu_self_s();
+	double pid0[MAX_PIDS], pid1[MAX_PIDS], pid2[MAX_PIDS];
+	pids_cpu_ns(pid0);
+	double srv0 = servers_cpu_s(), gen0 = cpu_self_s();
 	uint64_t t0 = fo_t0 = measure_from_ns = now_ns();
 	uint64_t t_end = t0 + (uint64_t)(o_duration * 1e9);
 	double srv1 = -1, gen1 = -1;
+	int window_over = 0; /* not srv1 >= 0: without --server-pid srv1 stays -1 */
 	uint64_t delivered_in_window = 0, last_delivery_ns = t0, last_count = 0;
 	delivered = 0;
 	memset(&lat, 0, sizeof lat);
+	memset(&lat_local, 0, sizeof lat_local);
+	memset(&lat_cross, 0, sizeof lat_cross);
+	memset(port_delivered, 0, sizeof port_delivered);
 	/* Send window. */
 	int last_ready = 0;
 	uint64_t last_read_ns = 0, coalesced = 0, reads = 0;
@@ -923,8 +1043,10 @@ static int run_fanout(void)
 	uint64_t all_expected = total * expected_receivers;
 	for (;;) {
 		uint64_t t = now_ns();
-		if (srv1 < 0 && t >= t_end) {
-			srv1 = proc_cpu_s(o_server_pid);
+		if (!window_over && t >= t_end) {
+			window_over = 1;
+			srv1 = servers_cpu_s();
+			pids_cpu_ns(pid1);
 			gen1 = cpu_self_s();
 			delivered_in_window = delivered;
 		}
@@ -932,7 +1054,7 @@ static int run_fanout(void)
 			last_count = delivered;
 			last_delivery_ns = t;
 		}
-		if (srv1 >= 0) {
+		if (window_over) {
 			if (delivered >= expected)
 				break;
 			if ((double)(t - t_end) / 1e9 > o_drain)
@@ -940,12 +1062,49 @@ static int run_fanout(void)
 			if ((double)(t - last_delivery_ns) / 1e9 > 1.0 && (double)(t - t_end) / 1e9 > 1.0)
 				break;
 		}
-		dispatch(srv1 < 0 ? (double)(t_end - t) / 1e9 : 0.05);
+		dispatch(!window_over ? (double)(t_end - t) / 1e9 : 0.05);
 	}
+	pids_cpu_ns(pid2);
+	double drained_s = since_s(t0);
 	double window_s = (double)(t_end - t0) / 1e9;
 	double span_s = (double)(last_delivery_ns - t0) / 1e9;
 	if (span_s < window_s)
 		span_s = window_s;
+	/* Per server, CPU seconds over the send window and from its start until the drain
+	 * ended; with several ports, per port, what its clients should have got (every
+	 * message sent, less the sender's own) and got. */
+	char extra[2048] = "", list[3][600];
+	if (o_npids > 0) {
+		double cpu_window[MAX_PIDS], cpu_drained[MAX_PIDS], rss[MAX_PIDS];
+		double want[MAX_PORTS], got[MAX_PORTS];
+		for (int i = 0; i < o_npids; i++) {
+			cpu_window[i] = pid0[i] < 0 || pid1[i] < 0 ? -1 : (pid1[i] - pid0[i]) / 1e9;
+			cpu_drained[i] = pid0[i] < 0 || pid2[i] < 0 ? -1 : (pid2[i] - pid0[i]) / 1e9;
+			rss[i] = (double)proc_rss_kib(o_pids[i]);
+		}
+		for (int j = 0; j < o_nports; j++) {
+			uint64_t here = (uint64_t)(n / o_nports + (j < n % o_nports)), w = 0;
+			for (int k = 0; k < o_nports; k++)
+				w += fo_sent_from[k] * (here - (k == j));
+			want[j] = (double)w;
+			got[j] = (double)port_delivered[j];
+		}
+		snprintf(extra, sizeof extra,
+			 ",\"pid_cpu_s\":%s,\"pid_cpu_drained_s\":%s,\"pid_rss_kib\":%s,\"drained_s\":%.3f",
+			 json_list(list[0], sizeof list[0], cpu_window, o_npids, "%.6f"),
+			 json_list(list[1], sizeof list[1], cpu_drained, o_npids, "%.6f"),
+			 json_list(list[2], sizeof list[2], rss, o_npids, "%.0f"), drained_s);
+		if (o_nports > 1) {
+			size_t len = strlen(extra);
+			snprintf(extra + len, sizeof extra - len,
+				 ",\"port_expected\":%s,\"port_delivered\":%s,\"lat_local_p50_ms\":%.3f,"
+				 "\"lat_local_p99_ms\":%.3f,\"lat_cross_p50_ms\":%.3f,\"lat_cross_p99_ms\":%.3f",
+				 json_list(list[0], sizeof list[0], want, o_nports, "%.0f"),
+				 json_list(list[1], sizeof list[1], got, o_nports, "%.0f"),
+				 hist_pct(&lat_local, 0.5) / 1000, hist_pct(&lat_local, 0.99) / 1000,
+				 hist_pct(&lat_cross, 0.5) / 1000, hist_pct(&lat_cross, 0.99) / 1000);
+		}
+	}
 	printf("{\"mode\":\"fanout\",\"clients\":%d,\"senders\":%d,\"rate\":%.1f,\"duration_s\":%.3f,"
 	       "\"msg_bytes\":%d,\"join_s\":%.3f,\"sent\":%llu,\"unsent\":%llu,"
 	       "\"expected\":%llu,\"expected_if_all_sent\":%llu,\"delivered\":%llu,"
@@ -953,7 +1112,7 @@ static int run_fanout(void)
 	       "\"lat_p50_ms\":%.3f,\"lat_p99_ms\":%.3f,\"lat_p999_ms\":%.3f,\"lat_max_ms\":%.3f,"
 	       "\"server_cpu_pct\":%.1f,\"gen_cpu_pct\":%.1f,\"gen_max_lag_ms\":%.3f,"
 	       "\"max_send_backlog_bytes\":%llu,\"coalesced_reads_pct\":%.1f,\"disconnects\":%llu,\"opers\":%llu,"
-	       "\"server_rss_kib\":%ld,\"other_lines\":%llu,\"bytes_in\":%llu,\"error\":\"%s\"}\n",
+	       "\"server_rss_kib\":%ld,\"other_lines\":%llu,\"bytes_in\":%llu%s,\"error\":\"%s\"}\n",
 	       n, o_senders, o_rate, window_s, o_msg_bytes, join_s,
 	       (unsigned long long)(total - unsent), (unsigned long long)unsent,
 	       (unsigned long long)expected, (unsigned long long)all_expected,
@@ -965,7 +1124,7 @@ static int run_fanout(void)
 	       reads ? 100.0 * (double)coalesced / (double)(reads + coalesced) : 0.0,
 	       (unsigned long long)disconnects, (unsigned long long)opers_ok,
 	       o_server_pid ? proc_rss_kib(o_server_pid) : -1L, (unsigned long long)other_lines,
-	       (unsigned long long)bytes_in, first_error);
+	       (unsigned long long)bytes_in, extra, first_error);
 	free(fo_dirty);
 	return 0;
 }
@@ -1070,10 +1229,10 @@ static int run_churn(void)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: loadgen --mode fanout|idle|churn --proto chatd|ref|irc --port P\n"
+		"usage: loadgen --mode fanout|idle|churn --proto chatd|ref|irc --port P[,P...]\n"
 		"  [--host 127.0.0.1] [--clients N] [--senders S] [--rate MSGS_PER_S]\n"
 		"  [--duration S] [--drain S] [--msg-bytes B] [--concurrency C] [--timeout S]\n"
-		"  [--settle S] [--server-pid PID] [--alias-prefix P] [--oper NAME:PASS]\n"
+		"  [--settle S] [--server-pid PID[,PID...]] [--alias-prefix P] [--oper NAME:PASS]\n"
 		"  [--progress]\n");
 	exit(2);
 }
@@ -1113,7 +1272,7 @@ int main(int argc, char **argv)
 							     : -1;
 			break;
 		case 'h': o_host = optarg; break;
-		case 'p': o_port = atoi(optarg); break;
+		case 'p': o_nports = parse_int_list(optarg, o_ports, MAX_PORTS); break;
 		case 'n': o_clients = atoi(optarg); break;
 		case 's': o_senders = atoi(optarg); break;
 		case 'r': o_rate = atof(optarg); break;
@@ -1123,15 +1282,18 @@ int main(int argc, char **argv)
 		case 'c': o_concurrency = atoi(optarg); break;
 		case 't': o_timeout = atof(optarg); break;
 		case 'S': o_settle = atof(optarg); break;
-		case 'x': o_server_pid = atoi(optarg); break;
+		case 'x':
+			o_npids = parse_int_list(optarg, o_pids, MAX_PIDS);
+			o_server_pid = o_npids > 0 ? o_pids[0] : -1;
+			break;
 		case 'a': o_prefix = optarg; break;
 		case 'o': o_oper = strchr(optarg, ':') ? optarg : NULL; break;
 		case 'v': o_progress = 1; break;
 		default: usage();
 		}
 	}
-	if (o_mode < 0 || o_proto < 0 || o_port <= 0 || o_clients < 2 || o_senders < 1 ||
-	    o_senders > o_clients || o_rate <= 0 || o_msg_bytes < TAIL_LEN + 1 ||
+	if (o_mode < 0 || o_proto < 0 || o_nports <= 0 || o_server_pid < 0 || o_clients < 2 ||
+	    o_senders < 1 || o_senders > o_clients || o_rate <= 0 || o_msg_bytes < TAIL_LEN + 1 ||
 	    o_msg_bytes > 4000 || o_concurrency < 1)
 		usage();
 	signal(SIGPIPE, SIG_IGN);
@@ -1140,11 +1302,14 @@ int main(int argc, char **argv)
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
-	memset(&server_addr, 0, sizeof server_addr);
-	server_addr.sin_family = AF_INET;
-	server_addr.sin_port = htons((uint16_t)o_port);
-	if (inet_pton(AF_INET, o_host, &server_addr.sin_addr) != 1)
-		usage();
+	for (int i = 0; i < o_nports; i++) {
+		struct sockaddr_in *addr = &server_addrs[i];
+		memset(addr, 0, sizeof *addr);
+		addr->sin_family = AF_INET;
+		addr->sin_port = htons((uint16_t)o_ports[i]);
+		if (o_ports[i] > 65535 || inet_pton(AF_INET, o_host, &addr->sin_addr) != 1)
+			usage();
+	}
 	static const char prefix[] = "bench ";
 	for (int i = 0; i < (int)sizeof payload_fill; i++)
 		payload_fill[i] = i < (int)sizeof prefix - 1 ? prefix[i] : 'x';
