@@ -59,14 +59,18 @@ DEFAULT_PREFIX = "chatd:"
 GONE_REASON = "Their server stopped answering"
 RESYNC_RETRY_SECONDS = 1.0
 # Items that change who is where: a roster read in flight must not undo them.
-PRESENCE_ITEMS = frozenset({"join", "leave", "gone", "move", "rename", "away", "registered"})
+PRESENCE_ITEMS = frozenset(
+    {"join", "leave", "gone", "move", "rename", "away", "registered", "sync"}
+)
 SHUTDOWN_REASON = "Their server shut down"
 
 # Claim (or refresh) an alias for a node; publish ARGV[4] on ARGV[5] unless empty.
 # With ARGV[6] = '1' the claim is taken from whichever node holds it (the owner
 # of a registered alias replacing a session of theirs on another node).
+# The node that held it is told to end its session (a "replace" item), from here,
+# atomically with the taking, so no view of who held it can be stale.
 # KEYS: members hash, this node's member set.
-# ARGV: alias key, node, record, message, channel, force, key prefix.
+# ARGV: alias key, node, record, message, channel, force, key prefix, alias.
 CLAIM_SCRIPT = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current then
@@ -74,6 +78,8 @@ if current then
   if owner ~= ARGV[2] then
     if ARGV[6] ~= '1' then return 0 end
     redis.call('SREM', ARGV[7] .. 'node-members:' .. owner, ARGV[1])
+    local replace = {t = 'replace', to = owner, alias = ARGV[8]}
+    redis.call('PUBLISH', ARGV[5], cjson.encode({n = ARGV[2], m = {replace}}))
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
@@ -294,6 +300,7 @@ class Cluster:
                 self.channel,
                 "1" if force else "0",
                 self._prefix,
+                record["alias"],
             ],
         )
 
@@ -363,7 +370,8 @@ class Cluster:
         )
         await self._reap("", GONE_REASON)
         for member_record in self.hub.local_records():
-            won = await self._claim(member_record, "")
+            # The owner of a registered alias keeps it, whoever took it meanwhile.
+            won = await self._claim(member_record, "", force=bool(member_record["registered"]))
             if not won and (member := self.hub.member_named(member_record["alias"])) is not None:
                 self.hub.lost_alias(member)
         await self._release_departed()
@@ -511,6 +519,11 @@ class Cluster:
                 if field in item:
                     self._changed.add(alias_key(str(item[field])))
             self._changed.update(alias_key(str(alias)) for alias in item.get("aliases") or ())
+            self._changed.update(
+                alias_key(str(record.get("alias")))
+                for record in item.get("members") or ()
+                if isinstance(record, dict)
+            )
         if "to" in item and item["to"] != self.node:
             return
         self.hub.receive(node, item)

@@ -120,6 +120,8 @@ class ClusterHub(Hub):
         # Members of other nodes, by alias key, and by room key.
         self.remote: dict[str, RemoteMember] = {}
         self._remote_rooms: dict[str, dict[str, RemoteMember]] = {}
+        # Old alias key -> member, while a change of alias awaits the cluster's answer.
+        self._renaming: dict[str, Member] = {}
 
     # Presence records: what the bus keeps of each local member.
 
@@ -151,6 +153,8 @@ class ClusterHub(Hub):
     # Local members: as on one server, then told to the other nodes.
 
     def check_available(self, alias: str, account: str | None = None) -> str:
+        if alias_key(alias) in self._renaming:
+            raise AliasRefused(f"The alias {alias} is taken.")
         alias = super().check_available(alias, account)
         # The owner of a registered alias may take it from a session of theirs elsewhere.
         if alias_key(alias) in self.remote and alias_key(alias) != account:
@@ -164,15 +168,15 @@ class ClusterHub(Hub):
     def join(
         self, member: Member, alias: str, registered: bool = False, replay: bool = True
     ) -> None:
+        # The owner of a registered alias takes it even from a session of theirs on
+        # another node: the claim tells that node to end it (see CLAIM_SCRIPT).
         ghost = self.remote.get(alias_key(alias)) if registered else None
         if ghost is not None:
             self._remote_remove(alias_key(alias))
         super().join(member, alias, registered, replay)
-        if ghost is not None and (bus := self._bus_up()) is not None:
-            bus.publish({"t": "replace", "to": ghost.node, "alias": ghost.alias})
         if (bus := self._bus_linked()) is not None:
             record = self.record_of(member)
-            claimed = bus.claim(record, {"t": "join", **record}, force=ghost is not None)
+            claimed = bus.claim(record, {"t": "join", **record}, force=registered)
             claimed.addCallback(self._claimed, member, alias)
             claimed.addErrback(self._log_bus_failure, "claiming {alias}", alias=alias)
 
@@ -220,18 +224,28 @@ class ClusterHub(Hub):
     def rename(self, member: Member, new_alias: str) -> None:
         old = member.alias
         assert old is not None
+        if member in self._renaming.values():
+            raise AliasRefused("Your last change of alias is not confirmed yet; try again.")
         super().rename(member, new_alias)
         if (bus := self._bus_linked()) is not None:
+            # Until the cluster answers, the old alias stays this member's: it may be back.
+            self._renaming[alias_key(old)] = member
             item = {"t": "rename", "old": old, "new": new_alias}
             renamed = bus.rename(old, self.record_of(member), item)
             renamed.addCallback(self._renamed, member, old, new_alias)
             renamed.addErrback(self._log_bus_failure, "renaming {alias}", alias=old)
+            renamed.addBoth(lambda _: self._renaming.pop(alias_key(old), None))
 
     def _renamed(self, won: bool, member: Member, old: str, new: str) -> None:
         """Another node took ``new`` in the same instant: back to ``old`` (still ours)."""
         if won or not self.is_online(member) or member.alias != new:
             return
-        super().rename(member, old)
+        self._renaming.pop(alias_key(old), None)
+        try:
+            super().rename(member, old)
+        except AliasRefused:  # not even the old one can be had now
+            self.lost_alias(member)
+            return
         self.tell(
             member,
             Error(
@@ -457,6 +471,14 @@ class ClusterHub(Hub):
         if key in self._members:
             return  # ours holds it here; the next resynchronisation settles who keeps it
         member = RemoteMember.from_record(item, self.clock.seconds())
+        if member.registered and self.accounts is not None:
+            self.accounts.note_registered(member.alias)
+        known = self.remote.get(key)
+        if known is not None and known.node == member.node:  # news of one already known
+            if room_key(known.room) != room_key(member.room):
+                self._remote_move(known, member.room)
+            known.away, known.registered = member.away, member.registered
+            return
         self._remote_remove(key)
         self._remote_add(member)
         if (room := self._rooms.get(room_key(member.room))) is not None:

@@ -189,12 +189,15 @@ class RedisLink:
     # ClientService hands prepareConnection a proxy of the protocol; txredisapi's
     # whenConnected and whenDisconnected give the protocol itself. The link keeps
     # the latter, so that a loss is matched to the connection it is about.
+    # prepareConnection returns at once: logging in, naming and subscribing are
+    # followed here, and a connection that fails them (a wrong password) closes,
+    # which ClientService sees as an ordinary loss and retries.
 
-    def _commands_ready(self, proxy: Any) -> Deferred[None]:
-        ready = _logged_in(proxy)
+    def _commands_ready(self, proxy: Any) -> None:
+        ready: Deferred[Any] = proxy.whenConnected()
         ready.addCallback(self._named, "commands")
         ready.addCallback(self._commands_connected)
-        return ready
+        ready.addErrback(self._not_prepared, proxy)
 
     def _named(self, connection: Any, role: str) -> Deferred[Any]:
         """Name the connection (CLIENT SETNAME), so CLIENT LIST tells whose it is."""
@@ -204,6 +207,12 @@ class RedisLink:
             "CLIENT", "SETNAME", f"{self.client_name}:{role}"
         )
         return named.addCallback(lambda _: connection)
+
+    def _not_prepared(self, failure: Failure, proxy: Any) -> None:
+        """Naming or subscribing failed: drop the connection, ClientService makes another."""
+        self.log.warn("Redis connection not usable: {problem}", problem=failure.getErrorMessage())
+        if proxy.transport is not None:
+            proxy.transport.loseConnection()
 
     def _commands_connected(self, connection: txredisapi.RedisProtocol) -> None:
         self._commands = connection
@@ -215,11 +224,11 @@ class RedisLink:
             self._commands = None
         self._check_down()
 
-    def _subscriber_ready(self, proxy: Any) -> Deferred[None]:
-        ready = _logged_in(proxy)
+    def _subscriber_ready(self, proxy: Any) -> None:
+        ready: Deferred[Any] = proxy.whenConnected()
         ready.addCallback(self._named, "events")
         ready.addCallback(self._subscribe)
-        return ready
+        ready.addErrback(self._not_prepared, proxy)
 
     def _subscribe(self, connection: _Subscriber) -> Deferred[None]:
         subscribed: Deferred[Any] = connection.subscribe(self.channels)
@@ -271,21 +280,3 @@ def _unreachable(failure: Failure) -> Failure:
     if lost is not None:
         return Failure(RedisUnreachable(failure.getErrorMessage()))
     return failure
-
-
-def _logged_in(proxy: Any) -> Deferred[Any]:
-    """Fires with the protocol once it is logged in and has chosen the database; fails
-    if the connection closes first (a wrong password), so that ClientService retries."""
-    result: Deferred[Any] = Deferred()
-
-    def connected(connection: Any) -> None:
-        if not result.called:
-            result.callback(connection)
-
-    def lost(_: Any) -> None:
-        if not result.called:
-            result.errback(RedisUnreachable("Redis closed the connection while logging in"))
-
-    proxy.whenConnected().addCallback(connected)
-    proxy.whenDisconnected().addCallback(lost)
-    return result

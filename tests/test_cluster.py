@@ -233,3 +233,18 @@ async def test_a_wrong_password_is_retried_until_it_is_right(redis) -> None:
         await wait_until(lambda: link.up)
     finally:
         await link.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_owner_of_a_registered_alias_takes_it_from_a_session_elsewhere(nodes) -> None:
+    """A verified login of a registered alias ends the owner's old session on another node."""
+    (a_hub, _), (b_hub, _) = nodes
+    old, new = EventMember(), EventMember()
+    b_hub.join(old, "alice")
+    await wait_until(lambda: "alice" in a_hub.online())
+    a_hub.join(new, "alice", registered=True)
+    await wait_until(lambda: old.disconnected)
+    assert old.disconnected == "ghost session replaced by a new login on another node"
+    await deferLater(reactor, 0.3)
+    assert a_hub.is_online(new)
+    assert a_hub.online() == b_hub.online() == ("alice",)

@@ -62,8 +62,10 @@ class MemoryBus:
 
     def claim(self, record: Item, item: Item, force: bool = False) -> Deferred[bool]:
         key = alias_key(record["alias"])
-        if force:
+        holder = self.cluster.claims.get(key)
+        if force and holder not in (None, self.node):
             self.cluster.claims[key] = self.node
+            self.publish({"t": "replace", "to": holder, "alias": record["alias"]})
         if self.cluster.claims.setdefault(key, self.node) != self.node:
             return succeed(False)
         self.records[key] = record
@@ -368,3 +370,22 @@ def test_a_registration_is_told_to_every_node_even_if_its_maker_has_gone(nodes: 
     a.leave(alice, "Quit")
     a.mark_registered(alice, "alice")
     assert b.accounts.is_registered("ALICE")
+
+
+def test_while_a_change_of_alias_is_unconfirmed_both_aliases_stay_the_members(
+    nodes: Any,
+) -> None:
+    """Until the cluster answers a /nick, the member cannot /nick again and nobody here can
+    take the old alias; if the answer is no, the member is back under the old one."""
+    a, _ = nodes
+    (alice,) = online(a, "alice")
+    answer: Deferred[bool] = Deferred()
+    a.bus.rename = lambda old, record, item: answer
+    a.rename(alice, "carol")
+    with pytest.raises(AliasRefused, match="not confirmed yet"):
+        a.rename(alice, "dave")
+    with pytest.raises(AliasRefused, match="taken"):
+        online(a, "alice")
+    answer.callback(False)
+    assert alice.alias == "alice"
+    online(a, "dave")
