@@ -1,14 +1,16 @@
-"""End-to-end: two real netcat clients talk to each other through a real daemon."""
+"""End-to-end: real netcat clients talk to each other through a real daemon (or two)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
-from tests.daemon import Daemon
+from tests.daemon import Daemon, start_chatd
+from tests.redisserver import RedisServer
 
 pytestmark = pytest.mark.skipif(shutil.which("nc") is None, reason="netcat is not installed")
 
@@ -72,3 +74,31 @@ def test_two_netcat_clients_chat(chatd: Daemon) -> None:
     finally:
         alice.close()
         bob.close()
+
+
+def test_netcat_clients_on_two_cluster_nodes_chat(tmp_path: Path) -> None:
+    """nc users on two chatd nodes sharing a Redis talk as if on one server."""
+    with RedisServer() as redis:
+        nodes = []
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            nodes.append(start_chatd(tmp_path / name, "--redis", redis.url))
+        alice, bob = Netcat(nodes[0]), Netcat(nodes[1])
+        try:
+            alice.type("alice")
+            alice.expect("*** Welcome, alice!")
+            bob.type("bob")
+            bob.expect("*** Welcome, bob! You are in #lobby (2): alice, bob\r\n")
+            alice.expect("*** bob has joined #lobby (2 here)\r\n")
+            alice.type("hi bob, from the other server")
+            bob.expect("<alice> hi bob, from the other server\r\n")
+            bob.type("/msg alice psst")
+            alice.expect("*bob* psst\r\n")
+            bob.type("/quit bye")
+            bob.expect("*** Goodbye.\r\n")
+            alice.expect("*** bob has left (Quit: bye)\r\n")
+        finally:
+            alice.close()
+            bob.close()
+            for node in nodes:
+                node.stop()
