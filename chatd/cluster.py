@@ -48,7 +48,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chatd.clusterhub import ClusterHub, Item
-from chatd.hub import HISTORY_KEPT
+from chatd.hub import HISTORY_KEPT, MOTD_SETTING
 from chatd.redislink import RedisLink
 from chatd.redisstore import RedisStore
 from chatd.text import alias_key
@@ -420,7 +420,7 @@ class Cluster:
             await accounts.load()
         topics = await self._store.topics()
         bans = await self._store.active_bans(self._clock.seconds())
-        motd = await self._store.get_setting("motd")
+        motd = await self._store.get_setting(MOTD_SETTING)
         history = await self._store.recent_history_by_room(HISTORY_KEPT)
         self.hub.reload_shared(topics, bans, motd, history)
 

@@ -518,13 +518,7 @@ class ClusterHub(Hub):
         self._remote_add(member)
         if (room := self._rooms.get(room_key(member.room))) is not None:
             self._queue(room, Renamed(old, new))
-        if alias_key(old) != alias_key(new):
-            if alias_key(old) in self._mutes:
-                self._mutes[alias_key(new)] = self._mutes.pop(alias_key(old))
-            for presence in self._presence.values():
-                if alias_key(old) in presence.ignores:
-                    presence.ignores.discard(alias_key(old))
-                    presence.ignores.add(alias_key(new))
+        self._follow_rename(old, new)
 
     def remote_spoke(self, node: str, item: Item) -> None:
         """A member of ``node`` said something (``say``) or did (``act``) in their room."""
@@ -622,9 +616,9 @@ class ClusterHub(Hub):
         self.bans.add(ban)
         for member in list(self._members.values()):
             if self.banned(member.host, member.alias) is ban:
-                self.tell(member, Error(f"You are banned: {ban.reason}"))
-                self.leave(member, f"Banned by {item['by']}: {ban.reason}")
-                member.disconnect(f"banned by operator {ban.set_by} on node {node}")
+                self._cut_off(
+                    member, ban, f"Banned by {item['by']}", f"operator {ban.set_by} on node {node}"
+                )
 
     def remote_unban(self, node: str, item: Item) -> None:
         """An operator on ``node`` lifted a ban."""
@@ -689,9 +683,7 @@ class ClusterHub(Hub):
         self.bans = Bans(bans)
         for member in list(self._members.values()):
             if (ban := self.banned(member.host, member.alias)) is not None:
-                self.tell(member, Error(f"You are banned: {ban.reason}"))
-                self.leave(member, f"Banned: {ban.reason}")
-                member.disconnect(f"banned by operator {ban.set_by}")
+                self._cut_off(member, ban, "Banned", f"operator {ban.set_by}")
         self._history.clear()
         if self.keep_history:
             for room, entries in history.items():

@@ -293,14 +293,18 @@ class Hub:
         self._members[alias_key(new_alias)] = member
         self.log.info("{old} is now known as {new}", old=old, new=new_alias)
         self._queue(self._room(member), Renamed(old, new_alias))
-        if alias_key(old) != alias_key(new_alias):
-            # A mute and an ignore follow the person, not the name they had.
-            if alias_key(old) in self._mutes:
-                self._mutes[alias_key(new_alias)] = self._mutes.pop(alias_key(old))
-            for presence in self._presence.values():
-                if alias_key(old) in presence.ignores:
-                    presence.ignores.discard(alias_key(old))
-                    presence.ignores.add(alias_key(new_alias))
+        self._follow_rename(old, new_alias)
+
+    def _follow_rename(self, old: str, new: str) -> None:
+        """A mute and an ignore follow the person, not the name they had."""
+        if alias_key(old) == alias_key(new):
+            return
+        if alias_key(old) in self._mutes:
+            self._mutes[alias_key(new)] = self._mutes.pop(alias_key(old))
+        for presence in self._presence.values():
+            if alias_key(old) in presence.ignores:
+                presence.ignores.discard(alias_key(old))
+                presence.ignores.add(alias_key(new))
 
     # Talking.
 
@@ -525,9 +529,14 @@ class Hub:
         self.tell(operator, Notice(f"Banned {ban.kind} {ban.mask} {until}."))
         for member in list(self._members.values()):
             if member is not operator and self.banned(member.host, member.alias) is ban:
-                self.tell(member, Error(f"You are banned: {ban.reason}"))
-                self.leave(member, f"Banned by {operator.alias}: {ban.reason}")
-                member.disconnect(f"banned by operator {name}")
+                self._cut_off(member, ban, f"Banned by {operator.alias}", f"operator {name}")
+
+    def _cut_off(self, member: Member, ban: Ban, announced: str, logged: str) -> None:
+        """Tell ``member`` of ``ban``, announce their going (``announced``: who banned
+        them) and disconnect them (``logged``: by whom, for the log)."""
+        self.tell(member, Error(f"You are banned: {ban.reason}"))
+        self.leave(member, f"{announced}: {ban.reason}")
+        member.disconnect(f"banned by {logged}")
 
     def unban(self, operator: Member, target: str) -> None:
         """Lift a ban (given as it was set, or as /bans shows it)."""
