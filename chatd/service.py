@@ -28,6 +28,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
+from chatd.admission import AdmittingFactory, Refusal, refusal_line
 from chatd.hub import HISTORY_KEPT, MOTD_SETTING
 from chatd.protocol import ChatConfig, ChatFactory
 from chatd.store import Store
@@ -59,13 +60,17 @@ class ChatService(Service):
         factory: ChatFactory,
         store: Store | RedisStore,
         endpoints: Sequence[str],
-        others: Sequence[tuple[str, IProtocolFactory]] = (),
+        others: Sequence[tuple[str, IProtocolFactory, Refusal]] = (),
         reactor: IReactorCore | None = None,
         reread: Callable[[], LiveSettings] | None = None,
         log_observer: Callable[[], ILogObserver] | None = None,
         cluster: Cluster | None = None,
     ) -> None:
         """Listen on ``endpoints`` for chat, and on each of ``others`` with its factory.
+
+        Every listener's connections pass the factory's one Admission at accept
+        time (see :class:`~chatd.admission.AdmittingFactory`); each of ``others``
+        says how a refused connection is told (``refusal``: a line, an HTTP 503).
 
         ``reread`` reads the settings again for a reload; with it, SIGHUP reloads.
 
@@ -83,8 +88,11 @@ class ChatService(Service):
         self.cluster = cluster
         self.endpoints = list(endpoints)
         self.listeners: list[tuple[str, IProtocolFactory]] = [
-            *((description, factory) for description in endpoints),
-            *others,
+            (description, AdmittingFactory(wrapped, factory.admission, refusal))
+            for description, wrapped, refusal in [
+                *((description, factory, refusal_line) for description in endpoints),
+                *others,
+            ]
         ]
         self._reactor = reactor
         self._listening: list[Deferred[IListeningPort]] = []

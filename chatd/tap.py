@@ -17,7 +17,7 @@ from twisted.logger import ILogObserver
 from twisted.python import usage
 
 from chatd.accounts import Accounts
-from chatd.admission import ConnectionLimits
+from chatd.admission import ConnectionLimits, Refusal, refusal_http, refusal_line
 from chatd.config import ConfigFileOptions
 from chatd.flood import FloodLimits
 from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, HISTORY_KEPT, Hub
@@ -492,19 +492,21 @@ def makeService(options: Options) -> ChatService:
         log_observer = partial(
             _json_log_observer, twistd_options.get("logfile"), twistd_options.get("nodaemon", True)
         )
-    others = []
+    others: list[tuple[str, Any, Refusal]] = []
     if options["web"]:
         from chatd.web import web_site  # imports autobahn and twisted.web: only when asked for
 
-        others.append((options["web"], web_site(factory, options["web-origins"])))
+        others.append((options["web"], web_site(factory, options["web-origins"]), refusal_http))
     if options["ssh"]:
         from chatd.ssh import ssh_factory  # imports twisted.conch: only when asked for
 
-        others.append((options["ssh"], ssh_factory(factory, Path(options["data-dir"]))))
+        others.append(
+            (options["ssh"], ssh_factory(factory, Path(options["data-dir"])), refusal_line)
+        )
     if options["metrics"]:
         from chatd.metrics import metrics_site  # imports twisted.web: only when asked for
 
-        others.append((options["metrics"], metrics_site(factory, store)))
+        others.append((options["metrics"], metrics_site(factory, store), refusal_http))
     return ChatService(
         factory,
         store,

@@ -46,7 +46,13 @@ def test_ports_are_bound_at_privileged_start(tmp_path: Path) -> None:
         (4000, "127.0.0.1"),
         (4002, "127.0.0.1"),
     ]
-    assert {id(factory) for _, factory, _, _ in reactor.tcpServers} == {id(service.factory)}
+    # Each port's factory admits connections, then hands them to the one chat factory.
+    assert {id(factory.wrapped) for _, factory, _, _ in reactor.tcpServers} == {
+        id(service.factory)
+    }
+    assert {id(factory.admission) for _, factory, _, _ in reactor.tcpServers} == {
+        id(service.factory.admission)
+    }
     assert len(service.ports) == 2
 
 
