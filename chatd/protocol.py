@@ -13,13 +13,12 @@ off instead of growing the server without limit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall
-from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
+from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -27,7 +26,7 @@ from twisted.python.failure import Failure
 
 from chatd import __version__, lineformat
 from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
-from chatd.admission import Admission, ConnectionLimits
+from chatd.admission import Admission, ConnectionLimits, describe_peer, peer_host
 from chatd.commands import run_command
 from chatd.events import Error, Event, Notice
 from chatd.flood import FloodGate, FloodLimits
@@ -35,7 +34,7 @@ from chatd.hub import Hub
 from chatd.sendqueue import BoundedSender
 from chatd.store import Account, Ban
 from chatd.telnet import TelnetFilter
-from chatd.text import ALIAS_RULE, AliasRefused, decode_line, utc_stamp
+from chatd.text import ALIAS_RULE, AliasRefused, clean_text, decode_line, utc_stamp
 
 ALIAS_PROMPT = f"Choose an alias ({ALIAS_RULE}):"
 GREETING = Notice(f"Welcome to chatd {__version__}.\n{ALIAS_PROMPT}")
@@ -54,14 +53,6 @@ class ChatConfig:
     shutdown_grace_seconds: float = 3.0
     flood: FloodLimits = field(default_factory=FloodLimits)
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
-
-
-def describe_peer(address: IAddress) -> str:
-    """A short, log-friendly form of a peer address (``host:port`` for TCP)."""
-    host = getattr(address, "host", None)
-    if host is not None:
-        return f"{host}:{address.port}"  # type: ignore[attr-defined]
-    return str(address)
 
 
 class ChatProtocol(LineReceiver):
@@ -107,7 +98,7 @@ class ChatProtocol(LineReceiver):
     def connectionMade(self) -> None:
         address = self.transport.getPeer()
         self.peer = describe_peer(address)
-        self.host = getattr(address, "host", None)
+        self.host = peer_host(address)
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
@@ -297,6 +288,10 @@ class ChatProtocol(LineReceiver):
         """Join as registered ``alias``; False if refused (the refusal resumed reading)."""
         if self._closing_reason is not None:
             return False
+        if (ban := self.hub.banned(host=self.host, alias=alias)) is not None:
+            # However the front end proved the alias is theirs (password, SSH key).
+            self._refuse_banned(ban)
+            return False
         ghost = self.hub.member_named(alias)
         if ghost is not None:
             # The owner is back while an old connection of theirs still hangs.
@@ -337,6 +332,13 @@ class ChatProtocol(LineReceiver):
             self.reply(PROMPT)
 
     def _chat(self, text: str) -> None:
+        """A command or a chat line, told apart by what is left once the line is cleaned.
+
+        Decided on the cleaned text: a line that starts with an arrow key's escape
+        sequence, a Ctrl-L or a space before ``/msg ann secret`` is still that
+        command, never chat shown to the room and kept in history.
+        """
+        text = clean_text(text).lstrip()
         if text.startswith("/") and not text.startswith("//"):
             run_command(self.hub, self, text)
         else:
@@ -426,20 +428,13 @@ def idle_sweep_interval(timeout: float) -> float:
     return max(1.0, min(timeout / 4, 30.0))
 
 
-class RefusedConnection(Protocol):
-    """A connection turned away before it starts: one line saying why, then the close."""
-
-    def __init__(self, why: str, encode: Callable[[Event], bytes] = lineformat.encode) -> None:
-        self.why = why
-        self.encode = encode
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.encode(Error(self.why)))
-        self.transport.loseConnection()
-
-
 class ChatFactory(ServerFactory):
-    """Builds a ChatProtocol per connection admitted, and keeps track of all of them."""
+    """Builds a chat session per connection, and keeps track of all of them.
+
+    Which connections get that far is decided at accept time, for every
+    listener alike, by :class:`~chatd.admission.AdmittingFactory` around this
+    factory's :attr:`admission` (see :func:`admitting`).
+    """
 
     noisy = False  # the listening port already logs where it listens
     log = Logger()
@@ -492,23 +487,20 @@ class ChatFactory(ServerFactory):
             if protocol.alias is not None and protocol.last_line_at <= cutoff:
                 protocol.idle_timed_out()
 
-    def buildProtocol(self, addr: IAddress) -> Protocol:
+    def buildProtocol(self, addr: IAddress) -> ChatProtocol:
         return self.admit(addr, ChatProtocol)
 
-    def admit(self, addr: IAddress, kind: type[ChatProtocol]) -> Protocol:
-        """A ``kind`` session for a connection from ``addr``, or its refusal by a limit.
+    def admit(self, addr: IAddress, kind: type[ChatProtocol]) -> ChatProtocol:
+        """A ``kind`` session for a connection from ``addr``, already admitted.
 
-        Every front end's connections count against the same limits.
+        The connection was let in by its listener's AdmittingFactory; a front end
+        that carries sessions over another protocol (WebSocket, SSH) builds each
+        one here, so every session is known to the idle sweep and the shutdown.
         """
-        refusal = self.admission.admit(getattr(addr, "host", None))
-        if refusal is not None:
-            self.log.info("refused {peer}: {why}", peer=describe_peer(addr), why=refusal)
-            return RefusedConnection(refusal, kind.encode)
         return kind(self)
 
     def connection_closed(self, protocol: ChatProtocol) -> None:
         """Forget ``protocol``; completes a shutdown once the last one is gone."""
-        self.admission.release(protocol.host)  # the address it was admitted under
         self.connections.discard(protocol)
         if not self.connections and self._all_closed is not None:
             done, self._all_closed = self._all_closed, None
@@ -539,5 +531,27 @@ class ChatFactory(ServerFactory):
         return self._all_closed
 
     def _abort_all(self) -> None:
-        for protocol in list(self.connections):
-            protocol.transport.abortConnection()
+        """The grace period is over: abort whoever is left, and stop waiting for them.
+
+        A session whose transport is already gone (a channel of a connection that
+        closed without telling it) would never report its close, so the
+        shutdown completes here whatever the transports do.
+        """
+        stragglers = list(self.connections)
+        for protocol in stragglers:
+            try:
+                protocol.transport.abortConnection()
+            except Exception:
+                self.log.failure("aborting {peer} at shutdown", peer=protocol.peer)
+        for protocol in stragglers:
+            if protocol in self.connections:
+                self.log.info(
+                    "{peer} ({alias}) did not close at shutdown; forgotten",
+                    peer=protocol.peer,
+                    alias=protocol.alias,
+                )
+                self.hub.leave(protocol, "server shutting down")
+                self.connection_closed(protocol)
+        if self._all_closed is not None:
+            done, self._all_closed = self._all_closed, None
+            done.callback(None)
