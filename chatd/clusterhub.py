@@ -38,7 +38,7 @@ from chatd.events import (
     WhisperSent,
     Whois,
 )
-from chatd.hub import LISTED_NAMES, MAX_TOPIC_CHARS, Hub, Member
+from chatd.hub import LISTED_NAMES, Hub, Member
 from chatd.room import Room
 from chatd.store import Ban, HistoryEntry
 from chatd.text import AliasRefused, alias_key, clean_text, duration, room_key, utc_stamp
@@ -284,19 +284,24 @@ class ClusterHub(Hub):
         if remote.away is not None:
             self.tell(member, Notice(f"{remote.alias} is away: {remote.away}"))
 
-    def set_topic(self, member: Member, topic: str | None) -> None:
-        super().set_topic(member, topic)
-        cleaned = None if topic is None else clean_text(topic)[:MAX_TOPIC_CHARS]
-        if (topic is None or cleaned) and (bus := self._bus_up()) is not None:
-            room = self._room(member).name
-            bus.publish({"t": "topic", "alias": member.alias, "room": room, "topic": cleaned})
+    def set_topic(self, member: Member, topic: str | None) -> bool:
+        if not super().set_topic(member, topic):
+            return False
+        if (bus := self._bus_up()) is not None:
+            room = self._room(member)
+            bus.publish(
+                {"t": "topic", "alias": member.alias, "room": room.name, "topic": room.topic}
+            )
+        return True
 
-    def set_away(self, member: Member, message: str | None) -> None:
-        super().set_away(member, message)
+    def set_away(self, member: Member, message: str | None) -> bool:
+        if not super().set_away(member, message):
+            return False
         if (bus := self._bus_linked()) is not None:
             away = self._presence_of(member).away
             bus.update(self.record_of(member))
             bus.publish({"t": "away", "alias": member.alias, "away": away})
+        return True
 
     def mark_registered(self, member: Member, alias: str) -> None:
         super().mark_registered(member, alias)

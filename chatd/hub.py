@@ -45,7 +45,7 @@ from chatd.events import (
     WhisperSent,
     Whois,
 )
-from chatd.room import Presence, Room
+from chatd.room import Presence, Room, deliver
 from chatd.store import Ban, HistoryEntry
 from chatd.text import (
     AliasRefused,
@@ -155,6 +155,11 @@ class Hub:
         self._history: OrderedDict[str, deque[HistoryEntry]] = OrderedDict()
         # Alias key -> when the mute ends (clock seconds; inf for never).
         self._mutes: dict[str, float] = {}
+        # Address -> the alias key whose mute it carries: a muted person who comes
+        # back under another alias from the same address is still muted.
+        self._muted_hosts: dict[str, str] = {}
+        # Members whose delivery raised (a front end bug): cut off, see _drop_failed.
+        self._failed: list[Member] = []
         self._closing = False
         # Rooms with broadcasts waiting for the end of this reactor turn.
         self._pending: list[Room] = []
@@ -275,6 +280,16 @@ class Hub:
             self._queue(room, Left(alias, reason))
         self._close_if_unused(room)
 
+    def quit(self, member: Member, reason: str) -> None:
+        """``member`` leaves of their own will, with ``reason`` shown to their room.
+
+        A muted member's reason is not shown: it would be a line the room sees.
+        """
+        reason = clean_text(reason)
+        if reason and self._muted(member, quietly=True):
+            reason = ""
+        self.leave(member, f"Quit: {reason}" if reason else "Quit")
+
     def rename(self, member: Member, new_alias: str) -> None:
         """Change ``member``'s alias, freeing the old one, and tell their room.
 
@@ -284,10 +299,14 @@ class Hub:
         old = self._alias_of(member)
         if new_alias == old:
             raise AliasRefused(f"You are already known as {old}.")
+        if self._muted(member, quietly=True):
+            raise AliasRefused("You are muted: you cannot change your alias now.")
         if alias_key(new_alias) == alias_key(old):
             check_alias(new_alias)
         else:
             self.check_available(new_alias, self._presence_of(member).account)
+            if self.banned(alias=new_alias) is not None:
+                raise AliasRefused(f"The alias {new_alias} is banned.")
         del self._members[alias_key(old)]
         member.alias = new_alias
         self._members[alias_key(new_alias)] = member
@@ -301,6 +320,9 @@ class Hub:
             return
         if alias_key(old) in self._mutes:
             self._mutes[alias_key(new)] = self._mutes.pop(alias_key(old))
+            for host, key in self._muted_hosts.items():
+                if key == alias_key(old):
+                    self._muted_hosts[host] = alias_key(new)
         for presence in self._presence.values():
             if alias_key(old) in presence.ignores:
                 presence.ignores.discard(alias_key(old))
@@ -349,15 +371,20 @@ class Hub:
         if presence.away is not None:
             self.tell(member, Notice(f"{recipient.alias} is away: {presence.away}"))
 
-    def set_topic(self, member: Member, topic: str | None) -> None:
-        """Set the topic of the member's room, or clear it with None, and tell the room."""
+    def set_topic(self, member: Member, topic: str | None) -> bool:
+        """Set the topic of the member's room, or clear it with None, and tell the room.
+
+        Returns whether the topic changed (a muted member's, or an empty one, does not).
+        """
         room = self._room(member)
         self._touch(member)
+        if self._muted(member):
+            return False
         if topic is not None:
             topic = clean_text(topic)[:MAX_TOPIC_CHARS]
             if not topic:
                 self.tell(member, Error("An empty topic is not set ('/topic -' clears it)."))
-                return
+                return False
             self._topics[room_key(room.name)] = topic
         else:
             self._topics.pop(room_key(room.name), None)
@@ -366,6 +393,7 @@ class Hub:
         if self._store is not None:
             saved = self._store.set_topic(room.name, topic, member.alias)  # type: ignore[arg-type]
             saved.addErrback(self._log_store_failure, "saving the topic of {room}", room=room.name)
+        return True
 
     def announce(self, text: str) -> None:
         """Send a server notice to everyone online, in every room."""
@@ -429,14 +457,21 @@ class Hub:
             ),
         )
 
-    def set_away(self, member: Member, message: str | None) -> None:
-        """Mark ``member`` away with ``message`` (or back, with None or a blank message)."""
+    def set_away(self, member: Member, message: str | None) -> bool:
+        """Mark ``member`` away with ``message`` (or back, with None or a blank message).
+
+        Returns whether it changed: a muted member's away message is seen by
+        others (/whois, private messages), so it is refused like their lines.
+        """
         away = clean_text(message)[:MAX_TOPIC_CHARS] if message else ""
+        if away and self._muted(member):
+            return False
         self._presence_of(member).away = away or None
         if away:
             self.tell(member, Notice(f"You are marked as away: {away}"))
         else:
             self.tell(member, Notice("You are no longer marked as away."))
+        return True
 
     def ignore(self, member: Member, alias: str) -> None:
         """Stop showing ``member`` the chat lines, actions and private messages of ``alias``."""
@@ -642,6 +677,8 @@ class Hub:
             return
         until = float("inf") if seconds is None else self.clock.seconds() + seconds
         self._mutes[alias_key(target.alias)] = until  # type: ignore[arg-type]
+        if target.host is not None:
+            self._muted_hosts[target.host] = alias_key(target.alias)  # type: ignore[arg-type]
         how_long = "until unmuted" if seconds is None else f"for {duration(seconds)}"
         self.log.info(
             "operator {name} ({alias}) muted {target} {how_long}",
@@ -657,7 +694,7 @@ class Hub:
         """Let ``alias`` be heard again."""
         if (name := self._require_operator(operator)) is None:
             return
-        if self._mutes.pop(alias_key(alias), None) is None:
+        if not self._unmute(alias_key(alias)):
             self.tell(operator, Error(f"{clean_text(alias)} is not muted."))
             return
         self.log.info(
@@ -677,8 +714,9 @@ class Hub:
         if presence is not None:
             presence.room.catch_up(member)
         data = member.encode(event)
-        member.send(data)
-        self.counters.delivered(data)
+        if deliver(member, data, self._failed):
+            self.counters.delivered(data)
+        self._drop_failed()
 
     # The end of the turn, and of everything.
 
@@ -690,7 +728,23 @@ class Hub:
             self._flush_call = None
         pending, self._pending = self._pending, []
         for room in pending:
-            room.flush()
+            try:
+                room.flush()
+            except Exception:  # a bug; the other rooms' turn must still be delivered
+                self.log.failure("flushing {room}", room=room.name)
+        self._drop_failed()
+
+    def _drop_failed(self) -> None:
+        """Cut off the members whose delivery raised: they leave, the others carry on."""
+        # Leaving and disconnecting are idempotent; a member who fails again while
+        # leaving (their own catch-up) comes back to this loop once more, no more.
+        while self._failed:
+            member = self._failed.pop()
+            self.leave(member, "Delivery failed")
+            try:
+                member.disconnect("delivery failed")
+            except Exception:
+                self.log.failure("disconnecting {peer}", peer=member.peer)
 
     def close(self, reason: str) -> None:
         """Tell everyone the hub is closing and disconnect them, without leave notices.
@@ -725,19 +779,32 @@ class Hub:
             self.tell(member, Error("Not permitted: operators only."))
         return name
 
-    def _muted(self, member: Member) -> bool:
-        """Whether ``member`` is muted now (telling them so); the common case costs nothing."""
+    def _muted(self, member: Member, quietly: bool = False) -> bool:
+        """Whether ``member`` is muted now (telling them so, unless ``quietly``).
+
+        Muted is the alias, or the address the mute was given at (the same person
+        back under another alias). The common case, nobody muted, costs nothing.
+        """
         if not self._mutes:
             return False
         key = alias_key(member.alias)  # type: ignore[arg-type]
+        if key not in self._mutes and member.host is not None:
+            key = self._muted_hosts.get(member.host, key)
         until = self._mutes.get(key)
         if until is None:
             return False
         if until <= self.clock.seconds():
-            del self._mutes[key]
+            self._unmute(key)
             return False
-        self.tell(member, Error("You are muted: nobody sees your lines."))
+        if not quietly:
+            self.tell(member, Error("You are muted: nobody sees your lines."))
         return True
+
+    def _unmute(self, key: str) -> bool:
+        """Lift the mute of alias key ``key`` and of the addresses it carries; False if none."""
+        for host in [host for host, muted in self._muted_hosts.items() if muted == key]:
+            del self._muted_hosts[host]
+        return self._mutes.pop(key, None) is not None
 
     def _touch(self, member: Member) -> str:
         """Note that ``member`` did something (for idle times); return its alias."""
@@ -747,7 +814,7 @@ class Hub:
     def _open_room(self, name: str) -> Room:
         room = self._rooms.get(room_key(name))
         if room is None:
-            room = Room(name, self._topics.get(room_key(name)), self.counters)
+            room = Room(name, self._topics.get(room_key(name)), self.counters, self._failed)
             self._rooms[room_key(name)] = room
         return room
 

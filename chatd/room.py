@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from twisted.logger import Logger
+
 from chatd.counters import Counters
 from chatd.events import Event
 from chatd.text import alias_key
@@ -22,6 +24,28 @@ if TYPE_CHECKING:
 # This turn's broadcasts: each event with the member it skips and the alias key
 # of whoever said it.
 Batch = list[tuple[Event, "Member | None", "str | None"]]
+log = Logger(namespace="chatd.room")
+
+
+def deliver(member: Member, data: bytes, failed: list[Member]) -> bool:
+    """Hand ``data`` to ``member``; a member whose front end raises goes into ``failed``.
+
+    A front end must never raise out of a delivery; if one does anyway (a bug),
+    it costs that one member, who is cut off by the hub, and never the others of
+    the room or the rooms flushed after it.
+    """
+    try:
+        member.send(data)
+    except Exception:
+        delivery_failed(member, failed)
+        return False
+    return True
+
+
+def delivery_failed(member: Member, failed: list[Member]) -> None:
+    """Log the exception a delivery to ``member`` raised, and note them in ``failed``."""
+    log.failure("delivery to {peer} ({alias}) failed", peer=member.peer, alias=member.alias)
+    failed.append(member)
 
 
 class Presence:
@@ -56,10 +80,23 @@ class Presence:
 class Room:
     """Members of one room (in the order they came in) and this turn's broadcasts."""
 
-    __slots__ = ("_batch", "_counters", "_encoded", "_served", "members", "name", "topic")
+    __slots__ = (
+        "_batch",
+        "_counters",
+        "_encoded",
+        "_served",
+        "failed",
+        "members",
+        "name",
+        "topic",
+    )
 
     def __init__(
-        self, name: str, topic: str | None = None, counters: Counters | None = None
+        self,
+        name: str,
+        topic: str | None = None,
+        counters: Counters | None = None,
+        failed: list[Member] | None = None,
     ) -> None:
         self.name = name
         self.topic = topic
@@ -72,6 +109,9 @@ class Room:
         # Members who must not get the start of the batch: how many of its events
         # they already had (caught up) or came in after (arrived mid-turn).
         self._served: dict[Member, int] = {}
+        # Members whose delivery raised, for the hub to cut off (see deliver); the
+        # hub shares one list between its rooms.
+        self.failed: list[Member] = failed if failed is not None else []
 
     def __len__(self) -> int:
         return len(self.members)
@@ -119,8 +159,7 @@ class Room:
         self._served[member] = len(batch)
         lines = _encoded(batch, self._encoded, member.encode)
         data = _selection(member, self.members[member], batch, lines, start)
-        if data:
-            member.send(data)
+        if data and deliver(member, data, self.failed):
             self._counters.delivered(data)
 
     def flush(self) -> None:
@@ -146,14 +185,17 @@ class Room:
             if member in skipping or presence.ignores or member in served:
                 lines = _encoded(batch, encoded, encode)
                 data = _selection(member, presence, batch, lines, served.get(member, 0))
-                if data:
-                    member.send(data)
+                if data and deliver(member, data, self.failed):
                     counters.delivered(data)
                 continue
             sent = whole.get(encode)
             if sent is None:
                 sent = whole[encode] = [b"".join(_encoded(batch, encoded, encode)), 0]
-            member.send(sent[0])
+            try:
+                member.send(sent[0])
+            except Exception:  # deliver, inlined: this loop is the hot path
+                delivery_failed(member, self.failed)
+                continue
             sent[1] += 1
         for data, recipients in whole.values():
             counters.delivered(data, recipients)

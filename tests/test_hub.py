@@ -404,3 +404,72 @@ def test_leave_is_announced_in_the_members_room_only(hub: Hub) -> None:
     assert alice.delivered() == []
     hub.leave(bob, "Quit")
     assert alice.delivered() == [b"Left(alias='bob', reason='Quit')"]
+
+
+# A front end that raises out of a delivery (issue 12: one burst silenced a room).
+
+
+class FailingMember(RecordingMember):
+    """A member whose front end raises on delivery once armed, as autobahn did past 64 KiB."""
+
+    armed = True
+
+    def send(self, data: bytes) -> None:
+        if self.armed:
+            raise ValueError("payload too big")
+        super().send(data)
+
+
+def failing(hub: Hub, alias: str) -> FailingMember:
+    """A member that joined normally and fails from its next delivery on."""
+    member = FailingMember(hub)
+    member.armed = False
+    hub.join(member, alias)
+    hub.flush()
+    member.armed = True
+    return member
+
+
+def test_a_member_whose_delivery_raises_is_cut_off_and_the_room_carries_on(hub: Hub) -> None:
+    """One failing recipient is cut off; everyone else gets this turn and every later one."""
+    alice, bob = joined(hub, "alice", "bob")
+    web = failing(hub, "web")
+    bob.received.clear()
+    hub.say(alice, "one")
+    hub.flush()
+    assert web.disconnected == "delivery failed"
+    assert hub.member_named("web") is None
+    assert bob.text() == (
+        "Said(sender='alice', text='one')\nLeft(alias='web', reason='Delivery failed')"
+    )
+    bob.received.clear()
+    hub.say(alice, "two")
+    assert bob.text() == "Said(sender='alice', text='two')"
+
+
+def test_a_failing_member_in_one_room_does_not_stop_the_flush_of_the_others(hub: Hub) -> None:
+    """Rooms flushed after one with a failing member still get their turn, now and later."""
+    alice, bob, carol, dave = joined(hub, "alice", "bob", "carol", "dave")
+    hub.move(carol, "#rust")
+    hub.move(dave, "#rust")
+    failing(hub, "web")
+    for member in (alice, bob, carol, dave):
+        member.received.clear()
+    hub.say(alice, "lobby line")  # #lobby is flushed first, and holds the failing member
+    hub.say(carol, "rust line")
+    hub.flush()
+    assert dave.text() == "Said(sender='carol', text='rust line')"
+    dave.received.clear()
+    hub.say(carol, "later")
+    assert dave.text() == "Said(sender='carol', text='later')"
+    assert "Said(sender='alice', text='lobby line')" in bob.text()
+
+
+def test_a_private_answer_to_a_failing_member_cuts_it_off_without_raising(hub: Hub) -> None:
+    """hub.tell to a member whose front end raises does not raise into the command."""
+    (alice,) = joined(hub, "alice")
+    web = FailingMember(hub)
+    hub.join(web, "web")  # its own welcome already fails
+    assert web.disconnected == "delivery failed"
+    assert hub.member_named("web") is None
+    assert "Left(alias='web', reason='Delivery failed')" in alice.text()
