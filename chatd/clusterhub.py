@@ -697,6 +697,7 @@ class ClusterHub(Hub):
         self._topics = {room_key(room): topic for room, topic in topics.items()}
         for key, room in self._rooms.items():
             room.topic = self._topics.get(key)
+        self._load_missing_histories()
 
     def load(
         self,

@@ -15,7 +15,7 @@ so each member still sees events in the order they happened.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import Any, Protocol
 
@@ -66,9 +66,12 @@ LISTED_NAMES = 30
 MAX_TOPIC_CHARS = 300
 # Lines of history kept in memory per room, for replay on arrival and /history
 # (the store keeps more on disk), and how many rooms' histories are kept: the
-# least recently used beyond that are forgotten in memory, not on disk.
+# least recently used beyond that are forgotten in memory, not on disk. A room's
+# history is read from the store when it is opened, so what is in memory is
+# bounded by these two, however many rooms were ever used (at most 200 x 100
+# lines of --max-line-bytes each).
 HISTORY_KEPT = 100
-HISTORY_ROOMS_KEPT = 1000
+HISTORY_ROOMS_KEPT = 200
 DEFAULT_HISTORY_REPLAY = 20
 MOTD_SETTING = "motd"
 
@@ -87,6 +90,11 @@ class HubStore(Protocol):
 
     def append_history(self, entry: HistoryEntry) -> None:
         """Queue a line for writing; cheap, called for every chat line."""
+
+    def recent_history(
+        self, room: str, limit: int, before: float | None = None
+    ) -> Deferred[list[HistoryEntry]]:
+        """The newest ``limit`` lines of ``room``, oldest first (unwritten ones too)."""
 
     def set_topic(self, room: str, topic: str | None, set_by: str) -> Deferred[Any]:
         """Persist a room's topic (None clears it)."""
@@ -153,6 +161,8 @@ class Hub:
         self.keep_history = keep_history
         self.history_max_age_seconds = history_max_age_seconds
         self._history: OrderedDict[str, deque[HistoryEntry]] = OrderedDict()
+        # Room key -> members waiting for its history, while it is read from the store.
+        self._loading: dict[str, list[Member]] = {}
         # Alias key -> when the mute ends (clock seconds; inf for never).
         self._mutes: dict[str, float] = {}
         # Address -> the alias key whose mute it carries: a muted person who comes
@@ -228,6 +238,7 @@ class Hub:
         if self.keep_history:
             for room, entries in history.items():
                 self._room_history(room).extend(entries)
+        self._load_missing_histories()
 
     def join(
         self, member: Member, alias: str, registered: bool = False, replay: bool = True
@@ -816,7 +827,60 @@ class Hub:
         if room is None:
             room = Room(name, self._topics.get(room_key(name)), self.counters, self._failed)
             self._rooms[room_key(name)] = room
+            self._load_history(room.name)
         return room
+
+    def _load_missing_histories(self) -> None:
+        """Read the history of every open room that has none in memory (after a reload)."""
+        for room in self._rooms.values():
+            self._load_history(room.name)
+
+    def _load_history(self, name: str) -> None:
+        """Read room ``name``'s recent history from the store, unless it is in memory.
+
+        Only the most recently active rooms' histories are read at start; any
+        other room's is read when it is opened, so memory holds what is in use.
+        Lines said while it is read are kept, after the ones read.
+        """
+        key = room_key(name)
+        if not self.keep_history or self._store is None:
+            return
+        if key in self._history or key in self._loading:
+            return
+        self._loading[key] = []
+        self._room_history(name)
+        read = self._store.recent_history(name, HISTORY_KEPT)
+        read.addCallbacks(
+            self._history_read,
+            self._history_not_read,
+            callbackArgs=(name,),
+            errbackArgs=(name,),
+        )
+
+    def _history_read(self, entries: list[HistoryEntry], name: str) -> None:
+        key = room_key(name)
+        waiting = self._loading.pop(key, [])
+        memory = self._room_history(name)
+        said_meanwhile = list(memory)
+        seen = set(said_meanwhile)  # the store answers with its unwritten lines too
+        older = [entry for entry in entries if entry not in seen]
+        memory.clear()
+        memory.extend(older)
+        memory.extend(said_meanwhile)
+        for member in waiting:
+            presence = self._presence.get(member)
+            if presence is None or room_key(presence.room.name) != key:
+                continue
+            if recent := self._within_age(older[-self.history_replay :]):
+                self.tell(member, History(presence.room.name, recent))
+
+    def _history_not_read(self, failure: Any, name: str) -> None:
+        self._loading.pop(room_key(name), None)
+        self.log.warn(
+            "cannot read the history of {room}: {problem}",
+            room=name,
+            problem=failure.getErrorMessage(),
+        )
 
     def _close_if_unused(self, room: Room) -> None:
         # The default room stays listed even when empty; a topic outlives its room.
@@ -835,8 +899,10 @@ class Hub:
         if welcome and self.motd:
             self.tell(member, Notice(f"Message of the day:\n{self.motd}"))
         if presence.replay and self.history_replay:
-            recent = self._recent(room, self.history_replay)
-            if recent:
+            waiting = self._loading.get(room_key(room.name))
+            if waiting is not None:
+                waiting.append(member)  # replayed once read (see _history_read)
+            elif recent := self._recent(room, self.history_replay):
                 self.tell(member, History(room.name, recent))
         self._queue(room, Joined(member.alias, room.name, present, came_from), exclude=member)  # type: ignore[arg-type]
 
@@ -872,10 +938,14 @@ class Hub:
         """The newest ``count`` lines of ``room``, oldest first, none past the age limit."""
         entries = self._history.get(room_key(room.name), ())
         recent = tuple(islice(entries, max(0, len(entries) - count), None)) if count > 0 else ()
+        return self._within_age(recent)
+
+    def _within_age(self, entries: Iterable[HistoryEntry]) -> tuple[HistoryEntry, ...]:
+        """``entries`` without those past --history-max-age."""
         if self.history_max_age_seconds is None:
-            return recent
+            return tuple(entries)
         cutoff = self.clock.seconds() - self.history_max_age_seconds
-        return tuple(entry for entry in recent if entry.at >= cutoff)
+        return tuple(entry for entry in entries if entry.at >= cutoff)
 
     def _record(self, room: Room, kind: str, alias: str, text: str) -> None:
         if not self.keep_history:

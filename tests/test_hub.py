@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from chatd.events import Event, InRoom
 from chatd.hub import LISTED_NAMES, Hub
+from chatd.store import HistoryEntry
 from chatd.text import AliasRefused, RoomRefused
 
 ENCODINGS: list[Event] = []
@@ -473,3 +475,57 @@ def test_a_private_answer_to_a_failing_member_cuts_it_off_without_raising(hub: H
     assert web.disconnected == "delivery failed"
     assert hub.member_named("web") is None
     assert "Left(alias='web', reason='Delivery failed')" in alice.text()
+
+
+# Room history is read from the store when a room opens (issue 12: 20,000 junk rooms).
+
+
+class SlowHistoryStore:
+    """A store whose history reads answer only when the test says so."""
+
+    def __init__(self) -> None:
+        self.reads: dict[str, Deferred[list[HistoryEntry]]] = {}
+        self.appended: list[HistoryEntry] = []
+
+    def recent_history(
+        self, room: str, limit: int, before: float | None = None
+    ) -> Deferred[list[HistoryEntry]]:
+        self.reads[room] = Deferred()
+        return self.reads[room]
+
+    def append_history(self, entry: HistoryEntry) -> None:
+        self.appended.append(entry)
+
+
+def test_a_room_history_is_read_when_the_room_opens_and_replayed_once_read() -> None:
+    """Only rooms in use hold history in memory; the first entrant gets it once it is read."""
+    store = SlowHistoryStore()
+    hub = Hub(Clock(), store=store)  # type: ignore[arg-type]
+    alice, bob = joined(hub, "alice", "bob")
+    assert set(store.reads) == {"#lobby"}
+    store.reads["#lobby"].callback([])
+    hub.move(alice, "#old")
+    hub.move(bob, "#old")
+    hub.say(bob, "said while reading")
+    old = [HistoryEntry("#old", "say", "carol", f"line {n}", float(n)) for n in range(3)]
+    store.reads["#old"].callback([*old, *store.appended])  # the store has the new line too
+    assert "History(room='#old', entries=" in alice.text()
+    replayed = alice.text()[alice.text().index("History(") :]
+    assert "line 0" in replayed and "line 2" in replayed
+    assert "said while reading" not in replayed  # alice saw it live
+    assert [entry.text for entry in hub._recent(hub._room(alice), 100)] == [
+        "line 0",
+        "line 1",
+        "line 2",
+        "said while reading",
+    ]
+
+
+def test_a_room_whose_history_cannot_be_read_is_still_usable() -> None:
+    """A store that fails the read costs the replay only; the room works."""
+    store = SlowHistoryStore()
+    hub = Hub(Clock(), store=store)  # type: ignore[arg-type]
+    alice, bob = joined(hub, "alice", "bob")
+    store.reads["#lobby"].errback(ConnectionError("store down"))
+    hub.say(alice, "still here")
+    assert bob.text() == "Said(sender='alice', text='still here')"
