@@ -13,6 +13,7 @@ off instead of growing the server without limit.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
@@ -37,6 +38,9 @@ from chatd.telnet import TelnetFilter
 from chatd.text import ALIAS_RULE, AliasRefused, clean_text, decode_line, utc_stamp
 
 ALIAS_PROMPT = f"Choose an alias ({ALIAS_RULE}):"
+# Lines a whole-line front end may have waiting while its session is paused (a
+# password being checked): an honest paste is a few dozen.
+MAX_HELD_LINES = 256
 GREETING = Notice(f"Welcome to chatd {__version__}.\n{ALIAS_PROMPT}")
 PROMPT = Notice(ALIAS_PROMPT)
 
@@ -402,25 +406,36 @@ class WholeLineSession(ChatProtocol):
 
     No byte stream to split and no telnet to filter; lines that come while the
     session is paused (a password being checked) wait, in order, as LineReceiver's
-    buffer would make them wait.
+    buffer would make them wait. Unlike that buffer, nothing stops the front end
+    from handing over more meanwhile, so what waits is bounded here: at most
+    MAX_HELD_LINES lines, each kept only as far as a line may be long.
     """
 
     def __init__(self, factory: ChatFactory) -> None:
         super().__init__(factory)
-        self._held: list[bytes] = []
+        self._held: deque[bytes] = deque()
 
     def lines_received(self, lines: list[bytes]) -> None:
         """Handle ``lines`` in order, as far as the session is not paused."""
-        self._held.extend(lines)
-        self._release()
+        held = self._held
+        # The start of an overlong line is enough for lineReceived to refuse it.
+        keep = self._max_line_bytes + 2
+        for line in lines:
+            if self._closing_reason is not None:
+                return
+            if not self.paused and not held:
+                self.lineReceived(line)
+            elif len(held) < MAX_HELD_LINES:
+                held.append(line[:keep])
+            else:
+                self._flooded()
+                return
 
     def dataReceived(self, data: bytes) -> None:
         """Called with nothing by resumeProducing: go on with the held lines."""
-        self._release()
-
-    def _release(self) -> None:
-        while self._held and not self.paused and self._closing_reason is None:
-            self.lineReceived(self._held.pop(0))
+        held = self._held
+        while held and not self.paused and self._closing_reason is None:
+            self.lineReceived(held.popleft())
 
 
 def idle_sweep_interval(timeout: float) -> float:

@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from chatd.admission import ConnectionLimits
 from chatd.flood import FloodLimits
 from chatd.hub import Hub
-from chatd.protocol import ChatConfig, ChatFactory, ChatProtocol
+from chatd.protocol import ChatConfig, ChatFactory, ChatProtocol, WholeLineSession
 from chatd.store import Account
 
 PROMPT_START = "*** Choose an alias ("
@@ -850,7 +850,7 @@ def test_idle_clients_are_disconnected_by_the_sweep() -> None:
 def test_shutdown_completes_even_if_a_session_never_reports_its_close() -> None:
     """A session whose transport is gone (an SSH channel that vanished) cannot hang shutdown."""
     server = Server(shutdown_grace_seconds=2)
-    alice, bob = server.join("alice", "bob")
+    alice, _bob = server.join("alice", "bob")
     done = server.factory.shut_down("bye")
     results: list[None] = []
     done.addCallback(results.append)
@@ -954,3 +954,33 @@ def test_an_ipv4_mapped_address_is_banned_like_the_ipv4_address() -> None:
     assert transport.value() == b"!!! You are banned from this server: spam\r\n"
     assert mallory.host == "192.0.2.7"
     assert mallory.peer == "192.0.2.7:40000"
+
+
+def whole_line_session(server: Server) -> tuple[WholeLineSession, StringTransport]:
+    transport = StringTransport()
+    session = server.factory.admit(transport.getPeer(), WholeLineSession)
+    session.makeConnection(transport)
+    return session, transport
+
+
+def test_lines_held_while_a_whole_line_session_is_paused_are_bounded(server: Server) -> None:
+    """A web or SSH user who keeps sending during a password check is cut off, not buffered."""
+    session, transport = whole_line_session(server)
+    session.lines_received([b"alice"])
+    session.pauseProducing()  # as while a password is checked
+    session.lines_received([b"x" * 100_000] * 200)
+    assert len(session._held) == 200
+    assert all(len(line) <= 2050 for line in session._held)
+    session.lines_received([b"more"] * 100)
+    assert transport.value().endswith(b"!!! Excess flood; goodbye.\r\n")
+    assert transport.disconnecting
+
+
+def test_a_long_paste_to_a_whole_line_session_that_is_not_paused_is_handled_whole(
+    server: Server,
+) -> None:
+    """Lines are only held while paused: a big paste with flood control off all arrives."""
+    (bob,) = server.join("bob")
+    session, _ = whole_line_session(server)
+    session.lines_received([b"alice", *(b"line %d" % n for n in range(1000))])
+    assert len(bob.lines()) == 1 + 1000  # alice's join notice, then every line
