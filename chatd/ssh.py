@@ -13,49 +13,106 @@ registered alias gets in with a key bound to it (``/sshkey``) or with its
 password at the SSH prompt; any other key for a registered alias leads to the
 chat's own password prompt. The host key is made on first start, in the data
 directory, and reused, so clients can pin it.
+
+An SSH connection carries at most one chat: one session channel at a time,
+with a terminal (``ssh -T`` and ``ssh host command`` get a message and exit
+status 1). conch itself sets no useful time limits and logs freely, so this
+module adds deadlines (logging in, then asking for a shell), one login check
+at a time per connection, bounded output (the channel window *and* the TCP
+write buffer pause the session's send queue), and quiet logs: conch's own
+per-connection chatter is dropped, and each connection this module closes
+says why in one line.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch import recvline
-from twisted.conch.error import ValidPublicKey
+from twisted.conch.avatar import ConchUser
+from twisted.conch.error import ConchError, ValidPublicKey
 from twisted.conch.insults import insults
-from twisted.conch.interfaces import IConchUser, ISession
-from twisted.conch.manhole_ssh import (
-    ConchFactory,
-    TerminalRealm,
-    TerminalSession,
-    TerminalSessionTransport,
-    TerminalUser,
-)
+from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh import keys
-from twisted.conch.ssh.session import SSHSession
+from twisted.conch.ssh.channel import SSHChannel
+from twisted.conch.ssh.common import getNS
+from twisted.conch.ssh.connection import (
+    EXTENDED_DATA_STDERR,
+    OPEN_ADMINISTRATIVELY_PROHIBITED,
+    SSHConnection,
+)
+from twisted.conch.ssh.factory import SSHFactory
+from twisted.conch.ssh.session import parseRequest_pty_req, parseRequest_window_change
+from twisted.conch.ssh.transport import (
+    DISCONNECT_BY_APPLICATION,
+    DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE,
+    DISCONNECT_PROTOCOL_ERROR,
+    SSHServerTransport,
+)
+from twisted.conch.ssh.userauth import SSHUserAuthServer
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import ISSHPrivateKey, IUsernamePassword
+from twisted.cred.credentials import ISSHPrivateKey, IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd import lineformat
 from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
-from chatd.protocol import ChatFactory, WholeLineSession
-from chatd.store import Account
+from chatd.passwords import PasswordsBusy
+from chatd.protocol import ChatFactory, WholeLineSession, describe_peer
+from chatd.store import Account, Ban
+from chatd.text import utc_stamp
 
 HOST_KEY_FILE = "ssh_host_ed25519_key"
 CTRL_C, CTRL_D = b"\x03", b"\x04"
+# From TCP connect to authenticated (version and key exchange included).
+AUTH_DEADLINE_SECONDS = 30.0
+# From authenticated (or the end of a chat) to the next shell request.
+SHELL_DEADLINE_SECONDS = 30.0
+# A peer told to go that does not read the goodbye is cut off after this long.
+DISCONNECT_GRACE_SECONDS = 5.0
+# Failed password logins before the connection is dropped (conch's default is 20).
+MAX_AUTH_FAILURES = 6
+# Userauth requests of any kind ("none", key queries...) one connection may make.
+MAX_AUTH_REQUESTS = 30
+# Lines kept for the up arrow, and bytes of an escape sequence before it is dropped.
+MAX_HISTORY_LINES = 100
+MAX_ESCAPE_BYTES = 32
+DEFAULT_TERMINAL_SIZE = (80, 24)  # columns, rows
+ONE_CHAT_PER_CONNECTION = "one chat per SSH connection: open another connection"
+NO_TERMINAL = b"chatd needs a terminal: run ssh without -T (or with -t).\r\n"
+NO_COMMANDS = b"chatd runs no commands: run ssh without one to chat.\r\n"
 log = Logger(namespace="chatd.ssh")
+
+
+@implementer(ILogObserver)
+def _unexpected_failures_only(event: dict[str, Any]) -> None:
+    """Pass on conch's tracebacks of real faults; drop the rest of its per-connection talk.
+
+    conch logs a line or more for every channel, request, key exchange and
+    disconnect (a normal logout at error level), which a client can repeat at
+    will. What a client can cause is answered here instead, in one line a
+    connection; a failure that is not a ConchError (conch's way of refusing)
+    is a fault worth its traceback.
+    """
+    failure = event.get("log_failure")
+    critical = event.get("log_level") == LogLevel.critical
+    if critical and failure is not None and not failure.check(ConchError, UnauthorizedLogin):
+        globalLogPublisher(event)
+
+
+CONCH_LOG = Logger(observer=_unexpected_failures_only)
 
 
 class SSHChatSession(WholeLineSession):
@@ -64,33 +121,421 @@ class SSHChatSession(WholeLineSession):
     encode = staticmethod(lineformat.encode)
 
 
-class FlowControlledChannel(SSHSession):
-    """An SSH session channel that passes the client's window on to the chat's send queue.
+@implementer(IPushProducer)
+class Flow:
+    """Holds the chat session's send queue while the client is not taking what it is sent.
 
-    conch buffers without limit what a channel is asked to write past the
-    client's window, and only hints (stopWriting/startWriting) when the window
-    closes and opens. Passing the hints on as pause/resume makes the session's
-    send queue (--sendq-bytes) hold the backlog, and cut off an SSH user who
-    stops reading as it does on every other front end.
+    Two things say so: the channel window (the client's SSH flow control) and
+    the connection's TCP write buffer (a client may open a huge window and
+    then stop reading the socket). Registered on the TCP transport, this also
+    stops reading from a client whose output is stuck, since all it sends
+    (typing, requests) makes more output. The session's BoundedSender keeps
+    what waits, and cuts the client off past --sendq-bytes.
     """
 
-    producer: IPushProducer | None = None
+    def __init__(self, tcp: Any) -> None:
+        self._tcp = tcp
+        self._holds: set[str] = set()
+        self._producer: IPushProducer | None = None
+
+    def attach(self, producer: IPushProducer | None) -> None:
+        """Pause and resume ``producer`` (the session's send queue) from now on."""
+        self._producer = producer
+        if producer is not None and self._holds:
+            producer.pauseProducing()
+
+    def hold(self, why: str) -> None:
+        """``why`` ("window" or "tcp") says stop."""
+        held = bool(self._holds)
+        self._holds.add(why)
+        if not held and self._producer is not None:
+            self._producer.pauseProducing()
+
+    def release(self, why: str) -> None:
+        """``why`` says go on; the queue resumes once nothing holds it."""
+        if why not in self._holds:
+            return
+        self._holds.discard(why)
+        if not self._holds and self._producer is not None:
+            self._producer.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        """The TCP write buffer is full."""
+        self._tcp.pauseProducing()
+        self.hold("tcp")
+
+    def resumeProducing(self) -> None:
+        """The TCP write buffer has drained."""
+        self._tcp.resumeProducing()
+        self.release("tcp")
+
+    def stopProducing(self) -> None:
+        """The connection is gone; its channels end the session."""
+
+
+class ChatSSHTransport(SSHServerTransport):
+    """One SSH connection: deadlines, flow control on its socket, and quiet logs."""
+
+    _log = CONCH_LOG
+    factory: ChatSSHFactory
+
+    def connectionMade(self) -> None:
+        self.peer = describe_peer(self.transport.getPeer())
+        self.host: str | None = getattr(self.transport.getPeer(), "host", None)
+        self.lost = False
+        self.dropped = False
+        self._deadline: IDelayedCall | None = None
+        self._abort: IDelayedCall | None = None
+        # conch registers nothing on its socket; the session's send queue needs to know.
+        self.flow = Flow(self.transport)
+        self.transport.registerProducer(self.flow, True)
+        self._set_deadline(
+            AUTH_DEADLINE_SECONDS, f"not logged in within {AUTH_DEADLINE_SECONDS:g} seconds"
+        )
+        super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        """conch raises on malformed messages: answer with a disconnect, not a traceback."""
+        if self.dropped:
+            return
+        try:
+            super().dataReceived(data)
+        except Exception as problem:
+            self.drop(
+                f"unreadable SSH message ({type(problem).__name__})",
+                DISCONNECT_PROTOCOL_ERROR,
+                b"unreadable message",
+            )
+
+    def logged_in(self) -> None:
+        """Authenticated: now a shell must be asked for in time."""
+        self._set_deadline(
+            SHELL_DEADLINE_SECONDS, f"no shell asked for within {SHELL_DEADLINE_SECONDS:g} seconds"
+        )
+
+    def shell_opened(self) -> None:
+        """A chat started: it has its own alias and idle limits."""
+        self._cancel_deadline()
+
+    def channel_closed(self) -> None:
+        """A channel went: its window no longer holds anything, and the connection,
+        if it stays, needs a shell again in time."""
+        self.flow.release("window")
+        if not self.lost and not self.dropped and self._deadline is None:
+            self.logged_in()
+
+    def drop(self, why: str, code: int = DISCONNECT_BY_APPLICATION, text: bytes = b"") -> None:
+        """Log ``why`` (one line) and disconnect, telling the client ``text`` (or ``why``)."""
+        if self.dropped or self.lost:
+            return
+        log.info("{peer}: SSH connection closed: {why}", peer=self.peer, why=why)
+        self.dropped = True
+        self.sendDisconnect(code, text or why.encode("utf-8", "replace"))
+
+    def sendDisconnect(self, reason: int, desc: bytes) -> None:
+        """Say goodbye and close; a client that does not read it is cut off soon after."""
+        if not self.dropped:  # conch's own reasons (too many failures, bad MAC...)
+            log.info(
+                "{peer}: SSH connection closed: {why}",
+                peer=self.peer,
+                why=desc.decode("utf-8", "replace"),
+            )
+            self.dropped = True
+        self._cancel_deadline()
+        # A paused producer would keep the socket open after its buffer drained.
+        self.transport.unregisterProducer()
+        super().sendDisconnect(reason, desc)
+        if not self.lost:
+            self._abort = self.factory.chat.clock.callLater(
+                DISCONNECT_GRACE_SECONDS, self.transport.abortConnection
+            )
+
+    def ssh_DISCONNECT(self, packet: bytes) -> None:
+        self.dropped = True
+        self.transport.unregisterProducer()
+        super().ssh_DISCONNECT(packet)
+
+    def receiveError(self, reasonCode: int, description: bytes) -> None:
+        """The client said goodbye: an ordinary logout, not worth a log line."""
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.lost = True
+        self._cancel_deadline()
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
+        self._abort = None
+        super().connectionLost(reason)
+
+    def _set_deadline(self, seconds: float, why: str) -> None:
+        self._cancel_deadline()
+        self._deadline = self.factory.chat.clock.callLater(seconds, self._expired, why)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _expired(self, why: str) -> None:
+        self._deadline = None
+        self.drop(why)
+
+
+class PeerUsernamePassword(UsernamePassword):
+    """A password login, with the address it comes from (for the accounts' backoff)."""
+
+    def __init__(self, username: bytes, password: bytes, host: str | None) -> None:
+        super().__init__(username, password)
+        self.host = host
+
+
+def ban_message(ban: Ban) -> str:
+    """What a banned user is told, as the line protocol tells it."""
+    until = "" if ban.expires_at is None else f" until {utc_stamp(ban.expires_at)}"
+    return f"You are banned from this server{until}: {ban.reason}"
+
+
+class ChatUserAuth(SSHUserAuthServer):
+    """conch's login service, one check at a time, with bans and few failures allowed.
+
+    conch starts a check for each request as it arrives, so a client could
+    pipeline many password guesses; here a request that comes while one is
+    being checked waits its turn.
+    """
+
+    _log = CONCH_LOG
+    attemptsBeforeDisconnect = MAX_AUTH_FAILURES
+    # PasswordChecker already makes a wrong password wait.
+    passwordDelay = 0
+    transport: ChatSSHTransport
+
+    def serviceStarted(self) -> None:
+        self.clock = self.transport.factory.chat.clock
+        self._checking = False
+        self._waiting: list[bytes] = []
+        self._requests = 0
+        super().serviceStarted()
+
+    def ssh_USERAUTH_REQUEST(self, packet: bytes) -> None:  # type: ignore[override]
+        self._requests += 1
+        if self._requests > MAX_AUTH_REQUESTS:
+            self.transport.drop(
+                "too many authentication requests", DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE
+            )
+            return
+        self._waiting.append(packet)
+        self._next()
+
+    def _next(self) -> None:
+        if self._checking or not self._waiting:
+            return
+        if self.transport.lost or self.transport.service is not self:
+            self._waiting.clear()  # gone, or logged in: the rest is moot
+            return
+        self._checking = True
+        checked = maybeDeferred(self._check, self._waiting.pop(0))
+        checked.addErrback(self._unreadable)
+        checked.addBoth(self._checked)
+
+    def _check(self, packet: bytes) -> Deferred[Any] | None:
+        user = getNS(packet)[0]
+        alias = user.decode("utf-8", "replace")
+        ban = self.transport.factory.chat.hub.banned(host=self.transport.host, alias=alias)
+        if ban is not None:
+            self.transport.drop(
+                f"login as {alias} refused: banned ({ban.mask})",
+                DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE,
+                ban_message(ban).encode("utf-8", "replace"),
+            )
+            return None
+        return super().ssh_USERAUTH_REQUEST(packet)
+
+    def _unreadable(self, failure: Failure) -> None:
+        self.transport.drop(
+            f"unreadable login request ({failure.type.__name__})", DISCONNECT_PROTOCOL_ERROR
+        )
+
+    def _checked(self, result: object) -> None:
+        self._checking = False
+        self._next()
+
+    def auth_password(self, packet: bytes) -> Deferred[Any]:
+        """As conch's, with the client's address in the credentials."""
+        password = getNS(packet[1:])[0]
+        credentials = PeerUsernamePassword(self.user, password, self.transport.host)
+        return self.portal.login(credentials, None, IConchUser).addErrback(self._ebPassword)
+
+    def _cbFinishedAuth(self, result: tuple[Any, Any, Any]) -> None:
+        if self.transport.lost or self.transport.dropped:
+            return  # the client left (or was dropped) during the check: nothing starts
+        super()._cbFinishedAuth(result)
+        self.transport.logged_in()
+
+
+class ChatConnection(SSHConnection):
+    """conch's connection service, with its per-channel log lines dropped."""
+
+    _log = CONCH_LOG
+
+
+class ChannelTransport:
+    """What the terminal writes to: the channel."""
+
+    def __init__(self, channel: ChatChannel) -> None:
+        self._channel = channel
+
+    def write(self, data: bytes) -> None:
+        self._channel.write(data)
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        self._channel.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        self._channel.loseConnection()
+
+
+class ChatServerProtocol(insults.ServerProtocol):
+    """insults' key parser, with escape sequences bounded (it buffers them without limit)."""
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self.state == b"bracket-escaped" and len(self.escBuf) > MAX_ESCAPE_BYTES:
+            self.state = b"data"
+            self.escBuf = []
+
+
+class ChatChannel(SSHChannel):
+    """One session channel: a terminal running a chat, or a refusal of anything else.
+
+    All that belongs to one chat lives here, per channel (conch's own session
+    object is one per login, shared by every channel of a connection).
+    """
+
+    name = b"session"
+    _log = CONCH_LOG
+    avatar: ChatUser
+    conn: ChatConnection
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._size = DEFAULT_TERMINAL_SIZE
+        self._has_pty = False
+        self._started = False
+        self._gone = False
+        self.terminal: ChatServerProtocol | None = None
+
+    @property
+    def _ssh(self) -> ChatSSHTransport:
+        return self.conn.transport  # type: ignore[no-any-return]
+
+    def requestReceived(self, requestType: bytes, data: bytes) -> int:
+        """Answer the requests a chat needs; refuse the rest without a log line."""
+        handler = {
+            b"pty-req": self._pty_requested,
+            b"window-change": self._window_changed,
+            b"shell": self._shell_requested,
+            b"exec": self._exec_requested,
+        }.get(requestType)
+        if handler is None:
+            return 0
+        try:
+            return handler(data)
+        except (struct.error, IndexError, ValueError):  # a malformed request
+            return 0
+
+    def _pty_requested(self, data: bytes) -> int:
+        _term, (rows, columns, _, _), _modes = parseRequest_pty_req(data)
+        self._has_pty = True
+        self._size = (columns, rows)
+        return 1
+
+    def _window_changed(self, data: bytes) -> int:
+        rows, columns, _, _ = parseRequest_window_change(data)
+        self._size = (columns, rows)
+        if self.terminal is not None and self.terminal.terminalProtocol is not None:
+            self.terminal.terminalProtocol.terminalSize(columns, rows)
+        return 1
+
+    def _shell_requested(self, data: bytes) -> int:
+        if self._started:
+            return 0
+        self._started = True
+        if not self._has_pty:
+            self._refuse(NO_TERMINAL)
+            return 1
+        self._ssh.shell_opened()
+        peer = self._ssh.transport.getPeer()
+        self.terminal = ChatServerProtocol(
+            ChatTerminal, self.avatar.chat, self.avatar.login, peer, self
+        )
+        self.terminal.makeConnection(ChannelTransport(self))
+        if self.terminal.terminalProtocol is not None:
+            self.terminal.terminalProtocol.terminalSize(*self._size)
+        return 1
+
+    def _exec_requested(self, data: bytes) -> int:
+        if self._started:
+            return 0
+        self._started = True
+        self._refuse(NO_COMMANDS)
+        return 1
+
+    def _refuse(self, message: bytes) -> None:
+        """Say why on stderr, exit with status 1, close: after the request's reply."""
+        self.avatar.chat.clock.callLater(0, self._say_and_close, message)
+
+    def _say_and_close(self, message: bytes) -> None:
+        if self._gone or self.closing:
+            return
+        self.writeExtended(EXTENDED_DATA_STDERR, message)
+        self.conn.sendRequest(self, b"exit-status", struct.pack(">L", 1))
+        self.conn.sendEOF(self)
+        self.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.terminal is not None:
+            self.terminal.dataReceived(data)
+
+    def eofReceived(self) -> None:
+        """The client will send no more: close the channel (the chat then ends).
+
+        A refusal on its way closes the channel itself, once it is said.
+        """
+        if self.terminal is not None or not self._started:
+            self.loseConnection()
+
+    def closeReceived(self) -> None:
+        """The client closed: close at once, dropping what its window still holds back.
+
+        conch's default waits for the window to let that out first, which a
+        client that has closed never does: the chat would never end.
+        """
+        self.buf = b""
+        self.extBuf = []
+        self.conn.sendClose(self)
 
     def stopWriting(self) -> None:
-        if self.producer is not None:
-            self.producer.pauseProducing()
+        self._ssh.flow.hold("window")
 
     def startWriting(self) -> None:
-        if self.producer is not None:
-            self.producer.resumeProducing()
+        self._ssh.flow.release("window")
+
+    def abort(self) -> None:
+        """Cut the whole connection (a stuck client): everything on it ends at once."""
+        self._ssh.transport.abortConnection()
+
+    def closed(self) -> None:
+        """The channel is gone, however it went: the terminal and its chat end."""
+        self._gone = True
+        terminal, self.terminal = self.terminal, None
+        if terminal is not None:
+            terminal.connectionLost(Failure(ConnectionDone()))
+        self._ssh.channel_closed()
 
 
 class TerminalOutput:
     """What the session writes to: the terminal, above the line being typed."""
 
-    def __init__(
-        self, terminal: ChatTerminal, peer: IAddress, channel: FlowControlledChannel
-    ) -> None:
+    def __init__(self, terminal: ChatTerminal, peer: IAddress, channel: ChatChannel) -> None:
         self._terminal = terminal
         self._peer = peer
         self._channel = channel
@@ -103,10 +548,10 @@ class TerminalOutput:
         return self._peer
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self._channel.producer = producer
+        self._channel._ssh.flow.attach(producer)
 
     def unregisterProducer(self) -> None:
-        self._channel.producer = None
+        self._channel._ssh.flow.attach(None)
 
     def pauseProducing(self) -> None:
         """Nothing to pause: the line editor hands over lines one at a time."""
@@ -119,7 +564,8 @@ class TerminalOutput:
         self._terminal.terminal.loseConnection()
 
     def abortConnection(self) -> None:
-        self.loseConnection()
+        self.disconnecting = True
+        self._channel.abort()
 
 
 class ChatTerminal(recvline.HistoricRecvLine):
@@ -128,13 +574,14 @@ class ChatTerminal(recvline.HistoricRecvLine):
     ps = (b"> ", b"> ")
 
     def __init__(
-        self, chat: ChatFactory, login: SSHLogin, peer: IAddress, channel: FlowControlledChannel
+        self, chat: ChatFactory, login: SSHLogin, peer: IAddress, channel: ChatChannel
     ) -> None:
         super().__init__()
         self._chat = chat
         self._login = login
         self._peer = peer
         self._channel = channel
+        self._max_line_bytes = chat.config.max_line_bytes
         self.session: Any = None
 
     def connectionMade(self) -> None:
@@ -164,6 +611,8 @@ class ChatTerminal(recvline.HistoricRecvLine):
                 # As if typed at the prompt: a registered alias then asks for its
                 # password, and the password check says it cannot be done now.
                 log.warn("cannot check the SSH key of {alias}: {p}", alias=alias, p=problem)
+            if self.session is not session:
+                return  # the connection went during the check: nobody to join
         if account is not None:
             session.log_in_verified(alias, account)
         else:
@@ -183,6 +632,25 @@ class ChatTerminal(recvline.HistoricRecvLine):
         """Note the size; recvline's own version clears the screen, lines and all."""
         self.width, self.height = width, height
 
+    def keystrokeReceived(self, keyID: bytes, modifier: object) -> None:
+        """Edit with the keys the editor knows, type printable ones up to a line's
+        limit, and drop anything else quietly (recvline logs a warning per key)."""
+        handler = self.keyHandlers.get(keyID)
+        if handler is not None:
+            handler()
+        elif keyID in self._printableChars and len(self.lineBuffer) < self._max_line_bytes:
+            self.characterReceived(keyID, False)
+
+    def handle_TAB(self) -> None:
+        if len(self.lineBuffer) + self.TABSTOP <= self._max_line_bytes:
+            super().handle_TAB()
+
+    def handle_RETURN(self) -> None:
+        super().handle_RETURN()
+        if len(self.historyLines) > MAX_HISTORY_LINES:
+            del self.historyLines[:-MAX_HISTORY_LINES]
+            self.historyPosition = len(self.historyLines)
+
     def lineReceived(self, line: bytes) -> None:
         if self.session is not None:
             self.session.lines_received([line])
@@ -196,56 +664,43 @@ class ChatTerminal(recvline.HistoricRecvLine):
             session.connectionLost(reason)
 
 
-class ChatTerminalSession(TerminalSession):
-    """Opens a ChatTerminal for the avatar's login, knowing where it connects from."""
+class ChatUser(ConchUser):
+    """Who logged in over one SSH connection; opens at most one session channel at a time."""
 
-    chat: ChatFactory
-    _terminal: insults.ServerProtocol | None = None
+    _log = CONCH_LOG
 
-    def openShell(self, proto: Any) -> None:
-        user = IConchUser(self.original)
-        peer = proto.session.conn.transport.transport.getPeer()
-        self._terminal = insults.ServerProtocol(
-            ChatTerminal, self.chat, user.login, peer, proto.session
-        )
-        TerminalSessionTransport(proto, self._terminal, user, self.width, self.height)
-
-    def eofReceived(self) -> None:
-        """The client will send no more: close the channel (the session then ends)."""
-        if self._terminal is not None:
-            self._terminal.transport.loseConnection()
-
-    def closed(self) -> None:
-        """The channel is gone, however it went: the terminal and its chat session end.
-
-        conch tells the session, not the terminal protocol, so without this the
-        chat would keep a member whose connection no longer exists.
-        """
-        if self._terminal is not None:
-            terminal, self._terminal = self._terminal, None
-            terminal.connectionLost(Failure(ConnectionDone()))
-
-
-class ChatUser(TerminalUser):
-    def __init__(self, original: Any, login: SSHLogin) -> None:
-        super().__init__(original, login)
+    def __init__(self, chat: ChatFactory, login: SSHLogin) -> None:
+        super().__init__()
+        self.chat = chat
         self.login = login
-        self.channelLookup[b"session"] = FlowControlledChannel
+        self.channelLookup[b"session"] = ChatChannel
+
+    def lookupChannel(
+        self, channelType: bytes, windowSize: int, maxPacket: int, data: bytes
+    ) -> SSHChannel:
+        """A session channel, unless the connection has one open: its chat is the one."""
+        if self.conn.channels:
+            raise ConchError(OPEN_ADMINISTRATIVELY_PROHIBITED, ONE_CHAT_PER_CONNECTION)
+        return super().lookupChannel(  # type: ignore[no-any-return]
+            channelType, windowSize, maxPacket, data
+        )
+
+    def gotGlobalRequest(self, requestType: bytes, data: bytes) -> int:
+        """No port forwarding or other global requests: refused."""
+        return 0
 
 
-class ChatRealm(TerminalRealm):
-    userFactory = ChatUser
-    sessionFactory = ChatTerminalSession
+@implementer(IRealm)
+class ChatRealm:
+    """Makes a ChatUser for each login."""
 
     def __init__(self, chat: ChatFactory) -> None:
-        super().__init__()
         self._chat = chat
 
-    def _getAvatar(self, avatarId: SSHLogin) -> Any:
-        user = super()._getAvatar(avatarId)
-        session = ISession(user.original)
-        session.chat = self._chat
-        return user
+    def requestAvatar(self, avatarId: Any, mind: object, *interfaces: Any) -> Any:
+        if IConchUser not in interfaces:
+            raise NotImplementedError("chatd's SSH logins are IConchUser only")
+        return IConchUser, ChatUser(self._chat, avatarId), lambda: None
 
 
 @dataclass(frozen=True)
@@ -309,13 +764,36 @@ class PasswordChecker:
         accounts = self._chat.hub.accounts
         if accounts is None or not accounts.is_registered(alias):
             return SSHLogin(alias)  # a guest: the password is not checked
-        account = await accounts.authenticate(
-            alias, credentials.password.decode("utf-8", "replace")
-        )
+        password = credentials.password.decode("utf-8", "replace")
+        try:
+            account = await accounts.authenticate(alias, password, host=credentials.host)
+        except PasswordsBusy as busy:  # too many guesses lately: refused unchecked
+            raise UnauthorizedLogin("passwords cannot be checked now") from busy
+        except Exception as problem:  # the store cannot answer (Redis down, disk error)
+            log.warn("cannot check the password of {alias}: {p}", alias=alias, p=problem)
+            raise UnauthorizedLogin("passwords cannot be checked now") from problem
         if account is None:
             await deferLater(self._chat.clock, WRONG_PASSWORD_DELAY_SECONDS)
             raise UnauthorizedLogin("wrong password")
         return SSHLogin(alias, account=account)
+
+
+class ChatSSHFactory(SSHFactory):
+    """The SSH server: chatd's transport, login and connection services."""
+
+    protocol = ChatSSHTransport
+    services: ClassVar[dict[bytes, type]] = {
+        b"ssh-userauth": ChatUserAuth,
+        b"ssh-connection": ChatConnection,
+    }
+    noisy = False  # the listening port already logs where it listens
+    _log = CONCH_LOG  # it would log a line per connection about DH moduli
+
+    def __init__(self, chat: ChatFactory, portal: Portal, key: keys.Key) -> None:
+        self.chat = chat
+        self.portal = portal
+        self.publicKeys = {key.sshType(): key.public()}
+        self.privateKeys = {key.sshType(): key}
 
 
 def host_key(data_dir: Path) -> keys.Key:
@@ -333,11 +811,7 @@ def host_key(data_dir: Path) -> keys.Key:
     return keys.Key.fromFile(str(path))
 
 
-def ssh_factory(chat: ChatFactory, data_dir: Path) -> ConchFactory:
+def ssh_factory(chat: ChatFactory, data_dir: Path) -> ChatSSHFactory:
     """The SSH server: guests by any public key, a terminal each, the host key kept."""
     portal = Portal(ChatRealm(chat), [AnyKeyChecker(), PasswordChecker(chat)])
-    factory = ConchFactory(portal)
-    key = host_key(data_dir)
-    factory.publicKeys = {key.sshType(): key.public()}
-    factory.privateKeys = {key.sshType(): key}
-    return factory
+    return ChatSSHFactory(chat, portal, host_key(data_dir))
