@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -10,11 +11,12 @@ import argon2
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from chatd import passwords
-from chatd.passwords import Passwords, hash_password_now
+from chatd.passwords import Passwords, PasswordsBusy, hash_password_now
 
 T = TypeVar("T")
 # Cheap parameters, only to make a hash that today's defaults would replace.
@@ -194,9 +196,122 @@ async def test_real_thread_path(monkeypatch: pytest.MonkeyPatch) -> None:
     hasher = ThreadRecordingHasher()
     monkeypatch.setattr(passwords, "_HASHER", hasher)
     real = Passwords()
-    password_hash = await real.hash_password("threaded")
-    assert await real.verify_password(password_hash, "threaded") is True
-    assert await real.verify_password(password_hash, "wrong") is False
-    assert await real.verify_password("garbage", "threaded") is False
+    try:
+        password_hash = await real.hash_password("threaded")
+        assert await real.verify_password(password_hash, "threaded") is True
+        assert await real.verify_password(password_hash, "wrong") is False
+        assert await real.verify_password("garbage", "threaded") is False
+    finally:
+        real.stop()
     assert len(hasher.threads) == 4
     assert threading.get_ident() not in hasher.threads
+
+
+class Held:
+    """A thread runner that answers only when the test says so."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self.pending: list[Deferred[Any]] = []
+        self.results: list[Any] = []
+
+    def __call__(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        self.calls.append((function, args))
+        self.pending.append(Deferred())
+        return self.pending[-1]
+
+    def answer(self) -> None:
+        """Run the oldest pending call now and fire its Deferred."""
+        function, args = self.calls[len(self.calls) - len(self.pending)]
+        try:
+            self.results.append(function(*args))
+        except Exception:
+            self.results.append(None)
+            self.pending.pop(0).errback()
+            return
+        self.pending.pop(0).callback(self.results[-1])
+
+
+def test_past_the_waiting_limit_checks_are_refused_not_queued() -> None:
+    """With every thread busy and the queue full, a check fails at once with PasswordsBusy."""
+    held = Held()
+    bounded = Passwords(run_in_thread=held, threads=2, max_waiting=3)
+    password_hash = WEAK.hash("pw")
+    accepted = [bounded.verify_password(password_hash, "pw") for _ in range(5)]
+    with capturedLogs() as events:
+        refused: list[Deferred[Any]] = [
+            bounded.hash_password("pw"),
+            bounded.verify_password(password_hash, "pw"),
+        ]
+    assert len(held.calls) == 5  # the refused ones never reached a thread
+    for deferred in refused:
+        with pytest.raises(PasswordsBusy, match="busy checking passwords"):
+            result_of(deferred)
+    (warning,) = messages(events, LogLevel.warn)  # one line per busy spell, not per refusal
+    assert "refusing more" in warning
+    held.answer()
+    assert result_of(accepted[0]) is True
+    bounded.verify_password(password_hash, "pw")
+    assert len(held.calls) == 6  # a place was free again
+
+
+def test_unknown_names_cost_one_argon2_run_against_a_dummy_hash() -> None:
+    """verify_dummy hashes a dummy once, then verifies against it; it always says False."""
+    held = Held()
+    dummy = Passwords(run_in_thread=held)
+    answers: list[bool] = []
+    for password in ["first", "second", "third"]:
+        dummy.verify_dummy(password).addCallback(answers.append)
+        held.answer()
+    assert answers == [False, False, False]
+    (made_with, _), *checks = held.calls
+    assert made_with == passwords._HASHER.hash
+    assert [function for function, _ in checks] == [passwords._HASHER.verify] * 2
+    assert [args for _, args in checks] == [
+        (held.results[0], "second"),
+        (held.results[0], "third"),
+    ]
+
+
+def test_dummy_checks_are_bounded_too() -> None:
+    """The dummy check waits for a thread like any other, and is refused like any other."""
+    dummy = Passwords(run_in_thread=Held(), threads=1, max_waiting=0)
+    dummy.verify_dummy("first")
+    with pytest.raises(PasswordsBusy):
+        result_of(dummy.verify_dummy("second"))
+
+
+class ThreadedMemoryReactor(MemoryReactorClock):
+    """A fake reactor that hands what threads call from to the test, through a queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.from_threads: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]]] = queue.Queue()
+
+    def callFromThread(self, function: Callable[..., Any], *args: Any) -> None:
+        self.from_threads.put((function, args))
+
+    def run_one_call_from_a_thread(self) -> None:
+        function, args = self.from_threads.get(timeout=60)
+        function(*args)
+
+
+def pool_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if "chatd-passwords" in t.name and t.is_alive()]
+
+
+def test_pool_starts_at_first_use_and_stops_at_shutdown() -> None:
+    """Hashing threads start at the first hash, at most PASSWORD_THREADS, and end at shutdown."""
+    reactor = ThreadedMemoryReactor()
+    pooled = Passwords(reactor=reactor)
+    assert pool_threads() == [] and reactor.triggers == {}
+    hashes = [pooled.hash_password("pw") for _ in range(3)]
+    for _ in hashes:
+        reactor.run_one_call_from_a_thread()
+    assert all(result_of(h).startswith("$argon2id$") for h in hashes)
+    assert 1 <= len(pool_threads()) <= passwords.PASSWORD_THREADS
+    ((stop, args, kwargs),) = reactor.triggers["during"]["shutdown"]
+    stop(*args, **kwargs)
+    assert pool_threads() == []
+    with pytest.raises(PasswordsBusy, match="shutting down"):
+        result_of(pooled.hash_password("pw"))
