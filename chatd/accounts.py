@@ -3,22 +3,38 @@
 Passwords are hashed and verified off the reactor thread (see
 :mod:`chatd.passwords`) and accounts live in the store; the set of registered
 alias keys is kept in memory so the hub can refuse a registered alias at once.
+
+Guessing is slowed here, for every front end alike: password checks by one
+address, or of one name, wait ever longer turns after a few failures
+(:class:`chatd.throttle.PasswordThrottle`), and a name that has no password
+costs one argon2 run like a name that has one, so the time of the answer does
+not tell which names exist. One address may register only a few aliases an hour.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
-from typing import Protocol
+from typing import Protocol, cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from chatd.store import Account
 from chatd.text import alias_key
+from chatd.throttle import PasswordThrottle, Quota, address_key
 
 MIN_PASSWORD_CHARS = 8
-# A wrong password is answered only after this long, to slow down guessing.
+# A wrong password is answered only after this long, to slow down guessing. The
+# callers wait it; repeated failures wait longer, inside Accounts.authenticate.
 WRONG_PASSWORD_DELAY_SECONDS = 1.0
+# Aliases one address may register per window.
+REGISTRATIONS_PER_ADDRESS = 3
+REGISTRATION_WINDOW_SECONDS = 3600.0
+# The longest an SSH public key line may be: a 16384-bit RSA key takes about 2,800.
+MAX_SSH_KEY_CHARS = 4096
 
 
 class PasswordHashing(Protocol):
@@ -30,6 +46,9 @@ class PasswordHashing(Protocol):
     def verify_password(self, password_hash: str, password: str) -> Deferred[bool]:
         """Whether ``password`` matches ``password_hash``; False for a malformed hash."""
 
+    def verify_dummy(self, password: str) -> Deferred[bool]:
+        """False, after as long as :meth:`verify_password` takes (for unknown names)."""
+
 
 class AccountStore(Protocol):
     """The part of :class:`chatd.store.Store` that keeps accounts."""
@@ -39,10 +58,17 @@ class AccountStore(Protocol):
     def create_account(self, alias: str, password_hash: str) -> Deferred[bool]: ...
     def set_password_hash(self, alias: str, new_hash: str) -> Deferred[bool]: ...
     def set_ignores(self, alias: str, ignores: Iterable[str]) -> Deferred[None]: ...
+    def add_ssh_key(self, alias: str, fingerprint: str, public_key: str) -> Deferred[bool]: ...
+    def remove_ssh_key(self, alias: str, fingerprint: str) -> Deferred[bool]: ...
+    def ssh_keys(self, alias: str) -> Deferred[list[tuple[str, str]]]: ...
 
 
 class PasswordRefused(ValueError):
     """A password that may not be used; the message says why, for the user."""
+
+
+class RegistrationRefused(ValueError):
+    """A registration not allowed now (too many from one address); the message says why."""
 
 
 def check_new_password(password: str) -> str:
@@ -64,12 +90,22 @@ class Accounts:
         store: AccountStore,
         passwords: PasswordHashing,
         operators: Mapping[str, str] | None = None,
+        *,
+        clock: IReactorTime | None = None,
     ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
+        self._clock = clock
         self._store = store
         self._passwords = passwords
         self._registered: set[str] = set()
         # Operator name -> argon2 hash, from --oper NAME:HASH.
         self._operators = dict(operators or {})
+        self._logins = PasswordThrottle(clock)
+        self._operator_checks = PasswordThrottle(clock)
+        self._registrations = Quota(clock, REGISTRATIONS_PER_ADDRESS, REGISTRATION_WINDOW_SECONDS)
 
     def set_operators(self, operators: Mapping[str, str]) -> None:
         """Replace the operator definitions (a reload); who is operator now stays so."""
@@ -87,24 +123,64 @@ class Accounts:
         """Learn that ``alias`` was registered elsewhere (another node of a cluster)."""
         self._registered.add(alias_key(alias))
 
-    async def authenticate(self, alias: str, password: str) -> Account | None:
-        """The account of ``alias`` if ``password`` is its password, else None."""
+    async def authenticate(
+        self, alias: str, password: str, host: str | None = None
+    ) -> Account | None:
+        """The account of ``alias`` if ``password`` is its password, else None.
+
+        ``host`` is the client's address. After a few failures by that address
+        or for that alias, the check waits its turn first (up to a minute; see
+        :class:`~chatd.throttle.PasswordThrottle`); a right password clears the
+        alias's count. Raises PasswordsBusy, without checking, when the turn
+        would be further away than that, or when too many checks are waiting
+        for a hashing thread. The caller still waits WRONG_PASSWORD_DELAY_SECONDS
+        before answering a None.
+        """
+        name = alias_key(alias) if self.is_registered(alias) else None
+        await self._wait(self._logins.turn(host, name))
         account = await self._store.get_account(alias)
         if account is None:
+            await self._passwords.verify_dummy(password)
             return None
         if await self._passwords.verify_password(account.password_hash, password):
+            self._logins.succeeded(host, name)
             return account
         self.log.warn("wrong password for registered alias {alias}", alias=alias)
         return None
 
-    async def register(self, alias: str, password: str, ignores: Iterable[str]) -> bool:
+    async def _wait(self, seconds: float) -> None:
+        if seconds > 0:
+            await deferLater(self._clock, seconds)
+
+    async def register(
+        self, alias: str, password: str, ignores: Iterable[str], host: str | None = None
+    ) -> bool:
         """Bind ``alias`` to ``password``; False if it is registered already.
 
-        Raises PasswordRefused for an unacceptable password.
+        Raises PasswordRefused for an unacceptable password, RegistrationRefused
+        when ``host`` (the client's address) has registered too many aliases
+        lately, and PasswordsBusy when the password cannot be hashed now.
         """
         check_new_password(password)
         if self.is_registered(alias):
             return False
+        quota_key = None if host is None else address_key(host)
+        if quota_key is not None and (wait := self._registrations.take(quota_key)):
+            minutes = max(1, round(wait / 60))
+            raise RegistrationRefused(
+                f"Too many aliases registered from your address; try again in {minutes} min."
+            )
+        try:
+            created = await self._create_account(alias, password, ignores)
+        except Exception:
+            if quota_key is not None:
+                self._registrations.give_back(quota_key)
+            raise
+        if not created and quota_key is not None:
+            self._registrations.give_back(quota_key)
+        return created
+
+    async def _create_account(self, alias: str, password: str, ignores: Iterable[str]) -> bool:
         password_hash = await self._passwords.hash_password(password)
         if not await self._store.create_account(alias, password_hash):
             return False
@@ -113,13 +189,17 @@ class Accounts:
         self.log.info("{alias} registered", alias=alias)
         return True
 
-    async def change_password(self, alias: str, old: str, new: str) -> bool:
+    async def change_password(
+        self, alias: str, old: str, new: str, host: str | None = None
+    ) -> bool:
         """Replace the password of ``alias`` if ``old`` is right; False if it is not.
 
-        Raises PasswordRefused for an unacceptable new password.
+        ``old`` is checked as :meth:`authenticate` checks a login from ``host``.
+        Raises PasswordRefused for an unacceptable new password, PasswordsBusy
+        when the passwords cannot be checked or hashed now.
         """
         check_new_password(new)
-        if await self.authenticate(alias, old) is None:
+        if await self.authenticate(alias, old, host=host) is None:
             return False
         await self._store.set_password_hash(alias, await self._passwords.hash_password(new))
         self.log.info("{alias} changed their password", alias=alias)
@@ -151,7 +231,10 @@ class Accounts:
         """The account of ``alias`` if ``public_key`` (already proven held) is bound to it."""
         if not self.is_registered(alias):
             return None
-        fingerprint, _ = parse_ssh_key(public_key)
+        try:
+            fingerprint, _ = parse_ssh_key(public_key)
+        except SSHKeyRefused:
+            return None  # of a kind /sshkey add refuses, so bound to nobody
         if fingerprint not in {bound for bound, _ in await self._store.ssh_keys(alias)}:
             return None
         return await self._store.get_account(alias)
@@ -161,29 +244,80 @@ class Accounts:
         if self.is_registered(alias):
             await self._store.set_ignores(alias, ignores)
 
-    async def check_operator(self, name: str, password: str) -> bool:
-        """Whether ``name`` is an operator and ``password`` is theirs."""
+    async def check_operator(self, name: str, password: str, host: str | None = None) -> bool:
+        """Whether ``name`` is an operator and ``password`` is theirs.
+
+        Throttled like :meth:`authenticate` (by ``host`` and by operator name,
+        apart from logins), and as slow for a name that is no operator's.
+        Raises PasswordsBusy when the password cannot be checked now.
+        """
         password_hash = self._operators.get(name)
+        known = name if password_hash is not None else None
+        await self._wait(self._operator_checks.turn(host, known))
         if password_hash is None:
+            await self._passwords.verify_dummy(password)
             return False
-        return await self._passwords.verify_password(password_hash, password)
+        if await self._passwords.verify_password(password_hash, password):
+            self._operator_checks.succeeded(host, known)
+            return True
+        return False
 
 
 class SSHKeyRefused(ValueError):
-    """Text given as an SSH public key is not one."""
+    """Text given as an SSH public key is not one (or not of a kind chatd takes)."""
+
+
+# The key types chatd's SSH server verifies; DSA is refused as OpenSSH refuses it.
+SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+)
+MIN_RSA_KEY_BITS = 2048
+MAX_RSA_KEY_BITS = 16384
 
 
 def parse_ssh_key(text: str) -> tuple[str, str]:
-    """The SHA256 fingerprint (as OpenSSH shows it) and the canonical line of a public key."""
-    from twisted.conch.ssh.keys import BadKeyError, FingerprintFormats, Key
+    """The SHA256 fingerprint (as OpenSSH shows it) and the canonical line of a public key.
 
-    try:
-        key = Key.fromString(text.strip().encode())
-    except (BadKeyError, ValueError, IndexError) as problem:
-        raise SSHKeyRefused(
-            "That is not an SSH public key (paste a line of id_ed25519.pub)."
-        ) from problem
-    if not key.isPublic():
+    Only the one-line OpenSSH form (``TYPE BASE64 [COMMENT]``) of the types in
+    SSH_KEY_TYPES is taken; any other text raises SSHKeyRefused, never another
+    error, so that what a user pastes cannot reach conch's other parsers.
+    """
+    from twisted.conch.ssh.keys import FingerprintFormats, Key
+
+    text = text.strip()
+    if "PRIVATE KEY" in text:
         raise SSHKeyRefused("That is a private key: keep it secret, and give the .pub line.")
-    fingerprint = key.fingerprint(FingerprintFormats.SHA256_BASE64)
-    return f"SHA256:{fingerprint.rstrip('=')}", key.toString("openssh").decode()
+    if len(text) > MAX_SSH_KEY_CHARS:
+        raise SSHKeyRefused(f"An SSH public key line is at most {MAX_SSH_KEY_CHARS} characters.")
+    not_a_key = SSHKeyRefused("That is not an SSH public key (paste a line of id_ed25519.pub).")
+    kind, *rest = text.split(maxsplit=2) or [""]
+    if kind not in SSH_KEY_TYPES:
+        if not kind.startswith(("ssh-", "ecdsa-", "sk-")):
+            raise not_a_key
+        raise SSHKeyRefused(
+            f"chatd takes SSH keys of these types only: {', '.join(SSH_KEY_TYPES)} "
+            "(make one with ssh-keygen -t ed25519)."
+        )
+    try:
+        blob = base64.b64decode(rest[0] if rest else "", validate=True)
+        # Conch's parser raises what it meets (struct.error, AssertionError,
+        # UnsupportedAlgorithm, ValueError, ...) on crafted blobs: all mean "no".
+        key = Key.fromString(blob, type="blob")
+        key_type = key.sshType().decode()
+        bits = key.size()
+        fingerprint = key.fingerprint(FingerprintFormats.SHA256_BASE64)
+        line = key.toString("openssh").decode()
+    except Exception as problem:
+        raise not_a_key from problem
+    if key_type != kind:
+        raise not_a_key
+    if kind == "ssh-rsa" and not MIN_RSA_KEY_BITS <= bits <= MAX_RSA_KEY_BITS:
+        raise SSHKeyRefused(
+            f"An RSA key needs {MIN_RSA_KEY_BITS} to {MAX_RSA_KEY_BITS} bits; "
+            "better, make an Ed25519 key (ssh-keygen -t ed25519)."
+        )
+    return f"SHA256:{fingerprint.rstrip('=')}", line

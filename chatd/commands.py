@@ -14,13 +14,23 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS, PasswordRefused, SSHKeyRefused
+from chatd.accounts import (
+    WRONG_PASSWORD_DELAY_SECONDS,
+    PasswordRefused,
+    RegistrationRefused,
+    SSHKeyRefused,
+)
 from chatd.events import Error, Notice
 from chatd.hub import HISTORY_KEPT, Hub, Member
+from chatd.passwords import PasswordsBusy
 from chatd.text import AliasRefused, RoomRefused, clean_text, parse_duration
 
 DEFAULT_HISTORY_COUNT = 20
 log = Logger()
+
+# Members with a password command (/register, /password, /oper) not yet
+# answered: one at a time each, so that nobody has many passwords hashed at once.
+_checking_password: set[Member] = set()
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,26 @@ def _in_background(hub: Hub, member: Member, work: Coroutine[Any, Any, None]) ->
     ensureDeferred(work).addErrback(failed)
 
 
+def _one_password_check(
+    hub: Hub, member: Member, start: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
+    """Run the password command ``start()`` unless one of ``member`` is still running."""
+    if member in _checking_password:
+        hub.tell(member, Error("Your last password command is still being checked; wait."))
+        return
+    _checking_password.add(member)
+
+    async def checking() -> None:
+        try:
+            await start()
+        except PasswordsBusy as busy:
+            hub.tell(member, Error(str(busy)))
+        finally:
+            _checking_password.discard(member)
+
+    _in_background(hub, member, checking())
+
+
 def _accounts_or_error(hub: Hub, member: Member) -> Any:
     if hub.accounts is None:
         hub.tell(member, Error("Registration is not available on this server."))
@@ -166,15 +196,17 @@ def _register(hub: Hub, member: Member, args: str) -> None:
     if len(args.split()) != 1:
         _usage(hub, member, "register")
     elif (accounts := _accounts_or_error(hub, member)) is not None:
-        _in_background(hub, member, _register_alias(hub, accounts, member, args))
+        _one_password_check(hub, member, lambda: _register_alias(hub, accounts, member, args))
 
 
 async def _register_alias(hub: Hub, accounts: Any, member: Member, password: str) -> None:
     alias = member.alias
     assert alias is not None
     try:
-        registered = await accounts.register(alias, password, hub.ignored(member))
-    except PasswordRefused as refusal:
+        registered = await accounts.register(
+            alias, password, hub.ignored(member), host=member.host
+        )
+    except (PasswordRefused, RegistrationRefused) as refusal:
         hub.tell(member, Error(str(refusal)))
         return
     if not registered:
@@ -192,12 +224,12 @@ def _password(hub: Hub, member: Member, args: str) -> None:
             hub.tell(member, Error("Your alias is not registered (see /register)."))
             return
         old, new = args.split()
-        _in_background(hub, member, _change_password(hub, accounts, member, old, new))
+        _one_password_check(hub, member, lambda: _change_password(hub, accounts, member, old, new))
 
 
 async def _change_password(hub: Hub, accounts: Any, member: Member, old: str, new: str) -> None:
     try:
-        changed = await accounts.change_password(member.alias, old, new)
+        changed = await accounts.change_password(member.alias, old, new, host=member.host)
     except PasswordRefused as refusal:
         hub.tell(member, Error(str(refusal)))
         return
@@ -249,12 +281,12 @@ def _oper(hub: Hub, member: Member, args: str) -> None:
         hub.tell(member, Error("No operators are configured on this server."))
     else:
         name, password = args.split()
-        _in_background(hub, member, _become_operator(hub, member, name, password))
+        _one_password_check(hub, member, lambda: _become_operator(hub, member, name, password))
 
 
 async def _become_operator(hub: Hub, member: Member, name: str, password: str) -> None:
     assert hub.accounts is not None
-    if await hub.accounts.check_operator(name, password):
+    if await hub.accounts.check_operator(name, password, host=member.host):
         if hub.is_online(member):
             hub.make_operator(member, name)
         return

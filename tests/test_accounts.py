@@ -6,27 +6,75 @@ transparent fake, so these tests are about the flow, not about argon2.
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+from twisted.logger import LogLevel, capturedLogs
 
-from chatd.accounts import Accounts, PasswordRefused, check_new_password, parse_ssh_key
+from chatd.accounts import (
+    REGISTRATIONS_PER_ADDRESS,
+    Accounts,
+    PasswordRefused,
+    SSHKeyRefused,
+    check_new_password,
+    parse_ssh_key,
+)
 from chatd.hub import Hub
-from chatd.store import Store, run_synchronously
+from chatd.passwords import PasswordsBusy
+from chatd.store import Account, Store, run_synchronously
 from tests.test_protocol import Client, Server
 from tests.test_store import succeeded
 
 
 class FakePasswords:
-    """Hashing without the cost: enough to test who may log in."""
+    """Hashing without the cost: enough to test who may log in.
+
+    It counts what it is asked; with ``hold`` set, checks wait until ``release``;
+    with ``busy`` set, everything fails as an overloaded thread pool would.
+    """
+
+    def __init__(self) -> None:
+        self.hashed = 0
+        self.verified = 0
+        self.dummies = 0
+        self.hold = False
+        self.busy = False
+        self.held: list[tuple[Deferred[bool], bool]] = []
 
     def hash_password(self, password: str) -> Deferred[str]:
+        if self.busy:
+            return fail(PasswordsBusy())
+        self.hashed += 1
         return succeed(f"fake${password}")
 
     def verify_password(self, password_hash: str, password: str) -> Deferred[bool]:
-        return succeed(password_hash == f"fake${password}")
+        if self.busy:
+            return fail(PasswordsBusy())
+        self.verified += 1
+        return self._answer(password_hash == f"fake${password}")
+
+    def verify_dummy(self, password: str) -> Deferred[bool]:
+        if self.busy:
+            return fail(PasswordsBusy())
+        self.dummies += 1
+        return self._answer(False)
+
+    def _answer(self, answer: bool) -> Deferred[bool]:
+        if not self.hold:
+            return succeed(answer)
+        self.held.append((Deferred(), answer))
+        return self.held[-1][0]
+
+    def release(self) -> None:
+        """Answer the checks held so far."""
+        held, self.held = self.held, []
+        for deferred, answer in held:
+            deferred.callback(answer)
 
 
 class AccountServer(Server):
@@ -34,12 +82,15 @@ class AccountServer(Server):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.passwords = FakePasswords()
         super().__init__()
 
     def make_hub(self, history_replay: int) -> Hub:
         self.store = Store(self.path, clock=self.clock, run_in_thread=run_synchronously)
         self.store.start()
-        accounts = Accounts(self.store, FakePasswords(), {"root": "fake$operpass"})
+        accounts = Accounts(
+            self.store, self.passwords, {"root": "fake$operpass"}, clock=self.clock
+        )
         ensureDeferred(accounts.load())
         return Hub(self.clock, store=self.store, accounts=accounts)
 
@@ -373,3 +424,241 @@ def test_a_bound_key_logs_in_without_the_password(server: AccountServer) -> None
     newcomer.protocol.log_in_verified("alice", account)
     assert newcomer.lines()[0] == "*** Welcome, alice! You are in #lobby (1): alice"
     assert server.hub.is_registered(newcomer.protocol)
+
+
+# Password guessing, registration floods, and pasted junk.
+
+
+def seconds_to_answer(server: AccountServer, deferred: Deferred[Any]) -> float:
+    """Advance the clock in small steps until ``deferred`` fires; how long that took."""
+    waited = 0.0
+    while not deferred.called:
+        assert waited < 120, "no answer within two minutes"
+        server.clock.advance(0.25)
+        waited += 0.25
+    return waited
+
+
+def accounts_of(server: AccountServer) -> Accounts:
+    accounts = server.hub.accounts
+    assert accounts is not None
+    return accounts
+
+
+def guess(server: AccountServer, alias: str, password: str, host: str | None) -> float:
+    """Seconds until authenticate answers; the answer must be a refusal."""
+    answer = ensureDeferred(accounts_of(server).authenticate(alias, password, host=host))
+    waited = seconds_to_answer(server, answer)
+    assert succeeded(answer) is None
+    return waited
+
+
+def test_wrong_passwords_from_one_address_wait_ever_longer(server: AccountServer) -> None:
+    """After three wrong passwords from an address, each check waits twice as long, to a cap."""
+    register(server, "alice", "correct-horse")
+    register(server, "bob", "battery-staple")
+    waits = [guess(server, ("alice", "bob")[n % 2], "guess", "198.51.100.7") for n in range(10)]
+    assert waits == [0, 0, 0, 1, 2, 4, 8, 16, 32, 60]
+    # Alice's own count, five, goes on from other addresses (her turns have passed).
+    assert [guess(server, "alice", "guess", f"203.0.113.{n}") for n in range(2)] == [0, 8]
+    assert guess(server, "carol", "guess", "203.0.113.10") == 0  # not registered: no count
+
+
+def test_wrong_passwords_for_one_account_wait_ever_longer_from_any_address(
+    server: AccountServer,
+) -> None:
+    """Guesses at one alias from ever new addresses (or none) wait their turns all the same."""
+    register(server, "alice", "correct-horse")
+    hosts = [f"198.51.100.{n}" for n in range(6)] + [None]
+    assert [guess(server, "alice", "guess", host) for host in hosts] == [0, 0, 0, 1, 2, 4, 8]
+
+
+def test_the_right_password_waits_its_turn_then_clears_the_count(server: AccountServer) -> None:
+    """The owner after a guesser waits the turn, gets in, and the next guess starts afresh."""
+    register(server, "alice", "correct-horse")
+    for _ in range(5):
+        guess(server, "alice", "guess", "198.51.100.7")
+    owner = ensureDeferred(accounts_of(server).authenticate("alice", "correct-horse", "192.0.2.1"))
+    assert seconds_to_answer(server, owner) == 4
+    assert isinstance(succeeded(owner), Account)
+    assert guess(server, "alice", "guess", "192.0.2.1") == 0
+
+
+def test_checks_sent_at_once_are_not_hashed_together(server: AccountServer) -> None:
+    """Pipelined guesses queue behind each other; past the longest wait they are not checked."""
+    register(server, "alice", "correct-horse")
+    accounts = accounts_of(server)
+    answers = [
+        ensureDeferred(accounts.authenticate("alice", f"guess{n}", "198.51.100.7"))
+        for n in range(12)
+    ]
+    assert server.passwords.verified == 3  # the free ones; the rest wait their turns
+    refused = [answer for answer in answers if answer.called and not server.passwords.hold]
+    assert len(refused) == 3 + 4  # three answered, four past the longest wait
+    for answer in answers[8:]:
+        with pytest.raises(PasswordsBusy, match="Too many wrong passwords"):
+            succeeded(answer)
+    server.clock.advance(31)
+    assert server.passwords.verified == 8
+
+
+def test_unknown_names_cost_a_dummy_check(server: AccountServer) -> None:
+    """An alias without an account and a name that is no operator's are checked against a dummy."""
+    accounts = accounts_of(server)
+    assert succeeded(ensureDeferred(accounts.authenticate("nobody", "guess-one"))) is None
+    assert succeeded(ensureDeferred(accounts.check_operator("nobody", "guess-two"))) is False
+    assert (server.passwords.dummies, server.passwords.verified) == (2, 0)
+    assert succeeded(ensureDeferred(accounts.check_operator("root", "guess-three"))) is False
+    assert (server.passwords.dummies, server.passwords.verified) == (2, 1)
+
+
+def test_oper_guesses_from_one_address_wait_ever_longer(server: AccountServer) -> None:
+    """/oper answers a wrong password later and later after three, whatever the name tried."""
+    (alice,) = server.join("alice")
+    waits = []
+    for name in ["root", "nobody", "root", "admin", "root", "root", "x"]:
+        alice.type(f"/oper {name} guess\n")
+        waited = 0.0
+        while not (lines := alice.lines()):
+            server.clock.advance(0.25)
+            waited += 0.25
+        assert lines == ["!!! Wrong operator name or password."]
+        waits.append(waited)
+    # Each answer waits WRONG_PASSWORD_DELAY_SECONDS, which absorbs the first turn.
+    assert waits == [1, 1, 1, 1, 2, 4, 8]
+
+
+def test_one_password_command_at_a_time_per_member(server: AccountServer) -> None:
+    """While a member's password check runs, another password command is refused unhashed."""
+    alice = register(server, "alice", "correct-horse")
+    server.passwords.hold = True
+    alice.type("/oper root guess\n/oper root operpass\n")
+    alice.type("/password correct-horse new-password\n/register other-password\n")
+    busy = "!!! Your last password command is still being checked; wait."
+    assert alice.lines() == [busy, busy, busy]
+    assert len(server.passwords.held) == 1
+    server.passwords.release()
+    server.clock.advance(1)
+    assert alice.lines() == ["!!! Wrong operator name or password."]
+    server.passwords.hold = False
+    alice.type("/oper root operpass\n")
+    assert alice.lines() == ["*** You are now an operator (root)."]
+
+
+def test_a_busy_hashing_pool_is_an_error_line_not_a_traceback(server: AccountServer) -> None:
+    """When no hashing thread is free, password commands say so; nothing is logged as a failure."""
+    register(server, "alice", "correct-horse")
+    (bob,) = server.join("bob")
+    server.passwords.busy = True
+    with capturedLogs() as events:
+        bob.type("/oper root operpass\n")
+        bob.type("/register bobs-password\n")
+        server.clock.advance(1)
+        assert bob.lines() == ["!!! The server is busy checking passwords; try again soon."] * 2
+    assert [e for e in events if e["log_level"] in (LogLevel.error, LogLevel.critical)] == []
+    server.passwords.busy = False
+    bob.type("/register bobs-password\n")  # the refused attempt used up no registration
+    assert bob.lines() == ["*** Registered bob: from now on it takes this password to use it."]
+
+
+def test_registrations_per_address_are_capped(server: AccountServer) -> None:
+    """An address registers a few aliases an hour; past that it is told when to come back."""
+    clients = server.join(*[f"user{n}" for n in range(REGISTRATIONS_PER_ADDRESS + 2)])
+    for client in clients[:REGISTRATIONS_PER_ADDRESS]:
+        client.type("/register long-enough\n")
+        assert client.lines()[0].startswith("*** Registered")
+    clients[0].type("/register long-enough\n")  # registered already: not counted
+    assert clients[0].lines() == ["!!! user0 is registered already."]
+    late = clients[REGISTRATIONS_PER_ADDRESS]
+    late.type("/register long-enough\n")
+    assert late.lines() == [
+        "!!! Too many aliases registered from your address; try again in 60 min."
+    ]
+    assert server.passwords.hashed == REGISTRATIONS_PER_ADDRESS
+    server.clock.advance(3600)
+    late.type("/register long-enough\n")
+    assert late.lines()[0].startswith("*** Registered")
+
+
+def test_registration_without_an_address_is_not_capped(server: AccountServer) -> None:
+    """A caller that knows no address (a UNIX socket) registers without the per-address cap."""
+    accounts = accounts_of(server)
+    for n in range(REGISTRATIONS_PER_ADDRESS + 2):
+        assert succeeded(ensureDeferred(accounts.register(f"user{n}", "long-enough", [])))
+
+
+def ssh_string(data: bytes) -> bytes:
+    return struct.pack(">L", len(data)) + data
+
+
+def ssh_key_line(kind: str, *fields: bytes) -> str:
+    blob = ssh_string(kind.encode()) + b"".join(ssh_string(field) for field in fields)
+    return f"{kind} {base64.b64encode(blob).decode()}"
+
+
+def rsa_key_line(bits: int) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(65537, bits).public_key()
+    return key.public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
+
+
+NOT_A_KEY = "!!! That is not an SSH public key (paste a line of id_ed25519.pub)."
+KEY_TYPES = "!!! chatd takes SSH keys of these types only: ssh-ed25519, ecdsa-sha2-nistp256, "
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("hello world", NOT_A_KEY),
+        ("ssh-ed25519", NOT_A_KEY),
+        ("ssh-ed25519 AAAA$$$$", NOT_A_KEY),
+        ("ssh-ed25519 \x01\x02", NOT_A_KEY),
+        ("ssh-ed25519 ÅÅÅÅ", NOT_A_KEY),
+        (public_key_line()[:-5], NOT_A_KEY),  # truncated base64
+        (ssh_key_line("ssh-ed25519"), NOT_A_KEY),  # no key in the blob
+        (ssh_key_line("ssh-ed25519", b"abc"), NOT_A_KEY),  # a key of the wrong length
+        ("ssh-rsa " + public_key_line().split()[1], NOT_A_KEY),  # type and blob disagree
+        (ssh_key_line("ssh-rsa", b"", b""), NOT_A_KEY),
+        (ssh_key_line("ssh-rsa", b"\x01", b"\x0f"), NOT_A_KEY),
+        (ssh_key_line("ecdsa-sha2-nistp256", b"nistp999", b"\x04" + b"\x01" * 64), NOT_A_KEY),
+        (ssh_key_line("ecdsa-sha2-nistp256", b"nistp256", b"\x04" + b"\x01" * 64), NOT_A_KEY),
+        (ssh_key_line("ecdsa-sha2-nistp999", b"nistp999", b"\x04" + b"\x01" * 64), KEY_TYPES),
+        (ssh_key_line("ssh-dss", b"\x01" * 129, b"\x01" * 21, b"\x02", b"\x03"), KEY_TYPES),
+        (ssh_key_line("sk-ssh-ed25519@openssh.com", b"a" * 32, b"ssh:"), KEY_TYPES),
+        (ssh_key_line("ssh-ed25519-cert-v01@openssh.com", b"x"), KEY_TYPES),
+        ("{" + base64.b64encode(b"(public-key(dsa(p)(q)))").decode() + "}", NOT_A_KEY),
+        ("{QUFB}", NOT_A_KEY),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----", "!!! That is a private key: keep it secret, "),
+        ("-----BEGIN CERTIFICATE-----", NOT_A_KEY),
+        ("ssh-ed25519 " + "A" * 1900, NOT_A_KEY),  # as long as a line may be
+        (rsa_key_line(1024), "!!! An RSA key needs 2048 to 16384 bits; "),
+    ],
+)
+def test_malformed_ssh_keys_get_an_error_line_never_a_traceback(
+    server: AccountServer, text: str, error: str
+) -> None:
+    """Whatever text /sshkey add is given, the answer is one error line and nothing is logged."""
+    alice = register(server, "alice", "correct-horse")
+    with capturedLogs() as events:
+        alice.type(f"/sshkey add {text}\n")
+        (line,) = alice.lines()
+    assert line.startswith(error)
+    assert [e for e in events if e["log_level"] in (LogLevel.error, LogLevel.critical)] == []
+    assert succeeded(ensureDeferred(accounts_of(server).key_login("alice", text))) is None
+
+
+def test_a_huge_key_line_is_refused_unparsed() -> None:
+    """Text far longer than any public key is refused before base64 or conch sees it."""
+    with pytest.raises(SSHKeyRefused, match="at most 4096 characters"):
+        parse_ssh_key("ssh-rsa " + "A" * 1_000_000)
+
+
+def test_an_rsa_key_of_a_usual_size_is_taken(server: AccountServer) -> None:
+    """A 2048-bit RSA key binds like an Ed25519 one."""
+    alice = register(server, "alice", "correct-horse")
+    alice.type(f"/sshkey add {rsa_key_line(2048)} me@host\n")
+    assert alice.lines()[0].endswith("now logs you in as alice, no password asked.")
