@@ -184,6 +184,7 @@ class ChatSSHTransport(SSHServerTransport):
         self.host: str | None = getattr(self.transport.getPeer(), "host", None)
         self.lost = False
         self.dropped = False
+        self.chatted = False
         self._deadline: IDelayedCall | None = None
         self._abort: IDelayedCall | None = None
         # conch registers nothing on its socket; the session's send queue needs to know.
@@ -215,11 +216,12 @@ class ChatSSHTransport(SSHServerTransport):
 
     def shell_opened(self) -> None:
         """A chat started: it has its own alias and idle limits."""
+        self.chatted = True
         self._cancel_deadline()
 
     def channel_closed(self) -> None:
-        """A channel went: its window no longer holds anything, and the connection,
-        if it stays, needs a shell again in time."""
+        """A channel went: its window no longer holds anything, and a connection that
+        stays without a chat is dropped in time."""
         self.flow.release("window")
         if not self.lost and not self.dropped and self._deadline is None:
             self.logged_in()
@@ -678,8 +680,12 @@ class ChatUser(ConchUser):
     def lookupChannel(
         self, channelType: bytes, windowSize: int, maxPacket: int, data: bytes
     ) -> SSHChannel:
-        """A session channel, unless the connection has one open: its chat is the one."""
-        if self.conn.channels:
+        """A session channel, unless the connection has one open or has had its chat.
+
+        Each chat counts against the connection limits once, when its connection
+        is accepted: a chat per channel would get round them.
+        """
+        if self.conn.channels or self.conn.transport.chatted:
             raise ConchError(OPEN_ADMINISTRATIVELY_PROHIBITED, ONE_CHAT_PER_CONNECTION)
         return super().lookupChannel(  # type: ignore[no-any-return]
             channelType, windowSize, maxPacket, data

@@ -188,16 +188,21 @@ def test_a_second_session_channel_is_refused_and_the_first_chat_goes_on(
     assert harness.hub.member_named("alice") is None
 
 
-def test_a_closed_channel_ends_its_chat_and_another_may_follow(harness: SSHHarness) -> None:
-    """Closing the channel ends the chat at once (no ghost) and frees the way for a new one."""
-    _, client, pump = harness.connect()
+def test_a_closed_channel_ends_its_chat_and_its_connection_serves_no_other(
+    harness: SSHHarness,
+) -> None:
+    """Closing the channel ends the chat at once (no ghost); the connection then opens no
+    second chat, which would get round the connection limits, and is dropped in time."""
+    server, client, pump = harness.connect()
     first = harness.shell(client, pump)
     client.conn.sendClose(first)
     pump.flush()
     assert harness.chat.connections == set()
+    assert harness.hub.member_named("alice") is None
     second = harness.shell(client, pump)
-    assert second.opened
-    assert harness.who() == ["alice"]
+    assert second.open_failure is not None
+    harness.clock.advance(ssh.SHELL_DEADLINE_SECONDS)
+    assert server.transport.disconnecting
 
 
 def test_a_full_tcp_buffer_pauses_the_send_queue_until_it_overflows(tmp_path: Path) -> None:
@@ -241,11 +246,19 @@ def test_a_silent_connection_is_dropped_before_login(
 
 
 def test_a_login_without_a_shell_is_dropped(harness: SSHHarness) -> None:
-    """Logged in but never asking for a shell: dropped after SHELL_DEADLINE_SECONDS."""
-    server, _, _pump = harness.connect()
+    """Logged in (here 20 s after connecting) but never asking for a shell: dropped
+    SHELL_DEADLINE_SECONDS after the login."""
+    server = harness.factory.buildProtocol(PEER)
+    client = Client(b"alice", b"anything")
+    tcp = FakeTransport(server, isServer=True, peerAddress=PEER)
+    pump = connect(server, tcp, client, FakeTransport(client, isServer=False), greet=False)
+    harness.clock.advance(20)
+    pump.flush()
     assert server.service is not None and server.service.name == b"ssh-connection"
-    harness.clock.advance(ssh.SHELL_DEADLINE_SECONDS)
-    assert server.transport.disconnecting
+    harness.clock.advance(ssh.SHELL_DEADLINE_SECONDS - 1)
+    assert not tcp.disconnecting
+    harness.clock.advance(1)
+    assert tcp.disconnecting
 
 
 def test_a_chat_is_not_cut_by_the_shell_deadline(harness: SSHHarness) -> None:
@@ -448,12 +461,12 @@ def test_a_command_is_refused_with_a_message(
 def test_an_ordinary_logout_logs_nothing_from_conch(
     harness: SSHHarness, logged: list[dict[str, Any]]
 ) -> None:
-    """A client's normal goodbye (disconnect code 11) is no error in the log."""
+    """A client's normal goodbye (disconnect code 11) logs nothing (conch said "error")."""
     _, client, pump = harness.connect()
     logged.clear()
     client.sendPacket(MSG_DISCONNECT, struct.pack(">L", DISCONNECT_BY_APPLICATION) + NS(b"bye"))
     pump.flush()
-    assert [e for e in logged if e.get("log_namespace", "").startswith("twisted.conch")] == []
+    assert [e for e in logged if not e["log_namespace"].startswith("tests.")] == []
 
 
 def test_a_malformed_message_drops_the_connection_without_a_traceback(
