@@ -22,9 +22,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from chatd.admission import admission_key
 from chatd.store import Account
 from chatd.text import alias_key
-from chatd.throttle import PasswordThrottle, Quota, address_key
+from chatd.throttle import PasswordThrottle, Quota
 
 MIN_PASSWORD_CHARS = 8
 # A wrong password is answered only after this long, to slow down guessing. The
@@ -164,7 +165,7 @@ class Accounts:
         check_new_password(password)
         if self.is_registered(alias):
             return False
-        quota_key = None if host is None else address_key(host)
+        quota_key = None if host is None else admission_key(host)
         if quota_key is not None and (wait := self._registrations.take(quota_key)):
             minutes = max(1, round(wait / 60))
             raise RegistrationRefused(

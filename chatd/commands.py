@@ -374,9 +374,8 @@ def _motd(hub: Hub, member: Member, args: str) -> None:
 
 
 def _quit(hub: Hub, member: Member, args: str) -> None:
-    reason = clean_text(args)
     hub.tell(member, Notice("Goodbye."))
-    hub.leave(member, f"Quit: {reason}" if reason else "Quit")
+    hub.quit(member, args)
     member.disconnect("quit")
 
 

@@ -32,6 +32,7 @@ from chatd.commands import run_command
 from chatd.events import Error, Event, Notice
 from chatd.flood import FloodGate, FloodLimits
 from chatd.hub import Hub
+from chatd.passwords import PasswordsBusy
 from chatd.sendqueue import BoundedSender
 from chatd.store import Account, Ban
 from chatd.telnet import TelnetFilter
@@ -269,7 +270,11 @@ class ChatProtocol(LineReceiver):
     async def _authenticate(self, alias: str, password: str) -> None:
         assert self.hub.accounts is not None
         try:
-            account = await self.hub.accounts.authenticate(alias, password)
+            account = await self.hub.accounts.authenticate(alias, password, host=self.host)
+        except PasswordsBusy as busy:  # too many checks (here, or of this alias): wait
+            await deferLater(self.factory.clock, WRONG_PASSWORD_DELAY_SECONDS)
+            self._refuse_alias(str(busy))
+            return
         except Exception:
             self.log.failure("cannot check the password of {alias}", alias=alias)
             self._refuse_alias("Passwords cannot be checked right now; try again later.")

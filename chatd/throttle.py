@@ -14,12 +14,12 @@ three registrations an hour.
 
 Both forget keys that have been quiet for a while and, when full, the key
 touched longest ago, so a scan from many addresses costs a bounded table.
-Addresses are keyed as a person is likely to hold them (:func:`address_key`).
+Addresses are keyed as connections are counted
+(:func:`chatd.admission.admission_key`): IPv4 alone, IPv6 by its /64.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ from typing import Generic, TypeVar
 
 from twisted.internet.interfaces import IReactorTime
 
+from chatd.admission import admission_key
 from chatd.passwords import PasswordsBusy
 
 # Checks a key may make since its last success before the waiting starts.
@@ -38,27 +39,8 @@ MAX_WAIT_SECONDS = 60.0
 FORGET_AFTER_SECONDS = 15 * 60.0
 # Keys kept per table; past it, the one touched longest ago is forgotten.
 MAX_TRACKED_KEYS = 4096
-# An IPv6 client is counted by the network of this many leading bits.
-IPV6_PREFIX_BITS = 64
 
 V = TypeVar("V")
-
-
-def address_key(host: str) -> str:
-    """Under what ``host`` is counted: IPv4 alone (also IPv4-mapped), IPv6 by its /64.
-
-    One subscriber is usually given a whole /64, so counting single IPv6
-    addresses would give a guesser 2**64 fresh starts.
-    """
-    try:
-        address = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        return host  # not an IP address (a UNIX socket's path, a test's name)
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network(f"{address}/{IPV6_PREFIX_BITS}", strict=False))
-    return str(address)
 
 
 class _BoundedTable(Generic[V]):
@@ -149,7 +131,7 @@ class PasswordThrottle:
         claims = [
             (table, key)
             for table, key in (
-                (self._addresses, None if host is None else address_key(host)),
+                (self._addresses, None if host is None else admission_key(host)),
                 (self._names, name),
             )
             if key is not None
@@ -170,7 +152,7 @@ class PasswordThrottle:
         if name is not None:
             self._names.discard(name)
         if host is not None:
-            entry = self._addresses.get(address_key(host))
+            entry = self._addresses.get(admission_key(host))
             if entry is not None:
                 entry.count = max(0, entry.count - 1)
                 entry.next_turn = min(entry.next_turn, self._clock.seconds())

@@ -662,3 +662,20 @@ def test_an_rsa_key_of_a_usual_size_is_taken(server: AccountServer) -> None:
     alice = register(server, "alice", "correct-horse")
     alice.type(f"/sshkey add {rsa_key_line(2048)} me@host\n")
     assert alice.lines()[0].endswith("now logs you in as alice, no password asked.")
+
+
+def test_a_guesser_at_the_alias_prompt_is_slowed_then_told_without_a_traceback(
+    server: AccountServer,
+) -> None:
+    """The line protocol's login passes the peer's address, so its guesses back off too."""
+    register(server, "alice", "correct-horse")
+    register(server, "bob", "battery-staple")
+    with capturedLogs() as events:
+        # All at once, at two aliases: six each would not be refused, twelve from one address are.
+        clients = [server.login(("alice", "bob")[n % 2], f"guess{n}") for n in range(12)]
+        for _ in range(200):
+            server.clock.advance(1)
+        answers = [client.lines()[1] for client in clients]
+    assert answers[:2] == ["!!! Wrong password for alice.", "!!! Wrong password for bob."]
+    assert "!!! Too many wrong passwords lately; try again in a minute or two." in answers
+    assert [e for e in events if e["log_level"] in (LogLevel.error, LogLevel.critical)] == []

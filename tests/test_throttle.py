@@ -11,7 +11,6 @@ from chatd.throttle import (
     MAX_WAIT_SECONDS,
     PasswordThrottle,
     Quota,
-    address_key,
 )
 
 
@@ -98,22 +97,6 @@ def test_refused_checks_are_not_counted() -> None:
             throttle.turn("192.0.2.1", None)
     clock.advance(waits[-1] + 1)
     assert throttle.turn("192.0.2.1", None) <= MAX_WAIT_SECONDS
-
-
-@pytest.mark.parametrize(
-    ("host", "key"),
-    [
-        ("192.0.2.1", "192.0.2.1"),
-        ("::ffff:192.0.2.1", "192.0.2.1"),
-        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
-        ("2001:db8:1:2::ffff", "2001:db8:1:2::/64"),
-        ("fe80::1%eth0", "fe80::/64"),
-        ("/run/chatd.sock", "/run/chatd.sock"),
-    ],
-)
-def test_address_key(host: str, key: str) -> None:
-    """IPv4 is counted alone (also IPv4-mapped), IPv6 by its /64, anything else as given."""
-    assert address_key(host) == key
 
 
 def test_quota_allows_so_many_per_window() -> None:
