@@ -29,7 +29,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -414,7 +414,6 @@ class ChatChannel(SSHChannel):
 
     name = b"session"
     _log = CONCH_LOG
-    avatar: ChatUser
     conn: ChatConnection
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -427,7 +426,11 @@ class ChatChannel(SSHChannel):
 
     @property
     def _ssh(self) -> ChatSSHTransport:
-        return self.conn.transport  # type: ignore[no-any-return]
+        return cast(ChatSSHTransport, self.conn.transport)
+
+    @property
+    def _user(self) -> ChatUser:
+        return cast(ChatUser, self.avatar)
 
     def requestReceived(self, requestType: bytes, data: bytes) -> int:
         """Answer the requests a chat needs; refuse the rest without a log line."""
@@ -467,7 +470,7 @@ class ChatChannel(SSHChannel):
         self._ssh.shell_opened()
         peer = self._ssh.transport.getPeer()
         self.terminal = ChatServerProtocol(
-            ChatTerminal, self.avatar.chat, self.avatar.login, peer, self
+            ChatTerminal, self._user.chat, self._user.login, peer, self
         )
         self.terminal.makeConnection(ChannelTransport(self))
         if self.terminal.terminalProtocol is not None:
@@ -483,7 +486,7 @@ class ChatChannel(SSHChannel):
 
     def _refuse(self, message: bytes) -> None:
         """Say why on stderr, exit with status 1, close: after the request's reply."""
-        self.avatar.chat.clock.callLater(0, self._say_and_close, message)
+        self._user.chat.clock.callLater(0, self._say_and_close, message)
 
     def _say_and_close(self, message: bytes) -> None:
         if self._gone or self.closing:
@@ -597,7 +600,7 @@ class ChatTerminal(recvline.HistoricRecvLine):
             return
         self.session = session
         ensureDeferred(self._take_alias(session)).addErrback(
-            log.failure, "SSH login of {alias}", alias=self._login.alias
+            lambda failure: log.failure("SSH login of {alias}", failure, alias=self._login.alias)
         )
 
     async def _take_alias(self, session: SSHChatSession) -> None:
@@ -788,16 +791,13 @@ class ChatSSHFactory(SSHFactory):
     """The SSH server: chatd's transport, login and connection services."""
 
     protocol = ChatSSHTransport
-    services: ClassVar[dict[bytes, type]] = {
-        b"ssh-userauth": ChatUserAuth,
-        b"ssh-connection": ChatConnection,
-    }
     noisy = False  # the listening port already logs where it listens
     _log = CONCH_LOG  # it would log a line per connection about DH moduli
 
     def __init__(self, chat: ChatFactory, portal: Portal, key: keys.Key) -> None:
         self.chat = chat
         self.portal = portal
+        self.services = {b"ssh-userauth": ChatUserAuth, b"ssh-connection": ChatConnection}
         self.publicKeys = {key.sshType(): key.public()}
         self.privateKeys = {key.sshType(): key}
 
