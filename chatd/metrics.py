@@ -3,7 +3,8 @@
 Served by ``prometheus_client``'s Twisted resource on ``twisted.web``, from a
 registry of chatd's own (not the library's global one). Everything is read when
 scraped, from counters the hub, the protocol factory and the store keep as plain
-integers: see :mod:`chatd.counters`.
+integers: see :mod:`chatd.counters`. The HTTP limits (no request bodies, a
+deadline for the request head, no access log) are those of :mod:`chatd.httpsite`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prometheus_client.twisted import MetricsResource
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from chatd.httpsite import NOT_FOUND, GuardedSite
 from chatd.protocol import ChatFactory
 from chatd.store import Store
 
@@ -96,16 +98,15 @@ def metrics_site(factory: ChatFactory, store: Store) -> Site:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ChatCollector(factory, store))  # type: ignore[arg-type]
     metrics = MetricsResource(registry=registry)
-    root = Resource()
+    root = MetricsRoot()
     root.putChild(b"", metrics)
     root.putChild(b"metrics", metrics)
-    site = QuietSite(root)
-    site.noisy = False
-    return site
+    return GuardedSite(root, reactor=factory.clock)
 
 
-class QuietSite(Site):
-    """A site that keeps no access log: a scrape every few seconds would fill chatd's log."""
+class MetricsRoot(Resource):
+    """``/`` and ``/metrics``; anything else is not found, quietly (twisted.web's own
+    not-found page logs each HEAD request for it)."""
 
-    def log(self, request: object) -> None:
-        pass
+    def getChild(self, path: bytes, request: object) -> Resource:
+        return NOT_FOUND
