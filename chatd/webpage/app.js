@@ -8,9 +8,18 @@ const statusLine = document.getElementById("status");
 const roomName = document.getElementById("room");
 const topicLine = document.getElementById("topic");
 
+// The server asks for a registered alias's password with this notice.
+const PASSWORD_PROMPT = / is registered\. Password:$/;
+
 let socket = null;
+// The alias and room of this tab, kept across reconnects (and reloads).
 let alias = sessionStorage.getItem("chatd-alias");
 let room = sessionStorage.getItem("chatd-room");
+// Whether the server has welcomed us on this connection: until then, what is
+// typed is an alias or a password, never chat.
+let welcomed = false;
+// The room to go back to once welcomed again after a reconnect.
+let rejoin = null;
 let retry = 0;
 
 function show(text, kind, at) {
@@ -55,12 +64,15 @@ const render = {
   },
   room: (e) => {
     if (e.welcome) {
+      welcomed = true;
       alias = e.welcome;
       sessionStorage.setItem("chatd-alias", alias);
     }
     setRoom(e.room, e.topic);
     const more = e.present > e.names.length ? ", …" : "";
     show("You are in " + e.room + " (" + e.present + "): " + e.names.join(", ") + more, "notice");
+    if (e.welcome && rejoin && rejoin !== e.room) socket.send("/join " + rejoin);
+    if (e.welcome) rejoin = null;
   },
   who: (e) => show((e.room ? "In " + e.room : "Online") + " (" + e.names.length + "): " + e.names.join(", "), "who"),
   rooms: (e) => e.rooms.forEach((r) => show(r.name + " (" + r.members + ")" + (r.topic ? ": " + r.topic : ""), "who")),
@@ -79,22 +91,33 @@ const render = {
     }
     show("End of history.", "notice");
   },
-  notice: (e) => e.text.split("\n").forEach((t) => show(t, "notice")),
+  notice: (e) => {
+    e.text.split("\n").forEach((t) => show(t, "notice"));
+    if (!welcomed && PASSWORD_PROMPT.test(e.text)) askPassword(true);
+  },
   error: (e) => show("!!! " + e.text, "error"),
 };
+
+function askPassword(asking) {
+  input.type = asking ? "password" : "text";
+  input.autocomplete = asking ? "current-password" : "off";
+  input.placeholder = asking ? "Password" : (welcomed ? input.placeholder : "Choose an alias");
+  input.focus();
+}
 
 function connect() {
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
   socket = new WebSocket(scheme + location.host + "/ws");
   statusLine.textContent = "connecting…";
   statusLine.classList.remove("down");
-  let rejoining = alias !== null;
+  welcomed = false;
+  askPassword(false);
   socket.onopen = () => {
     retry = 0;
     statusLine.textContent = "connected";
-    if (rejoining) {  // back after a drop: the same alias, and the same room
-      socket.send(alias + (room && room !== "#lobby" ? "\n/join " + room : ""));
-      rejoining = false;
+    if (alias !== null) {  // back after a drop: the same alias, then (once welcomed) the same room
+      rejoin = room;
+      socket.send(alias);
     }
   };
   socket.onmessage = (message) => {
@@ -116,14 +139,19 @@ document.getElementById("form").addEventListener("submit", (submitted) => {
   submitted.preventDefault();
   const text = input.value;
   if (!text || !socket || socket.readyState !== WebSocket.OPEN) return;
+  const password = input.type === "password";
   socket.send(text);
+  input.value = "";
+  if (password) {  // never shown, never kept
+    askPassword(false);
+    return;
+  }
   if (text.trim().toLowerCase() === "/quit" || text.toLowerCase().startsWith("/quit ")) {
     alias = null;
     sessionStorage.removeItem("chatd-alias");
-  } else if (alias && (!text.startsWith("/") || text.startsWith("//"))) {
+  } else if (welcomed && (!text.startsWith("/") || text.startsWith("//"))) {
     show("<" + alias + "> " + (text.startsWith("//") ? text.slice(1) : text), "mine");
   }
-  input.value = "";
 });
 
 connect();

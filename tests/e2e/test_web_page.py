@@ -128,3 +128,50 @@ def test_the_page_reconnects_and_takes_its_alias_and_room_back(tmp_path: Path) -
         finally:
             browser.close()
             daemon.stop()
+
+
+def test_a_registered_alias_reconnects_with_its_password_asked_masked_and_unsent(
+    tmp_path: Path,
+) -> None:
+    """After a restart, the page sends only the alias, masks the password prompt, shows nothing
+    typed there, and goes back to its room once welcomed."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    web_port = probe.getsockname()[1]
+    probe.close()
+    web = ("--web", f"tcp:{web_port}:interface=127.0.0.1", "--data-dir", str(tmp_path / "data"))
+    password = "correct-horse-battery"
+    daemon = start_chatd(tmp_path, *web)
+    daemon.wait_for_ports(2)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = join_page(browser, f"http://127.0.0.1:{web_port}/", "erin")
+            page.fill("#input", f"/register {password}")
+            page.press("#input", "Enter")
+            page.get_by_text("Registered erin").wait_for()
+            page.fill("#input", "/join #back")
+            page.press("#input", "Enter")
+            page.get_by_text("You are in #back (1): erin").wait_for()
+            daemon.stop()
+            page.get_by_text("disconnected; reconnecting…").wait_for()
+            daemon = start_chatd(tmp_path, *web)
+            _, web_port = daemon.wait_for_ports(2)
+            page.get_by_text("erin is registered. Password:").wait_for(timeout=30_000)
+            assert page.get_attribute("#input", "type") == "password"
+            page.fill("#input", password)
+            page.press("#input", "Enter")
+            page.get_by_text("You are in #lobby (1): erin").nth(1).wait_for()
+            page.get_by_text("You are in #back (1): erin").nth(1).wait_for()
+            assert page.get_attribute("#input", "type") == "text"
+            assert password not in page.inner_text("#log")
+            assert "Wrong password" not in page.inner_text("#log")
+            watcher = socket.create_connection((daemon.host, daemon.port), timeout=10)
+            read_until(watcher, b"Choose an alias")
+            watcher.sendall(b"watcher\n/who *\n")
+            who = read_until(watcher, b"erin").decode()
+            assert password not in who
+            watcher.close()
+        finally:
+            browser.close()
+            daemon.stop()
