@@ -11,7 +11,8 @@ would not see, rather than print:
   spaces, word joiners, invisible operators, the BOM, the Mongolian vowel separator, soft
   hyphens and interlinear annotations are invisible, so they make two different strings look
   alike or hide text; tag characters (U+E0000..U+E007F) carry invisible ASCII (and with
-  them go the rare subdivision flags, which fall back to a plain black flag).
+  them go the rare subdivision flags, which fall back to a plain black flag). So do the
+  unassigned code points Unicode keeps for more of these (U+2065, U+FFF0..U+FFF8, plane 14).
 - Line and paragraph separators (U+2028, U+2029): terminals and clients break lines there,
   so one message could pass for two, the second seemingly from someone else.
 - Lone surrogates: they cannot be encoded to UTF-8 at all.
@@ -73,6 +74,9 @@ _BLANK_LETTERS = "\u115f\u1160\u17b4\u17b5\u3164\uffa0"
 # ideographs, 15 and 16 private use), so scanning these costs ~20 ms at import instead of
 # ~180 ms for all of them; a test checks the result against a full scan.
 _SCANNED_CODE_POINTS = (range(0x20000), range(0xE0000, 0xE1000))
+# Unicode reserves these for future invisible characters: whatever of them the running
+# Python does not know yet (category Cn) a newer terminal may already render as nothing.
+_RESERVED_INVISIBLE = (range(0x2065, 0x2066), range(0xFFF0, 0xFFF9), range(0xE0000, 0xE1000))
 _BMP_END = 0x10000
 
 
@@ -96,6 +100,9 @@ def _scan_categories() -> tuple[list[int], list[int]]:
     invisible = set(
         compress(code_points, map(frozenset({"Cf", "Zl", "Zp", "Cs"}).__contains__, categories))
     )
+    invisible.update(
+        cp for cp in chain(*_RESERVED_INVISIBLE) if unicodedata.category(chr(cp)) == "Cn"
+    )
     invisible.difference_update(map(ord, _JOINERS))
     invisible.update(map(ord, _BLANK_LETTERS))
     return list(marks), sorted(invisible)
@@ -117,10 +124,10 @@ def _build_patterns() -> tuple[re.Pattern[str], ...]:
 
     ``re`` looks a character up in a bitmap when it is below U+10000, but then still tries
     every range of the class above U+FFFF one after another, so an exact class with the ~120
-    ranges of such combining marks costs ~150 ns for each character of every line. The exact
-    classes therefore test those ranges only for characters above U+FFFF, and the scans over
-    whole lines use one range per plane instead, from its first such mark or invisible
-    character to its last (which leaves out the emoji, U+1F000 onwards).
+    ranges of such combining marks costs ~150 ns for each character of every line. The scans
+    over whole lines therefore use one range per plane instead, from its first such mark or
+    invisible character to its last (which leaves out the emoji, U+1F000 onwards), and test
+    the exact ranges only on what that finds, or only for characters above U+FFFF.
     """
     marks, invisible = _scan_categories()
     bmp_marks = _char_class(cp for cp in marks if cp < _BMP_END) + _JOINERS
@@ -133,7 +140,9 @@ def _build_patterns() -> tuple[re.Pattern[str], ...]:
         re.compile(rf"[{bmp_invisible}{bmp_marks}{_plane_hulls(marks + invisible)}]"),
         # Lone controls: C0 (tab is handled before), DEL, C1; format characters other
         # than the joiners, line and paragraph separators, surrogates, blank letters.
-        re.compile(rf"[{bmp_invisible}{astral_invisible}]"),
+        re.compile(
+            rf"[{bmp_invisible}{_plane_hulls(invisible)}](?<=[{bmp_invisible}{astral_invisible}])"
+        ),
         # Stretches that might hold too many combining marks, and the exact test for them.
         re.compile(rf"[{bmp_marks}{_plane_hulls(marks)}]{{{MAX_COMBINING_MARKS + 1},}}"),
         re.compile(rf"{mark}{{{MAX_COMBINING_MARKS + 1},}}"),
@@ -144,13 +153,16 @@ def _build_patterns() -> tuple[re.Pattern[str], ...]:
 
 _SUSPECT, _LONE, _MAYBE_MARK_RUN, _MARK_RUN, _STRAY_JOINER = _build_patterns()
 
-_ESCAPE_START = re.compile(r"[\x1b\x90\x98\x9b\x9d\x9e\x9f]")
+_ESCAPE_START = re.compile(r"[\x1b\x8e\x8f\x90\x98\x9b\x9d\x9e\x9f]")
 _ESCAPE = re.compile(
     # CSI (7-bit ESC [ or 8-bit U+009B): parameters, intermediates, final byte.
     r"(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?"
     # OSC, DCS, SOS, PM, APC: a string up to its terminator (BEL, ESC \ or ST),
     # or to the end of the line when the terminator never comes.
     r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    # SS2, SS3 (7-bit ESC N, ESC O or 8-bit): with the one character they shift, as
+    # in the keys of application mode (ESC O A is the up arrow).
+    r"|(?:\x1b[NO]|[\x8e\x8f])[\x20-\x7e]?"
     # Any other escape sequence: ESC, intermediates, one final character.
     r"|\x1b[\x20-\x2f]*[\x30-\x7e]?"
 )

@@ -48,7 +48,11 @@ INVISIBLE = [
     "\ufff9",  # interlinear annotation anchor
     "\ufffa",  # interlinear annotation separator
     "\ufffb",  # interlinear annotation terminator
+    "\U000e0000",  # unassigned tag character
     "\U000e0001",  # language tag
+    "\U000e0fff",  # unassigned, reserved for invisible characters
+    "\u2065",  # unassigned, reserved for invisible characters
+    "\ufff0",  # unassigned, reserved for invisible characters
     "\U000e0041",  # tag latin capital letter A
     "\U000e007f",  # cancel tag
     "\U00013430",  # Egyptian hieroglyph vertical joiner (format, above U+FFFF)
@@ -114,6 +118,9 @@ hostile_text = st.text(
         ("\x9d0;title\x9cosc", "osc"),
         ("\x1bcreset", "reset"),
         ("\x1b(Bcharset", "charset"),
+        ("\x1bOAup arrow", "up arrow"),
+        ("\x1bNxshift", "shift"),
+        ("\x8fPeight-bit ss3", "eight-bit ss3"),
         ("bell\x07 and back\x08space", "bell and backspace"),
         ("del\x7fete", "delete"),
         ("c1\x85next", "c1next"),
