@@ -14,14 +14,14 @@ password at the SSH prompt; any other key for a registered alias leads to the
 chat's own password prompt. The host key is made on first start, in the data
 directory, and reused, so clients can pin it.
 
-An SSH connection carries at most one chat: one session channel at a time,
-with a terminal (``ssh -T`` and ``ssh host command`` get a message and exit
-status 1). conch itself sets no useful time limits and logs freely, so this
-module adds deadlines (logging in, then asking for a shell), one login check
-at a time per connection, bounded output (the channel window *and* the TCP
-write buffer pause the session's send queue), and quiet logs: conch's own
-per-connection chatter is dropped, and each connection this module closes
-says why in one line.
+An SSH connection carries at most one chat, in a session channel with a
+terminal; another shell on it (OpenSSH multiplexing), ``ssh -T`` and
+``ssh host command`` get a message and exit status 1. conch itself sets no
+useful time limits and logs freely, so this module adds deadlines (logging
+in, then asking for a shell), one login check at a time per connection,
+bounded output (the channel window *and* the TCP write buffer pause the
+session's send queue), and quiet logs: conch's own per-connection chatter is
+dropped, and each connection this module closes says why in one line.
 """
 
 from __future__ import annotations
@@ -90,7 +90,9 @@ MAX_AUTH_REQUESTS = 30
 MAX_HISTORY_LINES = 100
 MAX_ESCAPE_BYTES = 32
 DEFAULT_TERMINAL_SIZE = (80, 24)  # columns, rows
-ONE_CHAT_PER_CONNECTION = "one chat per SSH connection: open another connection"
+# A chat's channel, and one more to be told why it cannot have a second chat.
+MAX_CHANNELS_PER_CONNECTION = 2
+ONE_CHAT_PER_CONNECTION = b"One chat per SSH connection: connect again for another.\r\n"
 NO_TERMINAL = b"chatd needs a terminal: run ssh without -T (or with -t).\r\n"
 NO_COMMANDS = b"chatd runs no commands: run ssh without one to chat.\r\n"
 log = Logger(namespace="chatd.ssh")
@@ -464,6 +466,11 @@ class ChatChannel(SSHChannel):
         if self._started:
             return 0
         self._started = True
+        if self._ssh.chatted:
+            # Each chat counts against the connection limits once, when its
+            # connection is accepted: a chat per channel would get round them.
+            self._refuse(ONE_CHAT_PER_CONNECTION)
+            return 1
         if not self._has_pty:
             self._refuse(NO_TERMINAL)
             return 1
@@ -683,13 +690,9 @@ class ChatUser(ConchUser):
     def lookupChannel(
         self, channelType: bytes, windowSize: int, maxPacket: int, data: bytes
     ) -> SSHChannel:
-        """A session channel, unless the connection has one open or has had its chat.
-
-        Each chat counts against the connection limits once, when its connection
-        is accepted: a chat per channel would get round them.
-        """
-        if self.conn.channels or self.conn.transport.chatted:
-            raise ConchError(OPEN_ADMINISTRATIVELY_PROHIBITED, ONE_CHAT_PER_CONNECTION)
+        """A session channel, unless the connection has as many open as it may."""
+        if len(self.conn.channels) >= MAX_CHANNELS_PER_CONNECTION:
+            raise ConchError(OPEN_ADMINISTRATIVELY_PROHIBITED, "too many channels")
         return super().lookupChannel(  # type: ignore[no-any-return]
             channelType, windowSize, maxPacket, data
         )

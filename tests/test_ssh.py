@@ -169,17 +169,23 @@ def test_a_guest_logs_in_with_a_password_and_chats(harness: SSHHarness) -> None:
     assert b"Welcome, alice!" in channel.received
 
 
-def test_a_second_session_channel_is_refused_and_the_first_chat_goes_on(
-    harness: SSHHarness,
-) -> None:
-    """A second session channel on one connection (ControlMaster) is refused with a reason;
-    the first chat is untouched, and leaving frees everything."""
-    _server, client, pump = harness.connect()
+def test_a_second_shell_is_refused_and_the_first_chat_goes_on(harness: SSHHarness) -> None:
+    """A second shell on one connection (ControlMaster) is told why and closed; the first
+    chat is untouched, a third channel at once is refused, and leaving frees everything."""
+    _, client, pump = harness.connect()
     first = harness.shell(client, pump)
-    second = harness.shell(client, pump)
-    assert second.open_failure is not None
-    assert second.open_failure.data == OPEN_ADMINISTRATIVELY_PROHIBITED
-    assert b"one chat per SSH connection" in second.open_failure.value
+    second = ClientChannel(conn=client.conn)
+    client.conn.openChannel(second)
+    pump.flush()
+    third = harness.shell(client, pump)
+    assert third.open_failure is not None
+    assert third.open_failure.data == OPEN_ADMINISTRATIVELY_PROHIBITED
+    client.conn.sendRequest(second, b"pty-req", packRequest_pty_req(b"xterm", SIZE, b""))
+    client.conn.sendRequest(second, b"shell", b"")
+    pump.flush()
+    assert second.errors == ssh.ONE_CHAT_PER_CONNECTION
+    assert second.exit_status == 1
+    assert second.is_closed
     assert not first.is_closed
     assert harness.who() == ["alice"]
     client.transport.loseConnection()
@@ -191,7 +197,7 @@ def test_a_second_session_channel_is_refused_and_the_first_chat_goes_on(
 def test_a_closed_channel_ends_its_chat_and_its_connection_serves_no_other(
     harness: SSHHarness,
 ) -> None:
-    """Closing the channel ends the chat at once (no ghost); the connection then opens no
+    """Closing the channel ends the chat at once (no ghost); the connection then starts no
     second chat, which would get round the connection limits, and is dropped in time."""
     server, client, pump = harness.connect()
     first = harness.shell(client, pump)
@@ -200,7 +206,8 @@ def test_a_closed_channel_ends_its_chat_and_its_connection_serves_no_other(
     assert harness.chat.connections == set()
     assert harness.hub.member_named("alice") is None
     second = harness.shell(client, pump)
-    assert second.open_failure is not None
+    assert second.errors == ssh.ONE_CHAT_PER_CONNECTION
+    assert harness.chat.connections == set()
     harness.clock.advance(ssh.SHELL_DEADLINE_SECONDS)
     assert server.transport.disconnecting
 

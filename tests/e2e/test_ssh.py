@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pty
 import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -201,3 +204,86 @@ def test_without_a_key_guests_type_anything_and_owners_their_password(tmp_path: 
         for terminal in terminals:
             terminal.close()
         daemon.stop()
+
+
+def test_a_second_shell_over_one_connection_is_refused_and_leaves_no_ghost(
+    tmp_path: Path,
+) -> None:
+    """OpenSSH multiplexing (ControlMaster): the second shell on the connection is told why
+    and refused, the first chats on, leaving frees its place, and SIGTERM still stops."""
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    daemon = start_chatd(tmp_path, "--ssh", "tcp:0:interface=127.0.0.1")
+    terminals = []
+    try:
+        _, ssh_port = daemon.wait_for_ports(2)
+        control = ("-o", f"ControlPath={tmp_path}/master", "-o", "ControlPersist=no")
+        by_key = ("-o", "BatchMode=yes", "-i", str(key), *control)
+        master = Terminal(ssh_command(ssh_port, "multi", *by_key, "-o", "ControlMaster=yes"))
+        terminals.append(master)
+        master.expect(b"*** Welcome, multi!")
+        line = daemon.connect()
+        read_until(line, b"Choose an alias")
+        line.sendall(b"liner\n")
+        read_until(line, b"Type /help for commands.\r\n")
+        second = Terminal(ssh_command(ssh_port, "multi", *by_key, "-o", "ControlMaster=no"))
+        terminals.append(second)
+        second.expect(b"One chat per SSH connection")
+        master.type(b"still here\r")
+        read_until(line, b"<multi> still here\r\n")
+        master.close()
+        terminals.remove(master)
+        read_until(line, b"*** multi has left")
+        line.sendall(b"/who\n")
+        assert b"multi" not in read_until(line, b"(1)")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
+    finally:
+        for terminal in terminals:
+            terminal.close()
+        daemon.stop()
+    assert "Traceback" not in daemon.log_text()
+
+
+def test_odd_ssh_requests_get_answers_and_leave_no_traceback(tmp_path: Path) -> None:
+    """``ssh -T``, ``ssh host command``, a resized window and control keys: each gets a
+    defined answer, and the log holds no traceback, warning or error from any of them."""
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    daemon = start_chatd(tmp_path, "--ssh", "tcp:0:interface=127.0.0.1")
+    terminal = None
+    try:
+        _, ssh_port = daemon.wait_for_ports(2)
+        by_key = ("-o", "BatchMode=yes", "-i", str(key))
+        no_pty = subprocess.run(
+            ssh_command(ssh_port, "tee", *by_key, "-T"),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=20,
+        )
+        assert no_pty.returncode == 1
+        assert b"chatd needs a terminal" in no_pty.stderr
+        command = subprocess.run(
+            [*ssh_command(ssh_port, "tee", *by_key), "ls"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=20,
+        )
+        assert command.returncode == 1
+        assert b"chatd runs no commands" in command.stderr
+        terminal = Terminal(ssh_command(ssh_port, "sized", *by_key))
+        terminal.expect(b"*** Welcome, sized!")
+        fcntl.ioctl(terminal.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        os.kill(terminal.pid, signal.SIGWINCH)
+        terminal.type(b"\x01" * 1000 + b"\x1b[Z")
+        terminal.type(b"/who\r")
+        terminal.expect(b"*** In #lobby (1): sized")
+        terminal.type(b"\x04")
+        time.sleep(0.5)
+    finally:
+        if terminal is not None:
+            terminal.close()
+        daemon.stop()
+    log = daemon.log_text()
+    for bad in ("Traceback", "#warn]", "#error]", "#critical]", "Unhandled"):
+        assert bad not in log, log
