@@ -22,10 +22,14 @@ installations can share one Redis by prefix:
     milliseconds) and sets the stream to expire that long after its last write,
     so an idle room's lines go away too; reads drop any line whose ``at`` is past
     the age, so no caller ever sees one.
-``history-rooms``
-    A set of the room keys that have a stream, for :meth:`recent_history_by_room`
-    (rather than a ``SCAN`` of the keyspace). Rooms whose stream has expired are
-    removed when that read finds them empty.
+``history-recent``
+    A sorted set of the room keys that have a stream, scored by the time (Redis'
+    milliseconds) of their last write, so that :meth:`recent_history_by_room`
+    reads only the most recently active rooms, however many there are. With a
+    maximum age, every write removes the rooms whose streams have expired by then;
+    a room that a read finds empty is removed too. (chatd before this kept an
+    unordered set, ``history-rooms``: the first such read ranks its rooms by
+    their newest line into ``history-recent`` and deletes it.)
 ``history-writer:{writer id}``
     The sequence number of the last history batch this store wrote, see below.
 ``account:{alias key}``
@@ -53,13 +57,15 @@ registering the same alias at once cannot both win. The scripts name every key
 they touch, but span several keys, so this is for one Redis, not Redis Cluster.
 
 Chat lines are the hot path: :meth:`RedisStore.append_history` only appends to a
-buffer, and a timer writes it at most ``flush_interval_seconds`` after the first
-line in it, as one script per batch (up to ``MAX_BATCH_ENTRIES`` lines). Redis
-runs a script as one step, so a lost connection cannot cut a batch in half and
-no reader sees half of one. When the write fails (Redis
-down, the link reconnecting), the lines are kept, up to ``max_pending_entries``
-past which the oldest are dropped and counted, and retried with backoff: lines
-said during an outage reach Redis when it is back.
+buffer (compact rows, capped in lines and bytes, as in the SQLite store), and a
+timer writes it at most ``flush_interval_seconds`` after the first line in it,
+or at once when a quarter of the buffer is full, as one script per batch (up to
+``MAX_BATCH_ENTRIES`` lines) until the buffer is empty. Redis runs a script as
+one step, so a lost connection cannot cut a batch in half and no reader sees
+half of one. When the write fails (Redis down, the link reconnecting), the lines
+are kept, up to ``max_pending_entries`` lines and ``max_pending_bytes`` past
+which the oldest are dropped and counted, and retried with backoff: lines said
+during an outage reach Redis when it is back.
 
 A failed write may still have run (the connection died after Redis ran the
 script but before its answer arrived), so retrying blindly could write a batch
@@ -83,7 +89,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
@@ -105,17 +110,25 @@ from twisted.python.failure import Failure
 from chatd.store import (
     FLUSH_INTERVAL_SECONDS,
     HISTORY_PER_ROOM,
+    HISTORY_ROOMS_AT_START,
+    MAX_PENDING_BYTES,
     MAX_PENDING_ENTRIES,
     Account,
+    Backlog,
     Ban,
     HistoryEntry,
     HistoryFlushing,
     NoSuchAccount,
+    PendingRow,
     StoreClosed,
     StoreError,
     StoreNotStarted,
     _check_limits,
     _State,
+    latest_rooms,
+    newest_rooms,
+    row_bytes,
+    unpack_row,
 )
 from chatd.text import alias_key, room_key
 
@@ -129,41 +142,41 @@ READ_CHUNK_ENTRIES = 100
 # How long the record of a writer's last batch outlives the batch: see the module doc.
 WRITER_TTL_SECONDS = 7 * 24 * 3600
 
-# KEYS: the writer record, the rooms set, then one stream key per entry.
+# KEYS: the writer record, the rooms' sorted set, then the stream of each room.
 # ARGV: batch number, writer record TTL, cap per room, max age in ms (0: none),
-# then six per entry: room key, room, kind, alias, text, at.
+# the lines as a JSON list of [stream (0 for the first), room, kind, alias, text,
+# at], then the key of each room, in the order of KEYS.
 # Returns the number of entries written, 0 for a batch written before.
 _WRITE_HISTORY_LUA = """
 local seq = tonumber(ARGV[1])
 if seq <= tonumber(redis.call('GET', KEYS[1]) or '0') then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-local touched, seen = {}, {}
+local now = redis.call('TIME')
+local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local lines = cjson.decode(ARGV[5])
+for _, line in ipairs(lines) do
+  redis.call('XADD', KEYS[line[1] + 3], 'MAXLEN', '~', ARGV[3], '*', 'room', line[2],
+             'kind', line[3], 'alias', line[4], 'text', line[5], 'at', line[6])
+end
 for i = 3, #KEYS do
-  local a = 5 + (i - 3) * 6
-  redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[3], '*', 'room', ARGV[a + 1],
-             'kind', ARGV[a + 2], 'alias', ARGV[a + 3], 'text', ARGV[a + 4], 'at', ARGV[a + 5])
-  if not seen[KEYS[i]] then
-    seen[KEYS[i]] = true
-    touched[#touched + 1] = KEYS[i]
-    redis.call('SADD', KEYS[2], ARGV[a])
-  end
+  redis.call('ZADD', KEYS[2], now_ms, ARGV[i + 3])
 end
 local max_age_ms = tonumber(ARGV[4])
 if max_age_ms > 0 then
-  local now = redis.call('TIME')
-  local min_id = string.format('%.0f', now[1] * 1000 + math.floor(now[2] / 1000) - max_age_ms)
-  for _, key in ipairs(touched) do
-    redis.call('XTRIM', key, 'MINID', '~', min_id)
-    redis.call('PEXPIRE', key, max_age_ms)
+  local min_id = string.format('%.0f', now_ms - max_age_ms)
+  for i = 3, #KEYS do
+    redis.call('XTRIM', KEYS[i], 'MINID', '~', min_id)
+    redis.call('PEXPIRE', KEYS[i], max_age_ms)
   end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. min_id)
 end
-return #KEYS - 2
+return #lines
 """
 
-# KEYS: the rooms set, a room's stream. ARGV: the room key. Forgets a room whose
-# stream has expired; atomic, so a room written meanwhile is never forgotten.
+# KEYS: the rooms' sorted set, a room's stream. ARGV: the room key. Forgets a room
+# whose stream has expired; atomic, so a room written meanwhile is never forgotten.
 _FORGET_EMPTY_ROOM_LUA = """
-if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SREM', KEYS[1], ARGV[1]) end
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('ZREM', KEYS[1], ARGV[1]) end
 return 0
 """
 
@@ -225,10 +238,11 @@ class RedisCommands(Protocol):
 
 @dataclass(slots=True)
 class _Batch:
-    """History lines written by one script, under one sequence number."""
+    """History lines written by one script, under one sequence number, and their bytes."""
 
     seq: int
-    entries: list[HistoryEntry]
+    entries: list[PendingRow]
+    size: int
 
 
 def _redacted(url: str) -> str:
@@ -277,10 +291,15 @@ class RedisStore(HistoryFlushing):
         history_max_age_seconds: float | None = None,
         flush_interval_seconds: float = FLUSH_INTERVAL_SECONDS,
         max_pending_entries: int = MAX_PENDING_ENTRIES,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
         prefix: str = "chatd:",
     ) -> None:
         _check_limits(
-            flush_interval_seconds, history_per_room, history_max_age_seconds, max_pending_entries
+            flush_interval_seconds,
+            history_per_room,
+            history_max_age_seconds,
+            max_pending_entries,
+            max_pending_bytes,
         )
         if clock is None:
             from twisted.internet import reactor
@@ -297,7 +316,8 @@ class RedisStore(HistoryFlushing):
             0 if history_max_age_seconds is None else max(1, round(history_max_age_seconds * 1000))
         )
         self._prefix = prefix
-        self._rooms_key = f"{prefix}history-rooms"
+        self._rooms_key = f"{prefix}history-recent"
+        self._legacy_rooms_key = f"{prefix}history-rooms"
         self._accounts_key = f"{prefix}accounts"
         self._bans_key = f"{prefix}bans"
         self._settings_key = f"{prefix}settings"
@@ -305,12 +325,13 @@ class RedisStore(HistoryFlushing):
         self._writer_key = f"{prefix}history-writer:{secrets.token_hex(8)}"
         self._flush_interval = flush_interval_seconds
         self._max_pending = max_pending_entries
+        self._max_pending_bytes = max_pending_bytes
         self._state = _State.NEW
         # History not yet in Redis, oldest first: a batch being written, or one
         # whose write failed (retried first, as it was), then lines not yet sent.
         self._in_flight: _Batch | None = None
         self._unconfirmed: _Batch | None = None
-        self._pending: deque[HistoryEntry] = deque()
+        self._pending = Backlog()
         self._seq = 0
         self._write_lock = DeferredLock()
         self._flush_call: IDelayedCall | None = None
@@ -358,7 +379,7 @@ class RedisStore(HistoryFlushing):
         return d
 
     def _finish_stop(self, _: object) -> None:
-        lost = self._held() + self._lost
+        lost = self._held()[0] + self._lost
         self._pending.clear()
         self._unconfirmed = None
         self._lost = 0
@@ -377,32 +398,25 @@ class RedisStore(HistoryFlushing):
     # History.
 
     def _cap_pending(self) -> None:
-        if self._held() > self._max_pending:
-            self._drop_oldest()
-
-    def _held(self) -> int:
-        """Lines waiting for Redis, not counting a batch on its way."""
-        unconfirmed = 0 if self._unconfirmed is None else len(self._unconfirmed.entries)
-        return unconfirmed + len(self._pending)
-
-    def _drop_oldest(self) -> None:
-        """Drop the oldest lines held until no more than the cap are, counting them.
+        """Drop the oldest lines held until they fit both caps, counting them.
 
         A failed batch loses lines from its front and keeps its number: Redis has
         taken the whole batch or none of it, so the rest is right either way.
         """
-        excess = self._held() - self._max_pending
-        if excess <= 0:
-            return
-        self._lost += excess
-        if (batch := self._unconfirmed) is not None:
-            dropped = min(excess, len(batch.entries))
-            del batch.entries[:dropped]
-            excess -= dropped
-            if not batch.entries:
-                self._unconfirmed = None
-        for _ in range(excess):
-            self._pending.popleft()
+        while self._over_cap(*self._held()):
+            self._lost += 1
+            if (batch := self._unconfirmed) is not None:
+                batch.size -= row_bytes(batch.entries.pop(0))
+                if not batch.entries:
+                    self._unconfirmed = None
+            else:
+                self._pending.take(1)
+
+    def _held(self) -> tuple[int, int]:
+        """Lines waiting for Redis and their bytes, not counting a batch on its way."""
+        if (batch := self._unconfirmed) is None:
+            return len(self._pending), self._pending.size
+        return len(batch.entries) + len(self._pending), batch.size + self._pending.size
 
     def flush(self) -> Deferred[None]:
         """Write every pending history entry now, in as few scripts as the batch cap allows.
@@ -413,10 +427,6 @@ class RedisStore(HistoryFlushing):
         if (refused := self._refusal("flush")) is not None:
             return refused
         return self._write_lock.run(self._write_pending)
-
-    def _flush_due(self) -> None:
-        self._flush_call = None
-        self.flush().addErrback(lambda _: None)  # already logged by _write_failed
 
     async def _write_pending(self) -> None:
         """Write batches until nothing is held; one at a time (the lock), in order."""
@@ -430,22 +440,27 @@ class RedisStore(HistoryFlushing):
         batch, self._unconfirmed = self._unconfirmed, None
         if batch is None and self._pending:
             self._seq += 1
-            count = min(len(self._pending), MAX_BATCH_ENTRIES)
-            batch = _Batch(self._seq, [self._pending.popleft() for _ in range(count)])
+            rows = self._pending.take(MAX_BATCH_ENTRIES)
+            batch = _Batch(self._seq, rows, sum(map(row_bytes, rows)))
         return batch
 
     def _write_batch(self, batch: _Batch) -> Deferred[None]:
-        keys = [self._writer_key, self._rooms_key]
+        # The lines go as one JSON argument, not six each: the client library
+        # frames every argument in Python, and that, not Redis, was the bottleneck.
+        streams: dict[str, int] = {}
+        lines = []
+        for room, kind, alias, text, at in batch.entries:
+            stream = streams.setdefault(room_key(room), len(streams))
+            lines.append((stream, room, kind, alias, text.decode("utf-8"), _float(at)))
+        keys = [self._writer_key, self._rooms_key, *map(self._history_key, streams)]
         args: list[str | int] = [
             batch.seq,
             WRITER_TTL_SECONDS,
             self.history_per_room,
             self._max_age_ms,
+            json.dumps(lines, ensure_ascii=False, separators=(",", ":")),
+            *streams,
         ]
-        for entry in batch.entries:
-            key = room_key(entry.room)
-            keys.append(self._history_key(key))
-            args += [key, entry.room, entry.kind, entry.alias, entry.text, _float(entry.at)]
         self._in_flight = batch
         started = time.monotonic()
         d = self._eval(_WRITE_HISTORY_LUA, keys, args)
@@ -467,7 +482,7 @@ class RedisStore(HistoryFlushing):
     def _write_failed(self, failure: Failure, batch: _Batch) -> Failure:
         self._in_flight = None
         self._unconfirmed = batch
-        self._drop_oldest()
+        self._cap_pending()
         self._failed_writes += 1
         self._log_failure(
             failure,
@@ -480,7 +495,7 @@ class RedisStore(HistoryFlushing):
             self._schedule_flush(self._retry_delay())
         return failure
 
-    def _unflushed(self) -> Iterator[HistoryEntry]:
+    def _unflushed(self) -> Iterator[PendingRow]:
         """History not known to be in Redis, oldest first.
 
         Read when a query's answer arrives: the link answers in the order it was
@@ -511,27 +526,34 @@ class RedisStore(HistoryFlushing):
     ) -> list[HistoryEntry]:
         cutoff = self._age_cutoff()
         stored = await self._read_room(key, limit, before, cutoff)
-        unflushed = [
-            entry
-            for entry in self._unflushed()
-            if room_key(entry.room) == key and _wanted(entry, before, cutoff)
-        ]
+        of_room = (unpack_row(row) for row in self._unflushed() if room_key(row[0]) == key)
+        unflushed = [entry for entry in of_room if _wanted(entry, before, cutoff)]
         return _merged(stored, unflushed)[-limit:]
 
-    def recent_history_by_room(self, per_room: int) -> Deferred[dict[str, list[HistoryEntry]]]:
-        """The newest ``per_room`` lines of every room, oldest first: to warm a cache.
+    def recent_history_by_room(
+        self, per_room: int, max_rooms: int = HISTORY_ROOMS_AT_START
+    ) -> Deferred[dict[str, list[HistoryEntry]]]:
+        """The newest ``per_room`` lines, oldest first, of the ``max_rooms`` rooms
+        written to most recently (lines not yet sent rank first): to warm a cache
+        with a bounded read however many rooms have history.
 
         Rooms are named as in their newest line.
         """
         if (refused := self._refusal("recent_history_by_room")) is not None:
             return refused
-        if per_room <= 0:
+        if per_room <= 0 or max_rooms <= 0:
             return succeed({})
-        return Deferred.fromCoroutine(self._recent_history_by_room(per_room))
+        return Deferred.fromCoroutine(self._recent_history_by_room(per_room, max_rooms))
 
-    async def _recent_history_by_room(self, per_room: int) -> dict[str, list[HistoryEntry]]:
+    async def _recent_history_by_room(
+        self, per_room: int, max_rooms: int
+    ) -> dict[str, list[HistoryEntry]]:
         cutoff = self._age_cutoff()
-        keys: list[str] = await self._execute("SMEMBERS", self._rooms_key)
+        await self._adopt_legacy_rooms()
+        recent: list[str] = await self._execute("ZREVRANGE", self._rooms_key, 0, max_rooms - 1)
+        # Rooms with lines not yet in Redis rank first: their stored lines are read too.
+        waiting = latest_rooms(((room_key(row[0]), row) for row in self._unflushed()), max_rooms)
+        keys = list(dict.fromkeys([*waiting, *recent]))
         # Every room's read is sent before any answer is awaited: one round trip.
         reads = [
             Deferred.fromCoroutine(self._read_room(key, per_room, None, cutoff)) for key in keys
@@ -547,16 +569,43 @@ class RedisStore(HistoryFlushing):
                 if not entries
             ]
         )
-        unflushed: dict[str, list[HistoryEntry]] = {}
-        for entry in self._unflushed():
-            if _wanted(entry, None, cutoff):
-                unflushed.setdefault(room_key(entry.room), []).append(entry)
-        rooms: dict[str, list[HistoryEntry]] = {}
-        for key in by_key.keys() | unflushed.keys():
-            entries = _merged(by_key.get(key, []), unflushed.get(key, []))[-per_room:]
-            if entries:
-                rooms[entries[-1].room] = entries
-        return rooms
+        unflushed = (
+            (room_key(row[0]), row)
+            for row in self._unflushed()
+            if cutoff is None or row[4] >= cutoff
+        )
+        newest = newest_rooms(
+            {key: entries for key, entries in by_key.items() if entries},
+            unflushed,
+            per_room,
+            max_rooms,
+            _merged,
+        )
+        return {entries[-1].room: entries for entries in newest.values() if entries}
+
+    async def _adopt_legacy_rooms(self) -> None:
+        """Rank the rooms of a chatd from before ``history-recent`` into it, once.
+
+        Each is scored by its newest stream entry (ids are Redis' milliseconds).
+        ``NX`` leaves a room written since by a newer chatd as it is; two nodes
+        adopting at once do the same thing twice.
+        """
+        keys: list[str] = await self._execute("SMEMBERS", self._legacy_rooms_key)
+        if not keys:
+            return
+        newest = await _gather(
+            [
+                self._execute("XREVRANGE", self._history_key(key), "+", "-", "COUNT", 1)
+                for key in keys
+            ]
+        )
+        scored: list[str | int] = []
+        for key, reply in zip(keys, newest, strict=True):
+            if reply:
+                scored += [int(reply[0][0].partition("-")[0]), key]
+        if scored:
+            await self._execute("ZADD", self._rooms_key, "NX", *scored)
+        await self._execute("DEL", self._legacy_rooms_key)
 
     async def _read_room(
         self, key: str, limit: int, before: float | None, cutoff: float | None

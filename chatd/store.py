@@ -7,9 +7,11 @@ order it was asked for and no two statements ever race on the connection.
 
 Chat lines are the hot path, so :meth:`Store.append_history` only appends to a
 buffer in memory; a timer writes the buffer in one transaction at most
-``flush_interval_seconds`` after the first line in it. Accounts, bans, settings
-and topics are rare and precious, so each change commits before its Deferred
-fires.
+``flush_interval_seconds`` after the first line in it, or at once when a busy
+chat has filled a quarter of the buffer. A line waits as a plain tuple with its
+text in UTF-8 (room and alias are the hub's own strings, shared), and the buffer
+is capped in bytes as well as in lines. Accounts, bans, settings and topics are
+rare and precious, so each change commits before its Deferred fires.
 
 Durability: the database runs in WAL mode with ``synchronous=NORMAL``. A committed
 transaction survives the chatd process being killed, since it is already in the
@@ -33,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
@@ -54,9 +57,22 @@ T = TypeVar("T")
 
 FLUSH_INTERVAL_SECONDS = 0.5
 HISTORY_PER_ROOM = 10_000
-# Lines held in memory while the disk refuses them. At most a few tens of MB even
-# with every line at the protocol's 2 KiB limit; past it the oldest are dropped.
+# Lines held in memory while the disk refuses them or the chat outpaces it, capped
+# in lines and in bytes (past either the oldest are dropped): one batch being
+# written can hold as much again, so history buffers at most twice the bytes.
 MAX_PENDING_ENTRIES = 20_000
+MAX_PENDING_BYTES = 8 * 1024 * 1024
+# Room for a few of the longest lines the protocol lets through.
+MIN_PENDING_BYTES = 64 * 1024
+# What a waiting line costs beyond the bytes of its text: its tuple, the headers of
+# its text and time, its buffer slot (about 170 bytes by bench/history_writer.py).
+PENDING_ENTRY_OVERHEAD_BYTES = 200
+# A write starts before the timer once this fraction of either cap is waiting, so
+# a fast chat is written in batches that grow with the backlog, not dropped.
+EARLY_WRITE_FRACTION = 0.25
+# Rooms whose history is read at start: the most recently active; others are
+# read when somebody opens them (recent_history), however many rooms exist.
+HISTORY_ROOMS_AT_START = 100
 BUSY_TIMEOUT_SECONDS = 5.0
 # Longest wait between attempts to write history while writes keep failing.
 MAX_RETRY_SECONDS = 30.0
@@ -86,9 +102,8 @@ class HistoryEntry(NamedTuple):
 
     A named tuple, in the order of the table's columns, because one is made for
     every chat line: it is several times cheaper to build than a frozen
-    dataclass, and the database thread hands a batch to ``executemany`` as it is,
-    with no per-row Python work while it holds the GIL. Its kind is checked where
-    it enters the store (:meth:`Store.append_history`).
+    dataclass. A store keeps it as a :data:`PendingRow` until it is written. Its
+    kind is checked where it enters the store (:meth:`Store.append_history`).
     """
 
     room: str
@@ -213,10 +228,46 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    (
+        # Each room's newest line, so that the most recently active rooms are an
+        # index walk however many rooms ever spoke. A room whose lines are all
+        # pruned by age is removed; the store keeps it up to date on every write.
+        """
+        CREATE TABLE history_rooms (
+            room TEXT PRIMARY KEY,
+            last_id INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX history_rooms_last_id ON history_rooms (last_id)",
+        """
+        INSERT INTO history_rooms (room, last_id)
+        SELECT room, MAX(id) FROM history GROUP BY room
+        """,
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_INSERT_HISTORY_SQL = "INSERT INTO history (room, kind, alias, text, at) VALUES (?, ?, ?, ?, ?)"
+# Lines inserted by one statement at most (SQLite's cap on parameters permitting).
+# One statement for many rows, not executemany: sqlite3 lets go of the GIL and
+# takes it back for every row it steps, and with the reactor busy each take-back
+# waits; one step per statement made the writer 4 times faster under a flood.
+INSERT_ROWS_PER_STATEMENT = 1000
+_HISTORY_COLUMNS = 5
+
+
+def _insert_history_sql(rows: int) -> str:
+    """An INSERT of ``rows`` lines; texts come as UTF-8 bytes (see PendingRow), made
+    TEXT again by SQLite itself."""
+    values = ", ".join(["(?, ?, ?, CAST(? AS TEXT), ?)"] * rows)
+    return f"INSERT INTO history (room, kind, alias, text, at) VALUES {values}"
+
+
+# Records a room's newest line, after its lines of a batch are in.
+_NOTE_ROOM_SQL = """
+    INSERT INTO history_rooms (room, last_id)
+    SELECT ?1, MAX(id) FROM history WHERE room = ?1
+    ON CONFLICT (room) DO UPDATE SET last_id = excluded.last_id
+"""
 # Deletes the room's lines beyond the newest N: the subquery steps N entries down
 # the (room, id) index and the delete takes the range below, O(N + deleted).
 _PRUNE_ROOM_SQL = """
@@ -225,21 +276,20 @@ _PRUNE_ROOM_SQL = """
     )
 """
 _PRUNE_AGE_SQL = "DELETE FROM history WHERE at < ?"
+# After pruning by age: a room whose newest line is older than every line left has
+# none left. A room whose lines were all pruned while an older line of another room
+# survived (times said out of write order) stays listed; reads skip it, as empty.
+_FORGET_PRUNED_ROOMS_SQL = """
+    DELETE FROM history_rooms
+    WHERE last_id < IFNULL((SELECT MIN(id) FROM history), 9223372036854775807)
+"""
 _RECENT_HISTORY_SQL = """
     SELECT room, kind, alias, text, at FROM history
     WHERE room = ?1 AND (?2 IS NULL OR at < ?2)
     ORDER BY id DESC LIMIT ?3
 """
-# The distinct rooms, one index probe per room rather than a scan of every line.
-_ROOMS_SQL = """
-    WITH RECURSIVE rooms (room) AS (
-        SELECT MIN(room) FROM history
-        UNION ALL
-        SELECT (SELECT MIN(room) FROM history WHERE room > rooms.room)
-        FROM rooms WHERE rooms.room IS NOT NULL
-    )
-    SELECT room FROM rooms WHERE room IS NOT NULL
-"""
+# The most recently active rooms, newest first: a walk down the last_id index.
+_RECENT_ROOMS_SQL = "SELECT room FROM history_rooms ORDER BY last_id DESC LIMIT ?"
 
 
 @contextmanager
@@ -284,6 +334,119 @@ def _history_entry(row: tuple[Any, ...]) -> HistoryEntry:
     return HistoryEntry._make(row)
 
 
+PendingRow = tuple[str, str, str, bytes, float]
+"""A line waiting to be written: a :class:`HistoryEntry` with its text in UTF-8.
+
+A plain tuple that shares the entry's room, kind, alias and time objects: only the
+text is new, and UTF-8 is the smallest form of it (a str with one emoji takes four
+bytes per character). A text Python cannot encode (a lone surrogate) is written
+with ``?`` in its place rather than failing every batch it is in.
+"""
+
+
+def pending_row(entry: HistoryEntry) -> PendingRow:
+    """``entry`` as it waits in a store's buffer."""
+    room, kind, alias, text, at = entry
+    return (room, kind, alias, text.encode("utf-8", "replace"), at)
+
+
+def unpack_row(row: PendingRow) -> HistoryEntry:
+    """The entry a waiting line stands for, to answer a read."""
+    room, kind, alias, text, at = row
+    return HistoryEntry(room, kind, alias, text.decode("utf-8"), at)
+
+
+def row_bytes(row: PendingRow) -> int:
+    """What a waiting line costs in memory, near enough to cap the buffer by."""
+    return len(row[3]) + PENDING_ENTRY_OVERHEAD_BYTES
+
+
+def _concatenated(stored: list[HistoryEntry], unflushed: list[HistoryEntry]) -> list[HistoryEntry]:
+    return [*stored, *unflushed]
+
+
+def newest_rooms(
+    stored: dict[str, list[HistoryEntry]],
+    unflushed: Iterable[tuple[str, PendingRow]],
+    per_room: int,
+    max_rooms: int,
+    merge: Callable[[list[HistoryEntry], list[HistoryEntry]], list[HistoryEntry]] = _concatenated,
+) -> dict[str, list[HistoryEntry]]:
+    """What ``recent_history_by_room`` answers, from a store's read and its unflushed lines.
+
+    ``stored`` has the stored rooms' newest lines, the most recently active room
+    first, under the store's own room key; ``unflushed`` the lines not yet
+    stored, oldest first, each with its room key; ``merge`` joins the two for a
+    room. Rooms with unflushed lines spoke after every stored line, so they rank
+    first, the one spoken in last first; ``max_rooms`` of all are kept.
+    """
+    waiting = latest_rooms(unflushed, max_rooms)
+    ranked = [*waiting, *(key for key in stored if key not in waiting)]
+    newest: dict[str, list[HistoryEntry]] = {}
+    for key in ranked[:max_rooms]:
+        rows = waiting.get(key, [])[-per_room:]
+        newest[key] = merge(stored.get(key, []), [unpack_row(row) for row in rows])[-per_room:]
+    return newest
+
+
+def latest_rooms(
+    unflushed: Iterable[tuple[str, PendingRow]], max_rooms: int
+) -> dict[str, list[PendingRow]]:
+    """The ``max_rooms`` rooms of the newest of ``unflushed`` (oldest first, each with
+    its room key), the one spoken in last first, with their lines oldest first."""
+    waiting: dict[str, list[PendingRow]] = {}
+    for key, row in unflushed:
+        # Re-inserted at each line, so that the dict ends ordered by newest line.
+        rows = waiting.pop(key, None) or []
+        rows.append(row)
+        waiting[key] = rows
+    latest = list(waiting)[: -max_rooms - 1 : -1]
+    return {key: waiting[key] for key in latest}
+
+
+class Backlog:
+    """Lines waiting to be written, oldest first, and the bytes they take.
+
+    Both stores keep their pending lines in one; :attr:`size` is kept with every
+    change so that capping the buffer by bytes costs nothing per line.
+    """
+
+    __slots__ = ("_rows", "size")
+
+    def __init__(self) -> None:
+        self._rows: deque[PendingRow] = deque()
+        self.size = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[PendingRow]:
+        return iter(self._rows)
+
+    def append(self, row: PendingRow) -> None:
+        self._rows.append(row)
+        self.size += row_bytes(row)
+
+    def take(self, count: int) -> list[PendingRow]:
+        """Remove and return the oldest ``count`` lines (all of them if fewer wait)."""
+        if count >= len(self._rows):
+            rows = list(self._rows)
+            self.clear()
+            return rows
+        rows = [self._rows.popleft() for _ in range(count)]
+        self.size -= sum(map(row_bytes, rows))
+        return rows
+
+    def put_back(self, rows: list[PendingRow]) -> None:
+        """Return ``rows``, older than every line waiting, to the front."""
+        self._rows.extendleft(reversed(rows))
+        self.size += sum(map(row_bytes, rows))
+
+    def clear(self) -> None:
+        self._rows.clear()
+        self.size = 0
+
+
 class _Database:
     """The sqlite3 connection and every SQL statement.
 
@@ -299,6 +462,7 @@ class _Database:
         self._busy_timeout_ms = round(busy_timeout_seconds * 1000)
         self._history_per_room = history_per_room
         self._prune_every = max(1, history_per_room // 10)
+        self._rows_per_insert = INSERT_ROWS_PER_STATEMENT
         # Lines added per room since it was last pruned; a room not listed is
         # pruned at its next write (the count before this process is unknown).
         self._added_since_prune: dict[str, int] = {}
@@ -323,10 +487,13 @@ class _Database:
             if cutoff is not None:
                 with _transaction(connection):
                     connection.execute(_PRUNE_AGE_SQL, (cutoff,))
+                    connection.execute(_FORGET_PRUNED_ROOMS_SQL)
         except BaseException:
             connection.close()
             raise
         self._connection = connection
+        most = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _HISTORY_COLUMNS
+        self._rows_per_insert = min(INSERT_ROWS_PER_STATEMENT, most)
         return journal_mode
 
     def _configure(self, connection: sqlite3.Connection) -> str:
@@ -345,11 +512,14 @@ class _Database:
 
     # History.
 
-    def write_history(self, entries: list[HistoryEntry], cutoff: float | None) -> None:
-        """Insert ``entries`` and prune the rooms they touch, in one transaction."""
-        added = Counter(entry.room for entry in entries)
+    def write_history(self, rows: list[PendingRow], cutoff: float | None) -> None:
+        """Insert ``rows``, note and prune the rooms they touch, in one transaction."""
+        added = Counter(row[0] for row in rows)
         with _transaction(self._db) as db:
-            db.executemany(_INSERT_HISTORY_SQL, entries)
+            for start in range(0, len(rows), self._rows_per_insert):
+                chunk = rows[start : start + self._rows_per_insert]
+                db.execute(_insert_history_sql(len(chunk)), list(chain.from_iterable(chunk)))
+            db.executemany(_NOTE_ROOM_SQL, [(room,) for room in added])
             for room in sorted(added):
                 # Pruning walks the room's newest N index entries, so it is done
                 # once a tenth of N has been added, not on every write: a room
@@ -362,17 +532,23 @@ class _Database:
                     self._added_since_prune[room] = since + added[room]
             if cutoff is not None:
                 db.execute(_PRUNE_AGE_SQL, (cutoff,))
+                db.execute(_FORGET_PRUNED_ROOMS_SQL)
 
     def recent_history(self, room: str, limit: int, before: float | None) -> list[HistoryEntry]:
         """The newest ``limit`` lines of ``room`` (before ``before``), oldest first."""
         rows = self._db.execute(_RECENT_HISTORY_SQL, (room, before, limit)).fetchall()
         return [_history_entry(row) for row in reversed(rows)]
 
-    def recent_history_by_room(self, per_room: int) -> dict[str, list[HistoryEntry]]:
-        """The newest ``per_room`` lines of every room, read from one snapshot."""
+    def recent_history_by_room(
+        self, per_room: int, max_rooms: int, also: list[str]
+    ) -> dict[str, list[HistoryEntry]]:
+        """The newest ``per_room`` lines of the ``max_rooms`` most recently active
+        rooms, newest room first, and of the rooms ``also``, from one snapshot."""
         with _transaction(self._db, "BEGIN") as db:
-            rooms = [room for (room,) in db.execute(_ROOMS_SQL)]
-            return {room: self.recent_history(room, per_room, None) for room in rooms}
+            recent = [room for (room,) in db.execute(_RECENT_ROOMS_SQL, (max_rooms,))]
+            rooms = dict.fromkeys([*also, *recent])
+            by_room = {room: self.recent_history(room, per_room, None) for room in rooms}
+        return {room: entries for room, entries in by_room.items() if entries}
 
     # Accounts.
 
@@ -514,8 +690,10 @@ class HistoryFlushing:
 
     A store that buffers history lines and writes them in batches (SQLite's
     :class:`Store`, :class:`chatd.redisstore.RedisStore`) writes soon after the
-    first line, backs off while writes fail and reports the lines it had to drop.
-    The store keeps the attributes declared here and implements the two hooks.
+    first line, at once when a quarter of its buffer is full (and no write is
+    running: the one running takes the backlog when it ends), backs off while
+    writes fail and reports the lines it had to drop. The store keeps the
+    attributes declared here and implements the hooks.
     """
 
     log: Logger
@@ -526,10 +704,13 @@ class HistoryFlushing:
     _lost: int
     history_max_age_seconds: float | None
     _state: _State
-    _pending: deque[HistoryEntry]
+    _pending: Backlog
+    _max_pending: int
+    _max_pending_bytes: int
+    _write_lock: DeferredLock
     _warned_closed: bool
-    # What runs when the timer fires, and what keeps the buffer under its cap.
-    _flush_due: Callable[[], None]
+    # Writes what is waiting now (see flush), and keeps the buffer under its caps.
+    flush: Callable[[], Deferred[None]]
     _cap_pending: Callable[[], None]
 
     def append_history(self, entry: HistoryEntry) -> None:
@@ -544,10 +725,28 @@ class HistoryFlushing:
         if self._state is not _State.RUNNING:
             self._refuse_entry()
             return
-        self._pending.append(entry)
+        self._pending.append(pending_row(entry))
         self._cap_pending()
-        if self._flush_call is None:
+        if self._backlogged() and not self._write_lock.locked and not self._failed_writes:
+            # While writes fail, the backoff timer alone decides when to try again.
+            self._flush_due()
+        elif self._flush_call is None:
             self._flush_call = self._clock.callLater(self._flush_interval, self._flush_due)
+
+    def _over_cap(self, entries: int, size: int) -> bool:
+        """Whether ``entries`` lines of ``size`` bytes are more than the buffer may hold."""
+        return entries > self._max_pending or size > self._max_pending_bytes
+
+    def _backlogged(self) -> bool:
+        """Whether enough is waiting to write it now rather than at the timer."""
+        return (
+            len(self._pending) >= self._max_pending * EARLY_WRITE_FRACTION
+            or self._pending.size >= self._max_pending_bytes * EARLY_WRITE_FRACTION
+        )
+
+    def _flush_due(self) -> None:
+        self._cancel_flush_timer()
+        self.flush().addErrback(lambda _: None)  # already logged by _write_failed
 
     def _refuse_entry(self) -> None:
         if self._state is _State.NEW:
@@ -618,10 +817,15 @@ class Store(HistoryFlushing):
         history_per_room: int = HISTORY_PER_ROOM,
         history_max_age_seconds: float | None = None,
         max_pending_entries: int = MAX_PENDING_ENTRIES,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
         busy_timeout_seconds: float = BUSY_TIMEOUT_SECONDS,
     ) -> None:
         _check_limits(
-            flush_interval_seconds, history_per_room, history_max_age_seconds, max_pending_entries
+            flush_interval_seconds,
+            history_per_room,
+            history_max_age_seconds,
+            max_pending_entries,
+            max_pending_bytes,
         )
         if reactor is None and (run_in_thread is None or clock is None):
             from twisted.internet import reactor as default_reactor
@@ -642,11 +846,12 @@ class Store(HistoryFlushing):
         self._db = _Database(path, connect, busy_timeout_seconds, history_per_room)
         self._flush_interval = flush_interval_seconds
         self._max_pending = max_pending_entries
+        self._max_pending_bytes = max_pending_bytes
         self._state = _State.NEW
         self._shutdown_trigger: Any = None
         # History not yet on disk: being written (at most one batch), then waiting.
-        self._in_flight: list[HistoryEntry] = []
-        self._pending: deque[HistoryEntry] = deque()
+        self._in_flight: list[PendingRow] = []
+        self._pending = Backlog()
         self._write_lock = DeferredLock()
         self._flush_call: IDelayedCall | None = None
         self._failed_writes = 0
@@ -746,8 +951,8 @@ class Store(HistoryFlushing):
     # History.
 
     def _cap_pending(self) -> None:
-        if len(self._pending) > self._max_pending:
-            self._pending.popleft()
+        while self._pending and self._over_cap(len(self._pending), self._pending.size):
+            self._pending.take(1)
             self._lost += 1
 
     def flush(self) -> Deferred[None]:
@@ -760,22 +965,22 @@ class Store(HistoryFlushing):
             return refused
         return self._write_lock.run(self._write_pending)
 
-    def _flush_due(self) -> None:
-        self._flush_call = None
-        self.flush().addErrback(lambda _: None)  # already logged by _write_failed
-
-    def _write_pending(self) -> Deferred[None]:
-        """Start writing the pending entries; only ever one batch at a time (the lock).
+    async def _write_pending(self) -> None:
+        """Write the pending entries; only ever one batch at a time (the lock).
 
         One batch at a time keeps history in order even when a write fails and its
-        entries go back to the front of the queue.
+        entries go back to the front of the queue. While the chat keeps a backlog
+        waiting, the next batch (all of it) is written as soon as one is done.
         """
         self._cancel_flush_timer()
         self._report_lost()
-        if not self._pending:
-            return succeed(None)
-        batch = list(self._pending)
-        self._pending.clear()
+        while self._pending:
+            await self._write_batch()
+            if not self._backlogged():
+                break
+
+    def _write_batch(self) -> Deferred[None]:
+        batch = self._pending.take(len(self._pending))
         self._in_flight = batch
         started = time.monotonic()
         d = self._run_in_thread(self._db.write_history, batch, self._age_cutoff())
@@ -787,7 +992,7 @@ class Store(HistoryFlushing):
         )
         return d
 
-    def _written(self, _: None, batch: list[HistoryEntry], started: float) -> None:
+    def _written(self, _: None, batch: list[PendingRow], started: float) -> None:
         self._in_flight = []
         self.batches_written += 1
         self.write_seconds += time.monotonic() - started
@@ -797,7 +1002,7 @@ class Store(HistoryFlushing):
             )
             self._failed_writes = 0
 
-    def _write_failed(self, failure: Failure, batch: list[HistoryEntry]) -> Failure:
+    def _write_failed(self, failure: Failure, batch: list[PendingRow]) -> Failure:
         self._in_flight = []
         self._requeue(batch)
         self._failed_writes += 1
@@ -811,16 +1016,12 @@ class Store(HistoryFlushing):
             self._schedule_flush(self._retry_delay())
         return failure
 
-    def _requeue(self, batch: list[HistoryEntry]) -> None:
-        """Put an unwritten batch back in front, dropping the oldest past the cap."""
-        entries = [*batch, *self._pending]
-        excess = len(entries) - self._max_pending
-        if excess > 0:
-            self._lost += excess
-            del entries[:excess]
-        self._pending = deque(entries)
+    def _requeue(self, batch: list[PendingRow]) -> None:
+        """Put an unwritten batch back in front, dropping the oldest past the caps."""
+        self._pending.put_back(batch)
+        self._cap_pending()
 
-    def _unflushed(self) -> Iterator[HistoryEntry]:
+    def _unflushed(self) -> Iterator[PendingRow]:
         """History in memory, oldest first.
 
         Read when a query's answer arrives: results come back from the one thread
@@ -849,26 +1050,34 @@ class Store(HistoryFlushing):
         self, stored: list[HistoryEntry], room: str, limit: int, before: float | None
     ) -> list[HistoryEntry]:
         unflushed = [
-            e for e in self._unflushed() if e.room == room and (before is None or e.at < before)
+            unpack_row(row)
+            for row in self._unflushed()
+            if row[0] == room and (before is None or row[4] < before)
         ]
         return [*stored, *unflushed][-limit:]
 
-    def recent_history_by_room(self, per_room: int) -> Deferred[dict[str, list[HistoryEntry]]]:
-        """The newest ``per_room`` lines of every room, oldest first: to warm a cache."""
+    def recent_history_by_room(
+        self, per_room: int, max_rooms: int = HISTORY_ROOMS_AT_START
+    ) -> Deferred[dict[str, list[HistoryEntry]]]:
+        """The newest ``per_room`` lines, oldest first, of the ``max_rooms`` rooms
+        spoken in most recently (by their newest line, flushed or not): to warm a
+        cache with a bounded read however many rooms ever spoke."""
         if (refused := self._refusal("recent_history_by_room")) is not None:
             return refused
-        if per_room <= 0:
+        if per_room <= 0 or max_rooms <= 0:
             return succeed({})
-        d = self._run_in_thread(self._db.recent_history_by_room, per_room)
-        d.addCallback(self._with_unflushed, per_room)
+        # Rooms with lines in memory rank first: their stored lines are read too.
+        waiting = list(latest_rooms(((row[0], row) for row in self._unflushed()), max_rooms))
+        d = self._run_in_thread(self._db.recent_history_by_room, per_room, max_rooms, waiting)
+        d.addCallback(self._with_unflushed, per_room, max_rooms)
         return d
 
     def _with_unflushed(
-        self, stored: dict[str, list[HistoryEntry]], per_room: int
+        self, stored: dict[str, list[HistoryEntry]], per_room: int, max_rooms: int
     ) -> dict[str, list[HistoryEntry]]:
-        for entry in self._unflushed():
-            stored.setdefault(entry.room, []).append(entry)
-        return {room: entries[-per_room:] for room, entries in stored.items()}
+        return newest_rooms(
+            stored, ((row[0], row) for row in self._unflushed()), per_room, max_rooms
+        )
 
     # Accounts: each change is committed before its Deferred fires.
 
@@ -979,6 +1188,7 @@ def _check_limits(
     history_per_room: int,
     history_max_age_seconds: float | None,
     max_pending_entries: int,
+    max_pending_bytes: int,
 ) -> None:
     """Refuse settings that would make the store write never, or keep nothing."""
     if flush_interval_seconds <= 0:
@@ -989,3 +1199,5 @@ def _check_limits(
         raise ValueError("history_max_age_seconds must be greater than 0 (or None)")
     if max_pending_entries < 1:
         raise ValueError("max_pending_entries must be at least 1")
+    if max_pending_bytes < MIN_PENDING_BYTES:
+        raise ValueError(f"max_pending_bytes must be at least {MIN_PENDING_BYTES}")

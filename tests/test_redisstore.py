@@ -10,7 +10,9 @@ commands on the same link, as another process would see it.
 
 from __future__ import annotations
 
+import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -18,13 +20,16 @@ import pytest
 import pytest_twisted
 import txredisapi
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, fail, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 
 from chatd import redisstore
 from chatd.redisstore import RedisStore
 from chatd.store import (
+    HISTORY_ROOMS_AT_START,
+    MIN_PENDING_BYTES,
+    PENDING_ENTRY_OVERHEAD_BYTES,
     Account,
     Ban,
     HistoryEntry,
@@ -81,6 +86,32 @@ class AnswerLosingLink:
             self.lose_next_eval_answer = False
             return Deferred.fromCoroutine(self._run_then_fail(args))
         return self._link.execute(*args)
+
+
+class CountingLink:
+    """A link that counts the commands it runs, by name."""
+
+    def __init__(self, link: TxRedisLink) -> None:
+        self._link = link
+        self.counts: Counter[str] = Counter()
+
+    def execute(self, *args: str | bytes | int | float) -> Deferred[Any]:
+        self.counts[str(args[0])] += 1
+        return self._link.execute(*args)
+
+
+class InstantLink:
+    """A Redis that takes every history script at once and keeps only the lines' texts."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def execute(self, *args: str | bytes | int | float) -> Deferred[Any]:
+        assert args[0] == "EVAL"
+        keys = int(args[2])
+        lines = json.loads(args[3 + keys + 4])
+        self.texts += [text for _, _, _, _, text, _ in lines]
+        return succeed(len(lines))
 
 
 # Helpers.
@@ -191,6 +222,7 @@ def test_entries_of_unknown_kind_are_refused(store: RedisStore) -> None:
         {"history_per_room": 0},
         {"history_max_age_seconds": 0},
         {"max_pending_entries": 0},
+        {"max_pending_bytes": 1000},
     ],
 )
 def test_nonsense_limits_are_refused(options: dict[str, Any]) -> None:
@@ -286,6 +318,64 @@ async def test_recent_history_by_room(
 
 
 @pytest_twisted.ensureDeferred
+async def test_start_up_read_is_bounded_however_many_rooms_have_history(
+    link: TxRedisLink, server: RedisServer
+) -> None:
+    """With 20,000 rooms in Redis, the start-up read reads only the newest 100 streams."""
+    counting = CountingLink(link)
+    store = make_store(counting, server)
+    for n in range(20_000):
+        store.append_history(line(f"line {n}", room=f"#junk{n}"))
+    await store.flush()
+    await deferLater(reactor, 0.01, lambda: None)  # a later millisecond of Redis' clock
+    store.append_history(line("late", room="#late"))
+    await store.flush()
+    counting.counts.clear()
+    by_room = await store.recent_history_by_room(5)
+    assert len(by_room) == HISTORY_ROOMS_AT_START
+    assert texts(by_room["#late"]) == ["late"]
+    assert counting.counts["XREVRANGE"] == HISTORY_ROOMS_AT_START
+    assert len(await store.recent_history_by_room(5, 3)) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_rooms_with_unsent_lines_rank_first(store: RedisStore) -> None:
+    """The most recently active rooms count lines not yet in Redis, with their stored lines."""
+    for room in ("#a", "#b", "#c"):
+        store.append_history(line(f"{room} 0", room=room))
+        await store.flush()
+        await deferLater(reactor, 0.01, lambda: None)
+    store.append_history(line("#a 1", room="#a"))
+    by_room = await store.recent_history_by_room(5, 2)
+    assert {room: texts(entries) for room, entries in by_room.items()} == {
+        "#a": ["#a 0", "#a 1"],
+        "#c": ["#c 0"],
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_room_set_of_an_older_chatd_is_ranked_once(
+    store: RedisStore, link: TxRedisLink
+) -> None:
+    """Rooms listed in the old unordered set are ranked by their newest line, and it goes."""
+    for room, stream_id in (("#old", "1000-0"), ("#mid", "2000-0"), ("#newer", "3000-0")):
+        await link.execute(
+            "XADD", f"chatd:history:{room}", stream_id, "room", room, "kind", "say",
+            "alias", "a", "text", room, "at", "1.0",
+        )  # fmt: skip
+    await link.execute("SADD", "chatd:history-rooms", "#old", "#mid", "#newer", "#gone")
+    by_room = await store.recent_history_by_room(5, 2)
+    assert {room: texts(entries) for room, entries in by_room.items()} == {
+        "#newer": ["#newer"],
+        "#mid": ["#mid"],
+    }
+    assert await link.execute("EXISTS", "chatd:history-rooms") == 0
+    assert await link.execute("ZRANGE", "chatd:history-recent", 0, -1, "WITHSCORES") == [
+        "#old", "1000", "#mid", "2000", "#newer", "3000",
+    ]  # fmt: skip
+
+
+@pytest_twisted.ensureDeferred
 async def test_retention_by_count(link: TxRedisLink, server: RedisServer) -> None:
     """A room's stream is capped near ``history_per_room`` (Redis trims whole nodes)."""
     store = make_store(link, server, history_per_room=10)
@@ -322,14 +412,14 @@ async def test_expired_rooms_are_forgotten(link: TxRedisLink, server: RedisServe
     store = make_store(link, server, history_max_age_seconds=0.05)
     store.append_history(line("brief"))
     await store.flush()
-    assert await link.execute("SMEMBERS", "chatd:history-rooms") == ["#lobby"]
+    assert await link.execute("ZRANGE", "chatd:history-recent", 0, -1) == ["#lobby"]
 
     async def expired() -> bool:
         return not await link.execute("EXISTS", "chatd:history:#lobby")
 
     await wait_until(expired)
     assert await store.recent_history_by_room(5) == {}
-    assert await link.execute("SMEMBERS", "chatd:history-rooms") == []
+    assert await link.execute("ZRANGE", "chatd:history-recent", 0, -1) == []
 
 
 # History: when Redis is away.
@@ -405,6 +495,39 @@ async def test_buffer_cap_drops_oldest_and_logs(link: TxRedisLink, server: Redis
         await store.flush()
     assert any("2 oldest entries dropped" in error for error in messages(events, LogLevel.error))
     assert await in_redis(link) == ["c", "d", "e"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_buffer_is_capped_in_bytes(link: TxRedisLink, server: RedisServer) -> None:
+    """Long lines held during an outage are capped by ``max_pending_bytes`` (UTF-8 bytes)."""
+    store = make_store(link, server, max_pending_bytes=MIN_PENDING_BYTES)
+    server.stop()
+    long_line = "\N{GRINNING FACE}" * 500  # 2,000 bytes in UTF-8
+    fits = MIN_PENDING_BYTES // (2000 + 3 + PENDING_ENTRY_OVERHEAD_BYTES)
+    with capturedLogs() as events:
+        for n in range(100):
+            store.append_history(line(f"{n:03d}{long_line}"))
+        server.start()
+        await link.connect()
+        await store.flush()
+    assert [text[:3] for text in await in_redis(link)] == [
+        f"{n:03d}" for n in range(100 - fits, 100)
+    ]
+    assert sum(event.get("lost", 0) for event in events) == 100 - fits
+
+
+def test_a_fast_burst_loses_no_line() -> None:
+    """200,000 lines appended at once all reach a Redis that keeps up, in order, though
+    the flush timer never fires: a backlog is written at once, not left to overflow."""
+    link = InstantLink()
+    store = RedisStore(link, "redis://127.0.0.1:1/0", clock=Clock())
+    store.start()
+    with capturedLogs() as events:
+        for n in range(200_000):
+            store.append_history(line(str(n)))
+        store.flush()
+    assert messages(events, LogLevel.error) == []
+    assert link.texts == [str(n) for n in range(200_000)]
 
 
 @pytest_twisted.ensureDeferred
@@ -688,7 +811,7 @@ async def test_the_redis_layout(store: RedisStore, link: TxRedisLink) -> None:
     (writer,) = {key for key in keys if key.startswith("chatd:history-writer:")}
     assert keys - {writer} == {
         "chatd:history:#lobby",
-        "chatd:history-rooms",
+        "chatd:history-recent",
         "chatd:account:alice",
         "chatd:accounts",
         "chatd:sshkeys:alice",

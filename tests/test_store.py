@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
@@ -23,10 +24,16 @@ from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from chatd.store import (
+    _FORGET_PRUNED_ROOMS_SQL,
+    _MIGRATIONS,
+    _NOTE_ROOM_SQL,
     _PRUNE_AGE_SQL,
     _PRUNE_ROOM_SQL,
     _RECENT_HISTORY_SQL,
-    _ROOMS_SQL,
+    _RECENT_ROOMS_SQL,
+    HISTORY_ROOMS_AT_START,
+    MIN_PENDING_BYTES,
+    PENDING_ENTRY_OVERHEAD_BYTES,
     SCHEMA_VERSION,
     Account,
     Ban,
@@ -239,6 +246,7 @@ def test_newer_schema_is_refused(path: Path, clock: Clock) -> None:
         {"history_per_room": 0},
         {"history_max_age_seconds": 0},
         {"max_pending_entries": 0},
+        {"max_pending_bytes": 1000},
     ],
 )
 def test_nonsense_limits_are_refused(path: Path, clock: Clock, options: dict[str, Any]) -> None:
@@ -382,6 +390,71 @@ def test_recent_history_by_room(store: Store) -> None:
     }
 
 
+def test_start_up_read_is_bounded_however_many_rooms_spoke(path: Path, clock: Clock) -> None:
+    """With 20,000 rooms in the file, the start-up read returns only the newest 100,
+    in about 100 queries, not one per room ever used."""
+    connect = RecordingConnect()
+    store = started(path, clock, connect=connect)
+    for n in range(20_000):
+        store.append_history(line(f"line {n}", room=f"#junk{n}"))
+    succeeded(store.flush())
+    connect.statements.clear()
+    by_room = succeeded(store.recent_history_by_room(5))
+    assert len(by_room) == HISTORY_ROOMS_AT_START
+    assert set(by_room) == {f"#junk{n}" for n in range(19_900, 20_000)}
+    assert by_room["#junk19999"] == [line("line 19999", room="#junk19999")]
+    assert connect.count("SELECT") <= HISTORY_ROOMS_AT_START + 1
+    assert len(succeeded(store.recent_history_by_room(5, 3))) == 3
+    succeeded(store.stop())
+
+
+def test_rooms_with_unflushed_lines_rank_first(store: Store) -> None:
+    """The most recently active rooms count lines not yet written, which are newer."""
+    for room in ("#a", "#b", "#c"):
+        store.append_history(line(f"{room} 0", room=room))
+    succeeded(store.flush())
+    store.append_history(line("#a 1", room="#a"))
+    by_room = succeeded(store.recent_history_by_room(5, 2))
+    assert {room: texts(entries) for room, entries in by_room.items()} == {
+        "#a": ["#a 0", "#a 1"],
+        "#c": ["#c 0"],
+    }
+
+
+def test_upgrade_ranks_the_rooms_already_in_the_file(path: Path, clock: Clock) -> None:
+    """A database from before the room index gets one at start, ranked by newest line."""
+    with closing(sqlite3.connect(path)) as db:
+        for migration in _MIGRATIONS[:2]:
+            for statement in migration:
+                db.execute(statement)
+        db.execute("PRAGMA user_version = 2")
+        db.executemany(
+            "INSERT INTO history (room, kind, alias, text, at) VALUES (?, 'say', 'a', ?, 0)",
+            [("#old", "first"), ("#newer", "second"), ("#old", "third"), ("#mid", "fourth")],
+        )
+        db.commit()
+    store = started(path, clock)
+    by_room = succeeded(store.recent_history_by_room(5, 2))
+    assert {room: texts(entries) for room, entries in by_room.items()} == {
+        "#mid": ["fourth"],
+        "#old": ["first", "third"],
+    }
+    succeeded(store.stop())
+
+
+def test_rooms_pruned_empty_by_age_are_forgotten(path: Path, clock: Clock) -> None:
+    """A room whose every line is past the age leaves the index of active rooms."""
+    store = started(path, clock, history_max_age_seconds=60)
+    store.append_history(line("old", room="#quiet", at=0))
+    succeeded(store.flush())
+    clock.advance(100)
+    store.append_history(line("new", room="#busy", at=100))
+    succeeded(store.flush())
+    assert query(path, "SELECT room FROM history_rooms") == [("#busy",)]
+    assert set(succeeded(store.recent_history_by_room(5))) == {"#busy"}
+    succeeded(store.stop())
+
+
 def test_history_entries_round_trip(store: Store) -> None:
     """Every field of an entry, actions included, comes back as it went in."""
     entry = HistoryEntry(room="dev", kind="act", alias="Bob", text="waves ☺", at=1.25)
@@ -484,13 +557,18 @@ def test_history_queries_use_the_indexes(path: Path, clock: Clock) -> None:
         _PRUNE_ROOM_SQL: ("lobby", 3),
         _PRUNE_AGE_SQL: (1.0,),
         _RECENT_HISTORY_SQL: ("lobby", None, 5),
-        _ROOMS_SQL: (),
+        _NOTE_ROOM_SQL: ("lobby",),
+        _FORGET_PRUNED_ROOMS_SQL: (),
+        _RECENT_ROOMS_SQL: (5,),
     }
     for sql, params in plans.items():
         steps = [detail for *_, detail in query(path, "EXPLAIN QUERY PLAN " + sql, *params)]
         touching = [step for step in steps if " history " in f" {step} "]
-        assert touching, steps
         assert all(step.startswith("SEARCH history") for step in touching), steps
+        rooms = [step for step in steps if " history_rooms " in f" {step} "]
+        assert all("INDEX" in step for step in rooms), steps
+        assert touching or rooms, steps
+        assert not any("TEMP B-TREE" in step for step in steps), steps
 
 
 # History: when the disk fails.
@@ -537,18 +615,80 @@ def test_buffer_cap_drops_oldest_and_logs(path: Path, clock: Clock) -> None:
     store = started(path, clock, max_pending_entries=3)
     refuse_history_inserts(path)
     with capturedLogs() as events:
-        for n in range(5):
-            store.append_history(line(f"line {n}"))
-        clock.advance(INTERVAL)
-        store.append_history(line("line 5"))  # requeued behind three kept: one more goes
-        clock.advance(1.0)
+        for n in range(6):
+            store.append_history(line(f"line {n}"))  # the first is written at once, and fails
+        clock.advance(2 * INTERVAL)  # the retry, after the backoff, not at each line
     errors = messages(events, LogLevel.error)
-    assert any("2 oldest entries dropped" in error for error in errors)
-    assert any("1 oldest entries dropped" in error for error in errors)
+    assert len(errors) == 3
+    assert "could not write 1 history entries" in errors[0]
+    assert "3 oldest entries dropped" in errors[1]
+    assert "could not write 3 history entries" in errors[2]
     accept_history_inserts(path)
-    clock.advance(2.0)
+    clock.advance(4 * INTERVAL)
     assert on_disk(path) == ["line 3", "line 4", "line 5"]
     succeeded(store.stop())
+
+
+def test_buffer_is_capped_in_bytes(path: Path, clock: Clock) -> None:
+    """Long lines are capped by ``max_pending_bytes``, counting their UTF-8 bytes."""
+    store = started(path, clock, max_pending_bytes=MIN_PENDING_BYTES)
+    refuse_history_inserts(path)
+    long_line = "\N{GRINNING FACE}" * 500  # 2,000 bytes in UTF-8
+    fits = MIN_PENDING_BYTES // (2000 + 3 + PENDING_ENTRY_OVERHEAD_BYTES)
+    with capturedLogs() as events:
+        for n in range(100):
+            store.append_history(line(f"{n:03d}{long_line}"))
+        clock.advance(30.0)
+        accept_history_inserts(path)
+        clock.advance(30.0)
+    assert [text[:3] for text in on_disk(path)] == [f"{n:03d}" for n in range(100 - fits, 100)]
+    assert sum(event.get("lost", 0) for event in events) == 100 - fits
+    succeeded(store.stop())
+
+
+def test_a_fast_burst_loses_no_line(path: Path, clock: Clock) -> None:
+    """200,000 lines appended at once are all written, in order: a backlog is written
+    at once in growing batches instead of overflowing the buffer before the timer."""
+    store = started(path, clock, history_per_room=1_000_000)
+    with capturedLogs() as events:
+        for n in range(200_000):
+            store.append_history(line(str(n), at=n))
+        succeeded(store.flush())
+    assert messages(events, LogLevel.error) == []
+    assert query(
+        path, "SELECT COUNT(*), MIN(at), MAX(at), SUM(text = CAST(at AS INT)) FROM history"
+    ) == [(200_000, 0.0, 199_999.0, 200_000)]
+    assert store.batches_written < 200_000 / 1_000
+    succeeded(store.stop())
+
+
+def test_waiting_lines_are_compact(path: Path, clock: Clock) -> None:
+    """A line waiting to be written costs at most its UTF-8 text and 300 bytes, even when
+    one emoji would make Python keep it at four bytes per character."""
+    # Nothing is written: the clock stays put and the lines stay under the early write.
+    store = started(path, clock, max_pending_entries=100_000, max_pending_bytes=1 << 30)
+    long_line = "x" * 1999 + "\N{GRINNING FACE}"  # 2,003 bytes in UTF-8, 8 KB as a str
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(2000):
+            store.append_history(
+                HistoryEntry(
+                    "#lobby", "say", "alice", long_line[:-1] + "\N{GRINNING FACE}", float(n)
+                )
+            )
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held / 2000 <= 2003 + 300
+
+
+def test_a_line_utf_8_cannot_encode_does_not_block_the_writer(store: Store, path: Path) -> None:
+    """A lone surrogate is written as "?" rather than failing its batch, and every retry."""
+    store.append_history(line("bad \ud800 half"))
+    store.append_history(line("next"))
+    succeeded(store.flush())
+    assert on_disk(path) == ["bad ? half", "next"]
 
 
 def test_explicit_flush_reports_failure(store: Store, path: Path) -> None:
