@@ -360,6 +360,27 @@ def test_a_few_wrong_passwords_drop_the_connection(harness: SSHHarness) -> None:
     assert len(stub.disconnects) == 1
 
 
+def test_endless_login_requests_drop_the_connection(harness: SSHHarness) -> None:
+    """Login requests that never count as failures ("none", key queries) are capped too."""
+    service, stub = login_service(harness)
+    none = NS(b"guest") + NS(b"ssh-connection") + NS(b"none")
+    for _ in range(ssh.MAX_AUTH_REQUESTS + 1):
+        service.ssh_USERAUTH_REQUEST(none)
+    assert [why for why, _ in stub.drops] == ["too many authentication requests"]
+
+
+def test_a_client_gone_during_the_password_check_gets_no_session(harness: SSHHarness) -> None:
+    """A right password that arrives after the client left starts nothing."""
+    accounts = SlowAccounts()
+    harness.hub.accounts = accounts  # type: ignore[assignment]
+    service, stub = login_service(harness)
+    service.ssh_USERAUTH_REQUEST(password_request(b"reg", b"right"))
+    stub.lost = True
+    accounts.checks[0][3].callback(Account("reg", "hash", 0.0, ()))
+    assert stub.packets == []
+    assert stub.service is service
+
+
 def test_a_banned_alias_is_refused_before_its_login_is_checked(harness: SSHHarness) -> None:
     """A banned alias (key or password) is turned away at the SSH login with the ban message."""
     harness.hub.bans.add(Ban("mallory", "alias", "spam", "op", 0.0, None))
