@@ -273,18 +273,28 @@ class ChatWebSocketFactory(WebSocketServerFactory):
 
 
 def host_name(host_or_origin: str) -> str:
-    """The host name (or address) in a ``Host`` header or an origin, without port or brackets."""
-    netloc = host_or_origin if "//" in host_or_origin else "//" + host_or_origin
+    """The host name (or address) in a ``Host`` header or an origin, without port or brackets.
+
+    Empty for anything a browser would not send as a host (user info, a path,
+    several values).
+    """
+    netloc = host_or_origin.lower().rpartition("//")[2]
+    if any(c in netloc for c in "@/?#\\, "):
+        return ""
     try:
-        return urlsplit(netloc.lower()).hostname or ""
+        return urlsplit("//" + netloc).hostname or ""
     except ValueError:
         return ""
 
 
 def header(request: Request, name: bytes) -> str | None:
-    """A request header as text (undecodable bytes replaced), or None if absent."""
-    value = request.getHeader(name)
-    return None if value is None else value.decode("utf-8", "replace")
+    """A request header as text, or None if absent.
+
+    Undecodable bytes are replaced; several values are joined with commas, as
+    HTTP would read them (and as autobahn does), so two Hosts name no host.
+    """
+    values = request.requestHeaders.getRawHeaders(name)
+    return None if values is None else b",".join(values).decode("utf-8", "replace")
 
 
 MISDIRECTED = Refusal(421, "This server does not serve that host name.")

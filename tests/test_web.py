@@ -357,6 +357,24 @@ def test_the_page_and_websocket_refuse_a_host_that_is_not_this_server() -> None:
 
 
 @pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil@127.0.0.1",
+        "127.0.0.1\r\nHost: evil.example",
+        "evil.example\r\nHost: 127.0.0.1",
+        "127.0.0.1.",
+        "",
+    ],
+)
+def test_the_page_is_refused_to_any_other_host(host: str) -> None:
+    """Another name, user info, two Hosts or none: the page is misdirected (421)."""
+    page = HttpConnection(site_for(Server()))
+    page.send(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    assert page.answer().startswith(b"HTTP/1.1 421 ")
+
+
+@pytest.mark.parametrize(
     "host", [HOST, "localhost:8080", "[::1]:8080", "10.1.2.3", "CHAT.example.org"]
 )
 def test_the_page_is_served_to_its_own_hosts(host: str) -> None:
