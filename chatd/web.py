@@ -72,9 +72,7 @@ PING_SECONDS = 30.0
 # client that does not read would leave the answers in the server's buffers.
 MAX_PINGS_PER_WINDOW = 10
 PING_WINDOW_SECONDS = 10.0
-# WebSocket close codes (RFC 6455, 7.4.1).
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_POLICY_VIOLATION = 1008  # the WebSocket close code (RFC 6455, 7.4.1)
 log = Logger(namespace="chatd.web")
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
@@ -200,6 +198,7 @@ class ChatWebSocket(WebSocketServerProtocol):
         super().onMessageFrameBegin(length)
         self._frames_in_message += 1
         if self._frames_in_message > MAX_FRAMES_PER_MESSAGE:
+            # autobahn's own way out for protocol violations: drops the connection, logs once.
             self._fail_connection(CLOSE_POLICY_VIOLATION, "message in too many frames")
 
     def onPing(self, payload: bytes) -> None:
@@ -237,7 +236,7 @@ class ChatWebSocketFactory(WebSocketServerFactory):
         super().__init__()
         self.chat = chat
         self.origins = {origin.lower().rstrip("/") for origin in origins}
-        self.hosts = {"localhost"} | {host_name(origin) for origin in self.origins}
+        self.hosts = ({"localhost"} | {host_name(origin) for origin in self.origins}) - {""}
         self.setProtocolOptions(
             maxMessagePayloadSize=MAX_MESSAGE_BYTES,
             maxFramePayloadSize=MAX_MESSAGE_BYTES,
