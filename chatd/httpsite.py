@@ -10,7 +10,8 @@ access log. So the channel here:
 - refuses any request body (a ``Content-Length`` above 0, or a
   ``Transfer-Encoding``) as soon as its header is read, before a byte of the body:
   405 for a method other than GET and HEAD, 413 otherwise; then it closes;
-- allows a request head ``MAX_HEAD_BYTES`` and ``MAX_HEADERS`` headers;
+- allows a request head ``MAX_HEAD_BYTES``, a line of it ``MAX_HEAD_LINE_BYTES``,
+  and ``MAX_HEADERS`` headers;
 - gives a client ``HEAD_DEADLINE_SECONDS`` to send a complete request head,
   counted from the connection or from the end of the previous request, however
   slowly it trickles in (an HTTP slowloris), and closes a keep-alive connection
@@ -37,7 +38,9 @@ HEAD_DEADLINE_SECONDS = 10.0
 IDLE_TIMEOUT_SECONDS = 15.0
 # Seconds a timed-out client gets to take its answer before the connection is aborted.
 ABORT_AFTER_SECONDS = 5
-MAX_HEAD_BYTES = 8 * 1024
+# A request head, and one line of it (browsers send every cookie of the host name).
+MAX_HEAD_BYTES = 16 * 1024
+MAX_HEAD_LINE_BYTES = 8 * 1024
 MAX_HEADERS = 50
 BODILESS_METHODS = (b"GET", b"HEAD")
 
@@ -47,7 +50,7 @@ class GuardedChannel(HTTPChannel):
 
     maxHeaders = MAX_HEADERS
     totalHeadersSize = MAX_HEAD_BYTES
-    MAX_LENGTH = MAX_HEAD_BYTES  # one line of the head: LineReceiver closes past it
+    MAX_LENGTH = MAX_HEAD_LINE_BYTES
     _head_deadline: IDelayedCall | None = None
     _abort_call: IDelayedCall | None = None
     upgraded: IProtocol | None = None  # the WebSocket, once handed over
@@ -96,6 +99,10 @@ class GuardedChannel(HTTPChannel):
                 self._refuse(b"405 Method Not Allowed", b"Allow: GET, HEAD\r\n")
             return False
         return super().headerReceived(line)  # type: ignore[no-any-return]
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A line of the head is too long: say so (LineReceiver would just close)."""
+        self._refuse(b"431 Request Header Fields Too Large")
 
     def allHeadersReceived(self) -> None:
         self._stop_head_deadline()

@@ -25,7 +25,7 @@ from twisted.web.server import Site
 from zope.interface import directlyProvides
 
 from chatd.admission import AdmittingFactory, ConnectionLimits, refusal_http
-from chatd.httpsite import HEAD_DEADLINE_SECONDS
+from chatd.httpsite import HEAD_DEADLINE_SECONDS, MAX_HEAD_LINE_BYTES
 from chatd.sendqueue import BoundedSender
 from chatd.web import (
     MAX_FRAMES_PER_MESSAGE,
@@ -431,6 +431,14 @@ def test_a_request_body_is_refused_before_it_is_read() -> None:
         connection.send(head)
         assert connection.answer().split(b" ")[1] == status
         assert connection.closed
+
+
+def test_an_overlong_request_line_is_answered_431() -> None:
+    """A path or header line past the limit gets 431 and a close, not a silent drop."""
+    connection = HttpConnection(site_for(Server()))
+    connection.send(b"GET /" + b"a" * MAX_HEAD_LINE_BYTES + b" HTTP/1.1\r\n")
+    assert connection.answer().startswith(b"HTTP/1.1 431 ")
+    assert connection.closed
 
 
 def test_a_request_head_must_be_complete_within_the_deadline() -> None:
