@@ -249,7 +249,7 @@ class ChatSSHTransport(SSHServerTransport):
         # A paused producer would keep the socket open after its buffer drained.
         self.transport.unregisterProducer()
         super().sendDisconnect(reason, desc)
-        if not self.lost:
+        if not self.lost and self._abort is None:
             self._abort = self.factory.chat.clock.callLater(
                 DISCONNECT_GRACE_SECONDS, self.transport.abortConnection
             )
@@ -332,8 +332,8 @@ class ChatUserAuth(SSHUserAuthServer):
     def _next(self) -> None:
         if self._checking or not self._waiting:
             return
-        if self.transport.lost or self.transport.service is not self:
-            self._waiting.clear()  # gone, or logged in: the rest is moot
+        if self.transport.lost or self.transport.dropped or self.transport.service is not self:
+            self._waiting.clear()  # gone, going, or logged in: the rest is moot
             return
         self._checking = True
         checked = maybeDeferred(self._check, self._waiting.pop(0))
@@ -427,7 +427,8 @@ class ChatChannel(SSHChannel):
         self.terminal: ChatServerProtocol | None = None
 
     @property
-    def _ssh(self) -> ChatSSHTransport:
+    def ssh_transport(self) -> ChatSSHTransport:
+        """The SSH connection this channel belongs to."""
         return cast(ChatSSHTransport, self.conn.transport)
 
     @property
@@ -466,7 +467,7 @@ class ChatChannel(SSHChannel):
         if self._started:
             return 0
         self._started = True
-        if self._ssh.chatted:
+        if self.ssh_transport.chatted:
             # Each chat counts against the connection limits once, when its
             # connection is accepted: a chat per channel would get round them.
             self._refuse(ONE_CHAT_PER_CONNECTION)
@@ -474,8 +475,8 @@ class ChatChannel(SSHChannel):
         if not self._has_pty:
             self._refuse(NO_TERMINAL)
             return 1
-        self._ssh.shell_opened()
-        peer = self._ssh.transport.getPeer()
+        self.ssh_transport.shell_opened()
+        peer = self.ssh_transport.transport.getPeer()
         self.terminal = ChatServerProtocol(
             ChatTerminal, self._user.chat, self._user.login, peer, self
         )
@@ -526,14 +527,14 @@ class ChatChannel(SSHChannel):
         self.conn.sendClose(self)
 
     def stopWriting(self) -> None:
-        self._ssh.flow.hold("window")
+        self.ssh_transport.flow.hold("window")
 
     def startWriting(self) -> None:
-        self._ssh.flow.release("window")
+        self.ssh_transport.flow.release("window")
 
     def abort(self) -> None:
         """Cut the whole connection (a stuck client): everything on it ends at once."""
-        self._ssh.transport.abortConnection()
+        self.ssh_transport.transport.abortConnection()
 
     def closed(self) -> None:
         """The channel is gone, however it went: the terminal and its chat end."""
@@ -541,7 +542,7 @@ class ChatChannel(SSHChannel):
         terminal, self.terminal = self.terminal, None
         if terminal is not None:
             terminal.connectionLost(Failure(ConnectionDone()))
-        self._ssh.channel_closed()
+        self.ssh_transport.channel_closed()
 
 
 class TerminalOutput:
@@ -560,10 +561,10 @@ class TerminalOutput:
         return self._peer
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self._channel._ssh.flow.attach(producer)
+        self._channel.ssh_transport.flow.attach(producer)
 
     def unregisterProducer(self) -> None:
-        self._channel._ssh.flow.attach(None)
+        self._channel.ssh_transport.flow.attach(None)
 
     def pauseProducing(self) -> None:
         """Nothing to pause: the line editor hands over lines one at a time."""
@@ -777,8 +778,9 @@ class PasswordChecker:
         if accounts is None or not accounts.is_registered(alias):
             return SSHLogin(alias)  # a guest: the password is not checked
         password = credentials.password.decode("utf-8", "replace")
+        host = getattr(credentials, "host", None)  # for the accounts' per-address backoff
         try:
-            account = await accounts.authenticate(alias, password, host=credentials.host)
+            account = await accounts.authenticate(alias, password, host=host)
         except PasswordsBusy as busy:  # too many guesses lately: refused unchecked
             raise UnauthorizedLogin("passwords cannot be checked now") from busy
         except Exception as problem:  # the store cannot answer (Redis down, disk error)
