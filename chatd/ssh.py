@@ -90,6 +90,9 @@ MAX_AUTH_REQUESTS = 30
 MAX_HISTORY_LINES = 100
 MAX_ESCAPE_BYTES = 32
 DEFAULT_TERMINAL_SIZE = (80, 24)  # columns, rows
+# Output waiting for the client's window past which its typing is dropped: conch
+# opens the input window again by itself, and every key typed is echoed.
+MAX_UNSENT_BYTES = 64 * 1024
 # A chat's channel, and one more to be told why it cannot have a second chat.
 MAX_CHANNELS_PER_CONNECTION = 2
 ONE_CHAT_PER_CONNECTION = b"One chat per SSH connection: connect again for another.\r\n"
@@ -505,7 +508,8 @@ class ChatChannel(SSHChannel):
         self.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        if self.terminal is not None:
+        """Typing, for the terminal; dropped while the client does not take its output."""
+        if self.terminal is not None and len(self.buf) <= MAX_UNSENT_BYTES:
             self.terminal.dataReceived(data)
 
     def eofReceived(self) -> None:

@@ -439,6 +439,21 @@ def test_a_long_line_and_an_endless_escape_stay_bounded(harness: SSHHarness) -> 
     assert len(getattr(terminal, "escBuf", [])) <= ssh.MAX_ESCAPE_BYTES
 
 
+def test_typing_while_the_window_is_shut_cannot_grow_the_echo(tmp_path: Path) -> None:
+    """A client whose channel window is shut but who keeps typing has its keys dropped once
+    MAX_UNSENT_BYTES of echo wait, instead of the echo growing without end."""
+    harness = SSHHarness(tmp_path, flood=ssh_flood_off())
+    server, client, pump = harness.connect()
+    channel = harness.shell(client, pump)
+    served = channel_of(server)
+    served.remoteWindowLeft = 0  # the client stopped adjusting its window
+    for _ in range(100):
+        client.conn.sendData(channel, b"a" * 1500 + b"\r")
+        pump.flush()
+    assert len(served.buf) <= ssh.MAX_UNSENT_BYTES + 2048
+    assert harness.who() == ["alice"]
+
+
 def channel_of(server: Any) -> Any:
     (channel,) = server.service.channels.values()
     return channel
