@@ -225,9 +225,7 @@ class ChatSSHTransport(SSHServerTransport):
         self._cancel_deadline()
 
     def channel_closed(self) -> None:
-        """A channel went: its window no longer holds anything, and a connection that
-        stays without a chat is dropped in time."""
-        self.flow.release("window")
+        """A channel went: a connection that stays without a chat is dropped in time."""
         if not self.lost and not self.dropped and self._deadline is None:
             self.logged_in()
 
@@ -531,10 +529,13 @@ class ChatChannel(SSHChannel):
         self.conn.sendClose(self)
 
     def stopWriting(self) -> None:
-        self.ssh_transport.flow.hold("window")
+        """The client's window is shut: the chat's output waits (a refusal just buffers)."""
+        if self.terminal is not None:
+            self.ssh_transport.flow.hold("window")
 
     def startWriting(self) -> None:
-        self.ssh_transport.flow.release("window")
+        if self.terminal is not None:
+            self.ssh_transport.flow.release("window")
 
     def abort(self) -> None:
         """Cut the whole connection (a stuck client): everything on it ends at once."""
@@ -545,6 +546,7 @@ class ChatChannel(SSHChannel):
         self._gone = True
         terminal, self.terminal = self.terminal, None
         if terminal is not None:
+            self.ssh_transport.flow.release("window")
             terminal.connectionLost(Failure(ConnectionDone()))
         self.ssh_transport.channel_closed()
 

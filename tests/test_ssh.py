@@ -194,6 +194,29 @@ def test_a_second_shell_is_refused_and_the_first_chat_goes_on(harness: SSHHarnes
     assert harness.hub.member_named("alice") is None
 
 
+def test_only_the_chat_channel_window_pauses_the_chat(harness: SSHHarness) -> None:
+    """A second channel whose window is shut neither pauses the chat's output nor, once
+    closed, lets it resume while the chat's own window is shut."""
+    server, client, pump = harness.connect()
+    harness.shell(client, pump)
+    chat_channel = channel_of(server)
+    sender = harness.hub.member_named("alice")._sender  # type: ignore[union-attr]
+    chat_channel.stopWriting()  # the chat's window shuts
+    assert sender._paused
+    other = ClientChannel(conn=client.conn)
+    client.conn.openChannel(other)
+    pump.flush()
+    (served_other,) = [c for c in server.service.channels.values() if c is not chat_channel]
+    served_other.stopWriting()
+    served_other.startWriting()
+    assert sender._paused
+    client.conn.sendClose(other)
+    pump.flush()
+    assert sender._paused
+    chat_channel.startWriting()
+    assert not sender._paused
+
+
 def test_a_closed_channel_ends_its_chat_and_its_connection_serves_no_other(
     harness: SSHHarness,
 ) -> None:
@@ -455,7 +478,7 @@ def test_typing_while_the_window_is_shut_cannot_grow_the_echo(tmp_path: Path) ->
 
 
 def channel_of(server: Any) -> Any:
-    (channel,) = server.service.channels.values()
+    (channel,) = [c for c in server.service.channels.values() if c.terminal is not None]
     return channel
 
 
