@@ -31,12 +31,14 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
 from chatd import ssh
+from chatd.flood import FloodLimits
 from chatd.hub import Hub
 from chatd.protocol import ChatConfig, ChatFactory
 from chatd.store import Account, Ban
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 SIZE = (24, 80, 0, 0)  # rows, columns, pixels
+NO_FLOOD_LIMIT = FloodLimits(rate=0)
 
 
 class ClientChannel(SSHChannel):
@@ -238,7 +240,7 @@ def test_a_closed_channel_ends_its_chat_and_its_connection_serves_no_other(
 def test_a_full_tcp_buffer_pauses_the_send_queue_until_it_overflows(tmp_path: Path) -> None:
     """A client that opened a huge window but stopped reading the socket is cut off past
     --sendq-bytes, as on the line protocol, instead of growing the server's buffers."""
-    harness = SSHHarness(tmp_path, sendq_bytes=4096, flood=ssh_flood_off())
+    harness = SSHHarness(tmp_path, sendq_bytes=4096, flood=NO_FLOOD_LIMIT)
     server, client, pump = harness.connect()
     harness.shell(client, pump)
     tcp = server.transport
@@ -250,12 +252,6 @@ def test_a_full_tcp_buffer_pauses_the_send_queue_until_it_overflows(tmp_path: Pa
         member.send(b"x" * 100 + b"\r\n")
     assert harness.hub.member_named("alice") is None
     assert harness.hub.counters.disconnects["sendq"] == 1
-
-
-def ssh_flood_off() -> Any:
-    from chatd.flood import FloodLimits
-
-    return FloodLimits(rate=0)
 
 
 def test_a_silent_connection_is_dropped_before_login(
@@ -465,7 +461,7 @@ def test_a_long_line_and_an_endless_escape_stay_bounded(harness: SSHHarness) -> 
 def test_typing_while_the_window_is_shut_cannot_grow_the_echo(tmp_path: Path) -> None:
     """A client whose channel window is shut but who keeps typing has its keys dropped once
     MAX_UNSENT_BYTES of echo wait, instead of the echo growing without end."""
-    harness = SSHHarness(tmp_path, flood=ssh_flood_off())
+    harness = SSHHarness(tmp_path, flood=NO_FLOOD_LIMIT)
     server, client, pump = harness.connect()
     channel = harness.shell(client, pump)
     served = channel_of(server)
