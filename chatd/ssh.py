@@ -93,6 +93,9 @@ DEFAULT_TERMINAL_SIZE = (80, 24)  # columns, rows
 # Output waiting for the client's window past which its typing is dropped: conch
 # opens the input window again by itself, and every key typed is echoed.
 MAX_UNSENT_BYTES = 64 * 1024
+# A channel whose packets may carry less would cost an SSH packet per few bytes
+# of chat (OpenSSH offers 32 KiB).
+MIN_CHANNEL_PACKET_BYTES = 1024
 # A chat's channel, and one more to be told why it cannot have a second chat.
 MAX_CHANNELS_PER_CONNECTION = 2
 ONE_CHAT_PER_CONNECTION = b"One chat per SSH connection: connect again for another.\r\n"
@@ -697,9 +700,12 @@ class ChatUser(ConchUser):
     def lookupChannel(
         self, channelType: bytes, windowSize: int, maxPacket: int, data: bytes
     ) -> SSHChannel:
-        """A session channel, unless the connection has as many open as it may."""
+        """A session channel, unless the connection has as many open as it may, or
+        its packets would be tiny."""
         if len(self.conn.channels) >= MAX_CHANNELS_PER_CONNECTION:
             raise ConchError(OPEN_ADMINISTRATIVELY_PROHIBITED, "too many channels")
+        if maxPacket < MIN_CHANNEL_PACKET_BYTES:
+            raise ConchError(OPEN_ADMINISTRATIVELY_PROHIBITED, "maximum packet size too small")
         return super().lookupChannel(  # type: ignore[no-any-return]
             channelType, windowSize, maxPacket, data
         )

@@ -219,6 +219,17 @@ def test_only_the_chat_channel_window_pauses_the_chat(harness: SSHHarness) -> No
     assert not sender._paused
 
 
+def test_a_channel_with_tiny_packets_is_refused(harness: SSHHarness) -> None:
+    """A channel asking for packets of a few bytes (an SSH packet per byte of chat) is
+    refused at its opening."""
+    _, client, pump = harness.connect()
+    channel = ClientChannel(conn=client.conn, localMaxPacket=1)
+    client.conn.openChannel(channel)
+    pump.flush()
+    assert channel.open_failure is not None
+    assert channel.open_failure.data == OPEN_ADMINISTRATIVELY_PROHIBITED
+
+
 def test_a_closed_channel_ends_its_chat_and_its_connection_serves_no_other(
     harness: SSHHarness,
 ) -> None:
