@@ -131,6 +131,8 @@ class ChatProtocol(LineReceiver):
         why = self._closing_reason
         if why is None:
             why = "Connection closed" if reason.check(ConnectionDone) else "Connection lost"
+            # Closing for good: a password check still running must not join a ghost.
+            self._closing_reason = why
         if self.alias is None:
             self.log.info(
                 "{peer} disconnected before choosing an alias: {why}", peer=self.peer, why=why

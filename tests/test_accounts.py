@@ -679,3 +679,19 @@ def test_a_guesser_at_the_alias_prompt_is_slowed_then_told_without_a_traceback(
     assert answers[:2] == ["!!! Wrong password for alice.", "!!! Wrong password for bob."]
     assert "!!! Too many wrong passwords lately; try again in a minute or two." in answers
     assert [e for e in events if e["log_level"] in (LogLevel.error, LogLevel.critical)] == []
+
+
+def test_a_connection_lost_during_the_password_check_joins_no_ghost(
+    server: AccountServer,
+) -> None:
+    """The right password answered after the client left starts no session."""
+    owner = register(server, "alice", "correct-horse")
+    owner.type("/quit\n")
+    owner.finish_close()
+    server.passwords.hold = True
+    client = server.login("alice", "correct-horse")
+    client.drop()
+    server.passwords.release()
+    server.clock.advance(1)
+    assert server.hub.member_named("alice") is None
+    assert client.protocol not in server.factory.connections
