@@ -247,11 +247,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-# Lines inserted by one statement at most (SQLite's cap on parameters permitting).
-# One statement for many rows, not executemany: sqlite3 lets go of the GIL and
-# takes it back for every row it steps, and with the reactor busy each take-back
-# waits; one step per statement made the writer 4 times faster under a flood.
-INSERT_ROWS_PER_STATEMENT = 1000
+# Lines inserted by one statement at most (SQLite's cap on parameters permitting:
+# 32,766 since 3.32). One statement for many rows, not executemany: sqlite3 lets go
+# of the GIL and takes it back at every statement step, and while the reactor is
+# busy each take-back waits up to the switch interval (5 ms). A batch is cut into
+# statements of powers of two rows, so that a dozen statements, compiled once and
+# cached, serve every batch: compiling one while the reactor is busy takes long.
+INSERT_ROWS_PER_STATEMENT = 4096
 _HISTORY_COLUMNS = 5
 
 
@@ -260,6 +262,19 @@ def _insert_history_sql(rows: int) -> str:
     TEXT again by SQLite itself."""
     values = ", ".join(["(?, ?, ?, CAST(? AS TEXT), ?)"] * rows)
     return f"INSERT INTO history (room, kind, alias, text, at) VALUES {values}"
+
+
+def _statement_sizes(rows: int, most: int) -> Iterator[int]:
+    """``rows`` cut into statements of powers of two, none over ``most`` (one too)."""
+    while rows >= most:
+        yield most
+        rows -= most
+    size = most
+    while rows:
+        size //= 2
+        if rows >= size:
+            yield size
+            rows -= size
 
 
 # Records a room's newest line, after its lines of a batch are in.
@@ -493,7 +508,7 @@ class _Database:
             raise
         self._connection = connection
         most = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _HISTORY_COLUMNS
-        self._rows_per_insert = min(INSERT_ROWS_PER_STATEMENT, most)
+        self._rows_per_insert = min(INSERT_ROWS_PER_STATEMENT, 1 << (most.bit_length() - 1))
         return journal_mode
 
     def _configure(self, connection: sqlite3.Connection) -> str:
@@ -516,9 +531,11 @@ class _Database:
         """Insert ``rows``, note and prune the rooms they touch, in one transaction."""
         added = Counter(row[0] for row in rows)
         with _transaction(self._db) as db:
-            for start in range(0, len(rows), self._rows_per_insert):
-                chunk = rows[start : start + self._rows_per_insert]
-                db.execute(_insert_history_sql(len(chunk)), list(chain.from_iterable(chunk)))
+            start = 0
+            for size in _statement_sizes(len(rows), self._rows_per_insert):
+                chunk = rows[start : start + size]
+                db.execute(_insert_history_sql(size), list(chain.from_iterable(chunk)))
+                start += size
             db.executemany(_NOTE_ROOM_SQL, [(room,) for room in added])
             for room in sorted(added):
                 # Pruning walks the room's newest N index entries, so it is done

@@ -646,6 +646,28 @@ def test_buffer_is_capped_in_bytes(path: Path, clock: Clock) -> None:
     succeeded(store.stop())
 
 
+def test_batches_fit_a_sqlite_with_few_parameters_per_statement(path: Path, clock: Clock) -> None:
+    """A SQLite built with the old cap of 999 parameters still takes every line of a
+    big batch, in statements of few sizes (each compiled once)."""
+    connect = RecordingConnect()
+
+    def old_sqlite(path: Path) -> sqlite3.Connection:
+        connection = connect(path)
+        connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        return connection
+
+    store = started(path, clock, connect=old_sqlite, history_per_room=10_000)
+    for n in range(1000):
+        store.append_history(line(str(n)))
+    succeeded(store.flush())
+    assert on_disk(path) == [str(n) for n in range(1000)]
+    inserts = {
+        s.count("CAST(") for s in connect.statements if s.startswith("INSERT INTO history ")
+    }
+    assert inserts <= {1, 2, 4, 8, 16, 32, 64, 128}
+    succeeded(store.stop())
+
+
 def test_a_fast_burst_loses_no_line(path: Path, clock: Clock) -> None:
     """200,000 lines appended at once are all written, in order: a backlog is written
     at once in growing batches instead of overflowing the buffer before the timer."""
