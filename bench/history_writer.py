@@ -1,0 +1,222 @@
+"""How fast the history writers go, and what a line waiting for one costs in memory.
+
+    python bench/history_writer.py                       # both measurements
+    python bench/history_writer.py --rate 200000 --seconds 3 --text-bytes 64
+
+Throughput: a real :class:`chatd.store.Store` (its own database thread, the real
+reactor) in a temporary directory is fed lines at ``--rate`` lines per second,
+``--chunk`` lines per reactor turn, as a flooding room would feed it through the
+hub, for ``--seconds``; then it is flushed. Reported: the rate offered, the rate
+the lines reached the disk (all of them, from the first append to the last
+commit), lines dropped ("history buffer full") and the batches written. A
+``--rate`` of 0 appends as fast as the reactor can.
+
+With ``--redis``, the same against a :class:`chatd.redisstore.RedisStore` on a
+throwaway ``redis-server`` (started by tests/redisserver.py).
+
+Memory: 20,000 lines held by a store whose writes never end, measured with
+tracemalloc and reported per line beyond the text's own UTF-8 length, for short
+and long lines, ASCII and not.
+
+Benchmark the working tree, or another checkout by putting it first on
+``PYTHONPATH``. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs
+
+# After PYTHONPATH, so that another checkout put there is the one measured.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+
+from chatd.redisaddress import RedisAddress
+from chatd.redislink import RedisLink
+from chatd.redisstore import RedisStore
+from chatd.store import HistoryEntry, Store, run_synchronously
+from tests.redisserver import RedisServer
+
+T = TypeVar("T")
+
+MEMORY_ENTRIES = 20_000
+
+
+def text(n: int, size: int, non_ascii: bool = False) -> str:
+    """Line ``n``, of ``size`` characters (the last one an emoji if asked)."""
+    return f"{n:010d}".ljust(size - 1, "x") + ("\N{GRINNING FACE}" if non_ascii else "x")
+
+
+@dataclass(frozen=True)
+class Load:
+    """The chat offered: ``total`` lines of ``size`` bytes at ``rate`` lines/s, ``chunk``
+    a reactor turn, over ``rooms`` rooms; ``busy``: no idle time between turns."""
+
+    rate: int
+    total: int
+    chunk: int
+    size: int
+    rooms: int
+    busy: bool
+
+
+async def feed(store: Store | RedisStore, load: Load) -> str:
+    """Append the lines of ``load`` and flush; a report line of what was stored."""
+    rate, total, chunk, size, rooms = load.rate, load.total, load.chunk, load.size, load.rooms
+    lines = [text(n, size) for n in range(min(total, 10_000))]
+    sent = 0
+    started = time.monotonic()
+    with capturedLogs() as events:
+        while sent < total:
+            for _ in range(min(chunk, total - sent)):
+                room = f"#room{sent % rooms}"
+                store.append_history(
+                    HistoryEntry(room, "say", "alice", lines[sent % len(lines)], time.time())
+                )
+                sent += 1
+            delay = 0.0
+            if rate:
+                delay = max(0.0, started + sent / rate - time.monotonic())
+            if load.busy and rate:
+                # A reactor with no idle time (relaying the flood) holds the GIL.
+                while time.monotonic() < started + sent / rate:
+                    pass
+                delay = 0.0
+            await task.deferLater(reactor, delay, lambda: None)
+        offered = time.monotonic() - started
+        await store.flush()
+        done = time.monotonic() - started
+    lost = sum(e["lost"] for e in events if e.get("log_level") is LogLevel.error and "lost" in e)
+    stored = sent - lost
+    return (
+        f"{type(store).__name__}, {size}-byte lines in {rooms} room(s):"
+        f" offered {sent / offered:,.0f} lines/s, stored {stored:,} of {sent:,} in"
+        f" {done:.2f}s = {stored / done:,.0f} lines/s; {lost:,} dropped;"
+        f" {store.batches_written} batches"
+    )
+
+
+async def sqlite_throughput(load: Load) -> None:
+    with tempfile.TemporaryDirectory(prefix="chatd-bench-") as directory:
+        path = Path(directory) / "chatd.sqlite3"
+        # Room retention is not what is measured: every line is kept.
+        store = Store(path, history_per_room=load.total)
+        await store.start()
+        report = await feed(store, load)
+        await store.stop()
+        with sqlite3.connect(path) as db:
+            (stored,) = db.execute("SELECT COUNT(*) FROM history").fetchone()
+    print(f"{report} (in the file: {stored:,})")
+
+
+async def redis_throughput(load: Load) -> None:
+    with RedisServer() as server:
+        link = RedisLink(RedisAddress.from_url(server.url))
+        up: Deferred[None] = Deferred()
+        link.channels = ["chatd-bench"]  # the link is up once subscribed too
+        link.on_up = lambda: up.called or up.callback(None)
+        link.start()
+        await up
+        store = RedisStore(link, server.url, history_per_room=load.total)
+        await store.start()
+        report = await feed(store, load)
+        await store.stop()
+        await link.stop()
+    print(report)
+
+
+def never_writing(function: Callable[..., T], /, *args: Any) -> Deferred[T]:
+    """Opens the database, then takes writes that never end: every line stays held."""
+    if function.__name__ == "open":
+        return run_synchronously(function, *args)
+    return Deferred()
+
+
+def memory() -> None:
+    for size, non_ascii in ((64, False), (2048, False), (2048, True)):
+        with tempfile.TemporaryDirectory(prefix="chatd-bench-") as directory:
+            store = Store(
+                Path(directory) / "chatd.sqlite3",
+                clock=Clock(),
+                run_in_thread=never_writing,
+                max_pending_entries=10 * MEMORY_ENTRIES,
+                max_pending_bytes=1 << 40,
+            )
+            store.start()
+            # Each line and its entry are made here and let go, as the hub lets
+            # go of a line once the room's own recent history has moved on:
+            # what is counted is whatever the store keeps.
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(MEMORY_ENTRIES):
+                store.append_history(
+                    HistoryEntry("#lobby", "say", "alice", text(n, size, non_ascii), 1.7e9 + n)
+                )
+            held = tracemalloc.get_traced_memory()[0] - before
+            tracemalloc.stop()
+            utf8 = size + (3 if non_ascii else 0)
+            kind = "non-ASCII" if non_ascii else "ASCII"
+            each = held / MEMORY_ENTRIES
+            print(
+                f"{MEMORY_ENTRIES:,} pending {size}-char {kind} lines: {each:,.0f} bytes each,"
+                f" {each - utf8:,.0f} beyond the UTF-8 text"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--rate", type=int, default=100_000, help="lines/s offered (0: max)")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--chunk", type=int, default=500, help="lines per reactor turn")
+    parser.add_argument("--text-bytes", type=int, default=64)
+    parser.add_argument("--rooms", type=int, default=1)
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--redis", action="store_true", help="a RedisStore, not SQLite")
+    parser.add_argument(
+        "--busy", action="store_true", help="spin between turns, as a saturated reactor"
+    )
+    options = parser.parse_args()
+    if not options.skip_memory:
+        memory()
+    result: list[object] = []
+
+    def run() -> Deferred[None]:
+        measure = redis_throughput if options.redis else sqlite_throughput
+        total = int(options.rate * options.seconds) if options.rate else 200_000
+        return ensureDeferred(
+            measure(
+                Load(
+                    options.rate,
+                    total,
+                    options.chunk,
+                    options.text_bytes,
+                    options.rooms,
+                    options.busy,
+                )
+            )
+        )
+
+    def finished(outcome: object) -> None:
+        result.append(outcome)
+        reactor.stop()  # type: ignore[attr-defined]
+
+    reactor.callWhenRunning(lambda: run().addBoth(finished))  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    if result and hasattr(result[0], "raiseException"):
+        result[0].raiseException()  # type: ignore[union-attr]
+
+
+if __name__ == "__main__":
+    main()
