@@ -388,7 +388,10 @@ def test_kill_9_under_load_loses_nothing_older_than_a_second(tmp_path: Path) -> 
         for thread in threads:
             thread.start()
         time.sleep(0.5)
-        keeper.sendall(b"/register keeper-pass\n/oper root oper-pass\n")
+        # One password command at a time: the second waits for the first's answer.
+        keeper.sendall(b"/register keeper-pass\n")
+        read_until(keeper, b"*** Registered keeper")
+        keeper.sendall(b"/oper root oper-pass\n")
         read_until(keeper, b"*** You are now an operator (root).\r\n")
         keeper.sendall(b"/ban troll trolling\n/motd Under load\n")
         read_until(keeper, b"*** Under load\r\n")
