@@ -35,6 +35,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -428,6 +429,9 @@ class ChatdTarget(Target):
         tracebacks = log.count("Traceback (most recent call last)")
         if tracebacks:
             found.append(f"chatd logged {tracebacks} traceback(s)")
+        dropped = sum(int(n) for n in re.findall(r"history buffer full.*?(\d+) oldest", log))
+        if dropped:
+            found.append(f"chatd's history writer fell behind and dropped {dropped:,} line(s)")
         return found
 
 
