@@ -554,10 +554,7 @@ class ClusterHub(Hub):
     def remote_topic(self, node: str, item: Item) -> None:
         """Someone on ``node`` set or cleared the topic of a room."""
         room_name, topic = str(item["room"]), item.get("topic")
-        if topic:
-            self._topics[room_key(room_name)] = topic
-        else:
-            self._topics.pop(room_key(room_name), None)
+        self._remember_topic(room_name, topic or None)
         if (room := self._rooms.get(room_key(room_name))) is not None:
             room.topic = topic or None
             self._queue(room, TopicChanged(str(item["alias"]), topic or None))
@@ -694,9 +691,12 @@ class ClusterHub(Hub):
             for room, entries in history.items():
                 self._room_history(room).extend(entries)
         self.motd_set_text = motd
-        self._topics = {room_key(room): topic for room, topic in topics.items()}
+        self._topics.clear()
+        for room_name, topic in topics.items():
+            self._remember_topic(room_name, topic)
         for key, room in self._rooms.items():
             room.topic = self._topics.get(key)
+            self._load_topic(room.name)
         self._load_missing_histories()
 
     def load(

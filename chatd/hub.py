@@ -72,6 +72,9 @@ MAX_TOPIC_CHARS = 300
 # lines of --max-line-bytes each).
 HISTORY_KEPT = 100
 HISTORY_ROOMS_KEPT = 200
+# Topics of rooms not open kept in memory (the least recently used beyond that are
+# read from the store again when their room opens).
+TOPICS_KEPT = 1000
 DEFAULT_HISTORY_REPLAY = 20
 MOTD_SETTING = "motd"
 
@@ -98,6 +101,9 @@ class HubStore(Protocol):
 
     def set_topic(self, room: str, topic: str | None, set_by: str) -> Deferred[Any]:
         """Persist a room's topic (None clears it)."""
+
+    def topic(self, room: str) -> Deferred[str | None]:
+        """The topic of ``room`` (in any case), or None if it has none."""
 
 
 class Member(Protocol):
@@ -147,7 +153,9 @@ class Hub:
         self._rooms: dict[str, Room] = {}
         # Totals for the metrics endpoint; front ends count what they receive here too.
         self.counters = Counters()
-        self._topics: dict[str, str] = {}
+        # Room key -> its topic, or None for a room known to have none; bounded
+        # (TOPICS_KEPT), a room's topic is read from the store when it opens.
+        self._topics: OrderedDict[str, str | None] = OrderedDict()
         self._store = store
         # Registered aliases and operators; None runs without them (tests, no store).
         self.accounts = accounts
@@ -232,7 +240,7 @@ class Hub:
             self.bans.add(ban)
         self.motd_set_text = motd
         for room, topic in topics.items():
-            self._topics[room_key(room)] = topic
+            self._remember_topic(room, topic)
             if (open_room := self._rooms.get(room_key(room))) is not None:
                 open_room.topic = topic
         if self.keep_history:
@@ -396,9 +404,7 @@ class Hub:
             if not topic:
                 self.tell(member, Error("An empty topic is not set ('/topic -' clears it)."))
                 return False
-            self._topics[room_key(room.name)] = topic
-        else:
-            self._topics.pop(room_key(room.name), None)
+        self._remember_topic(room.name, topic)
         room.topic = topic
         self._queue(room, TopicChanged(member.alias, topic))  # type: ignore[arg-type]
         if self._store is not None:
@@ -827,8 +833,47 @@ class Hub:
         if room is None:
             room = Room(name, self._topics.get(room_key(name)), self.counters, self._failed)
             self._rooms[room_key(name)] = room
+            self._load_topic(room.name)
             self._load_history(room.name)
         return room
+
+    def _remember_topic(self, room: str, topic: str | None) -> None:
+        """Keep ``room``'s topic (None: it has none) among the TOPICS_KEPT last used."""
+        key = room_key(room)
+        self._topics[key] = topic
+        self._topics.move_to_end(key)
+        while len(self._topics) > TOPICS_KEPT:
+            self._topics.popitem(last=False)
+
+    def _load_topic(self, name: str) -> None:
+        """Read room ``name``'s topic from the store, unless it is known already.
+
+        Only the topics set last are read at start, so that rooms nobody uses
+        cost no memory; when the topic is read, those already in the room are
+        told it (the first to enter was welcomed before the store answered).
+        """
+        if self._store is None or room_key(name) in self._topics:
+            return
+        read = self._store.topic(name)
+        read.addCallbacks(
+            self._topic_read,
+            self._log_store_failure,
+            callbackArgs=(name,),
+            errbackArgs=("reading the topic of {room}",),
+            errbackKeywords={"room": name},
+        )
+
+    def _topic_read(self, topic: str | None, name: str) -> None:
+        key = room_key(name)
+        if key in self._topics:
+            return  # set meanwhile: that one is newer
+        self._remember_topic(name, topic)
+        room = self._rooms.get(key)
+        if room is None or topic is None or room.topic is not None:
+            return
+        room.topic = topic
+        for member in list(room.members):
+            self.tell(member, Notice(f"Topic of {room.name}: {topic}"))
 
     def _load_missing_histories(self) -> None:
         """Read the history of every open room that has none in memory (after a reload)."""

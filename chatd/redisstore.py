@@ -113,6 +113,7 @@ from chatd.store import (
     HISTORY_ROOMS_AT_START,
     MAX_PENDING_BYTES,
     MAX_PENDING_ENTRIES,
+    TOPICS_AT_START,
     Account,
     Backlog,
     Ban,
@@ -805,14 +806,27 @@ class RedisStore(HistoryFlushing):
         )
         await self._execute("HSET", self._topics_key, room_key(room), value)
 
-    def topics(self) -> Deferred[dict[str, str]]:
-        """The topic of every room that has one, under the room's name as last set."""
-        return self._run("topics", self._topics)
+    def topics(self, max_rooms: int = TOPICS_AT_START) -> Deferred[dict[str, str]]:
+        """The topics of the ``max_rooms`` rooms whose topic was set last, newest first,
+        under the room's name as last set."""
+        return self._run("topics", self._topics, max_rooms)
 
-    async def _topics(self) -> dict[str, str]:
+    async def _topics(self, max_rooms: int) -> dict[str, str]:
         stored = _pairs(await self._execute("HGETALL", self._topics_key))
-        topics = [json.loads(value) for value in stored.values()]
-        return {topic["room"]: topic["topic"] for topic in topics}
+        topics = sorted(
+            (json.loads(value) for value in stored.values()),
+            key=lambda topic: topic["set_at"],
+            reverse=True,
+        )
+        return {topic["room"]: topic["topic"] for topic in topics[:max_rooms]}
+
+    def topic(self, room: str) -> Deferred[str | None]:
+        """The topic of ``room`` (in any case), or None if it has none."""
+        return self._run("topic", self._topic, room)
+
+    async def _topic(self, room: str) -> str | None:
+        stored = await self._execute("HGET", self._topics_key, room_key(room))
+        return None if stored is None else str(json.loads(stored)["topic"])
 
     # Plumbing.
 

@@ -73,6 +73,9 @@ EARLY_WRITE_FRACTION = 0.25
 # Rooms whose history is read at start: the most recently active; others are
 # read when somebody opens them (recent_history), however many rooms exist.
 HISTORY_ROOMS_AT_START = 100
+# Topics read at start, the most recently set first; any other room's topic is
+# read when the room opens (Store.topic), so start-up memory is bounded.
+TOPICS_AT_START = 100
 BUSY_TIMEOUT_SECONDS = 5.0
 # Longest wait between attempts to write history while writes keep failing.
 MAX_RETRY_SECONDS = 30.0
@@ -692,8 +695,19 @@ class _Database:
                 (room, topic, set_by, set_at),
             )
 
-    def topics(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT room, topic FROM topics ORDER BY room"))
+    def topics(self, max_rooms: int) -> dict[str, str]:
+        return dict(
+            self._db.execute(
+                "SELECT room, topic FROM topics ORDER BY set_at DESC LIMIT ?", (max_rooms,)
+            )
+        )
+
+    def topic(self, room: str) -> str | None:
+        row = self._db.execute(
+            "SELECT topic FROM topics WHERE room = ? COLLATE NOCASE ORDER BY set_at DESC LIMIT 1",
+            (room,),
+        ).fetchone()
+        return None if row is None else str(row[0])
 
 
 class _State(enum.Enum):
@@ -1177,9 +1191,13 @@ class Store(HistoryFlushing):
             "set_topic", self._db.set_topic, room, topic, set_by, self._clock.seconds()
         )
 
-    def topics(self) -> Deferred[dict[str, str]]:
-        """The topic of every room that has one."""
-        return self._call("topics", self._db.topics)
+    def topics(self, max_rooms: int = TOPICS_AT_START) -> Deferred[dict[str, str]]:
+        """The topics of the ``max_rooms`` rooms whose topic was set last, newest first."""
+        return self._call("topics", self._db.topics, max_rooms)
+
+    def topic(self, room: str) -> Deferred[str | None]:
+        """The topic of ``room`` (in any case), or None if it has none."""
+        return self._call("topic", self._db.topic, room)
 
     # Plumbing.
 

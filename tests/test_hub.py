@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
+from chatd import hub as hub_module
 from chatd.events import Event, InRoom
 from chatd.hub import LISTED_NAMES, Hub
 from chatd.store import HistoryEntry
@@ -496,6 +497,9 @@ class SlowHistoryStore:
     def append_history(self, entry: HistoryEntry) -> None:
         self.appended.append(entry)
 
+    def topic(self, room: str) -> Deferred[str | None]:
+        return succeed(None)
+
 
 def test_a_room_history_is_read_when_the_room_opens_and_replayed_once_read() -> None:
     """Only rooms in use hold history in memory; the first entrant gets it once it is read."""
@@ -529,3 +533,51 @@ def test_a_room_whose_history_cannot_be_read_is_still_usable() -> None:
     store.reads["#lobby"].errback(ConnectionError("store down"))
     hub.say(alice, "still here")
     assert bob.text() == "Said(sender='alice', text='still here')"
+
+
+class TopicStore:
+    """A store that knows one room's topic and answers when the test says so."""
+
+    def __init__(self) -> None:
+        self.reads: dict[str, Deferred[str | None]] = {}
+
+    def topic(self, room: str) -> Deferred[str | None]:
+        self.reads[room] = Deferred()
+        return self.reads[room]
+
+    def set_topic(self, room: str, topic: str | None, set_by: str) -> Deferred[None]:
+        return succeed(None)
+
+
+def test_a_room_topic_is_read_when_the_room_opens_and_told_once_read() -> None:
+    """Topics of rooms not in use stay in the store; whoever is in the room learns it."""
+    store = TopicStore()
+    hub = Hub(Clock(), store=store, keep_history=False)  # type: ignore[arg-type]
+    alice, bob = joined(hub, "alice", "bob")
+    store.reads["#lobby"].callback(None)
+    hub.move(alice, "#old")
+    alice.received.clear()
+    store.reads["#old"].callback("Old times")
+    assert alice.text() == "Notice(text='Topic of #old: Old times')"
+    hub.move(bob, "#old")
+    assert "topic='Old times'" in bob.text()
+    assert len(store.reads) == 2  # the second entrant needed no read
+
+
+def test_a_topic_set_while_it_is_read_is_not_overwritten_by_the_store() -> None:
+    """The store's answer is older than a topic set meanwhile."""
+    store = TopicStore()
+    hub = Hub(Clock(), store=store, keep_history=False)  # type: ignore[arg-type]
+    (alice,) = joined(hub, "alice")
+    hub.set_topic(alice, "New")
+    store.reads["#lobby"].callback("Old")
+    hub.show_topic(alice)
+    assert alice.text().endswith("Notice(text='Topic of #lobby: New')")
+
+
+def test_topics_kept_in_memory_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However many rooms had a topic, memory keeps the last few; the rest are read again."""
+    monkeypatch.setattr(hub_module, "TOPICS_KEPT", 10)
+    hub = Hub(Clock())
+    hub.load({f"#r{n}": f"topic {n}" for n in range(100)}, {})
+    assert len(hub._topics) == 10

@@ -743,6 +743,23 @@ async def test_topics(store: RedisStore) -> None:
     assert await store.topics() == {"#Lobby": "Talk"}
 
 
+@pytest_twisted.ensureDeferred
+async def test_start_up_reads_only_the_topics_set_last(
+    link: TxRedisLink, server: RedisServer
+) -> None:
+    """However many rooms have a topic, start-up reads the newest few; others one by one."""
+    clock = Clock()
+    store = make_store(link, server, clock=clock)
+    for n in range(300):
+        clock.advance(1)
+        await store.set_topic(f"#r{n}", f"topic {n}", "alice")
+    topics = await store.topics(100)
+    assert list(topics)[:2] == ["#r299", "#r298"]
+    assert len(topics) == 100 and "#r199" not in topics
+    assert await store.topic("#R5") == "topic 5"
+    assert await store.topic("#nothing") is None
+
+
 # Sharing one Redis.
 
 

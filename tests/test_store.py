@@ -885,6 +885,18 @@ def test_topics(store: Store) -> None:
     assert succeeded(store.topics()) == {"lobby": "Welcome back"}
 
 
+def test_start_up_reads_only_the_topics_set_last(store: Store, clock: Clock) -> None:
+    """However many rooms have a topic, start-up reads the newest few; others one by one."""
+    for n in range(300):
+        clock.advance(1)
+        succeeded(store.set_topic(f"#r{n}", f"topic {n}", "alice"))
+    topics = succeeded(store.topics(100))
+    assert list(topics)[:2] == ["#r299", "#r298"]
+    assert len(topics) == 100 and "#r199" not in topics
+    assert succeeded(store.topic("#R5")) == "topic 5"
+    assert succeeded(store.topic("#nothing")) is None
+
+
 # Across restarts.
 
 
