@@ -44,6 +44,14 @@ ALIAS_PROMPT = f"Choose an alias ({ALIAS_RULE}):"
 MAX_HELD_LINES = 256
 GREETING = Notice(f"Welcome to chatd {__version__}.\n{ALIAS_PROMPT}")
 PROMPT = Notice(ALIAS_PROMPT)
+REPLACED = Notice("You logged in again from elsewhere; this session is closed.")
+
+
+def discarded_notice(lines: int) -> Error:
+    """What a client is told of the ``lines`` it sent while its password was checked."""
+    if lines == 1:
+        return Error("1 line typed during the password check was discarded.")
+    return Error(f"{lines} lines typed during the password check were discarded.")
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,7 @@ class ChatProtocol(LineReceiver):
         self._skipping_to_line_end = False
         self._rest_after_long_line = b""
         self._handle_line = self._negotiate_alias
+        self._expects_password = False
         self._replay = True
         # When the last line came in, for the idle sweep (see ChatFactory).
         self.last_line_at = factory.clock.seconds()
@@ -112,7 +121,7 @@ class ChatProtocol(LineReceiver):
         )
         self.factory.connections.add(self)
         # Not logged here: the hub logs each arrival with its peer, and
-        # connectionLost those who never chose an alias. (twistd writes debug
+        # connectionLost (only) those who never chose an alias. (twistd writes debug
         # events too, and every log line is a write: four a session cost churn ~15%.)
         if (ban := self.hub.banned(host=self.host)) is not None:
             self._refuse_banned(ban)
@@ -140,6 +149,11 @@ class ChatProtocol(LineReceiver):
         else:
             self.hub.leave(self, why)
         self.factory.connection_closed(self)
+
+    @property
+    def expects_password(self) -> bool:
+        """Whether the next line is taken as a password (a front end may mask it)."""
+        return self._expects_password
 
     def reply(self, event: Event) -> None:
         """Say something of the protocol's own (greeting, prompts, refusals), counted.
@@ -244,6 +258,7 @@ class ChatProtocol(LineReceiver):
         accounts = self.hub.accounts
         if accounts is not None and accounts.is_registered(alias):
             self.reply(Notice(f"{alias} is registered. Password:"))
+            self._expects_password = True
             self._handle_line = lambda password: self._check_password(alias, password)
             return
         try:
@@ -263,6 +278,7 @@ class ChatProtocol(LineReceiver):
 
     def _check_password(self, alias: str, password: str) -> None:
         # Nothing more is read until the (slow, threaded) check has answered.
+        self._expects_password = False
         self._handle_line = self._negotiate_alias
         self.pauseProducing()
         ensureDeferred(self._authenticate(alias, password)).addErrback(
@@ -275,16 +291,16 @@ class ChatProtocol(LineReceiver):
             account = await self.hub.accounts.authenticate(alias, password, host=self.host)
         except PasswordsBusy as busy:  # too many checks (here, or of this alias): wait
             await deferLater(self.factory.clock, WRONG_PASSWORD_DELAY_SECONDS)
-            self._refuse_alias(str(busy))
+            self._refuse_password(str(busy))
             return
         except Exception:
             self.log.failure("cannot check the password of {alias}", alias=alias)
-            self._refuse_alias("Passwords cannot be checked right now; try again later.")
+            self._refuse_password("Passwords cannot be checked right now; try again later.")
             return
         if account is None:
             await deferLater(self.factory.clock, WRONG_PASSWORD_DELAY_SECONDS)
             self.log.info("{peer}: wrong password for {alias}", peer=self.peer, alias=alias)
-            self._refuse_alias(f"Wrong password for {alias}.")
+            self._refuse_password(f"Wrong password for {alias}.")
             return
         if self._enter_registered(alias, account):
             self.resumeProducing()
@@ -305,7 +321,9 @@ class ChatProtocol(LineReceiver):
             return False
         ghost = self.hub.member_named(alias)
         if ghost is not None:
-            # The owner is back while an old connection of theirs still hangs.
+            # The owner is back while an old connection of theirs still hangs (or
+            # is in use elsewhere: its user is told why it ends).
+            ghost.send(ghost.encode(REPLACED))
             self.hub.leave(ghost, "Replaced by a new login")
             ghost.disconnect("ghost session replaced by a new login")
         try:
@@ -319,15 +337,49 @@ class ChatProtocol(LineReceiver):
 
     def _refuse_banned(self, ban: Ban) -> None:
         until = "" if ban.expires_at is None else f" until {utc_stamp(ban.expires_at)}"
-        self.log.info("{peer}: refused, banned ({mask})", peer=self.peer, mask=ban.mask)
+        if self.alias is not None:  # else connectionLost logs the one line, with this reason
+            self.log.info("{peer}: refused, banned ({mask})", peer=self.peer, mask=ban.mask)
         self.reply(Error(f"You are banned from this server{until}: {ban.reason}"))
-        self.disconnect("banned")
+        self.disconnect(f"banned ({ban.mask})")
 
     def _refuse_alias(self, why: str) -> None:
         if self._closing_reason is None:
             self.reply(Error(why))
             self.reply(PROMPT)
             self.resumeProducing()
+
+    def _refuse_password(self, why: str) -> None:
+        """Refuse a password, and drop whatever came while it was checked.
+
+        Those lines were sent before their sender could see the answer: a
+        password typed again, or the next line of a script, would otherwise be
+        taken as the next alias, for everyone to see.
+        """
+        if self._closing_reason is not None:
+            return
+        discarded = self._discard_pending_lines()
+        self.reply(Error(why))
+        if discarded:
+            self.reply(discarded_notice(discarded))
+        self.reply(PROMPT)
+        self.resumeProducing()
+
+    def _discard_pending_lines(self) -> int:
+        """Forget the input received but not handled yet; return how many lines it held.
+
+        An unfinished line is skipped up to its end, so its rest does not become
+        a line of its own.
+        """
+        pending = self._buffer + self._rest_after_long_line
+        self._buffer = self._rest_after_long_line = b""
+        lines = pending.count(self.delimiter)
+        if pending and not pending.endswith(self.delimiter):
+            lines += 1
+            self._skipping_to_line_end = True
+        if self._gate is not None:
+            lines += self._gate.waiting
+            self._gate.stop()
+        return lines
 
     def _command_before_alias(self, words: list[str]) -> None:
         """/quit, and /replay for bots that want no history, work before an alias."""
@@ -361,7 +413,6 @@ class ChatProtocol(LineReceiver):
         self._alias_timer = None
         seconds = self.factory.config.alias_timeout_seconds
         self.reply(Error(f"No alias chosen within {seconds:g} seconds; goodbye."))
-        self.log.info("{peer}: alias timeout", peer=self.peer)
         self.hub.counters.disconnects["alias_timeout"] += 1
         self.disconnect("alias timeout")
 
@@ -381,7 +432,10 @@ class ChatProtocol(LineReceiver):
         )
 
     def _flooded(self) -> None:
-        self.log.info("{peer} ({alias}) cut off: excess flood", peer=self.peer, alias=self.alias)
+        if self.alias is not None:  # else connectionLost logs the one line
+            self.log.info(
+                "{peer} ({alias}) cut off: excess flood", peer=self.peer, alias=self.alias
+            )
         self.hub.counters.disconnects["flood"] += 1
         self.reply(Error("Excess flood; goodbye."))
         self.disconnect("Excess flood")
@@ -397,12 +451,13 @@ class ChatProtocol(LineReceiver):
     def _send_queue_overflowed(self) -> None:
         reason = "Send queue exceeded"
         self.hub.counters.disconnects["sendq"] += 1
-        self.log.warn(
-            "{peer} ({alias}) cut off: more than {limit} bytes waiting to be read",
-            peer=self.peer,
-            alias=self.alias,
-            limit=self.factory.config.sendq_bytes,
-        )
+        if self.alias is not None:  # else connectionLost logs the one line
+            self.log.warn(
+                "{peer} ({alias}) cut off: more than {limit} bytes waiting to be read",
+                peer=self.peer,
+                alias=self.alias,
+                limit=self.factory.config.sendq_bytes,
+            )
         self._closing_reason = reason
         self.hub.leave(self, reason)
         self.transport.abortConnection()
@@ -437,6 +492,12 @@ class WholeLineSession(ChatProtocol):
             else:
                 self._flooded()
                 return
+
+    def _discard_pending_lines(self) -> int:
+        """Forget the lines held (and any the flood gate holds); return how many."""
+        lines = len(self._held)
+        self._held.clear()
+        return lines + super()._discard_pending_lines()
 
     def dataReceived(self, data: bytes) -> None:
         """Called with nothing by resumeProducing: go on with the held lines."""

@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 from twisted.internet.address import IPv6Address
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from chatd.admission import ConnectionLimits
@@ -984,3 +986,137 @@ def test_a_long_paste_to_a_whole_line_session_that_is_not_paused_is_handled_whol
     session, _ = whole_line_session(server)
     session.lines_received([b"alice", *(b"line %d" % n for n in range(1000))])
     assert len(bob.lines()) == 1 + 1000  # alice's join notice, then every line
+
+
+# Registered aliases (with accounts that answer on the test's clock) and the log.
+
+
+class ClockedAccounts:
+    """Accounts of one registered alias, ``owner`` with password ``secret``.
+
+    With ``hold`` set, a check waits until ``answer`` is called, as a hashing
+    thread would make it wait.
+    """
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.pending: list[tuple[Deferred[Account | None], Account | None]] = []
+
+    def is_registered(self, alias: str) -> bool:
+        return alias.lower() == "owner"
+
+    def authenticate(self, alias: str, password: str, host: str | None) -> Deferred[Any]:
+        account = Account("owner", "hash", 0.0, ()) if password == "secret" else None
+        if not self.hold:
+            return succeed(account)
+        self.pending.append((Deferred(), account))
+        return self.pending[-1][0]
+
+    def answer(self) -> None:
+        pending, self.pending = self.pending, []
+        for deferred, account in pending:
+            deferred.callback(account)
+
+
+class RegisteredServer(Server):
+    """A Server whose hub knows the registered alias ``owner``."""
+
+    def make_hub(self, history_replay: int) -> Hub:
+        self.accounts = ClockedAccounts()
+        return Hub(self.clock, history_replay=history_replay, accounts=self.accounts)  # type: ignore[arg-type]
+
+
+def test_a_replaced_session_is_told_why_it_ends() -> None:
+    """A registered alias's old session, replaced by a new login, is told so before it closes."""
+    server = RegisteredServer()
+    (old,) = server.join_keeping_lines("owner")
+    old.type("secret\n")
+    old.lines()
+    new = server.connect()
+    new.type("owner\nsecret\n")
+    assert old.lines() == ["*** You logged in again from elsewhere; this session is closed."]
+    assert old.transport.disconnecting
+    assert server.hub.member_named("owner") is new.protocol
+
+
+def test_lines_typed_during_a_refused_password_check_are_discarded() -> None:
+    """A password retyped while a wrong one is checked is dropped, with a notice, and never
+    becomes the next alias; an unfinished line is dropped up to its end."""
+    server = RegisteredServer()
+    server.accounts.hold = True
+    client = server.connect()
+    client.type("owner\nwrong\n")
+    client.type("secret\nalso typed\nhalf a li")
+    server.accounts.answer()
+    server.clock.advance(1)
+    lines = client.lines()
+    assert lines[-3:] == [
+        "!!! Wrong password for owner.",
+        "!!! 3 lines typed during the password check were discarded.",
+        lines[-1],
+    ]
+    assert lines[-1].startswith(PROMPT_START)
+    client.type("ne\ncarol\n")
+    assert client.lines()[0].startswith("*** Welcome, carol!")
+    assert server.hub.online() == ("carol",)
+
+
+def test_one_line_held_during_a_refused_check_is_counted_as_one() -> None:
+    """The discard notice of a whole-line front end counts held lines, in the singular too."""
+    server = RegisteredServer()
+    server.accounts.hold = True
+    session, transport = whole_line_session(server)
+    session.lines_received([b"owner", b"wrong", b"secret"])
+    server.accounts.answer()
+    server.clock.advance(1)
+    assert b"!!! 1 line typed during the password check was discarded.\r\n" in transport.value()
+    assert session.alias is None and not session._held
+
+
+def test_lines_after_a_right_password_are_kept() -> None:
+    """Lines sent after a right password (a script's first chat line) are not discarded."""
+    server = RegisteredServer()
+    (bob,) = server.join("bob")
+    server.accounts.hold = True
+    client = server.connect()
+    client.type("owner\nsecret\nhello\n")
+    server.accounts.answer()
+    assert bob.lines()[-1] == "<owner> hello"
+
+
+def test_the_password_prompt_is_known_to_the_front_end() -> None:
+    """A session says when its next line is a password, so a front end can mask it."""
+    server = RegisteredServer()
+    client = server.connect()
+    assert not client.protocol.expects_password
+    client.type("owner\n")
+    assert client.protocol.expects_password
+    client.type("secret\n")
+    assert not client.protocol.expects_password
+
+
+def test_an_alias_timeout_is_logged_in_one_line() -> None:
+    """A connection that never chose an alias is logged once, with the reason."""
+    server = Server(alias_timeout_seconds=30)
+    with capturedLogs() as events:
+        client = server.connect()
+        server.clock.advance(31)
+        client.finish_close()
+    assert [formatEvent(e) for e in events] == [
+        "192.168.1.1:54321 disconnected before choosing an alias: alias timeout"
+    ]
+
+
+def test_a_banned_newcomer_is_logged_in_one_line() -> None:
+    """A banned address refused at connection is logged once, with the ban."""
+    server = Server()
+    (alice,) = server.join("alice")
+    server.hub.make_operator(alice.protocol, "root")
+    alice.type("/ban 192.168.1.1 spam\n")
+    with capturedLogs() as events:
+        client = server.connect()
+        client.finish_close()
+    texts = [formatEvent(e) for e in events if "192.168.1.1:54321" in formatEvent(e)]
+    assert texts == [
+        "192.168.1.1:54321 disconnected before choosing an alias: banned (192.168.1.1)"
+    ]
