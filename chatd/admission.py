@@ -170,6 +170,12 @@ def refusal_http(why: str) -> bytes:
     )
 
 
+def _log_prefix(wrapped: object) -> str:
+    """What Twisted's log calls ``wrapped`` (a protocol or a factory)."""
+    log_prefix = getattr(wrapped, "logPrefix", None)
+    return log_prefix() if log_prefix is not None else wrapped.__class__.__name__
+
+
 class RefusedConnection(Protocol):
     """A connection turned away at accept time: what it is told, then the close."""
 
@@ -196,8 +202,7 @@ class AdmittedConnection(Protocol):
         self._released = False
 
     def logPrefix(self) -> str:
-        log_prefix = getattr(self.wrapped, "logPrefix", None)
-        return log_prefix() if log_prefix is not None else self.wrapped.__class__.__name__
+        return _log_prefix(self.wrapped)
 
     def makeConnection(self, transport: ITransport) -> None:
         self.connected = 1
@@ -234,8 +239,7 @@ class AdmittingFactory(ServerFactory):
 
     def logPrefix(self) -> str:
         """The wrapped factory's name, so the log says which listener this is."""
-        log_prefix = getattr(self.wrapped, "logPrefix", None)
-        return log_prefix() if log_prefix is not None else self.wrapped.__class__.__name__
+        return _log_prefix(self.wrapped)
 
     def doStart(self) -> None:
         self.wrapped.doStart()
