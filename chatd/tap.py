@@ -26,7 +26,7 @@ from chatd.passwords import Passwords
 from chatd.protocol import ChatConfig, ChatFactory
 from chatd.redisaddress import RedisAddress
 from chatd.service import ChatService, LiveSettings
-from chatd.store import HISTORY_PER_ROOM, Store
+from chatd.store import HISTORY_PER_ROOM, Store, create_private_directory
 from chatd.text import (
     ALIAS_RULE,
     ROOM_RULE,
@@ -500,6 +500,8 @@ def makeService(options: Options) -> ChatService:
     if options["ssh"]:
         from chatd.ssh import ssh_factory  # imports twisted.conch: only when asked for
 
+        # Before the host key is written into it.
+        create_private_directory(Path(options["data-dir"]))
         others.append(
             (options["ssh"], ssh_factory(factory, Path(options["data-dir"])), refusal_line)
         )

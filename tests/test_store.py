@@ -8,7 +8,9 @@ connections of their own, as another process would see them.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
@@ -206,6 +208,40 @@ def test_start_creates_schema_in_wal_mode(tmp_path: Path, clock: Clock) -> None:
     assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert query(path, "PRAGMA journal_mode") == [("wal",)]
     succeeded(store.stop())
+
+
+def test_database_and_its_directory_are_for_chatds_user_alone(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """A new data directory is made 0700 and the database, its -wal and -shm files 0600."""
+    path = tmp_path / "chatd-data" / "chatd.sqlite3"
+    previous = os.umask(0o022)  # the usual umask, which would make them world-readable
+    try:
+        store = started(path, clock)
+        store.append_history(line("one"))
+        clock.advance(INTERVAL)
+        modes = {
+            name: stat.S_IMODE((tmp_path / "chatd-data" / name).stat().st_mode)
+            for name in ("", "chatd.sqlite3", "chatd.sqlite3-wal", "chatd.sqlite3-shm")
+        }
+        succeeded(store.stop())
+    finally:
+        os.umask(previous)
+    assert modes == {
+        "": 0o700,
+        "chatd.sqlite3": 0o600,
+        "chatd.sqlite3-wal": 0o600,
+        "chatd.sqlite3-shm": 0o600,
+    }
+
+
+def test_an_existing_databases_permissions_are_kept(path: Path, clock: Clock) -> None:
+    """A database the operator made group-readable stays so: only new files are made private."""
+    with closing(sqlite3.connect(path)):
+        pass
+    path.chmod(0o640)
+    succeeded(started(path, clock).stop())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
 
 
 def test_connection_pragmas(path: Path, clock: Clock) -> None:

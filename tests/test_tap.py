@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -229,3 +232,26 @@ def test_checking_redis_options_imports_no_reactor() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_ssh_makes_the_data_directory_private(tmp_path: Path) -> None:
+    """With --ssh the data directory, made for the host key, is 0700 and the key 0600."""
+    data_dir = tmp_path / "chatd-data"
+    previous = os.umask(0o022)  # the usual umask, which would make it world-readable
+    try:
+        makeService(parse("--ssh", "tcp:0:interface=127.0.0.1", "--data-dir", str(data_dir)))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    (key,) = data_dir.iterdir()
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+def test_the_default_data_directory_is_ignored_by_git() -> None:
+    """A chatd-data/ made by running chatd in a checkout is never committed by accident."""
+    result = subprocess.run(
+        ["git", "check-ignore", "-q", "--no-index", "chatd-data/chatd.sqlite3"],
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=30,
+    )
+    assert result.returncode == 0
