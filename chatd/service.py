@@ -65,6 +65,7 @@ class ChatService(Service):
         reread: Callable[[], LiveSettings] | None = None,
         log_observer: Callable[[], ILogObserver] | None = None,
         cluster: Cluster | None = None,
+        daemonizing: bool = False,
     ) -> None:
         """Listen on ``endpoints`` for chat, and on each of ``others`` with its factory.
 
@@ -78,6 +79,9 @@ class ChatService(Service):
 
         ``cluster`` joins the other nodes sharing a Redis (whose store ``store``
         then is) before accepting, and leaves them after the last client.
+
+        ``daemonizing`` says twistd runs without ``--nodaemon``: a port that cannot
+        be bound is then raised to twistd, whose waiting parent process prints it.
         """
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -103,6 +107,7 @@ class ChatService(Service):
         self._reread = reread
         self._log_observer = log_observer
         self._previous_sighup: Any = None
+        self._daemonizing = daemonizing
 
     def setServiceParent(self, parent: Any) -> None:
         """Join the application; hand twistd the log observer, if chatd has its own.
@@ -116,7 +121,13 @@ class ChatService(Service):
         super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
-        """Bind every port now; one that cannot be bound raises, and twistd exits with it."""
+        """Bind every port now; if one cannot be bound, twistd exits 1 with a line saying why.
+
+        In the foreground that line is all: SystemExit ends twistd as its own
+        fatal start-up errors do, with no traceback of twistd's internals after
+        the one line that matters. A daemonizing twistd gets the error raised
+        instead, since its parent process reports only what the child raises.
+        """
         super().privilegedStartService()
         for description, factory in self.listeners:
             self._binding = True
@@ -129,7 +140,9 @@ class ChatService(Service):
                     endpoint=description,
                     reason=self._refusal.getErrorMessage(),
                 )
-                self._refusal.raiseException()
+                if self._daemonizing:
+                    self._refusal.raiseException()
+                raise SystemExit(1)
             self._listening.append(listening)
 
     def _bound(self, port: IListeningPort) -> None:

@@ -487,11 +487,10 @@ def makeService(options: Options) -> ChatService:
     hub.motd_file_text = options["motd-text"] or None
     factory = ChatFactory(hub, options.config())
     log_observer = None
+    twistd_options = options.parent or {}
+    nodaemon = twistd_options.get("nodaemon", True)
     if options["log-format"] == "json":
-        twistd_options = options.parent or {}
-        log_observer = partial(
-            _json_log_observer, twistd_options.get("logfile"), twistd_options.get("nodaemon", True)
-        )
+        log_observer = partial(_json_log_observer, twistd_options.get("logfile"), nodaemon)
     others: list[tuple[str, Any, Refusal]] = []
     if options["web"]:
         from chatd.web import web_site  # imports autobahn and twisted.web: only when asked for
@@ -517,6 +516,7 @@ def makeService(options: Options) -> ChatService:
         cluster=cluster,
         reread=partial(reread, options.argv),
         log_observer=log_observer,
+        daemonizing=not nodaemon,
     )
 
 

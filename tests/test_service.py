@@ -8,6 +8,7 @@ import pytest
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.usage import UsageError
 
 from chatd.admission import ConnectionLimits
@@ -28,11 +29,13 @@ class RefusingReactor(MemoryReactorClock):
         return super().listenTCP(port, factory, backlog, interface)
 
 
-def make_service(path: Path, reactor: MemoryReactorClock, *endpoints: str) -> ChatService:
+def make_service(
+    path: Path, reactor: MemoryReactorClock, *endpoints: str, daemonizing: bool = False
+) -> ChatService:
     clock = Clock()
     store = Store(path, clock=clock, run_in_thread=run_synchronously)
     factory = ChatFactory(Hub(clock=clock, store=store), ChatConfig())
-    return ChatService(factory, store, endpoints, reactor=reactor)
+    return ChatService(factory, store, endpoints, reactor=reactor, daemonizing=daemonizing)
 
 
 def test_ports_are_bound_at_privileged_start(tmp_path: Path) -> None:
@@ -57,8 +60,24 @@ def test_ports_are_bound_at_privileged_start(tmp_path: Path) -> None:
 
 
 def test_a_port_that_cannot_be_bound_stops_the_start(tmp_path: Path) -> None:
-    """twistd gets the error (and exits non-zero) instead of running a daemon nobody reaches."""
+    """twistd in the foreground exits 1 after one critical line, instead of running unreachable."""
     service = make_service(tmp_path / "db", RefusingReactor(), "tcp:4000", "tcp:4001")
+    with capturedLogs() as events, pytest.raises(SystemExit) as exit:
+        service.privilegedStartService()
+    assert exit.value.code == 1
+    assert [(event["log_level"], formatEvent(event)) for event in events] == [
+        (
+            LogLevel.critical,
+            "cannot listen on tcp:4001: Couldn't listen on any:4001: Address already in use.",
+        )
+    ]
+
+
+def test_a_daemonizing_twistd_is_given_the_error_its_parent_reports(tmp_path: Path) -> None:
+    """Without --nodaemon the error itself reaches twistd, whose parent process prints it."""
+    service = make_service(
+        tmp_path / "db", RefusingReactor(), "tcp:4000", "tcp:4001", daemonizing=True
+    )
     with pytest.raises(CannotListenError):
         service.privilegedStartService()
 

@@ -232,7 +232,7 @@ def test_registrations_bans_and_motd_survive_a_restart(tmp_path: Path) -> None:
 
 
 def test_a_port_in_use_stops_twistd_with_an_error(tmp_path: Path) -> None:
-    """A port that cannot be bound ends twistd at once, non-zero, naming the problem."""
+    """A port that cannot be bound ends twistd at once, exit 1, with one line and no traceback."""
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
@@ -248,8 +248,12 @@ def test_a_port_in_use_stops_twistd_with_an_error(tmp_path: Path) -> None:
     finally:
         taken.close()
     output = (result.stdout + result.stderr).decode("utf-8", "replace")
-    assert result.returncode != 0, output
-    assert "Address already in use" in output
+    assert result.returncode == 1, output
+    (refusal,) = [line for line in output.splitlines() if "Address already in use" in line]
+    assert f"cannot listen on tcp:{port}:interface=127.0.0.1: Couldn't listen on" in refusal
+    assert "Traceback" not in output
+    # twistd's two start-up lines, the refusal, and nothing else.
+    assert len(output.splitlines()) == 3, output
 
 
 def test_a_paste_is_slowed_not_cut_and_extra_connections_are_refused(tmp_path: Path) -> None:
