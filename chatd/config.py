@@ -16,8 +16,8 @@ a key the command line also gives is skipped: the command line wins.
 
 Every problem (an unreadable file, bad TOML, an unknown key, a value of the
 wrong type or one the option refuses) is a :class:`~twisted.python.usage.UsageError`
-naming the file and the key, which twistd prints as a usage message, never a
-traceback.
+naming the file and the key, never a traceback; a value refused on the command
+line names its option.
 
 ``usage.Options`` does not record which options the command line gave, so
 :class:`ConfigFileOptions` finds out by running :mod:`getopt` over the
@@ -238,6 +238,20 @@ def options_given(options: usage.Options, argv: Sequence[str]) -> set[str]:
         raise usage.UsageError(str(problem)) from None
 
 
+class _NamedCoerceParameter(usage.CoerceParameter):
+    """A parameter whose refused value is reported with the option's name.
+
+    usage.CoerceParameter says only "Parameter type enforcement failed", so a
+    command line with several options would leave the reader guessing which.
+    """
+
+    def dispatch(self, parameterName: str, value: str) -> None:
+        try:
+            self.options.opts[parameterName] = self.coerce(value)
+        except ValueError as problem:
+            raise usage.UsageError(f"--{parameterName}: {problem}") from None
+
+
 class ConfigFileOptions(usage.Options):
     """``usage.Options`` with ``--config FILE``; subclass it instead of ``usage.Options``.
 
@@ -262,6 +276,13 @@ class ConfigFileOptions(usage.Options):
     #: The arguments parsed, so that the same command line can be read again with
     #: the config file as it is now (a reload).
     argv: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        # usage.Options keeps its handlers in _dispatch; only the coerced ones change.
+        for name, handler in self._dispatch.items():
+            if isinstance(handler, usage.CoerceParameter):
+                self._dispatch[name] = _NamedCoerceParameter(self, handler.coerce)
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         argv = sys.argv[1:] if options is None else list(options)

@@ -57,9 +57,18 @@ def endpoint_description(port: str) -> str:
     return port
 
 
+def _number(kind: type[int] | type[float], value: str) -> int | float:
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(
+            f"not a whole number: {value}" if kind is int else f"not a number: {value}"
+        ) from None
+
+
 def _positive(kind: type[int] | type[float]) -> Any:
     def convert(value: str) -> int | float:
-        number = kind(value)
+        number = _number(kind, value)
         if number <= 0:
             raise ValueError(f"must be greater than 0, not {value}")
         return number
@@ -70,7 +79,7 @@ def _positive(kind: type[int] | type[float]) -> Any:
 
 def _not_negative(kind: type[int] | type[float]) -> Any:
     def convert(value: str) -> int | float:
-        number = kind(value)
+        number = _number(kind, value)
         if number < 0:
             raise ValueError(f"must be 0 or more, not {value}")
         return number
@@ -140,7 +149,7 @@ LOG_FORMATS = ("text", "json")
 
 
 def _history_replay(value: str) -> int:
-    lines = int(value)
+    lines = int(_number(int, value))
     if not 0 <= lines <= HISTORY_KEPT:
         raise ValueError(f"must be from 0 to {HISTORY_KEPT}, not {value}")
     return lines
@@ -150,7 +159,7 @@ _history_replay.coerceDoc = f"From 0 to {HISTORY_KEPT}."  # type: ignore[attr-de
 
 
 def _history_keep(value: str) -> int:
-    lines = int(value)
+    lines = int(_number(int, value))
     if lines < 0:
         raise ValueError(f"must be 0 or more, not {value}")
     return lines
@@ -345,6 +354,22 @@ class Options(ConfigFileOptions):
         self["ports"] = []
         self["operators"] = {}
         self["web-origins"] = []
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """Parse the arguments; under twistd, one that is refused is one line and exit status 1.
+
+        twistd answers a UsageError with all of ``--help`` before the line that
+        says what is wrong. chatd's refusals name the option, or the file and the
+        key, so that line is enough (``twistd chatd --help`` lists the options); it
+        goes to stderr as twistd's own fatal start-up errors do. Without twistd
+        as parent (a reload, etc/chatd.tac, tests) the UsageError is raised.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as problem:
+            if self.parent is None:
+                raise
+            raise SystemExit(f"twistd chatd: {problem}") from None
 
     def opt_oper(self, definition: str) -> None:
         """Define an operator as NAME:HASH (HASH from chatd-passwd); repeatable."""

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 from twisted.python import usage
+from twisted.scripts.twistd import ServerOptions
 
 from chatd import config
 from chatd.config import ConfigFileOptions, apply_config, file_keys, options_given, read_config
@@ -173,6 +174,20 @@ def test_command_line_values_are_still_checked(write: Any) -> None:
     """A bad command-line value is refused as usual even when the file has a good one."""
     path = write("limit = 42\n")
     assert "must be greater than 0" in refusal("--config", str(path), "--limit", "0")
+
+
+def test_a_refused_command_line_value_names_its_option() -> None:
+    """A value an option's coercion refuses on the command line is reported with the option."""
+    assert refusal("--limit", "0") == "--limit: must be greater than 0, not 0"
+    assert refusal("--name") == "option --name requires argument"
+
+
+def test_under_twistd_a_bad_file_is_one_line_and_exit_status_1(write: Any) -> None:
+    """Parsed by twistd, a refused key is one line naming the file and key, with no usage text."""
+    path = write('alias-timeout = "soon"\n')
+    with pytest.raises(SystemExit) as exit_:
+        ServerOptions().parseOptions(["--nodaemon", "chatd", "--config", str(path)])
+    assert exit_.value.code == f"twistd chatd: {path}: alias-timeout: not a number: soon"
 
 
 def test_bad_arguments_keep_their_usual_error(write: Any) -> None:

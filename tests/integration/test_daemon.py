@@ -256,6 +256,32 @@ def test_a_port_in_use_stops_twistd_with_an_error(tmp_path: Path) -> None:
     assert len(output.splitlines()) == 3, output
 
 
+@pytest.mark.parametrize(
+    ("argument", "line"),
+    [
+        ("--config={config}", "twistd chatd: {config}: unknown key 'alias-timout'"),
+        ("--max-per-ip=lots", "twistd chatd: --max-per-ip: not a whole number: lots"),
+    ],
+)
+def test_a_refused_option_stops_twistd_with_one_line(
+    tmp_path: Path, argument: str, line: str
+) -> None:
+    """A bad config key or option value prints one line saying which, and exits 1."""
+    config = tmp_path / "chatd.toml"
+    config.write_text("alias-timout = 30\n", encoding="utf-8")
+    result = subprocess.run(
+        [venv_script("twistd"), "--pidfile=", "-n", "chatd", argument.format(config=config)],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    (printed,) = result.stderr.splitlines()
+    assert printed.startswith(line.format(config=config))
+
+
 def test_a_paste_is_slowed_not_cut_and_extra_connections_are_refused(tmp_path: Path) -> None:
     """Over real sockets: flood control delays a paste whole; --max-per-ip refuses with a line."""
     daemon = start_chatd(tmp_path, "--flood-burst", "5", "--flood-rate", "20", "--max-per-ip", "2")
