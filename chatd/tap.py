@@ -6,7 +6,7 @@ defaults live here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -512,7 +512,7 @@ def makeService(options: Options) -> ChatService:
     hub.motd_file_text = options["motd-text"] or None
     factory = ChatFactory(hub, options.config())
     log_observer = None
-    twistd_options = options.parent or {}
+    twistd_options: Mapping[str, Any] = options.parent or {}
     nodaemon = twistd_options.get("nodaemon", True)
     if options["log-format"] == "json":
         log_observer = partial(_json_log_observer, twistd_options.get("logfile"), nodaemon)
