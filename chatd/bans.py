@@ -7,6 +7,7 @@ store, which makes each change durable before the operator is told it is done.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
 from chatd.store import Ban
@@ -19,11 +20,26 @@ class BanRefused(ValueError):
     """A ban target that is neither an alias, an IP address nor a CIDR block."""
 
 
+# Dotted numbers (999.1.1.1, 10.0.0) are an address mistyped, never an alias to ban.
+_DOTTED_NUMBERS = re.compile(r"[0-9]+(\.[0-9]+)+")
+
+
+def _looks_like_an_address(text: str) -> bool:
+    """Whether ``text`` is meant as an IP address (IPv6 has colons, which no alias has)."""
+    return ":" in text or _DOTTED_NUMBERS.fullmatch(text) is not None
+
+
 def ban_target(target: str) -> tuple[str, str]:
     """The canonical mask and kind (alias, ip or cidr) of what ``/ban`` was given."""
     try:
         network = ipaddress.ip_network(target, strict=False)
     except ValueError:
+        address, slash, _prefix = target.partition("/")
+        if _looks_like_an_address(address):
+            what = "a CIDR block" if slash else "an IP address"
+            raise BanRefused(
+                f"Not {what}: {target} (e.g. 203.0.113.7, 203.0.113.0/24, 2001:db8::/32)."
+            ) from None
         if is_valid_name(target):
             return alias_key(target), "alias"
         raise BanRefused(f"Not an alias, IP address or CIDR block: {target}") from None

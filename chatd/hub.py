@@ -399,14 +399,18 @@ class Hub:
         self._touch(member)
         if self._muted(member):
             return False
+        cut = False
         if topic is not None:
-            topic = clean_text(topic)[:MAX_TOPIC_CHARS]
+            cleaned = clean_text(topic)
+            topic, cut = cleaned[:MAX_TOPIC_CHARS], len(cleaned) > MAX_TOPIC_CHARS
             if not topic:
                 self.tell(member, Error("An empty topic is not set ('/topic -' clears it)."))
                 return False
         self._remember_topic(room.name, topic)
         room.topic = topic
         self._queue(room, TopicChanged(member.alias, topic))  # type: ignore[arg-type]
+        if cut:  # told after the room has seen the topic, cut, set
+            self.tell(member, Notice(f"Your topic was cut to {MAX_TOPIC_CHARS} characters."))
         if self._store is not None:
             saved = self._store.set_topic(room.name, topic, member.alias)  # type: ignore[arg-type]
             saved.addErrback(self._log_store_failure, "saving the topic of {room}", room=room.name)
@@ -550,6 +554,9 @@ class Hub:
             mask, kind = ban_target(target)
         except BanRefused as refusal:
             self.tell(operator, Error(str(refusal)))
+            return
+        if kind == "alias" and mask == alias_key(operator.alias):  # type: ignore[arg-type]
+            self.tell(operator, Error("You cannot ban yourself."))
             return
         now = self.clock.seconds()
         reason = clean_text(reason) or "no reason given"

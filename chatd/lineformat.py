@@ -39,6 +39,11 @@ def encode(event: Event) -> bytes:
     return (_render(event) + CRLF).encode("utf-8")
 
 
+def _count(number: int, noun: str) -> str:
+    """``number`` and ``noun``, plural unless one: 1 line, 2 lines."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def _names(names: tuple[str, ...], present: int) -> str:
     listed = f"({present}): {', '.join(names)}"
     if present > len(names):
@@ -147,7 +152,7 @@ def _stamp(at: float) -> str:
 def _(event: History) -> str:
     if not event.entries:
         return f"*** No history in {event.room}."
-    lines = [f"*** History of {event.room} ({len(event.entries)} lines):"]
+    lines = [f"*** History of {event.room} ({_count(len(event.entries), 'line')}):"]
     lines.extend(_history_line(entry) for entry in event.entries)
     lines.append("*** End of history.")
     return CRLF.join(lines)

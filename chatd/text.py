@@ -283,7 +283,7 @@ def parse_duration(text: str) -> float:
     """Seconds in ``text``: a number with an optional unit (s, m, h, d, w), like 10m or 2d."""
     match = _DURATION.fullmatch(text.strip().lower())
     if not match or int(match.group(1)) == 0:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 10m, 2h, 1d)")
+        raise ValueError(f"Not a duration: {text} (use e.g. 90s, 10m, 2h, 1d).")
     return float(int(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"])
 
 

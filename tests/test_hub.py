@@ -7,6 +7,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from chatd import hub as hub_module
+from chatd.commands import run_command
 from chatd.events import Event, InRoom
 from chatd.hub import LISTED_NAMES, Hub
 from chatd.store import HistoryEntry
@@ -581,3 +582,72 @@ def test_topics_kept_in_memory_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
     hub = Hub(Clock())
     hub.load({f"#r{n}": f"topic {n}" for n in range(100)}, {})
     assert len(hub._topics) == 10
+
+
+def operator_and(hub: Hub, *aliases: str) -> list[RecordingMember]:
+    """``olivia`` as an operator, then members of ``aliases``, with nothing delivered yet."""
+    members = joined(hub, "olivia", *aliases)
+    hub.make_operator(members[0], "root")
+    members[0].delivered().clear()
+    return members
+
+
+@pytest.mark.parametrize("target", ["olivia", "OLIVIA"])
+def test_an_operator_cannot_ban_their_own_alias(hub: Hub, target: str) -> None:
+    """/ban of one's own alias, in any case, is refused with a reason and bans nothing."""
+    (olivia,) = operator_and(hub)
+    hub.ban(olivia, target, None, "")
+    assert olivia.delivered() == [b"Error(text='You cannot ban yourself.')"]
+    assert list(hub.bans) == []
+    assert olivia.disconnected is None
+
+
+@pytest.mark.parametrize(
+    ("target", "refusal"),
+    [
+        ("999.1.1.1", "Not an IP address: 999.1.1.1"),
+        ("10.0.0", "Not an IP address: 10.0.0"),
+        ("10.0.0.0/33", "Not a CIDR block: 10.0.0.0/33"),
+        ("2001:db8::zz", "Not an IP address: 2001:db8::zz"),
+    ],
+)
+def test_a_mistyped_address_is_refused_not_taken_as_an_alias(
+    hub: Hub, target: str, refusal: str
+) -> None:
+    """Something shaped like an IP address or CIDR block that is not one is refused, unbanned."""
+    (olivia,) = operator_and(hub)
+    hub.ban(olivia, target, None, "")
+    example = " (e.g. 203.0.113.7, 203.0.113.0/24, 2001:db8::/32)."
+    assert olivia.delivered() == [f"Error(text='{refusal}{example}')".encode()]
+    assert list(hub.bans) == []
+
+
+def test_aliases_with_digits_and_dots_are_still_banned_by_alias(hub: Hub) -> None:
+    """An alias that merely has digits and dots in it (r2.d2) is an alias ban as before."""
+    olivia, droid = operator_and(hub, "r2.d2")
+    hub.ban(olivia, "r2.d2", None, "beeping")
+    assert [(ban.mask, ban.kind) for ban in hub.bans] == [("r2.d2", "alias")]
+    assert droid.disconnected is not None
+
+
+def test_a_topic_over_the_limit_is_set_cut_and_the_setter_told(hub: Hub) -> None:
+    """A topic past 300 characters is set cut to 300, and its setter is told so."""
+    alice, bob = joined(hub, "alice", "bob")
+    hub.set_topic(alice, "x" * 301)
+    cut = "x" * hub_module.MAX_TOPIC_CHARS
+    assert alice.delivered() == [
+        f"TopicChanged(alias='alice', topic='{cut}')".encode(),
+        b"Notice(text='Your topic was cut to 300 characters.')",
+    ]
+    assert bob.delivered() == [f"TopicChanged(alias='alice', topic='{cut}')".encode()]
+    hub.set_topic(alice, "y" * 300)
+    assert alice.delivered()[-1] == f"TopicChanged(alias='alice', topic='{'y' * 300}')".encode()
+
+
+def test_a_mute_for_no_duration_says_what_a_duration_is(hub: Hub) -> None:
+    """/mute with a word that is no duration is answered with a sentence and examples."""
+    olivia, _bob = operator_and(hub, "bob")
+    run_command(hub, olivia, "/mute bob forever")
+    assert olivia.delivered() == [
+        b"Error(text='Not a duration: forever (use e.g. 90s, 10m, 2h, 1d).')"
+    ]

@@ -120,8 +120,11 @@ def test_history_retention_options(tmp_path: Path) -> None:
     assert parse()["history-max-age"] is None
     with pytest.raises(UsageError, match="must be 0 or more"):
         parse("--history-keep", "-1")
-    with pytest.raises(UsageError, match="not a duration"):
+    with pytest.raises(UsageError) as refusal:
         parse("--history-max-age", "soon")
+    assert str(refusal.value) == (
+        "--history-max-age: Not a duration: soon (use e.g. 90s, 10m, 2h, 1d)."
+    )
 
 
 def test_make_service_listens_on_every_port() -> None:
