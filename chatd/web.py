@@ -1,6 +1,6 @@
 """The web front end (``--web ENDPOINT``): a chat page and a WebSocket, on one port.
 
-``twisted.web`` serves the page (three static files shipped in ``chatd/webpage/``,
+``twisted.web`` serves the page (four static files shipped in ``chatd/webpage/``,
 read once at start and served from memory) and ``/ws``, where ``autobahn`` speaks
 WebSocket. Behind the WebSocket is the same session the line protocol runs,
 :class:`~chatd.protocol.ChatProtocol`, with two differences: lines arrive in
@@ -82,6 +82,7 @@ PAGE_FILES = {
     "index.html": b"text/html; charset=utf-8",
     "app.js": b"text/javascript; charset=utf-8",
     "style.css": b"text/css; charset=utf-8",
+    "favicon.svg": b"image/svg+xml",
 }
 
 
@@ -404,6 +405,9 @@ def page_files() -> dict[bytes, Resource]:
         for name, content_type in PAGE_FILES.items()
     }
     files[b""] = files[b"index.html"]
+    # Asked for by browsers (and feed readers, bookmarks ...) that never read the
+    # page's <link rel="icon">: the same icon, rather than a 404 in every log.
+    files[b"favicon.ico"] = files[b"favicon.svg"]
     return files
 
 

@@ -386,6 +386,18 @@ def test_the_page_is_served_to_its_own_hosts(host: str) -> None:
     assert b"frame-ancestors 'none'" in answer
 
 
+@pytest.mark.parametrize("path", ["/favicon.svg", "/favicon.ico"])
+def test_the_favicon_is_served_as_svg_under_the_page_s_policy(path: str) -> None:
+    """The icon browsers ask for is an SVG with the page's headers, not a 404."""
+    page = HttpConnection(site_for(Server()))
+    page.send(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+    head, _, body = page.answer().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"\r\ncontent-type: image/svg+xml\r\n" in head.lower()
+    assert b"default-src 'none'" in head and b"nosniff" in head
+    assert body.startswith(b"<svg ") and b"<script" not in body
+
+
 def test_the_origin_must_match_the_scheme_the_page_was_reached_by() -> None:
     """http://host is this site over plain HTTP, not over TLS, and https://host the reverse."""
     site = site_for(Server())
