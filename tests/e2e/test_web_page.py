@@ -317,6 +317,14 @@ def test_members_rooms_links_times_and_mentions_follow_the_chat_on_a_desktop(
             assert members(ann) == ["ann", "kit"]
             say_from(ann, "/whois kit")
             ann.get_by_text(re.compile(r"kit is in #garden, online \d+ s, idle \d+ s")).wait_for()
+            spans = [59.6, 61, 3600, 11_100, 90_061]
+            assert ann.evaluate("(spans) => spans.map(duration)", spans) == [
+                "1 min",
+                "1 min 1 s",
+                "1 h",
+                "3 h 5 min",
+                "1 d 1 h",
+            ]
             cat.sendall(b"/quit bye\n")
             ann.get_by_text("kit has left").wait_for()
             assert members(ann) == ["ann"]
@@ -394,6 +402,7 @@ def test_a_phone_lists_everyone_in_a_big_room_and_switches_rooms_from_its_panels
             screenshots(ben, "phone-members")
             ben.click("#show-rooms")
             assert not ben.is_visible("#members-panel")
+            screenshots(ben, "phone-rooms")
             ben.locator("#rooms button", has_text="#quiet").click()
             ben.locator("#room", has_text="#quiet").wait_for()
             assert not ben.is_visible("#rooms-panel")
