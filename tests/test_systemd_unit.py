@@ -118,8 +118,8 @@ os.execv(sys.argv[1], sys.argv[1:])
 
 def _kernel_has_mdwe() -> bool:
     """Whether prctl(PR_GET_MDWE) is known (Linux 6.3 and later); asking changes nothing."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    return bool(libc.prctl(66, 0, 0, 0, 0) >= 0)
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux only
+    return prctl is not None and prctl(66, 0, 0, 0, 0) >= 0
 
 
 def _tls_greeting(tmp_path: Path, deny_write_execute: bool) -> bytes:
