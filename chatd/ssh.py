@@ -5,8 +5,10 @@ for; behind the terminal runs the line protocol's own session
 (:class:`~chatd.protocol.WholeLineSession`), so the alias rules, registered
 aliases (their password is asked for in the terminal), commands, limits and
 rooms are those of every other front end. The terminal has a line editor
-(``twisted.conch.recvline``): incoming lines are written above the line being
-typed, which is then drawn again, so typing is never interrupted.
+(:mod:`chatd.lineeditor`: Unicode, wrapping, readline keys, history):
+incoming lines are written above the line being typed, which is then drawn
+again, so typing is never interrupted; a password typed at the chat's prompt
+is masked and never kept in the history.
 
 Guests get in with any public key, or with any password. The owner of a
 registered alias gets in with a key bound to it (``/sshkey``) or with its
@@ -33,10 +35,8 @@ from typing import Any, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from twisted.conch import recvline
 from twisted.conch.avatar import ConchUser
 from twisted.conch.error import ConchError, ValidPublicKey
-from twisted.conch.insults import insults
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh import keys
 from twisted.conch.ssh.channel import SSHChannel
@@ -69,13 +69,13 @@ from zope.interface import implementer
 
 from chatd import lineformat
 from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
+from chatd.lineeditor import Keyboard, LineEditor
 from chatd.passwords import PasswordsBusy
 from chatd.protocol import ChatFactory, WholeLineSession, describe_peer
 from chatd.store import Account, Ban
 from chatd.text import utc_stamp
 
 HOST_KEY_FILE = "ssh_host_ed25519_key"
-CTRL_C, CTRL_D = b"\x03", b"\x04"
 # From TCP connect to authenticated (version and key exchange included).
 AUTH_DEADLINE_SECONDS = 30.0
 # From authenticated (or the end of a chat) to the next shell request.
@@ -401,8 +401,9 @@ class ChannelTransport:
         self._channel.loseConnection()
 
 
-class ChatServerProtocol(insults.ServerProtocol):
-    """insults' key parser, with escape sequences bounded (it buffers them without limit)."""
+class ChatServerProtocol(Keyboard):
+    """The editor's key parser, with escape sequences bounded (insults buffers them
+    without limit)."""
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
@@ -590,26 +591,25 @@ class TerminalOutput:
         self._channel.abort()
 
 
-class ChatTerminal(recvline.HistoricRecvLine):
-    """The line editor of one SSH user, wired to their chat session."""
+class ChatTerminal(LineEditor):
+    """The line editor of one SSH user, wired to their chat session.
 
-    ps = (b"> ", b"> ")
+    A registered alias's password, typed at the chat's own prompt, is masked
+    and kept out of the editor's history.
+    """
 
     def __init__(
         self, chat: ChatFactory, login: SSHLogin, peer: IAddress, channel: ChatChannel
     ) -> None:
-        super().__init__()
+        super().__init__(chat.config.max_line_bytes, MAX_HISTORY_LINES)
         self._chat = chat
         self._login = login
         self._peer = peer
         self._channel = channel
-        self._max_line_bytes = chat.config.max_line_bytes
         self.session: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.keyHandlers[CTRL_D] = self._quit
-        self.keyHandlers[CTRL_C] = self._quit
         # A refusal by a connection limit is a protocol too: it says why and closes.
         session = self._chat.admit(self._peer, SSHChatSession)
         session.makeConnection(TerminalOutput(self, self._peer, self._channel))
@@ -640,45 +640,16 @@ class ChatTerminal(recvline.HistoricRecvLine):
         else:
             session.lines_received([alias.encode("utf-8", "replace")])
 
-    def show(self, data: bytes) -> None:
-        """Write server lines above the input line, then draw the input line again."""
-        self.terminal.write(b"\r")
-        self.terminal.eraseLine()
-        self.terminal.write(data)
-        self.drawInputLine()
-        behind = len(self.lineBuffer) - self.lineBufferIndex
-        if behind:
-            self.terminal.cursorBackward(behind)
+    def is_secret(self) -> bool:
+        return self.session is not None and bool(self.session.expects_password)
 
-    def terminalSize(self, width: int, height: int) -> None:
-        """Note the size; recvline's own version clears the screen, lines and all."""
-        self.width, self.height = width, height
-
-    def keystrokeReceived(self, keyID: bytes, modifier: object) -> None:
-        """Edit with the keys the editor knows, type printable ones up to a line's
-        limit, and drop anything else quietly (recvline logs a warning per key)."""
-        handler = self.keyHandlers.get(keyID)
-        if handler is not None:
-            handler()
-        elif keyID in self._printableChars and len(self.lineBuffer) < self._max_line_bytes:
-            self.characterReceived(keyID, False)
-
-    def handle_TAB(self) -> None:
-        if len(self.lineBuffer) + self.TABSTOP <= self._max_line_bytes:
-            super().handle_TAB()
-
-    def handle_RETURN(self) -> None:
-        super().handle_RETURN()
-        if len(self.historyLines) > MAX_HISTORY_LINES:
-            del self.historyLines[:-MAX_HISTORY_LINES]
-            self.historyPosition = len(self.historyLines)
-
-    def lineReceived(self, line: bytes) -> None:
+    def line_entered(self, line: str) -> None:
         if self.session is not None:
-            self.session.lines_received([line])
+            self.session.lines_received([line.encode("utf-8")])
 
-    def _quit(self) -> None:
-        self.lineReceived(b"/quit")
+    def interrupted(self) -> None:
+        """Ctrl-C, or Ctrl-D on an empty line: leave the chat."""
+        self.line_entered("/quit")
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
         if self.session is not None:

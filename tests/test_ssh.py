@@ -35,6 +35,7 @@ from chatd.flood import FloodLimits
 from chatd.hub import Hub
 from chatd.protocol import ChatConfig, ChatFactory
 from chatd.store import Account, Ban
+from tests.test_lineeditor import Screen
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 SIZE = (24, 80, 0, 0)  # rows, columns, pixels
@@ -465,7 +466,8 @@ def test_a_long_line_and_an_endless_escape_stay_bounded(harness: SSHHarness) -> 
     client.conn.sendData(channel, b"\x1b[" + b"1" * 5000)
     pump.flush()
     terminal = channel_of(server).terminal
-    assert len(terminal.terminalProtocol.lineBuffer) == harness.chat.config.max_line_bytes
+    typed = terminal.terminalProtocol.buffer.text.encode("utf-8")
+    assert len(typed) == harness.chat.config.max_line_bytes
     assert len(getattr(terminal, "escBuf", [])) <= ssh.MAX_ESCAPE_BYTES
 
 
@@ -574,3 +576,77 @@ def test_a_connection_gone_during_the_key_check_leaves_no_ghost(harness: SSHHarn
     lookup.callback(None)
     assert harness.hub.member_named("bob") is None
     assert harness.chat.connections == set()
+
+
+def resize(client: Client, channel: ClientChannel, columns: int, rows: int = 24) -> None:
+    client.conn.sendRequest(
+        channel, b"window-change", packRequest_window_change((rows, columns, 0, 0))
+    )
+
+
+def test_non_ascii_typing_arrives_whole(harness: SSHHarness) -> None:
+    """UTF-8 typing reaches the room whole: héllo is not hllo, and wide characters pass."""
+    _, alice, pump = harness.connect()
+    typing = harness.shell(alice, pump)
+    _, bob, bob_pump = harness.connect(user=b"bob")
+    listening = harness.shell(bob, bob_pump)
+    alice.conn.sendData(typing, "héllo 日本語 ✓\r".encode())
+    pump.flush()
+    harness.clock.advance(0)
+    bob_pump.flush()
+    assert "<alice> héllo 日本語 ✓".encode() in listening.received
+
+
+def test_long_input_is_redrawn_whole_at_a_new_width_and_below_incoming_lines(
+    harness: SSHHarness,
+) -> None:
+    """A resize redraws the line being typed at the new width, and an incoming line leaves
+    no stale copy of its first row: the screen shows the line once, wrapped."""
+    _, alice, pump = harness.connect()
+    typing = harness.shell(alice, pump)
+    screen = Screen(SIZE[1])
+    screen.feed(typing.received)
+    typing.received = b""
+    alice.conn.sendData(typing, b"x" * 30)
+    pump.flush()
+    screen.feed(typing.received)
+    typing.received = b""
+    resize(alice, typing, 12)
+    pump.flush()
+    screen.resize(12)
+    screen.feed(typing.received)
+    typing.received = b""
+    (session,) = harness.chat.connections
+    session.send(b"<bob> hi\r\n")
+    pump.flush()
+    screen.feed(typing.received)
+    lines = screen.lines()
+    assert lines[lines.index("<bob> hi") :] == ["<bob> hi", "> " + "x" * 10, "x" * 12, "x" * 8]
+    assert lines.count("> " + "x" * 10) == 1
+
+
+def test_a_password_typed_at_the_chat_prompt_is_masked_and_forgotten(
+    harness: SSHHarness,
+) -> None:
+    """At the chat's own Password: prompt the password is echoed as stars and never enters
+    the editor's history, while the check gets it as typed."""
+
+    class KeyAccounts(SlowAccounts):
+        def key_login(self, alias: str, public_key: str) -> Deferred[Account | None]:
+            return succeed(None)  # a key not bound to the alias: its password is asked
+
+    accounts = KeyAccounts()
+    harness.hub.accounts = accounts  # type: ignore[assignment]
+    key = keys.Key(ed25519.Ed25519PrivateKey.generate())
+    server, client, pump = harness.connect(user=b"reg", key=key)
+    channel = harness.shell(client, pump)
+    assert b"*** reg is registered. Password:" in channel.received
+    client.conn.sendData(channel, b"s3cret!\r")
+    pump.flush()
+    assert [(alias, password) for alias, password, _, _ in accounts.checks] == [("reg", "s3cret!")]
+    assert b"s3cret" not in channel.received
+    assert b"*******" in channel.received
+    client.conn.sendData(channel, b"\x1b[A")  # the up arrow brings nothing back
+    pump.flush()
+    editor = channel_of(server).terminal.terminalProtocol
+    assert editor.buffer.text == "" and editor.buffer.history == []

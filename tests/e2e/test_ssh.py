@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import Daemon, read_until, start_chatd
+from tests.test_lineeditor import Screen
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ssh") is None or shutil.which("ssh-keygen") is None,
@@ -47,6 +48,17 @@ class Terminal:
                     self.output += os.read(self.fd, 65536)
                 except OSError:  # the child is gone
                     raise EOFError(f"{wanted!r} not seen; got {self.output!r}") from None
+
+    def drain(self, seconds: float) -> None:
+        """Read what comes within ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if ready:
+                try:
+                    self.output += os.read(self.fd, 65536)
+                except OSError:  # the child is gone
+                    return
 
     def type(self, text: bytes) -> None:
         os.write(self.fd, text)
@@ -280,6 +292,65 @@ def test_odd_ssh_requests_get_answers_and_leave_no_traceback(tmp_path: Path) -> 
         terminal.expect(b"*** In #lobby (1): sized")
         terminal.type(b"\x04")
         time.sleep(0.5)
+    finally:
+        if terminal is not None:
+            terminal.close()
+        daemon.stop()
+    log = daemon.log_text()
+    for bad in ("Traceback", "#warn]", "#error]", "#critical]", "Unhandled"):
+        assert bad not in log, log
+
+
+def test_the_editor_takes_unicode_readline_keys_resizes_and_masks_the_password(
+    tmp_path: Path,
+) -> None:
+    """Through the real ssh in a terminal: the chat's password prompt echoes no password,
+    non-ASCII typing arrives whole, Ctrl-W and Ctrl-U edit, and after a resize a long line
+    is drawn wrapped at the new width, once, below the incoming line."""
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    daemon = start_chatd(tmp_path, "--ssh", "tcp:0:interface=127.0.0.1", "--flood-rate", "0")
+    terminal = None
+    try:
+        _, ssh_port = daemon.wait_for_ports(2)
+        quit_line(register_by_line(daemon, "pia", "pia-secret-pass"))
+        quiet = ("-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-i", str(key))
+        terminal = Terminal(ssh_command(ssh_port, "pia", *quiet))
+        fcntl.ioctl(terminal.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        terminal.expect(b"*** pia is registered. Password:")
+        terminal.type(b"pia-secret-pass\r")
+        terminal.expect(b"*** Welcome, pia!")
+        assert b"pia-secret" not in terminal.output
+        line = daemon.connect()
+        read_until(line, b"Choose an alias")
+        line.sendall(b"liner\n")
+        read_until(line, b"Type /help for commands.\r\n")
+        terminal.type("héllo ✓ 日本\r".encode())
+        read_until(line, "<pia> héllo ✓ 日本\r\n".encode())
+        terminal.type(b"oops typo\x17fixed\r")  # Ctrl-W
+        read_until(line, b"<pia> oops fixed\r\n")
+        terminal.type(b"garbage\x15clean\r")  # Ctrl-U
+        read_until(line, b"<pia> clean\r\n")
+        terminal.drain(0.3)
+        screen = Screen(80)
+        screen.feed(terminal.output)
+        shown = len(terminal.output)
+        fcntl.ioctl(terminal.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 20, 0, 0))
+        os.kill(terminal.pid, signal.SIGWINCH)
+        screen.resize(20)
+        typed = "".join(chr(ord("a") + n % 26) for n in range(45))
+        time.sleep(0.3)
+        terminal.type(typed.encode())
+        time.sleep(0.3)
+        line.sendall(b"hi pia\n")
+        terminal.expect(b"<liner> hi pia")
+        terminal.drain(0.3)
+        screen.feed(terminal.output[shown:])
+        lines = screen.lines()
+        assert lines[-4:] == ["<liner> hi pia", "> " + typed[:18], typed[18:38], typed[38:]]
+        assert lines.count("> " + typed[:18]) == 1
+        terminal.type(b"\r")
+        read_until(line, f"<pia> {typed}\r\n".encode())
     finally:
         if terminal is not None:
             terminal.close()
