@@ -12,6 +12,7 @@ holds early callers in the listen backlog.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
@@ -66,6 +67,7 @@ class ChatService(Service):
         log_observer: Callable[[], ILogObserver] | None = None,
         cluster: Cluster | None = None,
         daemonizing: bool = False,
+        pidfile: str | None = None,
     ) -> None:
         """Listen on ``endpoints`` for chat, and on each of ``others`` with its factory.
 
@@ -82,6 +84,8 @@ class ChatService(Service):
 
         ``daemonizing`` says twistd runs without ``--nodaemon``: a port that cannot
         be bound is then raised to twistd, whose waiting parent process prints it.
+        ``pidfile`` is twistd's, removed if chatd ends the start itself (twistd
+        removes it only after an error it is given).
         """
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -108,6 +112,7 @@ class ChatService(Service):
         self._log_observer = log_observer
         self._previous_sighup: Any = None
         self._daemonizing = daemonizing
+        self._pidfile = pidfile
 
     def setServiceParent(self, parent: Any) -> None:
         """Join the application; hand twistd the log observer, if chatd has its own.
@@ -142,6 +147,9 @@ class ChatService(Service):
                 )
                 if self._daemonizing:
                     self._refusal.raiseException()
+                if self._pidfile:
+                    with suppress(OSError):
+                        os.remove(self._pidfile)
                 raise SystemExit(1)
             self._listening.append(listening)
 

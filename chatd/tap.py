@@ -542,6 +542,7 @@ def makeService(options: Options) -> ChatService:
         reread=partial(reread, options.argv),
         log_observer=log_observer,
         daemonizing=not nodaemon,
+        pidfile=twistd_options.get("pidfile"),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.error import CannotListenError
@@ -30,12 +31,12 @@ class RefusingReactor(MemoryReactorClock):
 
 
 def make_service(
-    path: Path, reactor: MemoryReactorClock, *endpoints: str, daemonizing: bool = False
+    path: Path, reactor: MemoryReactorClock, *endpoints: str, **options: Any
 ) -> ChatService:
     clock = Clock()
     store = Store(path, clock=clock, run_in_thread=run_synchronously)
     factory = ChatFactory(Hub(clock=clock, store=store), ChatConfig())
-    return ChatService(factory, store, endpoints, reactor=reactor, daemonizing=daemonizing)
+    return ChatService(factory, store, endpoints, reactor=reactor, **options)
 
 
 def test_ports_are_bound_at_privileged_start(tmp_path: Path) -> None:
@@ -71,6 +72,16 @@ def test_a_port_that_cannot_be_bound_stops_the_start(tmp_path: Path) -> None:
             "cannot listen on tcp:4001: Couldn't listen on any:4001: Address already in use.",
         )
     ]
+
+
+def test_twistds_pidfile_goes_when_a_port_cannot_be_bound(tmp_path: Path) -> None:
+    """The pidfile twistd wrote is removed as chatd ends the start, as twistd would remove it."""
+    pidfile = tmp_path / "twistd.pid"
+    pidfile.write_text("4242", encoding="utf-8")
+    service = make_service(tmp_path / "db", RefusingReactor(), "tcp:4001", pidfile=str(pidfile))
+    with pytest.raises(SystemExit):
+        service.privilegedStartService()
+    assert not pidfile.exists()
 
 
 def test_a_daemonizing_twistd_is_given_the_error_its_parent_reports(tmp_path: Path) -> None:

@@ -239,7 +239,7 @@ def test_a_port_in_use_stops_twistd_with_an_error(tmp_path: Path) -> None:
     port = taken.getsockname()[1]
     try:
         result = subprocess.run(
-            [venv_script("twistd"), "--pidfile=", "-n", "chatd", "--port", str(port)],
+            [venv_script("twistd"), "-n", "chatd", "--port", str(port)],
             cwd=tmp_path,
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -253,6 +253,7 @@ def test_a_port_in_use_stops_twistd_with_an_error(tmp_path: Path) -> None:
     assert f"cannot listen on tcp:{port}:interface=127.0.0.1: Couldn't listen on" in refusal
     assert "Traceback" not in output
     assert "stderr#error" not in output, output  # nothing printed after the line
+    assert not (tmp_path / "twistd.pid").exists()  # no stale pidfile for the next start
 
 
 @pytest.mark.parametrize(
