@@ -19,10 +19,16 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from twisted.internet.interfaces import IAddress, IReactorTime, ITransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IProtocolNegotiationFactory,
+    IReactorTime,
+    ITransport,
+)
 from twisted.internet.protocol import Factory, Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import directlyProvides
 
 # Rate buckets of addresses with nothing connected are forgotten once this many
 # addresses are known, so a scan from many addresses cannot grow the table forever.
@@ -236,6 +242,14 @@ class AdmittingFactory(ServerFactory):
         self.wrapped = wrapped
         self.admission = admission
         self._refusal = refusal
+        if IProtocolNegotiationFactory.providedBy(wrapped):
+            # TLS asks the factory it wraps (this one) which protocols to offer
+            # over ALPN; with none, Twisted fails every handshake that offers one.
+            directlyProvides(self, IProtocolNegotiationFactory)
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """The wrapped factory's ALPN protocols (twisted.web's site: http/1.1)."""
+        return list(IProtocolNegotiationFactory(self.wrapped).acceptableProtocols())
 
     def logPrefix(self) -> str:
         """The wrapped factory's name, so the log says which listener this is."""
