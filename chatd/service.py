@@ -192,6 +192,14 @@ class ChatService(Service):
                 await self.factory.hub.accounts.load()
             bans = await self.store.active_bans(self.factory.clock.seconds())
             motd = await self.store.get_setting(MOTD_SETTING)
+        except OSError as problem:  # the machine's doing (a directory, permissions, space)
+            self.log.critical(
+                "cannot open the store at {path}: {problem}; stopping",
+                path=self.store.path,
+                problem=problem,
+            )
+            self._reactor.stop()
+            return
         except Exception:
             self.log.failure("cannot open the store at {path}; stopping", path=self.store.path)
             self._reactor.stop()

@@ -106,6 +106,21 @@ def test_start_loads_the_store_then_is_ready(tmp_path: Path) -> None:
     assert not (tmp_path / "db-wal").exists()  # the store was closed cleanly
 
 
+def test_a_store_that_cannot_be_created_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    """An unusable --data-dir (permissions, a file in the way) is one critical line."""
+    reactor = MemoryReactorClock()
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    service = make_service(blocker / "db", reactor, "tcp:4000")
+    with capturedLogs() as events:
+        service.startService()
+    assert reactor.hasStopped
+    [event] = [e for e in events if e["log_level"] >= LogLevel.error]
+    assert event["log_level"] == LogLevel.critical
+    assert "cannot open the store at" in formatEvent(event)
+    assert "log_failure" not in event
+
+
 def test_reload_applies_what_can_change_live(tmp_path: Path) -> None:
     """A reload replaces limits, timeouts, the MOTD, history replay and the operators."""
     reactor = MemoryReactorClock()
