@@ -9,11 +9,15 @@ import os
 import shlex
 
 from twisted.application.service import Application
+from twisted.python.usage import UsageError
 
 from chatd.tap import Options, makeService
 
 options = Options()
-options.parseOptions(shlex.split(os.environ.get("CHATD_OPTIONS", "")))
+try:
+    options.parseOptions(shlex.split(os.environ.get("CHATD_OPTIONS", "")))
+except UsageError as problem:  # one line, as `twistd chatd` gives, not a traceback
+    raise SystemExit(f"chatd.tac: CHATD_OPTIONS: {problem}") from None
 
 application = Application("chatd")
 makeService(options).setServiceParent(application)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -144,6 +145,20 @@ def test_tac_file_runs_the_same_service(tmp_path: Path) -> None:
         read_until(alice, b"*** In #lobby (1): alice\r\n")
     finally:
         daemon.stop()
+
+
+def test_a_bad_option_in_chatd_options_stops_the_tac_with_one_line(tmp_path: Path) -> None:
+    """etc/chatd.tac refuses a bad CHATD_OPTIONS as twistd chatd does: one line, status 1."""
+    done = subprocess.run(
+        [venv_script("twistd"), "--pidfile=", "-n", "-y", str(REPO / "etc" / "chatd.tac")],
+        cwd=tmp_path,
+        env={**os.environ, "CHATD_OPTIONS": "--max-per-ip lots"},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    output = (done.stdout + done.stderr).decode()
+    assert output.strip() == "chatd.tac: CHATD_OPTIONS: --max-per-ip: not a whole number: lots"
 
 
 def test_history_and_topics_survive_a_restart(tmp_path: Path) -> None:
