@@ -345,7 +345,7 @@ def test_parse_duration(text: str, seconds: float) -> None:
 @pytest.mark.parametrize("text", ["", "0", "-5m", "1.5h", "10 m", "forever", "9999999999"])
 def test_parse_duration_refuses(text: str) -> None:
     """Anything but a positive whole number with an optional unit is refused."""
-    with pytest.raises(ValueError, match="not a duration"):
+    with pytest.raises(ValueError, match="Not a duration"):
         parse_duration(text)
 
 
