@@ -17,6 +17,14 @@ Two modes, chosen by where standard input and output go:
   waits for the server to close.
 
 ``--alias`` is sent as the first line right after connecting, in both modes.
+If the server answers that the alias is registered and asks for its password,
+the client sends the one read from ``--password-file FILE`` (its first line)
+or the ``CHATD_PASSWORD`` environment variable; without one, an interactive
+user types it at the prompt, which masks it and keeps it out of the history,
+and pipe mode says on standard error how to give it and exits 1. In pipe mode
+with ``--alias``, standard input is only read once the server has accepted the
+alias, so a piped line is never taken as the password; if it refuses the alias
+(taken, or a wrong password) the client exits 1.
 Every server line is stripped of control characters and escape sequences
 (:func:`chatd.text.clean_text`) before it is shown, so a hostile server cannot
 drive the user's terminal.
@@ -26,7 +34,9 @@ Exit status: 0 when the server closed the connection after we sent ``/quit``
 first, sent an overlong line, or did not close within
 ``QUIT_TIMEOUT_SECONDS`` of our ``/quit`` (a short note goes to standard error);
 2 when the connection could not be made (``chatd-client: cannot connect to
-HOST:PORT: reason`` on standard error) or the arguments were wrong.
+HOST:PORT: reason`` on standard error) or the arguments were wrong. A failed
+TLS handshake is said in words (``chatd-client: TLS: ...``), with what to do
+about it.
 
 Why prompt_toolkit for the line editor: it is the well-kept library made for
 this job. ``patch_stdout()`` prints above the prompt and redraws it, and it
@@ -44,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -88,8 +99,12 @@ EXIT_OK = 0
 EXIT_CLOSED = 1
 EXIT_CANNOT_CONNECT = 2
 
+PASSWORD_VARIABLE = "CHATD_PASSWORD"
+
 _WELCOME = re.compile(r"\*\*\* Welcome, (?P<alias>[^!\s]+)! ")
 _RENAMED = re.compile(r"\*\*\* (?P<old>\S+) is now known as (?P<new>\S+)")
+_PASSWORD_PROMPT = re.compile(r"\*\*\* (?P<alias>\S+) is registered\. Password:")
+_ALIAS_PROMPT = "*** Choose an alias ("
 
 ShowLine = Callable[[str], None]
 
@@ -137,6 +152,40 @@ def connect_failure_message(host: str, port: int, reason: Failure | BaseExceptio
     return f"{PROGRAM}: cannot connect to {host}:{port}: {reason}"
 
 
+def describe_loss(reason: Failure, server_name: str | None = None) -> str:
+    """Why the connection was lost, in words: a failed TLS handshake says what to do.
+
+    pyOpenSSL and service_identity describe their failures as Python reprs of
+    lists of tuples; the user needs the reason, and the option that helps.
+    """
+    from OpenSSL.SSL import Error as TLSError
+    from service_identity import VerificationError
+
+    if reason.check(VerificationError):
+        name = f" for {server_name}" if server_name else ""
+        return (
+            f"TLS: the server's certificate is not{name}"
+            " (use --server-name with a name the certificate is for)"
+        )
+    if reason.check(TLSError):
+        reasons = [str(part[-1]) for part in _tls_error_parts(reason.value) if part[-1]]
+        text = "; ".join(dict.fromkeys(reasons)) or "handshake failed"
+        if "certificate verify failed" in text:
+            return f"TLS: {text} (the server's certificate is not trusted; use --ca-file)"
+        if "wrong version number" in text or "packet length too long" in text:
+            return f"TLS: {text} (is the port a TLS one?)"
+        return f"TLS: {text}"
+    return f"connection lost: {reason.getErrorMessage()}"
+
+
+def _tls_error_parts(error: BaseException) -> list[tuple[str, ...]]:
+    """The (library, function, reason) tuples pyOpenSSL puts in an error's first argument."""
+    parts = error.args[0] if error.args else []
+    if not isinstance(parts, list):
+        return [(str(parts),)]
+    return [part for part in parts if isinstance(part, tuple) and part]
+
+
 # The connection.
 
 
@@ -150,7 +199,15 @@ class ChatClient(LineReceiver):
     delimiter = b"\n"
     MAX_LENGTH = MAX_SERVER_LINE_BYTES
 
-    def __init__(self, show: ShowLine, clock: IReactorTime, alias: str | None = None) -> None:
+    def __init__(
+        self,
+        show: ShowLine,
+        clock: IReactorTime,
+        alias: str | None = None,
+        password: str | None = None,
+        server_name: str | None = None,
+        interactive: bool = False,
+    ) -> None:
         self.show = show
         self.clock = clock
         self.initial_alias = alias
@@ -158,8 +215,17 @@ class ChatClient(LineReceiver):
         self.quit_sent = False
         self.closed = False
         self.problem: str | None = None
+        # Whether the server's last word was a password prompt: the next line is one.
+        self.expects_password = False
+        self._password = password
+        self._server_name = server_name
+        self._interactive = interactive  # a password can be typed at the prompt
+        self._alias_prompts = 0
         self._quit_timer: IDelayedCall | None = None
         self._close_waiters: list[Deferred[None]] = []
+        self._login_waiters: list[Deferred[str | None]] = []
+        self._login_refusal: str | None = None
+        self._logged_in = False
 
     def connectionMade(self) -> None:
         if self.initial_alias is not None:
@@ -171,6 +237,7 @@ class ChatClient(LineReceiver):
         text = clean_text(decode_line(line))
         self.track_alias(text)
         self.show(text)
+        self._follow_login(text)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.problem = f"the server sent a line over {MAX_SERVER_LINE_BYTES} bytes"
@@ -184,7 +251,8 @@ class ChatClient(LineReceiver):
             if reason.check(ConnectionDone):
                 self.problem = "the server closed the connection"
             else:
-                self.problem = f"connection lost: {reason.getErrorMessage()}"
+                self.problem = describe_loss(reason, self._server_name)
+        self._login_ended(self.problem or "the connection closed")
         waiters, self._close_waiters = self._close_waiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -207,8 +275,56 @@ class ChatClient(LineReceiver):
         """Send one line of text (LF-terminated, as the server accepts)."""
         self.send_lines(text.encode("utf-8") + b"\n")
 
+    def when_logged_in(self) -> Deferred[str | None]:
+        """Fires once the server has taken ``--alias`` (with None), or has refused it or
+        closed (with why, for standard error)."""
+        if self._logged_in or self._login_refusal is not None:
+            return succeed(self._login_refusal)
+        waiter: Deferred[str | None] = Deferred()
+        self._login_waiters.append(waiter)
+        return waiter
+
+    def _follow_login(self, text: str) -> None:
+        """Answer a password prompt for ``--alias`` if we have the password; note a
+        refused alias (the prompt again after the greeting's)."""
+        asked = _PASSWORD_PROMPT.fullmatch(text)
+        if asked:
+            mine = self.initial_alias is not None and alias_key(asked["alias"]) == alias_key(
+                self.initial_alias
+            )
+            password, self._password = self._password, None  # sent once, never again
+            if mine and password is not None:
+                self.send_line(password)
+            elif mine and not self._interactive:
+                self._login_ended(
+                    f"{self.initial_alias} is registered: give its password with "
+                    f"--password-file FILE or the {PASSWORD_VARIABLE} environment variable"
+                )
+            else:
+                self.expects_password = True
+            return
+        if self._logged_in:
+            return
+        if self.alias is not None:
+            self._logged_in = True
+            self._login_ended(None)
+        elif text.startswith(_ALIAS_PROMPT):
+            self._alias_prompts += 1
+            if self._alias_prompts > 1:  # after the greeting's: the alias was refused
+                self._login_ended(f"the server did not accept the alias {self.initial_alias}")
+
+    def _login_ended(self, refusal: str | None) -> None:
+        if self._logged_in and refusal is not None:
+            return
+        if self._login_refusal is None:
+            self._login_refusal = refusal
+        waiters, self._login_waiters = self._login_waiters, []
+        for waiter in waiters:
+            waiter.callback(refusal)
+
     def send_lines(self, data: bytes) -> None:
         """Send complete lines exactly as given, noting whether one is ``/quit``."""
+        self.expects_password = False
         if any(is_quit_command(decode_line(line.rstrip(b"\r"))) for line in data.split(b"\n")):
             self._quit_was_sent()
         self.transport.write(data)
@@ -256,15 +372,16 @@ async def connect(
 
     HostnameEndpoint resolves names off the reactor thread and tries IPv4 and
     IPv6 addresses alike. With ``--tls`` the connection is wrapped in TLS and
-    the server's certificate checked against the host name, by the system's
-    trusted CAs or the one in ``--ca-file``.
+    the server's certificate checked against ``--server-name`` (the host name
+    by default), by the system's trusted CAs or the one in ``--ca-file``.
     """
     if endpoint is None:
         endpoint = HostnameEndpoint(
             reactor, options.host, options.port, timeout=CONNECT_TIMEOUT_SECONDS
         )
         if options.tls:
-            endpoint = wrapClientTLS(tls_options(options.host, options.ca_file), endpoint)
+            name = options.server_name or options.host
+            endpoint = wrapClientTLS(tls_options(name, options.ca_file), endpoint)
     await connectProtocol(endpoint, client)
 
 
@@ -379,14 +496,21 @@ async def run_pipe(
     stderr = sys.stderr if stderr is None else stderr
     bridge = PipeBridge()
     open_stdio(bridge)
-    client = ChatClient(bridge.show, reactor, options.alias)
+    client = ChatClient(bridge.show, reactor, options.alias, options.password, options.server_name)
     try:
         await connect(reactor, options, client, endpoint)
     except (ConnectError, DNSLookupError) as error:
         print(connect_failure_message(options.host, options.port, error), file=stderr)
         bridge.close()
         return EXIT_CANNOT_CONNECT
-    bridge.attach(client)
+    # Input waits until --alias is ours: a piped line must not become its password.
+    refusal = await client.when_logged_in() if options.alias is not None else None
+    if refusal is None:
+        bridge.attach(client)
+    elif not client.closed:
+        # Not /quit: at a password prompt it would be taken for the password.
+        client.problem = refusal
+        client.transport.loseConnection()
     await client.when_closed()
     await bridge.close()
     return _finish(client, stderr)
@@ -401,8 +525,11 @@ def _finish(client: ChatClient, stderr: IO[str]) -> int:
 # Interactive mode.
 
 
-def prompt_text(alias: str | None) -> str:
-    """The prompt: our alias once the server has accepted one."""
+def prompt_text(alias: str | None, password: bool = False) -> str:
+    """The prompt: our alias once the server has accepted one; says when a password
+    is asked for."""
+    if password:
+        return "password> "
     return f"{alias}> " if alias else "> "
 
 
@@ -412,14 +539,16 @@ def send_typed(client: ChatClient, typed: str) -> None:
     A paste can bring several lines at once; each is sent as a line of its own.
     """
     for line in typed.splitlines() or [""]:
+        secret = client.expects_password
         client.send_line(line)
-        echo = local_echo(client.alias, line)
+        echo = None if secret else local_echo(client.alias, line)
         if echo is not None:
             client.show(echo)
 
 
 def _chat_key_bindings(client: ChatClient) -> KeyBindings:
-    """Enter sends the line and clears the input, without leaving the prompt.
+    """Enter sends the line and clears the input, without leaving the prompt; a
+    password is sent without an echo, and stays out of the history.
 
     The prompt runs for the whole session: ending it after each line would hand
     the terminal back to the kernel's echoing line discipline in between, and
@@ -433,7 +562,8 @@ def _chat_key_bindings(client: ChatClient) -> KeyBindings:
     def _send(event: KeyPressEvent) -> None:
         buffer = event.current_buffer
         typed = buffer.text
-        buffer.append_to_history()
+        if not client.expects_password:  # a password is never kept
+            buffer.append_to_history()
         buffer.reset()
         send_typed(client, typed)
         if client.quit_sent:
@@ -491,9 +621,12 @@ def _raw_while_printing_input() -> Input:
 async def run_interactive(reactor: IReactorTime, options: argparse.Namespace) -> int:
     """Interactive mode from connecting to the exit status; needs the asyncio reactor."""
     from prompt_toolkit import PromptSession
+    from prompt_toolkit.filters import Condition
     from prompt_toolkit.patch_stdout import patch_stdout
 
-    client = ChatClient(print, reactor, options.alias)
+    client = ChatClient(
+        print, reactor, options.alias, options.password, options.server_name, interactive=True
+    )
     try:
         await connect(reactor, options, client)
     except (ConnectError, DNSLookupError) as error:
@@ -502,7 +635,8 @@ async def run_interactive(reactor: IReactorTime, options: argparse.Namespace) ->
     # Server lines are printed (by the client's show=print) above the prompt.
     with patch_stdout():
         session: PromptSession[None] = PromptSession(
-            lambda: prompt_text(client.alias),
+            lambda: prompt_text(client.alias, client.expects_password),
+            is_password=Condition(lambda: client.expects_password),
             key_bindings=_chat_key_bindings(client),
             erase_when_done=True,
             input=_raw_while_printing_input(),
@@ -530,6 +664,8 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
             "server closed first or misbehaved (a note goes to standard error); 2 if no "
             "connection could be made ('chatd-client: cannot connect to HOST:PORT: "
             "reason') or the arguments are wrong."
+            f" The password of a registered --alias is read from --password-file or the "
+            f"{PASSWORD_VARIABLE} environment variable."
         ),
     )
     parser.add_argument(
@@ -537,6 +673,15 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help="TCP port (%(default)s)")
     parser.add_argument("--alias", help="alias to send as the first line after connecting")
+    parser.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help=(
+            "if the alias is registered, send the first line of FILE when the server asks "
+            f"for its password (else the {PASSWORD_VARIABLE} environment variable, if set); "
+            "needed with a pipe, where input is only sent once the alias is accepted"
+        ),
+    )
     parser.add_argument(
         "--tls",
         action="store_true",
@@ -547,10 +692,36 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="PEM",
         help="trust this certificate (e.g. the server's self-signed one) instead of the system's",
     )
+    parser.add_argument(
+        "--server-name",
+        metavar="NAME",
+        help="the name the server's certificate must be for, also sent in the handshake "
+        "(SNI); the --host by default",
+    )
     options = parser.parse_args(argv)
     if options.ca_file is not None and not options.tls:
         parser.error("--ca-file goes with --tls")
+    if options.server_name is not None and not options.tls:
+        parser.error("--server-name goes with --tls")
+    if options.password_file is not None and options.alias is None:
+        parser.error("--password-file goes with --alias")
+    options.password = _password(options, parser) if options.alias is not None else None
     return options
+
+
+def _password(options: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
+    """The alias's password: the first line of --password-file, else $CHATD_PASSWORD."""
+    if options.password_file is None:
+        return os.environ.get(PASSWORD_VARIABLE) or None
+    try:
+        with open(options.password_file, encoding="utf-8") as source:
+            line = source.readline(MAX_PENDING_INPUT_BYTES)
+    except (OSError, UnicodeDecodeError) as problem:
+        parser.error(f"cannot read --password-file: {problem}")
+    password = line.rstrip("\r\n")
+    if not password:
+        parser.error(f"--password-file {options.password_file} starts with an empty line")
+    return password
 
 
 def _port(text: str) -> int:

@@ -5,10 +5,11 @@ Everything runs on StringTransports and a task.Clock: no sockets, no reactor, no
 
 from __future__ import annotations
 
-import argparse
 import io
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
@@ -16,7 +17,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRef
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -26,7 +27,9 @@ from chatd.client import (
     QUIT_TIMEOUT_SECONDS,
     ChatClient,
     PipeBridge,
+    connect,
     connect_failure_message,
+    describe_loss,
     exit_status,
     is_quit_command,
     local_echo,
@@ -478,11 +481,12 @@ class FakeStdio:
 
 
 def start_pipe(
-    endpoint: FakeEndpoint, alias: str | None = None
+    endpoint: FakeEndpoint, alias: str | None = None, *arguments: str
 ) -> tuple[Deferred[int], FakeStdio, io.StringIO]:
     """Run run_pipe against fakes; returns its Deferred, the stdio fake and stderr."""
     stdio, stderr = FakeStdio(), io.StringIO()
-    options = argparse.Namespace(host="h", port=1, alias=alias)
+    with_alias = ["--alias", alias] if alias is not None else []
+    options = parse_arguments(["--host", "h", "--port", "1", *with_alias, *arguments])
     running = ensureDeferred(
         run_pipe(Clock(), options, endpoint=endpoint, open_stdio=stdio, stderr=stderr)
     )
@@ -494,7 +498,7 @@ def test_pipe_session_ends_with_zero_after_eof_and_goodbye() -> None:
     endpoint = FakeEndpoint()
     running, stdio, stderr = start_pipe(endpoint, alias="alice")
     assert stdio.bridge is not None and endpoint.protocol is not None
-    endpoint.protocol.dataReceived(b"*** Welcome to chatd 1.0.\r\n")
+    endpoint.protocol.dataReceived(b"*** Welcome to chatd 1.0.\r\n*** Welcome, alice! Hi\r\n")
     stdio.bridge.dataReceived(b"hello\n")
     stdio.bridge.readConnectionLost()
     assert endpoint.transport.value() == b"alice\nhello\n/quit\n"
@@ -504,7 +508,9 @@ def test_pipe_session_ends_with_zero_after_eof_and_goodbye() -> None:
     assert stdio.transport.disconnecting
     stdio.bridge.connectionLost(Failure(ConnectionDone()))
     assert result_of(running) == 0
-    assert stdio.transport.value() == b"*** Welcome to chatd 1.0.\n*** Goodbye.\n"
+    assert stdio.transport.value() == (
+        b"*** Welcome to chatd 1.0.\n*** Welcome, alice! Hi\n*** Goodbye.\n"
+    )
     assert stderr.getvalue() == ""
 
 
@@ -539,3 +545,174 @@ def test_importing_the_module_picks_no_reactor() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+# Registered aliases: the password, and piped input held until the alias is ours.
+
+PASSWORD_PROMPT = b"*** bob is registered. Password:\r\n"
+GREETING = b"*** Welcome to chatd 1.0.\r\n*** Choose an alias (1-24 characters):\r\n"
+
+
+def test_piped_input_waits_until_the_alias_is_accepted_and_the_password_is_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With --alias, piped lines are held until the Welcome, so none is taken as the
+    password, which comes from CHATD_PASSWORD when the server asks for it."""
+    monkeypatch.setenv("CHATD_PASSWORD", "s3cret pass")
+    endpoint = FakeEndpoint()
+    running, stdio, stderr = start_pipe(endpoint, "bob")
+    assert stdio.bridge is not None and endpoint.protocol is not None
+    stdio.bridge.dataReceived(b"hello\n")
+    endpoint.protocol.dataReceived(GREETING + PASSWORD_PROMPT)
+    assert endpoint.transport.value() == b"bob\ns3cret pass\n"
+    endpoint.protocol.dataReceived(b"*** Welcome, bob! You are in #lobby (1): bob\r\n")
+    assert endpoint.transport.value() == b"bob\ns3cret pass\nhello\n"
+    assert not running.called and stderr.getvalue() == ""
+
+
+def test_a_registered_alias_without_a_password_says_how_to_give_one() -> None:
+    """Piped, with no password given, the client says how to give one and exits 1,
+    sending no piped line at all."""
+    endpoint = FakeEndpoint()
+    running, stdio, stderr = start_pipe(endpoint, "bob")
+    assert stdio.bridge is not None and endpoint.protocol is not None
+    stdio.bridge.dataReceived(b"my password, I thought\n")
+    endpoint.protocol.dataReceived(GREETING + PASSWORD_PROMPT)
+    assert endpoint.transport.value() == b"bob\n"  # /quit would be taken for the password
+    assert endpoint.transport.disconnecting
+    endpoint.protocol.connectionLost(Failure(ConnectionDone()))
+    stdio.bridge.connectionLost(Failure(ConnectionDone()))
+    assert result_of(running) == 1
+    assert stderr.getvalue() == (
+        "chatd-client: bob is registered: give its password with --password-file FILE"
+        " or the CHATD_PASSWORD environment variable\n"
+    )
+
+
+def test_a_refused_login_in_pipe_mode_exits_one(tmp_path: Path) -> None:
+    """A wrong password (the alias prompt comes again) ends a piped session with status 1;
+    the password was read from --password-file and sent once."""
+    secret = tmp_path / "password"
+    secret.write_text("wrong one\nsecond line ignored\n")
+    endpoint = FakeEndpoint()
+    running, stdio, stderr = start_pipe(endpoint, "bob", "--password-file", str(secret))
+    assert stdio.bridge is not None and endpoint.protocol is not None
+    stdio.bridge.dataReceived(b"hello\n")
+    endpoint.protocol.dataReceived(GREETING + PASSWORD_PROMPT)
+    endpoint.protocol.dataReceived(b"!!! Wrong password for bob.\r\n" + GREETING[27:])
+    assert endpoint.transport.value() == b"bob\nwrong one\n"
+    assert endpoint.transport.disconnecting
+    endpoint.protocol.connectionLost(Failure(ConnectionDone()))
+    stdio.bridge.connectionLost(Failure(ConnectionDone()))
+    assert result_of(running) == 1
+    assert stderr.getvalue() == "chatd-client: the server did not accept the alias bob\n"
+
+
+def test_a_password_prompt_masks_and_is_not_echoed() -> None:
+    """At a password prompt the client knows the next line is a password: the prompt
+    says so (and masks it), and the line sent is not shown."""
+    harness = Harness()
+    harness.receive(PASSWORD_PROMPT)
+    assert harness.client.expects_password
+    assert prompt_text(None, harness.client.expects_password) == "password> "
+    send_typed(harness.client, "hunter2")
+    assert harness.sent() == b"hunter2\n"
+    assert harness.shown == ["*** bob is registered. Password:"]
+    assert not harness.client.expects_password
+
+
+def test_password_options_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--password-file gives its first line (over CHATD_PASSWORD); the variable alone works;
+    neither is used without --alias."""
+    monkeypatch.setenv("CHATD_PASSWORD", "from env")
+    secret = tmp_path / "password"
+    secret.write_text("from file\r\n")
+    assert parse_arguments(["--alias", "bob", "--password-file", str(secret)]).password == (
+        "from file"
+    )
+    assert parse_arguments(["--alias", "bob"]).password == "from env"
+    assert parse_arguments([]).password is None
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        (["--password-file", "x"], "--password-file goes with --alias"),
+        (["--alias", "bob", "--password-file", "/nonexistent"], "cannot read --password-file"),
+        (["--server-name", "chat.example"], "--server-name goes with --tls"),
+    ],
+)
+def test_bad_password_and_tls_name_options_are_usage_errors(
+    arguments: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Options that cannot be used say why, with status 2."""
+    with pytest.raises(SystemExit) as exited:
+        parse_arguments(arguments)
+    assert exited.value.code == 2
+    assert error in capsys.readouterr().err
+
+
+def test_the_help_names_the_password_options(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help tells how to give a registered alias's password and the TLS name."""
+    with pytest.raises(SystemExit):
+        parse_arguments(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--password-file FILE" in shown and "CHATD_PASSWORD" in shown
+    assert "--server-name NAME" in shown
+
+
+def test_the_tls_name_checked_is_the_server_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--server-name, not --host, is the name the certificate is checked for (and SNI)."""
+    names: list[str] = []
+
+    def recording_tls_options(name: str, ca_file: str | None) -> Any:
+        names.append(name)
+        raise ConnectionRefusedError("stop here")
+
+    monkeypatch.setattr("chatd.client.tls_options", recording_tls_options)
+    options = parse_arguments(["--host", "127.0.0.1", "--tls", "--server-name", "chat.example"])
+    failures: list[Failure] = []
+    reactor: Any = MemoryReactorClock()
+    ensureDeferred(connect(reactor, options, ChatClient(print, reactor))).addErrback(
+        failures.append
+    )
+    assert failures[0].check(ConnectionRefusedError)
+    assert names == ["chat.example"]
+
+
+def tls_failure(*reasons: str) -> Failure:
+    from OpenSSL.SSL import Error
+
+    return Failure(Error([("SSL routines", "", reason) for reason in reasons]))
+
+
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [
+        (
+            tls_failure("certificate verify failed"),
+            "TLS: certificate verify failed (the server's certificate is not trusted;"
+            " use --ca-file)",
+        ),
+        (
+            tls_failure("wrong version number"),
+            "TLS: wrong version number (is the port a TLS one?)",
+        ),
+        (tls_failure("a", "b", "a"), "TLS: a; b"),
+    ],
+)
+def test_tls_failures_are_said_in_words(failure: Failure, said: str) -> None:
+    """A failed handshake is reported as its reason and a hint, not a Python repr."""
+    harness = Harness()
+    harness.close(failure.value)
+    assert harness.client.problem == said
+
+
+def test_a_certificate_for_another_name_is_said_in_words() -> None:
+    """A certificate that is not for the name checked names it and --server-name."""
+    from service_identity import VerificationError
+
+    assert describe_loss(Failure(VerificationError(errors=[])), "chat.example") == (
+        "TLS: the server's certificate is not for chat.example"
+        " (use --server-name with a name the certificate is for)"
+    )

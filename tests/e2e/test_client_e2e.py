@@ -305,3 +305,112 @@ def test_piped_client_over_tls_checks_the_certificate(tmp_path: Path) -> None:
         assert untrusted.stdout == b""  # nothing from the server was shown
     finally:
         daemon.stop()
+
+
+def register(daemon: Daemon, alias: str, password: str) -> None:
+    """Register ``alias`` from a raw socket client, which then leaves."""
+    owner = daemon.connect(timeout=TIMEOUT_SECONDS)
+    try:
+        read_until(owner, b"Choose an alias")
+        owner.sendall(f"{alias}\n/register {password}\n/quit\n".encode())
+        read_until(owner, b"*** Goodbye.\r\n")
+    finally:
+        owner.close()
+
+
+def test_piped_client_logs_a_registered_alias_in_with_a_password_option(
+    chatd: Daemon, bob: socket.socket, tmp_path: Path
+) -> None:
+    """Piped with --alias of a registered alias, the password comes from --password-file or
+    CHATD_PASSWORD and every piped line is chat; without one the client says how and
+    exits 1, and no piped line reaches anyone."""
+    register(chatd, "rosa", "rosa-secret-pass")
+    secret = tmp_path / "password"
+    secret.write_text("rosa-secret-pass\n")
+    with_file = subprocess.run(
+        client_command(chatd, "--alias", "rosa", "--password-file", str(secret)),
+        input=b"first line\n",
+        capture_output=True,
+        timeout=TIMEOUT_SECONDS,
+    )
+    assert (with_file.returncode, with_file.stderr) == (0, b"")
+    read_until(bob, b"<rosa> first line\r\n")
+    with_variable = subprocess.run(
+        client_command(chatd, "--alias", "rosa"),
+        input=b"by the variable\n",
+        capture_output=True,
+        timeout=TIMEOUT_SECONDS,
+        env={**os.environ, "CHATD_PASSWORD": "rosa-secret-pass"},
+    )
+    assert with_variable.returncode == 0
+    read_until(bob, b"<rosa> by the variable\r\n")
+    without = subprocess.run(
+        client_command(chatd, "--alias", "rosa"),
+        input=b"rosa-secret-pass?\nnot chat\n",
+        capture_output=True,
+        timeout=TIMEOUT_SECONDS,
+        env={k: v for k, v in os.environ.items() if k != "CHATD_PASSWORD"},
+    )
+    assert without.returncode == 1
+    assert b"--password-file FILE or the CHATD_PASSWORD environment variable" in without.stderr
+    bob.sendall(b"/who\n")
+    said = read_until(bob, b"*** In #lobby (1): bob\r\n")
+    assert b"not chat" not in said and b"rosa-secret" not in said
+
+
+def test_interactive_password_is_masked_and_not_kept(chatd: Daemon) -> None:
+    """At the Password: prompt the interactive client masks what is typed, and the up
+    arrow does not bring the password back."""
+    register(chatd, "ines", "ines-secret-pass")
+    ines = Terminal(client_command(chatd, "--alias", "ines"))
+    try:
+        shown = ines.expect(b"*** ines is registered. Password:")
+        shown = ines.expect(b"password>", shown)
+        ines.type(b"ines-secret-pass")
+        shown = ines.expect(b"*" * 16, shown)
+        ines.type(b"\r")
+        shown = ines.expect(b"*** Type /help for commands.", shown)
+        shown = ines.expect(b"ines>", shown)
+        ines.type(b"\x1b[A/who\r")  # the up arrow: nothing in the history to bring back
+        ines.expect(b"*** In #lobby (1): ines", shown)
+        ines.type(b"\x04")
+        assert ines.wait() == 0
+    finally:
+        ines.close()
+    assert b"ines-secret" not in ines.output.data
+
+
+def test_tls_name_option_and_readable_tls_errors(tmp_path: Path) -> None:
+    """--server-name sets the name checked (here for a connection to 127.0.0.1), and a name
+    the certificate is not for, or an untrusted certificate, is said in words."""
+    cert, key = make_certificate(tmp_path)
+    daemon = start_chatd(
+        tmp_path, "--port", "ssl:0:interface=127.0.0.1", "--tls-cert", str(cert),
+        "--tls-key", str(key),
+    )  # fmt: skip
+    try:
+        _plain, tls_port = daemon.wait_for_ports(2)
+        command = [
+            venv_script("chatd-client"), "--host", "127.0.0.1", "--port", str(tls_port), "--tls",
+        ]  # fmt: skip
+
+        def run(*options: str) -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run(
+                [*command, *options], input=b"tina\n", capture_output=True,
+                timeout=TIMEOUT_SECONDS,
+            )  # fmt: skip
+
+        named = run("--ca-file", str(cert), "--server-name", "localhost")
+        assert (named.returncode, named.stderr) == (0, b"")
+        other = run("--ca-file", str(cert), "--server-name", "chat.example.org")
+        assert other.returncode == 1
+        assert other.stderr == (
+            b"chatd-client: TLS: the server's certificate is not for chat.example.org"
+            b" (use --server-name with a name the certificate is for)\n"
+        )
+        untrusted = run()
+        assert untrusted.returncode == 1
+        assert untrusted.stderr.startswith(b"chatd-client: TLS: certificate verify failed")
+        assert b"use --ca-file" in untrusted.stderr and b"[(" not in untrusted.stderr
+    finally:
+        daemon.stop()
