@@ -42,6 +42,9 @@ ALIAS_PROMPT = f"Choose an alias ({ALIAS_RULE}):"
 # Lines a whole-line front end may have waiting while its session is paused (a
 # password being checked): an honest paste is a few dozen.
 MAX_HELD_LINES = 256
+# Bytes a stream front end reads on while a password is checked (past that it stops
+# reading): kept to be dropped if the password is refused.
+MAX_HELD_INPUT_BYTES = 8192
 GREETING = Notice(f"Welcome to chatd {__version__}.\n{ALIAS_PROMPT}")
 PROMPT = Notice(ALIAS_PROMPT)
 REPLACED = Notice("You logged in again from elsewhere; this session is closed.")
@@ -200,6 +203,8 @@ class ChatProtocol(LineReceiver):
             data, self._rest_after_long_line = self._rest_after_long_line, b""
             if not data:
                 break
+        if self.paused and len(self._buffer) > MAX_HELD_INPUT_BYTES:
+            self.transport.pauseProducing()  # resumed with the session
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Drop the overlong line, tell its sender, and go on at the next line end.
@@ -277,10 +282,12 @@ class ChatProtocol(LineReceiver):
         self._handle_line = self._chat
 
     def _check_password(self, alias: str, password: str) -> None:
-        # Nothing more is read until the (slow, threaded) check has answered.
+        # Nothing more is handled until the (slow, threaded) check has answered. What
+        # comes meanwhile is still read, up to MAX_HELD_INPUT_BYTES: left unread in the
+        # socket, it would arrive after a refusal, and be taken for the next alias.
         self._expects_password = False
         self._handle_line = self._negotiate_alias
-        self.pauseProducing()
+        self.paused = True
         ensureDeferred(self._authenticate(alias, password)).addErrback(
             self.log.failure, "checking the password of {alias}", alias=alias
         )

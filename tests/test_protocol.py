@@ -16,7 +16,13 @@ from twisted.python.failure import Failure
 from chatd.admission import ConnectionLimits
 from chatd.flood import FloodLimits
 from chatd.hub import Hub
-from chatd.protocol import ChatConfig, ChatFactory, ChatProtocol, WholeLineSession
+from chatd.protocol import (
+    MAX_HELD_INPUT_BYTES,
+    ChatConfig,
+    ChatFactory,
+    ChatProtocol,
+    WholeLineSession,
+)
 from chatd.store import Account
 
 PROMPT_START = "*** Choose an alias ("
@@ -693,7 +699,7 @@ def test_unmute(server: Server) -> None:
     assert alice.lines() == [
         "*** Unmuted bob.",
         "!!! bob is not muted.",
-        "!!! not a duration: 'forever' (use e.g. 90s, 10m, 2h, 1d)",
+        "!!! Not a duration: forever (use e.g. 90s, 10m, 2h, 1d).",
     ]
     bob.type("hi\n")
     assert alice.lines() == ["<bob> hi"]
@@ -1120,3 +1126,21 @@ def test_a_banned_newcomer_is_logged_in_one_line() -> None:
     assert texts == [
         "192.168.1.1:54321 disconnected before choosing an alias: banned (192.168.1.1)"
     ]
+
+
+def test_input_is_read_on_during_a_password_check_up_to_a_bound() -> None:
+    """While a password is checked the socket is still read (what a client sends then must
+    reach the buffer a refusal empties, not wait in the kernel to become the next alias),
+    but only up to MAX_HELD_INPUT_BYTES: past that, reading pauses until the answer."""
+    server = RegisteredServer()
+    server.accounts.hold = True
+    client = server.connect()
+    client.type("owner\nwrong\n")
+    client.type("typed again\n" * 10)
+    assert client.transport.producerState == "producing"
+    client.type("x" * MAX_HELD_INPUT_BYTES + "\n")
+    assert client.transport.producerState == "paused"
+    server.accounts.answer()
+    server.clock.advance(1)
+    assert client.transport.producerState == "producing"
+    assert "!!! 11 lines typed during the password check were discarded." in client.lines()

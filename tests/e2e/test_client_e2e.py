@@ -15,6 +15,7 @@ import struct
 import subprocess
 import termios
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -312,7 +313,9 @@ def register(daemon: Daemon, alias: str, password: str) -> None:
     owner = daemon.connect(timeout=TIMEOUT_SECONDS)
     try:
         read_until(owner, b"Choose an alias")
-        owner.sendall(f"{alias}\n/register {password}\n/quit\n".encode())
+        owner.sendall(f"{alias}\n/register {password}\n".encode())
+        read_until(owner, f"*** Registered {alias}".encode())
+        owner.sendall(b"/quit\n")
         read_until(owner, b"*** Goodbye.\r\n")
     finally:
         owner.close()
@@ -414,3 +417,30 @@ def test_tls_name_option_and_readable_tls_errors(tmp_path: Path) -> None:
         assert b"use --ca-file" in untrusted.stderr and b"[(" not in untrusted.stderr
     finally:
         daemon.stop()
+
+
+def test_a_password_retyped_during_the_check_never_becomes_an_alias(
+    chatd: Daemon, bob: socket.socket
+) -> None:
+    """Over a real socket, a line sent while a wrong password is checked (a retyped
+    password) is discarded with a notice, not read as the next alias for all to see."""
+    register(chatd, "nico", "nico-secret-pass")
+    typist = chatd.connect(timeout=TIMEOUT_SECONDS)
+    try:
+        read_until(typist, b"Choose an alias")
+        typist.sendall(b"nico\n")
+        read_until(typist, b"*** nico is registered. Password:\r\n")
+        typist.sendall(b"wrong-pass\n")
+        time.sleep(0.3)  # the check is under way (argon2, then a one-second pause)
+        typist.sendall(b"nico-secret-pass\n")
+        answer = read_until(typist, b"*** Choose an alias (")
+        assert answer.startswith(
+            b"!!! Wrong password for nico.\r\n"
+            b"!!! 1 line typed during the password check was discarded.\r\n"
+        )
+        typist.sendall(b"/quit\n")
+        read_until(typist, b"*** Goodbye.\r\n")
+    finally:
+        typist.close()
+    bob.sendall(b"/who\n")
+    assert b"nico-secret-pass" not in read_until(bob, b"*** In #lobby (1): bob\r\n")
