@@ -29,7 +29,7 @@ from chatd.events import (
     Whois,
 )
 from chatd.store import HistoryEntry
-from chatd.text import duration, utc_stamp
+from chatd.text import count_of, duration, utc_stamp
 
 CRLF = "\r\n"
 
@@ -37,11 +37,6 @@ CRLF = "\r\n"
 def encode(event: Event) -> bytes:
     """Render ``event`` as the bytes of one or more complete protocol lines."""
     return (_render(event) + CRLF).encode("utf-8")
-
-
-def _count(number: int, noun: str) -> str:
-    """``number`` and ``noun``, plural unless one: 1 line, 2 lines."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _names(names: tuple[str, ...], present: int) -> str:
@@ -152,7 +147,7 @@ def _stamp(at: float) -> str:
 def _(event: History) -> str:
     if not event.entries:
         return f"*** No history in {event.room}."
-    lines = [f"*** History of {event.room} ({_count(len(event.entries), 'line')}):"]
+    lines = [f"*** History of {event.room} ({count_of(len(event.entries), 'line')}):"]
     lines.extend(_history_line(entry) for entry in event.entries)
     lines.append("*** End of history.")
     return CRLF.join(lines)

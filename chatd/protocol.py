@@ -36,7 +36,7 @@ from chatd.passwords import PasswordsBusy
 from chatd.sendqueue import BoundedSender
 from chatd.store import Account, Ban
 from chatd.telnet import TelnetFilter
-from chatd.text import ALIAS_RULE, AliasRefused, clean_text, decode_line, utc_stamp
+from chatd.text import ALIAS_RULE, AliasRefused, clean_text, count_of, decode_line, utc_stamp
 
 ALIAS_PROMPT = f"Choose an alias ({ALIAS_RULE}):"
 # Lines a whole-line front end may have waiting while its session is paused (a
@@ -433,7 +433,7 @@ class ChatProtocol(LineReceiver):
     def _flooding(self, waiting: int) -> None:
         self.reply(
             Error(
-                f"You are sending too fast: {waiting} lines are waiting."
+                f"You are sending too fast: {count_of(waiting, 'line')} waiting."
                 " Slow down or you will be disconnected."
             )
         )

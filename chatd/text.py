@@ -233,7 +233,7 @@ def check_alias(alias: str) -> str:
     if not _ALIAS_PATTERN.fullmatch(alias):
         raise AliasRefused(f"Invalid alias: use {ALIAS_RULE}.")
     if alias_key(alias) in RESERVED_ALIASES:
-        raise AliasRefused(f"The alias {alias!r} is reserved.")
+        raise AliasRefused(f"The alias {alias} is reserved.")
     return alias
 
 
@@ -285,6 +285,11 @@ def parse_duration(text: str) -> float:
     if not match or int(match.group(1)) == 0:
         raise ValueError(f"Not a duration: {text} (use e.g. 90s, 10m, 2h, 1d).")
     return float(int(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"])
+
+
+def count_of(number: int, noun: str) -> str:
+    """``number`` and ``noun``, plural unless one: 1 line, 2 lines."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def utc_stamp(at: float) -> str:

@@ -159,7 +159,7 @@ def test_accepted_alias_gets_welcome_and_others_a_join_notice(server: Server) ->
         ("", "!!! An alias cannot be empty."),
         ("bad alias", "!!! Invalid alias: use 1-24 characters"),
         ("x" * 25, "!!! An alias is at most 24 characters."),
-        ("server", "!!! The alias 'server' is reserved."),
+        ("server", "!!! The alias server is reserved."),
         ("ALICE", "!!! The alias ALICE is taken."),
         ("\x1b[2Jevil", "!!! Invalid alias"),
         ("/who", "!!! Choose an alias first (or /quit, /replay off)."),
@@ -343,7 +343,7 @@ def test_msg_is_private(server: Server) -> None:
         ("/nick", "!!! Usage: /nick NEW"),
         ("/nick a b", "!!! Usage: /nick NEW"),
         ("/nick bob", "!!! The alias bob is taken."),
-        ("/nick admin", "!!! The alias 'admin' is reserved."),
+        ("/nick admin", "!!! The alias admin is reserved."),
         ("/frobnicate now", "!!! Unknown command: /frobnicate (type /help for the list)."),
         ("/\x1b[2J", "!!! Unknown command: / (type /help for the list)."),
     ],
@@ -814,7 +814,7 @@ def test_commands_count_and_a_flooder_is_warned_then_cut_off() -> None:
     alice, bob = server.join("alice", "bob")
     alice.type("/who\n" * 5)
     assert alice.lines()[-1] == (
-        "!!! You are sending too fast: 4 lines are waiting. Slow down or you will be disconnected."
+        "!!! You are sending too fast: 4 lines waiting. Slow down or you will be disconnected."
     )
     alice.type("/who\n" * 3)
     assert alice.lines() == ["!!! Excess flood; goodbye."]
