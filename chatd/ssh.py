@@ -72,7 +72,7 @@ from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
 from chatd.lineeditor import Keyboard, LineEditor
 from chatd.passwords import PasswordsBusy
 from chatd.protocol import ChatFactory, WholeLineSession, describe_peer
-from chatd.store import Account, Ban
+from chatd.store import Account, Ban, create_private
 from chatd.text import utc_stamp
 
 HOST_KEY_FILE = "ssh_host_ed25519_key"
@@ -794,13 +794,12 @@ def host_key(data_dir: Path) -> keys.Key:
     """The server's Ed25519 host key, made on first start and kept in ``data_dir``."""
     path = data_dir / HOST_KEY_FILE
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
         pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption(),
         )
-        path.touch(mode=0o600)
+        create_private(path)  # the directory 0700, the key 0600, before a byte is written
         path.write_bytes(pem)
     return keys.Key.fromFile(str(path))
 
