@@ -23,6 +23,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IProtocolNegotiationFactory,
     IReactorTime,
+    ISSLTransport,
     ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol, ServerFactory, connectionDone
@@ -110,12 +111,14 @@ class Admission:
             self.refused["max_conns"] += 1
             return "Server full: too many connections; try again later."
         if host is not None:
-            if limits.max_per_ip and self._per_host[host] >= limits.max_per_ip:
-                self.refused["max_per_ip"] += 1
-                return f"Too many connections from {host} (at most {limits.max_per_ip})."
+            # Every attempt takes a token, refused or not: an address hammering at
+            # its cap is slowed like any other that connects too fast.
             if limits.max_rate_per_ip and not self._take_token(host):
                 self.refused["max_conn_rate"] += 1
                 return f"Too many new connections from {host}; wait a minute."
+            if limits.max_per_ip and self._per_host[host] >= limits.max_per_ip:
+                self.refused["max_per_ip"] += 1
+                return f"Too many connections from {host} (at most {limits.max_per_ip})."
             self._per_host[host] += 1
         self._connected += 1
         return None
@@ -183,12 +186,21 @@ def _log_prefix(wrapped: object) -> str:
 
 
 class RefusedConnection(Protocol):
-    """A connection turned away at accept time: what it is told, then the close."""
+    """A connection turned away at accept time: what it is told, then the close.
+
+    Over TLS nothing can be said before the handshake, and a close waits for the
+    handshake to finish, which a flood of connections never does: each would keep
+    its descriptor for good. So a refused TLS connection is aborted at once, and
+    only the log says why.
+    """
 
     def __init__(self, message: bytes) -> None:
         self._message = message
 
     def connectionMade(self) -> None:
+        if ISSLTransport.providedBy(self.transport):
+            self.transport.abortConnection()
+            return
         self.transport.write(self._message)
         self.transport.loseConnection()
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from zope.interface import directlyProvides
 
 from chatd import admission
 from chatd.admission import (
@@ -185,3 +187,26 @@ def test_one_ipv6_subscriber_cannot_dodge_the_per_address_cap() -> None:
     connect(factory, "::ffff:192.0.2.9")
     _, transport = connect(factory, "192.0.2.9")
     assert transport.value().startswith(b"!!! Too many connections from 192.0.2.9")
+
+
+def test_a_refused_tls_connection_is_aborted_not_left_waiting_for_a_handshake() -> None:
+    """A close over TLS waits for a handshake a flood never makes: refusals abort at once."""
+    _, factory = admitting(ConnectionLimits(max_conns=1, max_per_ip=0, max_rate_per_ip=0))
+    connect(factory)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.9", 40000))
+    directlyProvides(transport, ISSLTransport)
+    factory.buildProtocol(transport.getPeer()).makeConnection(transport)
+    assert transport.disconnected  # StringTransport's abortConnection
+    assert transport.value() == b""
+
+
+def test_an_address_at_its_cap_spends_its_rate_on_every_attempt() -> None:
+    """Attempts refused for the per-address cap still count against the connection rate."""
+    gate, factory = admitting(ConnectionLimits(max_conns=0, max_per_ip=1, max_rate_per_ip=3))
+    first, _ = connect(factory)
+    for _ in range(2):
+        connect(factory)  # refused: the cap
+    first.connectionLost(Failure(ConnectionDone()))
+    _, transport = connect(factory)
+    assert transport.value() == b"!!! Too many new connections from 192.0.2.1; wait a minute.\r\n"
+    assert gate.refused == {"max_per_ip": 2, "max_conn_rate": 1}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from pathlib import Path
 
+from chatd.protocol import CLOSE_GRACE_SECONDS
 from tests.daemon import start_chatd
 from tests.tls import make_certificate
 
@@ -28,5 +30,51 @@ def test_a_browser_like_tls_client_offering_alpn_gets_the_web_page(tmp_path: Pat
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
         assert b"<html" in answer.lower()
+    finally:
+        daemon.stop()
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes ``sock`` (EOF or reset) within ``seconds``."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_silent_connections_to_a_tls_port_cannot_pile_up(tmp_path: Path) -> None:
+    """TCP connections that never start TLS: refused ones close at once, admitted ones
+    after the alias timeout and the close's grace period, so descriptors come back."""
+    cert, key = make_certificate(tmp_path)
+    tls = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    daemon = start_chatd(
+        tmp_path,
+        "--port",
+        tls,
+        "--max-per-ip",
+        "3",
+        "--max-conn-rate",
+        "0",
+        "--alias-timeout",
+        "1",
+    )
+    try:
+        _, tls_port = daemon.wait_for_ports(2)
+        baseline = open_fds(daemon.process.pid)
+        silent = [socket.create_connection(("127.0.0.1", tls_port)) for _ in range(40)]
+        admitted = silent[:3]
+        assert all(closed_within(sock, 5) for sock in silent[3:])
+        assert open_fds(daemon.process.pid) <= baseline + 3 + 2
+        assert all(closed_within(sock, 1 + CLOSE_GRACE_SECONDS + 10) for sock in admitted)
+        assert open_fds(daemon.process.pid) <= baseline + 1
+        for sock in silent:
+            sock.close()
     finally:
         daemon.stop()
