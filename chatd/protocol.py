@@ -42,6 +42,10 @@ ALIAS_PROMPT = f"Choose an alias ({ALIAS_RULE}):"
 # Lines a whole-line front end may have waiting while its session is paused (a
 # password being checked): an honest paste is a few dozen.
 MAX_HELD_LINES = 256
+# A connection chatd asked to close is aborted if it is still open this long after:
+# loseConnection waits for the peer (a TLS handshake it never finishes, output it
+# never reads), and the connection would hold its slot forever.
+CLOSE_GRACE_SECONDS = 10.0
 # Bytes a stream front end reads on while a password is checked (past that it stops
 # reading): kept to be dropped if the password is refused.
 MAX_HELD_INPUT_BYTES = 8192
@@ -91,6 +95,7 @@ class ChatProtocol(LineReceiver):
         self._telnet = TelnetFilter()
         self._sender: BoundedSender | None = None
         self._alias_timer: IDelayedCall | None = None
+        self._abort_timer: IDelayedCall | None = None
         self._closing_reason: str | None = None
         self._skipping_to_line_end = False
         self._rest_after_long_line = b""
@@ -135,9 +140,10 @@ class ChatProtocol(LineReceiver):
         )
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._alias_timer is not None and self._alias_timer.active():
-            self._alias_timer.cancel()
-        self._alias_timer = None
+        for timer in (self._alias_timer, self._abort_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._alias_timer = self._abort_timer = None
         if self._gate is not None:
             self._gate.stop()
         why = self._closing_reason
@@ -185,6 +191,9 @@ class ChatProtocol(LineReceiver):
         if self._sender is not None:
             self._sender.close()
         self.transport.loseConnection()
+        self._abort_timer = self.factory.clock.callLater(
+            CLOSE_GRACE_SECONDS, self.transport.abortConnection
+        )
 
     # Input.
 
@@ -257,7 +266,8 @@ class ChatProtocol(LineReceiver):
         if alias.startswith("/"):
             self._command_before_alias(alias.lower().split())
             return
-        if (ban := self.hub.banned(alias=alias)) is not None:
+        # The address too: a ban may have come since this connection was let in.
+        if (ban := self.hub.banned(host=self.host, alias=alias)) is not None:
             self._refuse_banned(ban)
             return
         accounts = self.hub.accounts

@@ -17,6 +17,7 @@ from chatd.admission import ConnectionLimits
 from chatd.flood import FloodLimits
 from chatd.hub import Hub
 from chatd.protocol import (
+    CLOSE_GRACE_SECONDS,
     MAX_HELD_INPUT_BYTES,
     ChatConfig,
     ChatFactory,
@@ -848,6 +849,8 @@ def test_idle_clients_are_disconnected_by_the_sweep() -> None:
     assert alice.lines() == ["!!! Idle for more than 60 seconds; goodbye."]
     assert alice.transport.disconnecting
     assert not bob.transport.disconnecting
+    alice.finish_close()
+    assert bob.lines() == ["*** alice has left (Idle timeout)"]
     server.factory.doStop()
     assert not server.clock.getDelayedCalls()
 
@@ -1144,3 +1147,28 @@ def test_input_is_read_on_during_a_password_check_up_to_a_bound() -> None:
     server.clock.advance(1)
     assert client.transport.producerState == "producing"
     assert "!!! 11 lines typed during the password check were discarded." in client.lines()
+
+
+def test_a_connection_that_does_not_close_when_asked_is_aborted() -> None:
+    """A peer that never lets a close finish (a TLS handshake never completed) loses its slot."""
+    server = Server(alias_timeout_seconds=5)
+    silent = server.connect()
+    server.clock.advance(5)
+    assert silent.transport.disconnecting
+    assert not silent.transport.disconnected
+    server.clock.advance(CLOSE_GRACE_SECONDS)
+    assert silent.transport.disconnected  # StringTransport's abortConnection
+    silent.finish_close()
+    assert not server.clock.getDelayedCalls()
+
+
+def test_an_address_banned_after_connecting_cannot_choose_an_alias(server: Server) -> None:
+    """An IP ban made while a connection sits at the alias prompt holds when it answers."""
+    (alice,) = server.join("alice")
+    server.hub.make_operator(alice.protocol, "root")
+    waiting = server.connect()
+    waiting.lines()
+    alice.type("/ban 192.168.1.1/32 spam\n")
+    waiting.type("olivia\n")
+    assert waiting.lines() == ["!!! You are banned from this server: spam"]
+    assert server.hub.member_named("olivia") is None
