@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from chatd.accounts import Accounts
+from chatd.admission import admission_key
 from chatd.bans import BanRefused, Bans, ban_target
 from chatd.counters import Counters
 from chatd.events import (
@@ -173,8 +174,8 @@ class Hub:
         self._loading: dict[str, list[Member]] = {}
         # Alias key -> when the mute ends (clock seconds; inf for never).
         self._mutes: dict[str, float] = {}
-        # Address -> the alias key whose mute it carries: a muted person who comes
-        # back under another alias from the same address is still muted.
+        # Address (IPv6: its /64, as connections are counted) -> the alias key whose
+        # mute it carries: a muted person back under another alias is still muted.
         self._muted_hosts: dict[str, str] = {}
         # Members whose delivery raised (a front end bug): cut off, see _drop_failed.
         self._failed: list[Member] = []
@@ -701,8 +702,8 @@ class Hub:
             return
         until = float("inf") if seconds is None else self.clock.seconds() + seconds
         self._mutes[alias_key(target.alias)] = until  # type: ignore[arg-type]
-        if target.host is not None:
-            self._muted_hosts[target.host] = alias_key(target.alias)  # type: ignore[arg-type]
+        if (address := admission_key(target.host)) is not None:
+            self._muted_hosts[address] = alias_key(target.alias)  # type: ignore[arg-type]
         how_long = "until unmuted" if seconds is None else f"for {duration(seconds)}"
         self.log.info(
             "operator {name} ({alias}) muted {target} {how_long}",
@@ -812,8 +813,8 @@ class Hub:
         if not self._mutes:
             return False
         key = alias_key(member.alias)  # type: ignore[arg-type]
-        if key not in self._mutes and member.host is not None:
-            key = self._muted_hosts.get(member.host, key)
+        if key not in self._mutes and (address := admission_key(member.host)) is not None:
+            key = self._muted_hosts.get(address, key)
         until = self._mutes.get(key)
         if until is None:
             return False
@@ -981,10 +982,22 @@ class Hub:
         if entries is None:
             entries = self._history[key] = deque(maxlen=HISTORY_KEPT)
             if len(self._history) > HISTORY_ROOMS_KEPT:
-                self._history.popitem(last=False)
+                self._forget_a_closed_room_history()
         else:
             self._history.move_to_end(key)
         return entries
+
+    def _forget_a_closed_room_history(self) -> None:
+        """Forget the history of the least recently used room that is not open.
+
+        An open room's history is never forgotten: nothing would read it back (the
+        default room never reopens), and one user opening many rooms could then
+        empty #lobby's replay. Open rooms are at most one per member.
+        """
+        for key in self._history:
+            if key not in self._rooms:
+                del self._history[key]
+                return
 
     def _recent(self, room: Room, count: int) -> tuple[HistoryEntry, ...]:
         """The newest ``count`` lines of ``room``, oldest first, none past the age limit."""

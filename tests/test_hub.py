@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from chatd import hub as hub_module
 from chatd.commands import run_command
 from chatd.events import Event, InRoom
-from chatd.hub import LISTED_NAMES, Hub
+from chatd.hub import HISTORY_ROOMS_KEPT, LISTED_NAMES, Hub
 from chatd.store import HistoryEntry
 from chatd.text import AliasRefused, RoomRefused
 
@@ -651,3 +651,38 @@ def test_a_mute_for_no_duration_says_what_a_duration_is(hub: Hub) -> None:
     assert olivia.delivered() == [
         b"Error(text='Not a duration: forever (use e.g. 90s, 10m, 2h, 1d).')"
     ]
+
+
+def test_an_open_rooms_history_survives_other_rooms_being_opened() -> None:
+    """#lobby's replay keeps its lines however many other rooms one user walks through."""
+    store = SlowHistoryStore()
+    hub = Hub(Clock(), store=store)  # type: ignore[arg-type]
+    alice, mallory = joined(hub, "alice", "mallory")
+    old = [HistoryEntry("#lobby", "say", "carol", f"line {n}", float(n)) for n in range(50)]
+    store.reads["#lobby"].callback(old)
+    for n in range(HISTORY_ROOMS_KEPT + 1):
+        hub.move(mallory, f"#junk{n}")
+        store.reads[f"#junk{n}"].callback([])
+    hub.say(alice, "hello")
+    shown = [entry.text for entry in hub._recent(hub._room(alice), 100)]
+    assert shown[:2] == ["line 0", "line 1"]
+    assert len(hub._history) <= HISTORY_ROOMS_KEPT + 1
+
+
+def test_a_mute_given_at_an_ipv6_address_holds_for_its_64() -> None:
+    """A muted IPv6 user back from another address of the same /64 is still muted."""
+    hub = Hub(Clock())
+    (olivia,) = joined(hub, "olivia")
+    hub.make_operator(olivia, "root")
+    troll = RecordingMember(hub)
+    troll.host = "2001:db8:1:2::1"
+    hub.join(troll, "troll")
+    hub.mute(olivia, "troll", None)
+    hub.leave(troll, "Quit")
+    again = RecordingMember(hub)
+    again.host = "2001:db8:1:2::2"
+    hub.join(again, "troll2")
+    hub.flush()
+    olivia.received.clear()
+    hub.say(again, "still here")
+    assert "still here" not in olivia.text()
