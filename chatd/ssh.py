@@ -69,9 +69,10 @@ from zope.interface import implementer
 
 from chatd import lineformat
 from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
+from chatd.admission import describe_peer, peer_host
 from chatd.lineeditor import Keyboard, LineEditor
 from chatd.passwords import PasswordsBusy
-from chatd.protocol import ChatFactory, WholeLineSession, describe_peer
+from chatd.protocol import ChatFactory, WholeLineSession
 from chatd.store import Account, Ban, create_private
 from chatd.text import utc_stamp
 
@@ -189,7 +190,7 @@ class ChatSSHTransport(SSHServerTransport):
 
     def connectionMade(self) -> None:
         self.peer = describe_peer(self.transport.getPeer())
-        self.host: str | None = getattr(self.transport.getPeer(), "host", None)
+        self.host: str | None = peer_host(self.transport.getPeer())  # IPv4-mapped: IPv4
         self.lost = False
         self.dropped = False
         self.chatted = False
@@ -464,9 +465,16 @@ class ChatChannel(SSHChannel):
     def _window_changed(self, data: bytes) -> int:
         rows, columns, _, _ = parseRequest_window_change(data)
         self._size = (columns, rows)
-        if self.terminal is not None and self.terminal.terminalProtocol is not None:
-            self.terminal.terminalProtocol.terminalSize(columns, rows)
+        # A resize redraws the input line: while the client takes no output, only
+        # the size is noted (redrawn once the window opens), or a flood of resizes
+        # would pile up redraws without bound, past the send queue.
+        if len(self.buf) <= MAX_UNSENT_BYTES:
+            self._resize_terminal()
         return 1
+
+    def _resize_terminal(self) -> None:
+        if self.terminal is not None and self.terminal.terminalProtocol is not None:
+            self.terminal.terminalProtocol.terminalSize(*self._size)
 
     def _shell_requested(self, data: bytes) -> int:
         if self._started:
@@ -540,6 +548,7 @@ class ChatChannel(SSHChannel):
     def startWriting(self) -> None:
         if self.terminal is not None:
             self.ssh_transport.flow.release("window")
+            self._resize_terminal()  # a no-op unless a resize came while it was shut
 
     def abort(self) -> None:
         """Cut the whole connection (a stuck client): everything on it ends at once."""

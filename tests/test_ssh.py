@@ -650,3 +650,21 @@ def test_a_password_typed_at_the_chat_prompt_is_masked_and_forgotten(
     pump.flush()
     editor = channel_of(server).terminal.terminalProtocol
     assert editor.buffer.text == "" and editor.buffer.history == []
+
+
+def test_window_changes_while_the_window_is_shut_stay_bounded(tmp_path: Path) -> None:
+    """Resizes while the client takes no output cannot pile up redraws past the bound."""
+    harness = SSHHarness(tmp_path, flood=NO_FLOOD_LIMIT)
+    server, client, pump = harness.connect()
+    channel = harness.shell(client, pump)
+    client.conn.sendData(channel, b"a" * 2000)  # a long line being typed (not sent)
+    pump.flush()
+    served = channel_of(server)
+    served.remoteWindowLeft = 0  # the client stopped adjusting its window
+    for i in range(2000):
+        request = packRequest_window_change((24, 1 + i % 2, 0, 0))  # widths 1 and 2
+        client.conn.sendRequest(channel, b"window-change", request)
+        if i % 50 == 0:
+            pump.flush()
+    pump.flush()
+    assert len(served.buf) <= ssh.MAX_UNSENT_BYTES + 2048
