@@ -1,9 +1,13 @@
 """Slowing down password guessing and registration floods, in tables that cannot grow forever.
 
 :class:`PasswordThrottle` decides when a password check may run. It counts, per
-client address and per name (a registered alias, an operator name), the checks
-since that name's last success; after the first few, each further check must wait
-its turn, and turns are spaced twice as far apart each time, up to a cap. The
+client address (or, where no address is known, per name: a registered alias, an
+operator name), the checks since the last success; after the first few, each
+further check must wait its turn, and turns are spaced twice as far apart each
+time, up to a cap. Names are not counted across addresses: anyone could then
+keep an alias's owner waiting, or refused, by guessing at it now and then from
+one address. Guessing from many addresses at once is bounded by the hashing
+pool instead (:mod:`chatd.passwords`: two checks at a time, sixteen waiting). The
 turn is taken before the check runs, so checks sent all at once (SSH clients can
 pipeline password attempts) queue up one behind the other instead of being
 hashed together; a check that would have to wait longer than the cap is not run
@@ -85,14 +89,13 @@ class _Checks:
 
 
 class PasswordThrottle:
-    """When the next password check for an address and a name may run.
+    """When the next password check from an address (or, with none, of a name) may run.
 
     ``turn(host, name)`` is called before each check and says how many seconds
     the check must wait first (0 for most); ``succeeded(host, name)`` after a
-    right password. Either may be None: it is then not counted by that key. A
-    check counts as a failure from the moment it starts (so that checks running
-    together are counted together); a success takes back from the address its
-    own count and the wait it set, and clears the name's.
+    right password. A check counts as a failure from the moment it starts (so
+    that checks running together are counted together); a success takes back its
+    own count and the wait it set.
     """
 
     def __init__(
@@ -122,40 +125,41 @@ class PasswordThrottle:
     def turn(self, host: str | None, name: str | None) -> float:
         """Take a turn for a check by ``host`` of ``name``: the seconds to wait before it.
 
-        Raises PasswordsBusy, and counts nothing, if the turn is further away
-        than the longest wait: the guesser gets no check at all.
+        Counted by the address, or by the name where there is no address. Raises
+        PasswordsBusy, and counts nothing, if the turn is further away than the
+        longest wait: the guesser gets no check at all.
         """
         now = self._clock.seconds()
         self._forget_quiet(self._addresses, now)
         self._forget_quiet(self._names, now)
-        claims = [
-            (table, key)
-            for table, key in (
-                (self._addresses, None if host is None else admission_key(host)),
-                (self._names, name),
-            )
-            if key is not None
-        ]
-        entries = [table.get(key) or _Checks(0, now, now) for table, key in claims]
-        start = max([now, *(entry.next_turn for entry in entries)])
+        table, key = self._counted_by(host, name)
+        if key is None:
+            return 0.0
+        entry = table.get(key) or _Checks(0, now, now)
+        start = max(now, entry.next_turn)
         if start - now > self._max_wait:
             raise PasswordsBusy("Too many wrong passwords lately; try again in a minute or two.")
-        for (table, key), entry in zip(claims, entries, strict=True):
-            entry.count += 1
-            entry.next_turn = start + self._spacing(entry.count)
-            entry.last_seen = now
-            table.touch(key, entry)
+        entry.count += 1
+        entry.next_turn = start + self._spacing(entry.count)
+        entry.last_seen = now
+        table.touch(key, entry)
         return start - now
 
     def succeeded(self, host: str | None, name: str | None) -> None:
-        """A check by ``host`` of ``name`` found the right password."""
-        if name is not None:
-            self._names.discard(name)
+        """A check by ``host`` of ``name`` found the right password: it takes back its
+        own count and the wait it set."""
+        table, key = self._counted_by(host, name)
+        entry = None if key is None else table.get(key)
+        if entry is not None:
+            entry.count = max(0, entry.count - 1)
+            entry.next_turn = min(entry.next_turn, self._clock.seconds())
+
+    def _counted_by(
+        self, host: str | None, name: str | None
+    ) -> tuple[_BoundedTable[_Checks], str | None]:
         if host is not None:
-            entry = self._addresses.get(admission_key(host))
-            if entry is not None:
-                entry.count = max(0, entry.count - 1)
-                entry.next_turn = min(entry.next_turn, self._clock.seconds())
+            return self._addresses, admission_key(host)
+        return self._names, name
 
     def _forget_quiet(self, table: _BoundedTable[_Checks], now: float) -> None:
         table.forget_oldest_while(lambda entry: now - entry.last_seen >= self._forget_after)

@@ -35,16 +35,27 @@ def test_a_guesser_waiting_for_each_answer_waits_twice_as_long_each_time() -> No
     assert waits == [0, 0, 0, 1, 2, 4, 8, 16, 32, 60, 60]
 
 
-def test_one_name_is_throttled_whatever_the_address() -> None:
-    """Checks of one name from ever new addresses wait their turns like those of one address."""
+def test_guesses_at_a_name_hold_up_their_address_not_the_name() -> None:
+    """A guesser at alice's alias waits ever longer; alice, from elsewhere, does not wait."""
+    clock = Clock()
+    throttle = PasswordThrottle(clock)
+    for _ in range(8):
+        throttle.turn("192.0.2.1", "alice")
+    with pytest.raises(PasswordsBusy):
+        throttle.turn("192.0.2.1", "alice")
+    assert throttle.turn("198.51.100.1", "alice") == 0
+
+
+def test_without_an_address_a_name_is_throttled() -> None:
+    """Checks with no address known (a UNIX socket) wait their turns by the name."""
     clock = Clock()
     throttle = PasswordThrottle(clock)
     waits = []
-    for n in range(7):
-        waits.append(throttle.turn(f"192.0.2.{n}", "alice"))
+    for _ in range(6):
+        waits.append(throttle.turn(None, "alice"))
         clock.advance(waits[-1])
-    assert waits == [0, 0, 0, 1, 2, 4, 8]
-    assert throttle.turn("198.51.100.1", "bob") == 0  # another name is not held up
+    assert waits == [0, 0, 0, 1, 2, 4]
+    assert throttle.turn(None, "bob") == 0  # another name is not held up
 
 
 def test_a_success_clears_the_name_and_takes_back_its_own_address_count() -> None:
@@ -77,6 +88,7 @@ def test_a_scan_from_many_addresses_keeps_the_table_bounded() -> None:
     throttle = PasswordThrottle(Clock(), max_keys=50)
     for n in range(5000):
         throttle.turn(f"10.{n // 256 % 256}.{n % 256}.1", f"name{n}")
+        throttle.turn(None, f"name{n}")
     assert throttle.tracked() == (50, 50)
 
 
