@@ -91,7 +91,9 @@ def test_the_plugin_cache_is_written_as_root_before_each_start(tmp_path: Path) -
     (site / "dev.pth").write_text(sysconfig.get_path("purelib") + "\n", encoding="utf-8")
     plugins = site / "twisted" / "plugins"
     plugins.mkdir(parents=True)
-    shutil.copy(ROOT / "twisted" / "plugins" / "chatd_plugin.py", plugins)
+    # Under a name of its own: where the running venv has chatd installed (not in
+    # editable mode), its chatd_plugin would shadow a copy of the same name.
+    shutil.copy(ROOT / "twisted" / "plugins" / "chatd_plugin.py", plugins / "chatd_unit.py")
     subprocess.run([python, *arguments], cwd=tmp_path, check=True, timeout=60)
     cache = plugins / "dropin.cache"
     written = cache.stat().st_mtime_ns
