@@ -161,7 +161,9 @@ class ChatProtocol(LineReceiver):
 
     @property
     def expects_password(self) -> bool:
-        """Whether the next line is taken as a password (a front end may mask it)."""
+        """Whether what is typed now is, or may be, a password: at the prompt, and while
+        the password is checked (a user unsure it arrived types it again). A front
+        end masks it and keeps it out of its history."""
         return self._expects_password
 
     def reply(self, event: Event) -> None:
@@ -213,7 +215,9 @@ class ChatProtocol(LineReceiver):
             if not data:
                 break
         if self.paused and len(self._buffer) > MAX_HELD_INPUT_BYTES:
-            self.transport.pauseProducing()  # resumed with the session
+            # More than anyone types during a password check: left unread, the rest
+            # would be read after the answer, and taken for an alias or for chat.
+            self._flooded()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Drop the overlong line, tell its sender, and go on at the next line end.
@@ -293,9 +297,10 @@ class ChatProtocol(LineReceiver):
 
     def _check_password(self, alias: str, password: str) -> None:
         # Nothing more is handled until the (slow, threaded) check has answered. What
-        # comes meanwhile is still read, up to MAX_HELD_INPUT_BYTES: left unread in the
-        # socket, it would arrive after a refusal, and be taken for the next alias.
-        self._expects_password = False
+        # comes meanwhile is read (up to MAX_HELD_INPUT_BYTES, past which the sender
+        # is flooding) and dropped whatever the answer: it was sent before its sender
+        # could see the answer (a password typed again, a script's next line), and
+        # would otherwise become the next alias, or chat for everyone to see.
         self._handle_line = self._negotiate_alias
         self.paused = True
         ensureDeferred(self._authenticate(alias, password)).addErrback(
@@ -319,7 +324,11 @@ class ChatProtocol(LineReceiver):
             self.log.info("{peer}: wrong password for {alias}", peer=self.peer, alias=alias)
             self._refuse_password(f"Wrong password for {alias}.")
             return
+        self._expects_password = False
+        discarded = self._discard_pending_lines()
         if self._enter_registered(alias, account):
+            if discarded:
+                self.reply(discarded_notice(discarded))
             self.resumeProducing()
 
     def log_in_verified(self, alias: str, account: Account) -> None:
@@ -372,6 +381,7 @@ class ChatProtocol(LineReceiver):
         password typed again, or the next line of a script, would otherwise be
         taken as the next alias, for everyone to see.
         """
+        self._expects_password = False
         if self._closing_reason is not None:
             return
         discarded = self._discard_pending_lines()

@@ -1082,15 +1082,22 @@ def test_one_line_held_during_a_refused_check_is_counted_as_one() -> None:
     assert session.alias is None and not session._held
 
 
-def test_lines_after_a_right_password_are_kept() -> None:
-    """Lines sent after a right password (a script's first chat line) are not discarded."""
+def test_lines_sent_during_a_right_password_check_are_discarded_too() -> None:
+    """A password typed again while the right one is checked never reaches the room."""
     server = RegisteredServer()
     (bob,) = server.join("bob")
     server.accounts.hold = True
     client = server.connect()
-    client.type("owner\nsecret\nhello\n")
+    client.lines()
+    client.type("owner\nsecret\nsecret\n")
+    assert client.protocol.expects_password  # still masked while it is checked
     server.accounts.answer()
-    assert bob.lines()[-1] == "<owner> hello"
+    assert not client.protocol.expects_password
+    assert "secret" not in "\n".join(bob.lines())
+    lines = client.lines()
+    assert lines[-1] == "!!! 1 line typed during the password check was discarded."
+    client.type("hello\n")
+    assert bob.lines() == ["<owner> hello"]
 
 
 def test_the_password_prompt_is_known_to_the_front_end() -> None:
@@ -1133,20 +1140,22 @@ def test_a_banned_newcomer_is_logged_in_one_line() -> None:
 
 def test_input_is_read_on_during_a_password_check_up_to_a_bound() -> None:
     """While a password is checked the socket is still read (what a client sends then must
-    reach the buffer a refusal empties, not wait in the kernel to become the next alias),
-    but only up to MAX_HELD_INPUT_BYTES: past that, reading pauses until the answer."""
+    reach the buffer the answer empties, not wait in the kernel to become the next alias);
+    past MAX_HELD_INPUT_BYTES the sender is flooding and is cut off."""
     server = RegisteredServer()
+    (bob,) = server.join("bob")
     server.accounts.hold = True
     client = server.connect()
     client.type("owner\nwrong\n")
     client.type("typed again\n" * 10)
-    assert client.transport.producerState == "producing"
-    client.type("x" * MAX_HELD_INPUT_BYTES + "\n")
-    assert client.transport.producerState == "paused"
+    assert not client.transport.disconnecting
+    client.type("x" * MAX_HELD_INPUT_BYTES + "\n" + "next\n" * 100)
+    assert client.lines()[-1] == "!!! Excess flood; goodbye."
+    assert client.transport.disconnecting
     server.accounts.answer()
     server.clock.advance(1)
-    assert client.transport.producerState == "producing"
-    assert "!!! 11 lines typed during the password check were discarded." in client.lines()
+    assert bob.lines() == []  # nothing became an alias or chat
+    assert server.hub.online() == ("bob",)
 
 
 def test_a_connection_that_does_not_close_when_asked_is_aborted() -> None:
