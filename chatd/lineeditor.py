@@ -31,6 +31,8 @@ from typing import cast
 
 from twisted.conch.insults.insults import ServerProtocol, TerminalProtocol
 
+from chatd.text import MAX_COMBINING_MARKS
+
 CR = b"\r"
 ERASE_TO_END_OF_SCREEN = b"\x1b[J"
 CLEAR_SCREEN = b"\x1b[H\x1b[2J"
@@ -65,6 +67,15 @@ def cell_width(char: str) -> int:
     if unicodedata.east_asian_width(char) in ("W", "F"):
         return 2
     return 1
+
+
+def _longest_zero_width_run(text: str) -> int:
+    """The most characters in a row in ``text`` that take no cell."""
+    longest = run = 0
+    for char in text:
+        run = run + 1 if cell_width(char) == 0 else 0
+        longest = max(longest, run)
+    return longest
 
 
 def is_typable(char: str) -> bool:
@@ -152,9 +163,21 @@ class LineBuffer:
         self._draft = ""  # what was being typed when the browsing began
 
     def insert(self, typed: str) -> bool:
-        """Insert ``typed`` at the cursor, if the line stays within its limit."""
+        """Insert ``typed`` at the cursor, if the line stays within its limits.
+
+        Besides the size, a run of characters that take no cell (combining marks,
+        joiners) stays within MAX_COMBINING_MARKS, as chat text is cut to it anyway:
+        a longer one would make every key redraw, and re-measure, the whole run.
+        """
         text = self.text[: self.cursor] + typed + self.text[self.cursor :]
         if len(text.encode("utf-8")) > self._max_bytes:
+            return False
+        around = text[
+            max(0, self.cursor - MAX_COMBINING_MARKS) : self.cursor
+            + len(typed)
+            + MAX_COMBINING_MARKS
+        ]
+        if _longest_zero_width_run(around) > MAX_COMBINING_MARKS:
             return False
         self.text = text
         self.cursor += len(typed)

@@ -668,3 +668,46 @@ def test_window_changes_while_the_window_is_shut_stay_bounded(tmp_path: Path) ->
             pump.flush()
     pump.flush()
     assert len(served.buf) <= ssh.MAX_UNSENT_BYTES + 2048
+
+
+def test_a_run_of_combining_marks_is_capped_as_it_is_typed(tmp_path: Path) -> None:
+    """Marks past the cap are not taken, so no key redraws (and re-measures) a long run."""
+    harness = SSHHarness(tmp_path, flood=NO_FLOOD_LIMIT)
+    server, client, pump = harness.connect()
+    channel = harness.shell(client, pump)
+    client.conn.sendData(channel, b"e")
+    pump.flush()
+    channel.received = b""
+    mark = "\u0300".encode()
+    for _ in range(1000):
+        client.conn.sendData(channel, mark)  # one SSH packet each
+        pump.flush()
+    editor = channel_of(server).terminal.terminalProtocol
+    assert editor.buffer.text == "e" + "\u0300" * 4
+    assert len(channel.received) < 1000 * 64  # a refused key draws nothing much
+
+
+class RegisteredByKeyAccounts(SlowAccounts):
+    """Accounts where the SSH key is bound to nothing, so the chat asks the password."""
+
+    def key_login(self, alias: str, public_key: str) -> Deferred[Account | None]:
+        return succeed(None)
+
+
+def test_a_password_typed_again_during_the_check_is_masked_and_forgotten(
+    tmp_path: Path,
+) -> None:
+    """Typed again while the first is checked, a password is still drawn as * and kept
+    out of the editor's history (and dropped by the session, whatever the answer)."""
+    harness = SSHHarness(tmp_path)
+    harness.hub.accounts = RegisteredByKeyAccounts()  # type: ignore[assignment]
+    key = keys.Key(ed25519.Ed25519PrivateKey.generate())
+    server, client, pump = harness.connect(user=b"reg", key=key)
+    channel = harness.shell(client, pump)
+    client.conn.sendData(channel, b"s3cret!\r")
+    pump.flush()
+    client.conn.sendData(channel, b"s3cret!\r")
+    pump.flush()
+    editor = channel_of(server).terminal.terminalProtocol
+    assert b"s3cret!" not in channel.received
+    assert editor.buffer.history == []
