@@ -23,7 +23,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from chatd.admission import admission_key
-from chatd.store import Account
+from chatd.model import Account
 from chatd.text import alias_key
 from chatd.throttle import PasswordThrottle, Quota
 

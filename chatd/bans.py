@@ -10,7 +10,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
-from chatd.store import Ban
+from chatd.model import Ban
 from chatd.text import alias_key, is_valid_name
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -39,8 +39,8 @@ from chatd.events import (
     Whois,
 )
 from chatd.hub import LISTED_NAMES, Hub, Member
+from chatd.model import Ban, HistoryEntry
 from chatd.room import Room
-from chatd.store import Ban, HistoryEntry
 from chatd.text import AliasRefused, alias_key, clean_text, duration, room_key, utc_stamp
 
 LINK_DOWN_NOTICE = (

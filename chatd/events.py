@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chatd.store import HistoryEntry
+from chatd.model import HistoryEntry
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,8 +46,8 @@ from chatd.events import (
     WhisperSent,
     Whois,
 )
+from chatd.model import Ban, HistoryEntry
 from chatd.room import Presence, Room, deliver
-from chatd.store import Ban, HistoryEntry
 from chatd.text import (
     AliasRefused,
     alias_key,

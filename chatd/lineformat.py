@@ -28,7 +28,7 @@ from chatd.events import (
     WhisperSent,
     Whois,
 )
-from chatd.store import HistoryEntry
+from chatd.model import HistoryEntry
 from chatd.text import count_of, duration, utc_stamp
 
 CRLF = "\r\n"

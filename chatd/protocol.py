@@ -32,9 +32,9 @@ from chatd.commands import run_command
 from chatd.events import Error, Event, Notice
 from chatd.flood import FloodGate, FloodLimits
 from chatd.hub import Hub
+from chatd.model import Account, Ban
 from chatd.passwords import PasswordsBusy
 from chatd.sendqueue import BoundedSender
-from chatd.store import Account, Ban
 from chatd.telnet import TelnetFilter
 from chatd.text import ALIAS_RULE, AliasRefused, clean_text, count_of, decode_line, utc_stamp
 

@@ -107,6 +107,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from chatd.model import Account, Ban, HistoryEntry
 from chatd.store import (
     FLUSH_INTERVAL_SECONDS,
     HISTORY_PER_ROOM,
@@ -114,10 +115,7 @@ from chatd.store import (
     MAX_PENDING_BYTES,
     MAX_PENDING_ENTRIES,
     TOPICS_AT_START,
-    Account,
     Backlog,
-    Ban,
-    HistoryEntry,
     HistoryFlushing,
     NoSuchAccount,
     PendingRow,

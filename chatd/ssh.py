@@ -71,9 +71,10 @@ from chatd import lineformat
 from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
 from chatd.admission import describe_peer, peer_host
 from chatd.lineeditor import Keyboard, LineEditor
+from chatd.model import Account, Ban
 from chatd.passwords import PasswordsBusy
 from chatd.protocol import ChatFactory, WholeLineSession
-from chatd.store import Account, Ban, create_private
+from chatd.store import create_private
 from chatd.text import utc_stamp
 
 HOST_KEY_FILE = "ssh_host_ed25519_key"

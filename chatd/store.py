@@ -34,11 +34,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from functools import partial
 from itertools import chain
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from twisted.internet.interfaces import (
@@ -52,6 +51,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from chatd.model import Account, Ban, HistoryEntry
 from chatd.text import alias_key
 
 T = TypeVar("T")
@@ -85,7 +85,6 @@ BUSY_TIMEOUT_SECONDS = 5.0
 MAX_RETRY_SECONDS = 30.0
 
 HISTORY_KINDS = frozenset({"say", "act"})
-BAN_KINDS = frozenset({"alias", "ip", "cidr"})
 
 
 class StoreError(Exception):
@@ -102,48 +101,6 @@ class StoreClosed(StoreError):
 
 class NoSuchAccount(StoreError, LookupError):
     """A change was asked for an account that is not registered."""
-
-
-class HistoryEntry(NamedTuple):
-    """One line said (``"say"``) or acted (``"act"``) in a room, at epoch seconds ``at``.
-
-    A named tuple, in the order of the table's columns, because one is made for
-    every chat line: it is several times cheaper to build than a frozen
-    dataclass. A store keeps it as a :data:`PendingRow` until it is written. Its
-    kind is checked where it enters the store (:meth:`Store.append_history`).
-    """
-
-    room: str
-    kind: str
-    alias: str
-    text: str
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    """A registered alias; ``password_hash`` is opaque here (hashing is done elsewhere)."""
-
-    alias: str
-    password_hash: str
-    created_at: float
-    ignores: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Ban:
-    """A ban on an alias, an IP address or a CIDR block; ``expires_at`` None is forever."""
-
-    mask: str
-    kind: str
-    reason: str
-    set_by: str
-    created_at: float
-    expires_at: float | None
-
-    def __post_init__(self) -> None:
-        if self.kind not in BAN_KINDS:
-            raise ValueError(f"ban kind must be 'alias', 'ip' or 'cidr', not {self.kind!r}")
 
 
 class RunInThread(Protocol):

@@ -25,8 +25,9 @@ from chatd.accounts import (
     parse_ssh_key,
 )
 from chatd.hub import Hub
+from chatd.model import Account
 from chatd.passwords import PasswordsBusy
-from chatd.store import Account, Store, run_synchronously
+from chatd.store import Store, run_synchronously
 from tests.test_protocol import Client, Server
 from tests.test_store import succeeded
 

@@ -10,7 +10,7 @@ from chatd import hub as hub_module
 from chatd.commands import run_command
 from chatd.events import Event, InRoom
 from chatd.hub import HISTORY_ROOMS_KEPT, LISTED_NAMES, Hub
-from chatd.store import HistoryEntry
+from chatd.model import HistoryEntry
 from chatd.text import AliasRefused, RoomRefused
 
 ENCODINGS: list[Event] = []

@@ -6,7 +6,7 @@ import json
 
 from chatd.events import Error, History, Joined, Left, RoomList, Said
 from chatd.jsonformat import TYPES, encode
-from chatd.store import HistoryEntry
+from chatd.model import HistoryEntry
 
 
 def decoded(data: bytes) -> dict[str, object]:

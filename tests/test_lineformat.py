@@ -6,7 +6,7 @@ import pytest
 
 from chatd.events import History
 from chatd.lineformat import encode
-from chatd.store import HistoryEntry
+from chatd.model import HistoryEntry
 
 
 @pytest.mark.parametrize(("count", "heading"), [(1, "1 line"), (2, "2 lines")])

@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from chatd.admission import ConnectionLimits
 from chatd.flood import FloodLimits
 from chatd.hub import Hub
+from chatd.model import Account
 from chatd.protocol import (
     CLOSE_GRACE_SECONDS,
     MAX_HELD_INPUT_BYTES,
@@ -24,7 +25,6 @@ from chatd.protocol import (
     ChatProtocol,
     WholeLineSession,
 )
-from chatd.store import Account
 
 PROMPT_START = "*** Choose an alias ("
 

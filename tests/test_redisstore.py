@@ -25,14 +25,12 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 
 from chatd import redisstore
+from chatd.model import Account, Ban, HistoryEntry
 from chatd.redisstore import RedisStore
 from chatd.store import (
     HISTORY_ROOMS_AT_START,
     MIN_PENDING_BYTES,
     PENDING_ENTRY_OVERHEAD_BYTES,
-    Account,
-    Ban,
-    HistoryEntry,
     NoSuchAccount,
     StoreClosed,
     StoreError,

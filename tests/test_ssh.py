@@ -33,8 +33,8 @@ from twisted.test.iosim import FakeTransport, IOPump, connect
 from chatd import ssh
 from chatd.flood import FloodLimits
 from chatd.hub import Hub
+from chatd.model import Account, Ban
 from chatd.protocol import ChatConfig, ChatFactory
-from chatd.store import Account, Ban
 from tests.test_lineeditor import Screen
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)

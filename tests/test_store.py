@@ -25,6 +25,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
+from chatd.model import Account, Ban, HistoryEntry
 from chatd.store import (
     _FORGET_PRUNED_ROOMS_SQL,
     _MIGRATIONS,
@@ -37,9 +38,6 @@ from chatd.store import (
     MIN_PENDING_BYTES,
     PENDING_ENTRY_OVERHEAD_BYTES,
     SCHEMA_VERSION,
-    Account,
-    Ban,
-    HistoryEntry,
     NoSuchAccount,
     Store,
     StoreClosed,

@@ -1,0 +1,54 @@
+"""The values chatd keeps and passes around: lines of history, accounts, bans.
+
+Plain value types with no storage in them, so that the hub, the events and the
+front ends can use them without importing a store (SQLite or Redis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+BAN_KINDS = frozenset({"alias", "ip", "cidr"})
+
+
+class HistoryEntry(NamedTuple):
+    """One line said (``"say"``) or acted (``"act"``) in a room, at epoch seconds ``at``.
+
+    A named tuple, in the order of the table's columns, because one is made for
+    every chat line: it is several times cheaper to build than a frozen
+    dataclass. A store keeps it as a :data:`PendingRow` until it is written. Its
+    kind is checked where it enters the store (:meth:`Store.append_history`).
+    """
+
+    room: str
+    kind: str
+    alias: str
+    text: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A registered alias; ``password_hash`` is opaque here (hashing is done elsewhere)."""
+
+    alias: str
+    password_hash: str
+    created_at: float
+    ignores: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """A ban on an alias, an IP address or a CIDR block; ``expires_at`` None is forever."""
+
+    mask: str
+    kind: str
+    reason: str
+    set_by: str
+    created_at: float
+    expires_at: float | None
+
+    def __post_init__(self) -> None:
+        if self.kind not in BAN_KINDS:
+            raise ValueError(f"ban kind must be 'alias', 'ip' or 'cidr', not {self.kind!r}")
