@@ -70,11 +70,11 @@ from zope.interface import implementer
 from chatd import lineformat
 from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
 from chatd.admission import describe_peer, peer_host
+from chatd.files import create_private
 from chatd.lineeditor import Keyboard, LineEditor
 from chatd.model import Account, Ban
 from chatd.passwords import PasswordsBusy
 from chatd.protocol import ChatFactory, WholeLineSession
-from chatd.store import create_private
 from chatd.text import utc_stamp
 
 HOST_KEY_FILE = "ssh_host_ed25519_key"

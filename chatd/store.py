@@ -28,7 +28,6 @@ error escape into the chat path.
 from __future__ import annotations
 
 import enum
-import os
 import sqlite3
 import time
 from collections import Counter, deque
@@ -51,15 +50,13 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from chatd.files import create_private
 from chatd.model import Account, Ban, HistoryEntry
 from chatd.text import alias_key
 
 T = TypeVar("T")
 
 FLUSH_INTERVAL_SECONDS = 0.5
-# The data directory and the database in it: for chatd's user alone.
-PRIVATE_DIRECTORY_MODE = 0o700
-PRIVATE_FILE_MODE = 0o600
 HISTORY_PER_ROOM = 10_000
 # Lines held in memory while the disk refuses them or the chat outpaces it, capped
 # in lines and in bytes (past either the oldest are dropped): one batch being
@@ -424,28 +421,6 @@ class Backlog:
     def clear(self) -> None:
         self._rows.clear()
         self.size = 0
-
-
-def create_private_directory(directory: Path) -> None:
-    """Make ``directory`` (0700, chatd's user alone) if it is missing.
-
-    The data directory holds the database and the SSH host key. A directory that
-    already exists is left as it is: an operator may have chosen otherwise.
-    """
-    directory.mkdir(mode=PRIVATE_DIRECTORY_MODE, parents=True, exist_ok=True)
-
-
-def create_private(path: Path) -> None:
-    """Make ``path``'s directory (0700) and ``path`` (0600) if they are missing.
-
-    The database holds password hashes, so nobody else on the machine may read
-    it. SQLite gives its -wal and -shm files the database's own permissions, so
-    creating the empty file 0600 before SQLite opens it covers all three. A file
-    that already exists is left as it is.
-    """
-    create_private_directory(path.parent)
-    with suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
 
 
 class _Database:

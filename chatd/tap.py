@@ -19,6 +19,7 @@ from twisted.python import usage
 from chatd.accounts import Accounts
 from chatd.admission import ConnectionLimits, Refusal, refusal_http, refusal_line
 from chatd.config import ConfigFileOptions
+from chatd.files import create_private_directory
 from chatd.flood import FloodLimits
 from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, HISTORY_KEPT, Hub
 from chatd.logs import json_observer, twistd_log_file
@@ -26,7 +27,7 @@ from chatd.passwords import Passwords
 from chatd.protocol import ChatConfig, ChatFactory
 from chatd.redisaddress import RedisAddress
 from chatd.service import ChatService, LiveSettings
-from chatd.store import HISTORY_PER_ROOM, Store, create_private_directory
+from chatd.store import HISTORY_PER_ROOM, Store
 from chatd.text import (
     ALIAS_RULE,
     ROOM_RULE,
