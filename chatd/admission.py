@@ -21,15 +21,18 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import (
     IAddress,
+    ILoggingContext,
+    IProtocol,
+    IProtocolFactory,
     IProtocolNegotiationFactory,
     IReactorTime,
     ISSLTransport,
     ITransport,
 )
-from twisted.internet.protocol import Factory, Protocol, ServerFactory, connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import directlyProvides
+from zope.interface import directlyProvides, implementer
 
 # Rate buckets of addresses with nothing connected are forgotten once this many
 # addresses are known, so a scan from many addresses cannot grow the table forever.
@@ -198,6 +201,7 @@ class RefusedConnection(Protocol):
         self._message = message
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         if ISSLTransport.providedBy(self.transport):
             self.transport.abortConnection()
             return
@@ -213,7 +217,7 @@ class AdmittedConnection(Protocol):
     through here, and the close gives the slot back, however the connection ends.
     """
 
-    def __init__(self, factory: AdmittingFactory, wrapped: Protocol, key: str | None) -> None:
+    def __init__(self, factory: AdmittingFactory, wrapped: IProtocol, key: str | None) -> None:
         self._admitting = factory
         self.wrapped = wrapped
         self._key = key
@@ -238,7 +242,8 @@ class AdmittedConnection(Protocol):
         self.wrapped.connectionLost(reason)
 
 
-class AdmittingFactory(ServerFactory):
+@implementer(IProtocolFactory, ILoggingContext)
+class AdmittingFactory:
     """Puts one listener's connections under the shared :class:`Admission`, at accept time.
 
     Every listener (line, web, SSH, metrics) is wrapped in one of these around
@@ -250,7 +255,7 @@ class AdmittingFactory(ServerFactory):
     noisy = False
     log = Logger(namespace="chatd.admission")
 
-    def __init__(self, wrapped: Factory, admission: Admission, refusal: Refusal) -> None:
+    def __init__(self, wrapped: IProtocolFactory, admission: Admission, refusal: Refusal) -> None:
         self.wrapped = wrapped
         self.admission = admission
         self._refusal = refusal
@@ -269,13 +274,11 @@ class AdmittingFactory(ServerFactory):
 
     def doStart(self) -> None:
         self.wrapped.doStart()
-        super().doStart()
 
     def doStop(self) -> None:
         self.wrapped.doStop()
-        super().doStop()
 
-    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:
         key = admission_key(getattr(addr, "host", None))
         why = self.admission.admit(key)
         if why is not None:

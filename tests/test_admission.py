@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import ILoggingContext, IProtocolFactory, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -210,3 +210,11 @@ def test_an_address_at_its_cap_spends_its_rate_on_every_attempt() -> None:
     _, transport = connect(factory)
     assert transport.value() == b"!!! Too many new connections from 192.0.2.1; wait a minute.\r\n"
     assert gate.refused == {"max_per_ip": 2, "max_conn_rate": 1}
+
+
+def test_a_listener_logs_under_the_name_of_the_factory_it_admits_for() -> None:
+    """The port's "starting on" line names the chat, web, SSH or metrics factory, not ours."""
+    _, factory = admitting(ConnectionLimits())
+    assert ILoggingContext.providedBy(factory)
+    assert IProtocolFactory.providedBy(factory)
+    assert factory.logPrefix() == "Factory"
