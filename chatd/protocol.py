@@ -46,8 +46,8 @@ MAX_HELD_LINES = 256
 # loseConnection waits for the peer (a TLS handshake it never finishes, output it
 # never reads), and the connection would hold its slot forever.
 CLOSE_GRACE_SECONDS = 10.0
-# Bytes a stream front end reads on while a password is checked (past that it stops
-# reading): kept to be dropped if the password is refused.
+# Bytes a stream front end reads on while a password is checked, to drop when it
+# answers; past that the sender is flooding (nobody types 8 KiB in a second).
 MAX_HELD_INPUT_BYTES = 8192
 GREETING = Notice(f"Welcome to chatd {__version__}.\n{ALIAS_PROMPT}")
 PROMPT = Notice(ALIAS_PROMPT)
@@ -324,8 +324,7 @@ class ChatProtocol(LineReceiver):
             self.log.info("{peer}: wrong password for {alias}", peer=self.peer, alias=alias)
             self._refuse_password(f"Wrong password for {alias}.")
             return
-        self._expects_password = False
-        discarded = self._discard_pending_lines()
+        discarded = self._end_password_check()
         if self._enter_registered(alias, account):
             if discarded:
                 self.reply(discarded_notice(discarded))
@@ -381,15 +380,20 @@ class ChatProtocol(LineReceiver):
         password typed again, or the next line of a script, would otherwise be
         taken as the next alias, for everyone to see.
         """
-        self._expects_password = False
+        discarded = self._end_password_check()
         if self._closing_reason is not None:
             return
-        discarded = self._discard_pending_lines()
         self.reply(Error(why))
         if discarded:
             self.reply(discarded_notice(discarded))
         self.reply(PROMPT)
         self.resumeProducing()
+
+    def _end_password_check(self) -> int:
+        """The check has answered: typing is no longer a password, and what came
+        meanwhile is dropped; return how many lines that was."""
+        self._expects_password = False
+        return self._discard_pending_lines()
 
     def _discard_pending_lines(self) -> int:
         """Forget the input received but not handled yet; return how many lines it held.
