@@ -865,10 +865,9 @@ class Hub:
         read = self._store.topic(name)
         read.addCallbacks(
             self._topic_read,
-            self._log_store_failure,
+            self._room_not_read,
             callbackArgs=(name,),
-            errbackArgs=("reading the topic of {room}",),
-            errbackKeywords={"room": name},
+            errbackArgs=("topic", name),
         )
 
     def _topic_read(self, topic: str | None, name: str) -> None:
@@ -929,8 +928,14 @@ class Hub:
 
     def _history_not_read(self, failure: Any, name: str) -> None:
         self._loading.pop(room_key(name), None)
+        self._room_not_read(failure, "history", name)
+
+    def _room_not_read(self, failure: Any, what: str, name: str) -> None:
+        """A room's history or topic could not be read (the store is down): one line,
+        as a room opened during an outage is no bug, and the room works without it."""
         self.log.warn(
-            "cannot read the history of {room}: {problem}",
+            "cannot read the {what} of {room}: {problem}",
+            what=what,
             room=name,
             problem=failure.getErrorMessage(),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs
 
 from chatd import hub as hub_module
 from chatd.commands import run_command
@@ -686,3 +687,17 @@ def test_a_mute_given_at_an_ipv6_address_holds_for_its_64() -> None:
     olivia.received.clear()
     hub.say(again, "still here")
     assert "still here" not in olivia.text()
+
+
+def test_a_topic_the_store_cannot_read_costs_one_warning_line() -> None:
+    """A room opened while the store is down works without its topic; no traceback."""
+    store = TopicStore()
+    hub = Hub(Clock(), store=store, keep_history=False)  # type: ignore[arg-type]
+    with capturedLogs() as events:
+        (alice,) = joined(hub, "alice")
+        store.reads["#lobby"].errback(ConnectionError("Redis is down"))
+    [event] = [e for e in events if e["log_level"] >= LogLevel.warn]
+    assert event["log_level"] == LogLevel.warn and "log_failure" not in event
+    hub.set_topic(alice, "still works")
+    hub.show_topic(alice)
+    assert alice.text().endswith("Notice(text='Topic of #lobby: still works')")
