@@ -5,7 +5,8 @@ Passwords are hashed and verified off the reactor thread (see
 alias keys is kept in memory so the hub can refuse a registered alias at once.
 
 Guessing is slowed here, for every front end alike: password checks by one
-address, or of one name, wait ever longer turns after a few failures
+address (of one name, where no address is known) wait ever longer turns after a
+few failures
 (:class:`chatd.throttle.PasswordThrottle`), and a name that has no password
 costs one argon2 run like a name that has one, so the time of the answer does
 not tell which names exist. One address may register only a few aliases an hour.
@@ -130,12 +131,12 @@ class Accounts:
         """The account of ``alias`` if ``password`` is its password, else None.
 
         ``host`` is the client's address. After a few failures by that address
-        or for that alias, the check waits its turn first (up to a minute; see
-        :class:`~chatd.throttle.PasswordThrottle`); a right password clears the
-        alias's count. Raises PasswordsBusy, without checking, when the turn
-        would be further away than that, or when too many checks are waiting
-        for a hashing thread. The caller still waits WRONG_PASSWORD_DELAY_SECONDS
-        before answering a None.
+        (for that alias, where there is no address) the check waits its turn
+        first (up to a minute; see :class:`~chatd.throttle.PasswordThrottle`); a
+        right password takes back its own count. Raises PasswordsBusy, without
+        checking, when the turn would be further away than that, or when too
+        many checks are waiting for a hashing thread. The caller still waits
+        WRONG_PASSWORD_DELAY_SECONDS before answering a None.
         """
         name = alias_key(alias) if self.is_registered(alias) else None
         await self._wait(self._logins.turn(host, name))
