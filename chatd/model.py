@@ -52,3 +52,15 @@ class Ban:
     def __post_init__(self) -> None:
         if self.kind not in BAN_KINDS:
             raise ValueError(f"ban kind must be 'alias', 'ip' or 'cidr', not {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class SharedState:
+    """What a hub takes up from the store at start, and again after a cluster's link
+    was down: what other nodes changed meanwhile was not heard (see
+    :func:`chatd.sharedstate.load_shared_state`)."""
+
+    topics: dict[str, str]
+    history: dict[str, list[HistoryEntry]]
+    bans: list[Ban]
+    motd: str | None

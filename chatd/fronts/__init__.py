@@ -1,0 +1,1 @@
+"""Front ends: each adapts one wire (a byte stream, a WebSocket, an SSH terminal) to a chat session."""

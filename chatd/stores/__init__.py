@@ -1,0 +1,1 @@
+"""Where chatd keeps what outlives a connection: SQLite on one server, Redis for a cluster."""
