@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from chatd.model import Ban
 from chatd.text import alias_key, is_valid_name
@@ -57,7 +57,7 @@ class Bans:
         for ban in bans:
             self.add(ban)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Ban]:
         return iter(sorted(self._bans.values(), key=lambda ban: ban.created_at))
 
     def add(self, ban: Ban) -> None:

@@ -64,11 +64,14 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectionDone, DNSLookupError
 from twisted.internet.interfaces import (
+    IConsumer,
     IDelayedCall,
     IHalfCloseableProtocol,
     IOpenSSLClientConnectionCreator,
+    IPushProducer,
     IReactorTime,
     IStreamClientEndpoint,
+    ITCPTransport,
     ITransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
@@ -84,6 +87,7 @@ if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.input import Input
     from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+    from twisted.internet.stdio import StandardIO
 
 PROGRAM = "chatd-client"
 DEFAULT_HOST = "127.0.0.1"
@@ -189,6 +193,11 @@ def _tls_error_parts(error: BaseException) -> list[tuple[str, ...]]:
 # The connection.
 
 
+class IServerConnection(ITCPTransport, IConsumer, IPushProducer):
+    """What the client's connection is (TCP or TLS over it), for the type checker:
+    a transport that can be aborted, fed by a producer and paused as one."""
+
+
 class ChatClient(LineReceiver):
     """The connection to the server: shows its lines, sends ours, tracks our alias.
 
@@ -198,6 +207,9 @@ class ChatClient(LineReceiver):
 
     delimiter = b"\n"
     MAX_LENGTH = MAX_SERVER_LINE_BYTES
+    # A TCP (or TLS) connection, once connected: it can be aborted, and is a
+    # producer the standard input bridge can pause.
+    transport: IServerConnection
 
     def __init__(
         self,
@@ -405,6 +417,9 @@ class PipeBridge(Protocol):
     connection to the server exists.
     """
 
+    # Standard I/O, once connected: a producer and a consumer both (see attach).
+    transport: StandardIO
+
     def __init__(self) -> None:
         self.client: ChatClient | None = None
         self.stdout_closed = False
@@ -414,7 +429,7 @@ class PipeBridge(Protocol):
         self._finished = False
 
     def connectionMade(self) -> None:
-        self.transport.pauseProducing()  # type: ignore[attr-defined]
+        self.transport.pauseProducing()
 
     def attach(self, client: ChatClient) -> None:
         """Start passing lines between standard I/O and the connected ``client``.
@@ -424,10 +439,10 @@ class PipeBridge(Protocol):
         reading from the server: neither buffer grows without bound.
         """
         self.client = client
-        self.transport.registerProducer(client.transport, True)  # type: ignore[attr-defined]
-        client.transport.registerProducer(self.transport, True)  # type: ignore[attr-defined]
+        self.transport.registerProducer(client.transport, True)
+        client.transport.registerProducer(self.transport, True)
         self._forward()
-        self.transport.resumeProducing()  # type: ignore[attr-defined]
+        self.transport.resumeProducing()
 
     def show(self, text: str) -> None:
         """Write one server line to standard output (without the CR)."""
@@ -481,7 +496,7 @@ class PipeBridge(Protocol):
 def _open_standard_io(protocol: Protocol) -> ITransport:
     from twisted.internet.stdio import StandardIO
 
-    return StandardIO(protocol)  # type: ignore[return-value]
+    return StandardIO(protocol)
 
 
 async def run_pipe(

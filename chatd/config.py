@@ -45,7 +45,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     try:
         import tomli as tomllib
     except ImportError:
-        tomllib = None  # type: ignore[assignment]
+        tomllib = None
 
 CONFIG_OPTION = "config"
 # Options that make no sense in a file: the file itself, and those that print and exit.

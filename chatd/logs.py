@@ -52,4 +52,4 @@ def twistd_log_file(logfile: str | None, nodaemon: bool) -> IO[str]:
     """
     if logfile == "-" or (not logfile and nodaemon):
         return sys.stdout
-    return LogFile.fromFullPath(logfile or "twistd.log")  # type: ignore[return-value]
+    return LogFile.fromFullPath(logfile or "twistd.log")
