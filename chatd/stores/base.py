@@ -80,13 +80,13 @@ with ``?`` in its place rather than failing every batch it is in.
 """
 
 
-def pending_row(entry: HistoryEntry) -> PendingRow:
+def _pending_row(entry: HistoryEntry) -> PendingRow:
     """``entry`` as it waits in a store's buffer."""
     room, kind, alias, text, at = entry
     return (room, kind, alias, text.encode("utf-8", "replace"), at)
 
 
-def unpack_row(row: PendingRow) -> HistoryEntry:
+def _unpack_row(row: PendingRow) -> HistoryEntry:
     """The entry a waiting line stands for, to answer a read."""
     room, kind, alias, text, at = row
     return HistoryEntry(room, kind, alias, text.decode("utf-8"), at)
@@ -97,7 +97,7 @@ def row_bytes(row: PendingRow) -> int:
     return len(row[3]) + PENDING_ENTRY_OVERHEAD_BYTES
 
 
-def newest_rooms(
+def _newest_rooms(
     stored: dict[str, list[HistoryEntry]],
     unflushed: Iterable[tuple[str, PendingRow]],
     per_room: int,
@@ -112,16 +112,16 @@ def newest_rooms(
     room. Rooms with unflushed lines spoke after every stored line, so they rank
     first, the one spoken in last first; ``max_rooms`` of all are kept.
     """
-    waiting = latest_rooms(unflushed, max_rooms)
+    waiting = _latest_rooms(unflushed, max_rooms)
     ranked = [*waiting, *(key for key in stored if key not in waiting)]
     newest: dict[str, list[HistoryEntry]] = {}
     for key in ranked[:max_rooms]:
         rows = waiting.get(key, [])[-per_room:]
-        newest[key] = merge(stored.get(key, []), [unpack_row(row) for row in rows])[-per_room:]
+        newest[key] = merge(stored.get(key, []), [_unpack_row(row) for row in rows])[-per_room:]
     return newest
 
 
-def latest_rooms(
+def _latest_rooms(
     unflushed: Iterable[tuple[str, PendingRow]], max_rooms: int
 ) -> dict[str, list[PendingRow]]:
     """The ``max_rooms`` rooms of the newest of ``unflushed`` (oldest first, each with
@@ -179,7 +179,7 @@ class Backlog:
         self.size = 0
 
 
-class State(enum.Enum):
+class _State(enum.Enum):
     """Where a store is in its life: used once, from NEW through RUNNING to CLOSED."""
 
     NEW = "new"
@@ -187,7 +187,7 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-def check_limits(
+def _check_limits(
     flush_interval_seconds: float,
     history_per_room: int,
     history_max_age_seconds: float | None,
@@ -241,7 +241,7 @@ class BufferedStore:
         max_pending_entries: int,
         max_pending_bytes: int,
     ) -> None:
-        check_limits(
+        _check_limits(
             flush_interval_seconds,
             history_per_room,
             history_max_age_seconds,
@@ -255,7 +255,7 @@ class BufferedStore:
         self._flush_interval = flush_interval_seconds
         self._max_pending = max_pending_entries
         self._max_pending_bytes = max_pending_bytes
-        self._state = State.NEW
+        self._state = _State.NEW
         # History not yet written, oldest first (a subclass may hold more: see _held).
         self._pending = Backlog()
         self._write_lock = DeferredLock()
@@ -274,9 +274,9 @@ class BufferedStore:
 
     def start(self) -> Deferred[None]:
         """Open the storage; calls made before the Deferred fires run after the opening."""
-        if self._state is not State.NEW:
+        if self._state is not _State.NEW:
             raise StoreError("a store can be started only once")
-        self._state = State.RUNNING
+        self._state = _State.RUNNING
         return self._open()
 
     def stop(self) -> Deferred[None]:
@@ -286,14 +286,14 @@ class BufferedStore:
         way down). Calling it again, or without a start, is harmless; a call while
         the first is under way fires once the store is closed.
         """
-        if self._state is State.CLOSED:
+        if self._state is _State.CLOSED:
             if self._stopped:
                 return succeed(None)
             waiter: Deferred[None] = Deferred()
             self._stop_waiters.append(waiter)
             return waiter
-        was_running = self._state is State.RUNNING
-        self._state = State.CLOSED
+        was_running = self._state is _State.RUNNING
+        self._state = _State.CLOSED
         if not was_running:
             self._stopped = True
             return succeed(None)
@@ -335,10 +335,10 @@ class BufferedStore:
         """
         if entry.kind not in HISTORY_KINDS:
             raise ValueError(f"history kind must be 'say' or 'act', not {entry.kind!r}")
-        if self._state is not State.RUNNING:
+        if self._state is not _State.RUNNING:
             self._refuse_entry()
             return
-        self._pending.append(pending_row(entry))
+        self._pending.append(_pending_row(entry))
         self._cap_pending()
         if self._backlogged() and not self._write_lock.locked and not self._failed_writes:
             # While writes fail, the backoff timer alone decides when to try again.
@@ -378,7 +378,7 @@ class BufferedStore:
         self.flush().addErrback(lambda _: None)  # already logged by _batch_failed
 
     def _refuse_entry(self) -> None:
-        if self._state is State.NEW:
+        if self._state is _State.NEW:
             raise StoreNotStarted(f"{type(self).__name__}.append_history() called before start()")
         if not self._warned_closed:
             self._warned_closed = True
@@ -406,7 +406,7 @@ class BufferedStore:
             location=self.location,
         )
         self._report_lost()
-        if self._state is State.RUNNING:
+        if self._state is _State.RUNNING:
             self._schedule_flush(self._retry_delay())
         return failure
 
@@ -465,7 +465,7 @@ class BufferedStore:
         cutoff: float | None,
     ) -> list[HistoryEntry]:
         unflushed = [
-            unpack_row(row)
+            _unpack_row(row)
             for row_key, row in self._unflushed_by_room(cutoff)
             if row_key == key and (before is None or row[4] < before)
         ]
@@ -477,7 +477,7 @@ class BufferedStore:
         They spoke after every stored line, so they rank first among the most
         recently active rooms: their stored lines are read too.
         """
-        return list(latest_rooms(self._unflushed_by_room(None), max_rooms))
+        return list(_latest_rooms(self._unflushed_by_room(None), max_rooms))
 
     def _with_unflushed_by_room(
         self,
@@ -487,7 +487,7 @@ class BufferedStore:
         cutoff: float | None,
     ) -> dict[str, list[HistoryEntry]]:
         """What ``recent_history_by_room`` answers, from the stored rooms (by key)."""
-        return newest_rooms(
+        return _newest_rooms(
             stored, self._unflushed_by_room(cutoff), per_room, max_rooms, self._merge
         )
 
@@ -501,9 +501,9 @@ class BufferedStore:
 
     def _refusal(self, name: str) -> Deferred[Any] | None:
         """None if the store may be used now; else raise, or a failed Deferred."""
-        if self._state is State.RUNNING:
+        if self._state is _State.RUNNING:
             return None
-        if self._state is State.NEW:
+        if self._state is _State.NEW:
             raise StoreNotStarted(f"{type(self).__name__}.{name}() called before start()")
         return fail(StoreClosed(f"{type(self).__name__}.{name}() called after stop()"))
 
