@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from chatd.interfaces import HISTORY_ROOMS_AT_START
 from chatd.model import HistoryEntry
 
 FLUSH_INTERVAL_SECONDS = 0.5
@@ -471,6 +472,18 @@ class BufferedStore:
         ]
         return self._merge(stored, unflushed)[-limit:]
 
+    def recent_history_by_room(
+        self, per_room: int, max_rooms: int = HISTORY_ROOMS_AT_START
+    ) -> Deferred[dict[str, list[HistoryEntry]]]:
+        """The newest ``per_room`` lines, oldest first, of the ``max_rooms`` rooms
+        spoken in most recently (by their newest line, written or not): to warm a
+        cache with a bounded read however many rooms ever spoke."""
+        if (refused := self._refusal("recent_history_by_room")) is not None:
+            return refused
+        if per_room <= 0 or max_rooms <= 0:
+            return succeed({})
+        return self._read_history_by_room(per_room, max_rooms)
+
     def _waiting_rooms(self, max_rooms: int) -> list[str]:
         """The keys of the ``max_rooms`` rooms with lines not yet written, newest first.
 
@@ -549,6 +562,14 @@ class BufferedStore:
     ) -> Deferred[list[HistoryEntry]]:
         """The newest ``limit`` stored lines of ``room`` said before ``before`` and
         not before ``cutoff``, oldest first."""
+        raise NotImplementedError
+
+    def _read_history_by_room(
+        self, per_room: int, max_rooms: int
+    ) -> Deferred[dict[str, list[HistoryEntry]]]:
+        """What :meth:`recent_history_by_room` answers: the stored lines of the rooms
+        :meth:`_waiting_rooms` names and of the most recently active stored ones,
+        merged by :meth:`_with_unflushed_by_room`."""
         raise NotImplementedError
 
     def _read_cutoff(self) -> float | None:

@@ -107,7 +107,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatd.interfaces import HISTORY_ROOMS_AT_START, TOPICS_AT_START, IChatStore
+from chatd.interfaces import TOPICS_AT_START, IChatStore
 from chatd.model import Account, Ban, HistoryEntry
 from chatd.stores.base import (
     FLUSH_INTERVAL_SECONDS,
@@ -431,7 +431,7 @@ class RedisStore(BufferedStore):
     def _read_history(
         self, room: str, limit: int, before: float | None, cutoff: float | None
     ) -> Deferred[list[HistoryEntry]]:
-        return Deferred.fromCoroutine(self._read_room(room_key(room), limit, before, cutoff))
+        return Deferred.fromCoroutine(self._read_room(self._room_key(room), limit, before, cutoff))
 
     @staticmethod
     def _merge(stored: list[HistoryEntry], unflushed: list[HistoryEntry]) -> list[HistoryEntry]:
@@ -444,19 +444,10 @@ class RedisStore(BufferedStore):
         seen = set(stored)
         return [*stored, *(entry for entry in unflushed if entry not in seen)]
 
-    def recent_history_by_room(
-        self, per_room: int, max_rooms: int = HISTORY_ROOMS_AT_START
+    def _read_history_by_room(
+        self, per_room: int, max_rooms: int
     ) -> Deferred[dict[str, list[HistoryEntry]]]:
-        """The newest ``per_room`` lines, oldest first, of the ``max_rooms`` rooms
-        written to most recently (lines not yet sent rank first): to warm a cache
-        with a bounded read however many rooms have history.
-
-        Rooms are named as in their newest line.
-        """
-        if (refused := self._refusal("recent_history_by_room")) is not None:
-            return refused
-        if per_room <= 0 or max_rooms <= 0:
-            return succeed({})
+        """Rooms rank by their last write; they are named as in their newest line."""
         return Deferred.fromCoroutine(self._recent_history_by_room(per_room, max_rooms))
 
     async def _recent_history_by_room(

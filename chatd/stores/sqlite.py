@@ -43,7 +43,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from chatd.files import create_private
-from chatd.interfaces import HISTORY_ROOMS_AT_START, TOPICS_AT_START, IChatStore
+from chatd.interfaces import TOPICS_AT_START, IChatStore
 from chatd.model import Account, Ban, HistoryEntry
 from chatd.stores.base import (
     FLUSH_INTERVAL_SECONDS,
@@ -720,16 +720,10 @@ class SQLiteStore(BufferedStore):
         # No cutoff: lines past the age are deleted at every write and at start.
         return self._run_in_thread(self._db.recent_history, room, limit, before)
 
-    def recent_history_by_room(
-        self, per_room: int, max_rooms: int = HISTORY_ROOMS_AT_START
+    def _read_history_by_room(
+        self, per_room: int, max_rooms: int
     ) -> Deferred[dict[str, list[HistoryEntry]]]:
-        """The newest ``per_room`` lines, oldest first, of the ``max_rooms`` rooms
-        spoken in most recently (by their newest line, flushed or not): to warm a
-        cache with a bounded read however many rooms ever spoke."""
-        if (refused := self._refusal("recent_history_by_room")) is not None:
-            return refused
-        if per_room <= 0 or max_rooms <= 0:
-            return succeed({})
+        # One snapshot of the file for every room read.
         waiting = self._waiting_rooms(max_rooms)
         d = self._run_in_thread(self._db.recent_history_by_room, per_room, max_rooms, waiting)
         d.addCallback(self._with_unflushed_by_room, per_room, max_rooms, None)
