@@ -108,7 +108,11 @@ class IChatStore(Interface):
         """Replace the ignore list of ``alias``; fails with NoSuchAccount if unregistered."""
 
     def add_ssh_key(alias: str, fingerprint: str, public_key: str) -> Deferred[bool]:
-        """Bind an SSH key to registered ``alias``; False if bound already."""
+        """Bind an SSH key to registered ``alias``; False if bound already.
+
+        Fails for an alias nobody registered: NoSuchAccount from Redis, the
+        foreign key's ``sqlite3.IntegrityError`` from SQLite.
+        """
 
     def remove_ssh_key(alias: str, fingerprint: str) -> Deferred[bool]:
         """Unbind the SSH key with ``fingerprint`` from ``alias``; False if it was not bound."""

@@ -224,8 +224,10 @@ class BufferedStore:
     :meth:`_close`), how held lines are written (:meth:`_write_pending`, which
     reports each batch to :meth:`_batch_written` or :meth:`_batch_failed`), how
     they are held while not yet written (:meth:`_held`, :meth:`_drop_oldest`,
-    :meth:`_clear_held`, :meth:`_unflushed`) and how a room's stored lines are
-    read (:meth:`_read_history`).
+    :meth:`_clear_held`, :meth:`_unflushed`), how rooms are keyed
+    (:meth:`_room_key`) and how stored lines are read and joined with the
+    unflushed ones (:meth:`_read_history`, :meth:`_read_history_by_room`,
+    :meth:`_read_cutoff`, :meth:`_merge`).
     """
 
     log: Logger
