@@ -142,6 +142,9 @@ def store(path: Path, clock: Clock) -> Iterator[SQLiteStore]:
     succeeded(store.stop())
 
 
+# Opening: schema, migrations, pragmas, file permissions.
+
+
 def test_start_creates_schema_in_wal_mode(tmp_path: Path, clock: Clock) -> None:
     """Starting creates the missing directory, every table, the schema version and WAL mode."""
     path = tmp_path / "new" / "dir" / "chatd.sqlite3"
@@ -218,6 +221,9 @@ def test_newer_schema_is_refused(path: Path, clock: Clock) -> None:
     succeeded(store.stop())
 
 
+# History: how it is written.
+
+
 def test_one_transaction_per_flush(path: Path, clock: Clock) -> None:
     """All lines of one flush, in every room, go to the database in one transaction."""
     connect = RecordingConnect()
@@ -243,6 +249,9 @@ def test_flushed_line_is_readable_by_another_connection(store: SQLiteStore, path
     assert query(path, "SELECT room, kind, alias, text, at FROM history") == [
         ("lobby", "say", "alice", "durable", 12.5)
     ]
+
+
+# History: the index of recently active rooms.
 
 
 def test_start_up_read_is_bounded_however_many_rooms_spoke(path: Path, clock: Clock) -> None:
@@ -297,6 +306,9 @@ def test_rooms_pruned_empty_by_age_are_forgotten(path: Path, clock: Clock) -> No
     succeeded(store.stop())
 
 
+# History: reads while a write is on the database thread.
+
+
 def test_history_read_during_a_write_has_each_line_once(path: Path, clock: Clock) -> None:
     """Lines being written when a query runs are returned once, whether the write succeeds."""
     runner = QueuedRunner()
@@ -334,6 +346,9 @@ def test_history_read_during_a_failed_write_has_each_line_once(path: Path, clock
     store.stop()
     runner.run_all()
     assert on_disk(path) == ["one", "two"]
+
+
+# History: retention.
 
 
 def test_retention_by_count(path: Path, clock: Clock) -> None:
@@ -402,6 +417,9 @@ def test_history_queries_use_the_indexes(path: Path, clock: Clock) -> None:
         assert not any("TEMP B-TREE" in step for step in steps), steps
 
 
+# History: when the disk fails, and big batches.
+
+
 def test_write_failure_keeps_entries_and_logs(
     store: SQLiteStore, path: Path, clock: Clock
 ) -> None:
@@ -463,6 +481,9 @@ def test_a_fast_burst_loses_no_line(path: Path, clock: Clock) -> None:
     succeeded(store.stop())
 
 
+# Life cycle.
+
+
 def test_stop_called_again_while_stopping_waits_for_the_close(path: Path, clock: Clock) -> None:
     """A second stop() during the first fires only once the database is closed."""
     runner = QueuedRunner()
@@ -475,6 +496,9 @@ def test_stop_called_again_while_stopping_waits_for_the_close(path: Path, clock:
     assert fired == []
     runner.run_all()
     assert sorted(fired) == ["first", "second"]
+
+
+# The real thing: a thread pool and the reactor.
 
 
 @pytest_twisted.ensureDeferred
