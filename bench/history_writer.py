@@ -3,7 +3,7 @@
     python bench/history_writer.py                       # both measurements
     python bench/history_writer.py --rate 200000 --seconds 3 --text-bytes 64
 
-Throughput: a real :class:`chatd.store.Store` (its own database thread, the real
+Throughput: a real :class:`chatd.stores.sqlite.SQLiteStore` (its own database thread, the real
 reactor) in a temporary directory is fed lines at ``--rate`` lines per second,
 ``--chunk`` lines per reactor turn, as a flooding room would feed it through the
 hub, for ``--seconds``; then it is flushed. Reported: the rate offered, the rate
@@ -11,7 +11,7 @@ the lines reached the disk (all of them, from the first append to the last
 commit), lines dropped ("history buffer full") and the batches written. A
 ``--rate`` of 0 appends as fast as the reactor can.
 
-With ``--redis``, the same against a :class:`chatd.redisstore.RedisStore` on a
+With ``--redis``, the same against a :class:`chatd.stores.redis.RedisStore` on a
 throwaway ``redis-server`` (started by tests/redisserver.py).
 
 Memory: 20,000 lines held by a store whose writes never end, measured with
@@ -43,10 +43,12 @@ from twisted.logger import LogLevel, capturedLogs
 # After PYTHONPATH, so that another checkout put there is the one measured.
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
+from chatd.interfaces import IChatStore
+from chatd.model import HistoryEntry
 from chatd.redisaddress import RedisAddress
 from chatd.redislink import RedisLink
-from chatd.redisstore import RedisStore
-from chatd.store import HistoryEntry, Store, run_synchronously
+from chatd.stores.redis import RedisStore
+from chatd.stores.sqlite import SQLiteStore, run_synchronously
 from tests.redisserver import RedisServer
 
 T = TypeVar("T")
@@ -72,7 +74,7 @@ class Load:
     busy: bool
 
 
-async def feed(store: Store | RedisStore, load: Load) -> str:
+async def feed(store: IChatStore, load: Load) -> str:
     """Append the lines of ``load`` and flush; a report line of what was stored."""
     rate, total, chunk, size, rooms = load.rate, load.total, load.chunk, load.size, load.rooms
     lines = [text(n, size) for n in range(min(total, 10_000))]
@@ -112,7 +114,7 @@ async def sqlite_throughput(load: Load) -> None:
     with tempfile.TemporaryDirectory(prefix="chatd-bench-") as directory:
         path = Path(directory) / "chatd.sqlite3"
         # Room retention is not what is measured: every line is kept.
-        store = Store(path, history_per_room=load.total)
+        store = SQLiteStore(path, history_per_room=load.total)
         await store.start()
         report = await feed(store, load)
         await store.stop()
@@ -147,7 +149,7 @@ def never_writing(function: Callable[..., T], /, *args: Any) -> Deferred[T]:
 def memory() -> None:
     for size, non_ascii in ((64, False), (2048, False), (2048, True)):
         with tempfile.TemporaryDirectory(prefix="chatd-bench-") as directory:
-            store = Store(
+            store = SQLiteStore(
                 Path(directory) / "chatd.sqlite3",
                 clock=Clock(),
                 run_in_thread=never_writing,

@@ -24,6 +24,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from chatd.admission import admission_key
+from chatd.interfaces import IChatStore
 from chatd.model import Account
 from chatd.text import alias_key
 from chatd.throttle import PasswordThrottle, Quota
@@ -52,19 +53,6 @@ class PasswordHashing(Protocol):
         """False, after as long as :meth:`verify_password` takes (for unknown names)."""
 
 
-class AccountStore(Protocol):
-    """The part of :class:`chatd.store.Store` that keeps accounts."""
-
-    def registered_keys(self) -> Deferred[set[str]]: ...
-    def get_account(self, alias: str) -> Deferred[Account | None]: ...
-    def create_account(self, alias: str, password_hash: str) -> Deferred[bool]: ...
-    def set_password_hash(self, alias: str, new_hash: str) -> Deferred[bool]: ...
-    def set_ignores(self, alias: str, ignores: Iterable[str]) -> Deferred[None]: ...
-    def add_ssh_key(self, alias: str, fingerprint: str, public_key: str) -> Deferred[bool]: ...
-    def remove_ssh_key(self, alias: str, fingerprint: str) -> Deferred[bool]: ...
-    def ssh_keys(self, alias: str) -> Deferred[list[tuple[str, str]]]: ...
-
-
 class PasswordRefused(ValueError):
     """A password that may not be used; the message says why, for the user."""
 
@@ -89,7 +77,7 @@ class Accounts:
 
     def __init__(
         self,
-        store: AccountStore,
+        store: IChatStore,
         passwords: PasswordHashing,
         operators: Mapping[str, str] | None = None,
         *,

@@ -49,8 +49,8 @@ from twisted.logger import Logger
 
 from chatd.clusterhub import ClusterHub, Item
 from chatd.hub import HISTORY_KEPT, MOTD_SETTING
+from chatd.interfaces import IChatStore
 from chatd.redislink import RedisLink
-from chatd.redisstore import RedisStore
 from chatd.text import alias_key
 
 HEARTBEAT_SECONDS = 1.0
@@ -185,7 +185,7 @@ class Cluster:
         self,
         hub: ClusterHub,
         link: RedisLink,
-        store: RedisStore | None = None,
+        store: IChatStore | None = None,
         *,
         node: str | None = None,
         prefix: str = DEFAULT_PREFIX,

@@ -23,14 +23,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from chatd.httpsite import NOT_FOUND, GuardedSite
+from chatd.interfaces import IChatStore
 from chatd.protocol import ChatFactory
-from chatd.store import Store
 
 
 class ChatCollector:
     """Reads chatd's state and totals at scrape time."""
 
-    def __init__(self, factory: ChatFactory, store: Store) -> None:
+    def __init__(self, factory: ChatFactory, store: IChatStore) -> None:
         self._factory = factory
         self._store = store
 
@@ -93,7 +93,7 @@ class ChatCollector:
             )
 
 
-def metrics_site(factory: ChatFactory, store: Store) -> Site:
+def metrics_site(factory: ChatFactory, store: IChatStore) -> Site:
     """A web site serving the metrics at ``/metrics`` (and at ``/``)."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ChatCollector(factory, store))  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ class HistoryEntry(NamedTuple):
     A named tuple, in the order of the table's columns, because one is made for
     every chat line: it is several times cheaper to build than a frozen
     dataclass. A store keeps it as a :data:`PendingRow` until it is written. Its
-    kind is checked where it enters the store (:meth:`Store.append_history`).
+    kind is checked where it enters the store (:meth:`IChatStore.append_history`).
     """
 
     room: str

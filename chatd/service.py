@@ -31,12 +31,11 @@ from twisted.python.failure import Failure
 
 from chatd.admission import AdmittingFactory, Refusal, refusal_line
 from chatd.hub import HISTORY_KEPT, MOTD_SETTING
+from chatd.interfaces import IChatStore
 from chatd.protocol import ChatConfig, ChatFactory
-from chatd.store import Store
 
 if TYPE_CHECKING:
     from chatd.cluster import Cluster
-    from chatd.redisstore import RedisStore
 
 SHUTDOWN_NOTICE = "Server shutting down."
 
@@ -59,7 +58,7 @@ class ChatService(Service):
     def __init__(
         self,
         factory: ChatFactory,
-        store: Store | RedisStore,
+        store: IChatStore,
         endpoints: Sequence[str],
         others: Sequence[tuple[str, IProtocolFactory, Refusal]] = (),
         reactor: IReactorCore | None = None,
@@ -194,14 +193,16 @@ class ChatService(Service):
             motd = await self.store.get_setting(MOTD_SETTING)
         except OSError as problem:  # the machine's doing (a directory, permissions, space)
             self.log.critical(
-                "cannot open the store at {path}: {problem}; stopping",
-                path=self.store.path,
+                "cannot open the store at {location}: {problem}; stopping",
+                location=self.store.location,
                 problem=problem,
             )
             self._reactor.stop()
             return
         except Exception:
-            self.log.failure("cannot open the store at {path}; stopping", path=self.store.path)
+            self.log.failure(
+                "cannot open the store at {location}; stopping", location=self.store.location
+            )
             self._reactor.stop()
             return
         self.factory.hub.load(topics, history, bans, motd)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from twisted.internet import endpoints
@@ -22,12 +22,14 @@ from chatd.config import ConfigFileOptions
 from chatd.files import create_private_directory
 from chatd.flood import FloodLimits
 from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, HISTORY_KEPT, Hub
+from chatd.interfaces import IChatStore
 from chatd.logs import json_observer, twistd_log_file
 from chatd.passwords import Passwords
 from chatd.protocol import ChatConfig, ChatFactory
 from chatd.redisaddress import RedisAddress
 from chatd.service import ChatService, LiveSettings
-from chatd.store import HISTORY_PER_ROOM, Store
+from chatd.stores.base import HISTORY_PER_ROOM
+from chatd.stores.sqlite import SQLiteStore
 from chatd.text import (
     ALIAS_RULE,
     ROOM_RULE,
@@ -38,9 +40,6 @@ from chatd.text import (
     is_valid_name,
     parse_duration,
 )
-
-if TYPE_CHECKING:
-    from chatd.redisstore import RedisStore
 
 DEFAULT_INTERFACE = "127.0.0.1"
 DEFAULT_PORT = 55555
@@ -476,7 +475,7 @@ def makeService(options: Options) -> ChatService:
     """
     keep_history = options["history-keep"] > 0
     history_per_room = options["history-keep"] if keep_history else HISTORY_PER_ROOM
-    store: Store | RedisStore
+    store: IChatStore
     cluster = None
     hub_type: type[Hub] = Hub
     if options["redis"]:
@@ -484,7 +483,7 @@ def makeService(options: Options) -> ChatService:
         from chatd.cluster import Cluster
         from chatd.clusterhub import ClusterHub
         from chatd.redislink import RedisLink
-        from chatd.redisstore import RedisStore
+        from chatd.stores.redis import RedisStore
 
         link = RedisLink(RedisAddress.from_url(options["redis"]))
         store = RedisStore(
@@ -495,7 +494,7 @@ def makeService(options: Options) -> ChatService:
         )
         hub_type = ClusterHub
     else:
-        store = Store(
+        store = SQLiteStore(
             Path(options["data-dir"]) / DATABASE_FILE,
             history_per_room=history_per_room,
             history_max_age_seconds=options["history-max-age"],

@@ -27,9 +27,9 @@ from chatd.accounts import (
 from chatd.hub import Hub
 from chatd.model import Account
 from chatd.passwords import PasswordsBusy
-from chatd.store import Store, run_synchronously
+from chatd.stores.sqlite import SQLiteStore, run_synchronously
+from tests.storetesting import succeeded
 from tests.test_protocol import Client, Server
-from tests.test_store import succeeded
 
 
 class FakePasswords:
@@ -87,7 +87,7 @@ class AccountServer(Server):
         super().__init__()
 
     def make_hub(self, history_replay: int) -> Hub:
-        self.store = Store(self.path, clock=self.clock, run_in_thread=run_synchronously)
+        self.store = SQLiteStore(self.path, clock=self.clock, run_in_thread=run_synchronously)
         self.store.start()
         accounts = Accounts(
             self.store, self.passwords, {"root": "fake$operpass"}, clock=self.clock

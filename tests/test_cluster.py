@@ -24,7 +24,7 @@ from chatd.clusterhub import ClusterHub
 from chatd.events import Event, History, Joined, Left, Said
 from chatd.redisaddress import RedisAddress
 from chatd.redislink import RedisLink
-from chatd.redisstore import RedisStore
+from chatd.stores.redis import RedisStore
 from tests.redisserver import RedisServer
 
 WAIT_SECONDS = 10.0

@@ -16,15 +16,14 @@ from chatd.httpsite import HEAD_DEADLINE_SECONDS
 from chatd.hub import Hub
 from chatd.metrics import ChatCollector, metrics_site
 from chatd.protocol import ChatConfig, ChatFactory
-from chatd.store import Store
+from chatd.stores.sqlite import SQLiteStore, run_synchronously
 from tests.test_protocol import Client
-from tests.test_store import run_synchronously
 from tests.test_web import HttpConnection, fuzz_site, logged
 
 __all__ = ["logged"]  # a fixture, shared with test_web
 
 
-def scrape(factory: ChatFactory, store: Store) -> dict[str, float]:
+def scrape(factory: ChatFactory, store: SQLiteStore) -> dict[str, float]:
     registry = CollectorRegistry()
     registry.register(ChatCollector(factory, store))  # type: ignore[arg-type]
     samples = {}
@@ -38,7 +37,7 @@ def scrape(factory: ChatFactory, store: Store) -> dict[str, float]:
 def test_metrics_count_users_lines_bytes_and_refusals(tmp_path: Path) -> None:
     """Users, connections, rooms, lines, bytes and refusals are read at scrape time."""
     clock = Clock()
-    store = Store(tmp_path / "db", clock=clock, run_in_thread=run_synchronously)
+    store = SQLiteStore(tmp_path / "db", clock=clock, run_in_thread=run_synchronously)
     hub = Hub(clock=clock)
     limits = ConnectionLimits(max_conns=0, max_per_ip=2, max_rate_per_ip=0)
     factory = ChatFactory(hub, ChatConfig(connections=limits))
@@ -71,7 +70,7 @@ def test_metrics_count_users_lines_bytes_and_refusals(tmp_path: Path) -> None:
 def metrics_site_in_memory(tmp_path: Path) -> tuple[Site, Clock]:
     """The metrics site, with a fixed page where the scrape would be (it runs in a thread)."""
     clock = Clock()
-    store = Store(tmp_path / "db", clock=clock, run_in_thread=run_synchronously)
+    store = SQLiteStore(tmp_path / "db", clock=clock, run_in_thread=run_synchronously)
     site = metrics_site(ChatFactory(Hub(clock=clock), ChatConfig()), store)
     for name in (b"", b"metrics"):
         site.resource.putChild(name, Data(b"chatd_users 0\n", "text/plain"))

@@ -17,8 +17,7 @@ from chatd.flood import FloodLimits
 from chatd.hub import Hub
 from chatd.protocol import ChatConfig, ChatFactory
 from chatd.service import ChatService, LiveSettings
-from chatd.store import Store
-from tests.test_store import run_synchronously
+from chatd.stores.sqlite import SQLiteStore, run_synchronously
 
 
 class RefusingReactor(MemoryReactorClock):
@@ -34,7 +33,7 @@ def make_service(
     path: Path, reactor: MemoryReactorClock, *endpoints: str, **options: Any
 ) -> ChatService:
     clock = Clock()
-    store = Store(path, clock=clock, run_in_thread=run_synchronously)
+    store = SQLiteStore(path, clock=clock, run_in_thread=run_synchronously)
     factory = ChatFactory(Hub(clock=clock, store=store), ChatConfig())
     return ChatService(factory, store, endpoints, reactor=reactor, **options)
 

@@ -177,7 +177,7 @@ def test_web_origin_check() -> None:
 def test_redis_makes_a_cluster_node_with_its_store_in_redis() -> None:
     """--redis builds a cluster hub, a Redis store and the cluster link; nothing connects yet."""
     from chatd.clusterhub import ClusterHub
-    from chatd.redisstore import RedisStore
+    from chatd.stores.redis import RedisStore
 
     service = makeService(parse("--redis", "redis://:secret@127.0.0.1:6390/2"))
     assert isinstance(service.factory.hub, ClusterHub)
@@ -198,11 +198,11 @@ def test_redis_makes_a_cluster_node_with_its_store_in_redis() -> None:
 def test_without_redis_chatd_is_a_single_server() -> None:
     """No --redis: the plain hub and the SQLite store, and no cluster."""
     from chatd.hub import Hub
-    from chatd.store import Store
+    from chatd.stores.sqlite import SQLiteStore
 
     service = makeService(parse())
     assert type(service.factory.hub) is Hub
-    assert isinstance(service.store, Store)
+    assert isinstance(service.store, SQLiteStore)
     assert service.cluster is None
 
 

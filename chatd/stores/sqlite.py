@@ -1,17 +1,13 @@
-"""What chatd remembers across restarts: room history, accounts, bans, settings, topics.
+"""chatd's persistent state in one SQLite file: room history, accounts, bans, settings, topics.
 
-Everything lives in one SQLite file. The reactor never touches it: every SQL
-statement runs on one dedicated thread that owns the ``sqlite3`` connection, so a
-slow disk delays answers but never the chat. With one thread, work runs in the
-order it was asked for and no two statements ever race on the connection.
+The reactor never touches the file: every SQL statement runs on one dedicated
+thread that owns the ``sqlite3`` connection, so a slow disk delays answers but
+never the chat. With one thread, work runs in the order it was asked for and no
+two statements ever race on the connection.
 
-Chat lines are the hot path, so :meth:`Store.append_history` only appends to a
-buffer in memory; a timer writes the buffer in one transaction at most
-``flush_interval_seconds`` after the first line in it, or at once when a busy
-chat has filled a quarter of the buffer. A line waits as a plain tuple with its
-text in UTF-8 (room and alias are the hub's own strings, shared), and the buffer
-is capped in bytes as well as in lines. Accounts, bans, settings and topics are
-rare and precious, so each change commits before its Deferred fires.
+History is buffered by :class:`chatd.stores.base.BufferedStore` and each batch
+is written in one transaction. Accounts, bans, settings and topics are rare and
+precious, so each change commits before its Deferred fires.
 
 Durability: the database runs in WAL mode with ``synchronous=NORMAL``. A committed
 transaction survives the chatd process being killed, since it is already in the
@@ -27,10 +23,10 @@ error escape into the chat path.
 
 from __future__ import annotations
 
-import enum
 import sqlite3
+import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from functools import partial
@@ -38,66 +34,33 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
-from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IReactorCore,
-    IReactorFromThreads,
-    IReactorTime,
-)
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from chatd.files import create_private
+from chatd.interfaces import TOPICS_AT_START, IChatStore
 from chatd.model import Account, Ban, HistoryEntry
+from chatd.stores.base import (
+    FLUSH_INTERVAL_SECONDS,
+    HISTORY_PER_ROOM,
+    MAX_PENDING_BYTES,
+    MAX_PENDING_ENTRIES,
+    BufferedStore,
+    NoSuchAccount,
+    PendingRow,
+    StoreClosed,
+    StoreError,
+)
 from chatd.text import alias_key
 
 T = TypeVar("T")
 
-FLUSH_INTERVAL_SECONDS = 0.5
-HISTORY_PER_ROOM = 10_000
-# Lines held in memory while the disk refuses them or the chat outpaces it, capped
-# in lines and in bytes (past either the oldest are dropped): one batch being
-# written can hold as much again, so history buffers at most twice the bytes.
-MAX_PENDING_ENTRIES = 20_000
-MAX_PENDING_BYTES = 8 * 1024 * 1024
-# Room for a few of the longest lines the protocol lets through.
-MIN_PENDING_BYTES = 64 * 1024
-# What a waiting line costs beyond the bytes of its text: its tuple, the headers of
-# its text and time, its buffer slot (about 170 bytes by bench/history_writer.py).
-PENDING_ENTRY_OVERHEAD_BYTES = 200
-# A write starts before the timer once this fraction of either cap is waiting, so
-# a fast chat is written in batches that grow with the backlog, not dropped.
-EARLY_WRITE_FRACTION = 0.25
-# Rooms whose history is read at start: the most recently active; others are
-# read when somebody opens them (recent_history), however many rooms exist.
-HISTORY_ROOMS_AT_START = 100
-# Topics read at start, the most recently set first; any other room's topic is
-# read when the room opens (Store.topic), so start-up memory is bounded.
-TOPICS_AT_START = 100
 BUSY_TIMEOUT_SECONDS = 5.0
-# Longest wait between attempts to write history while writes keep failing.
-MAX_RETRY_SECONDS = 30.0
-
-HISTORY_KINDS = frozenset({"say", "act"})
-
-
-class StoreError(Exception):
-    """Something the store cannot do; the message says what, for the log."""
-
-
-class StoreNotStarted(StoreError):
-    """The store was used before :meth:`Store.start`: a wiring mistake."""
-
-
-class StoreClosed(StoreError):
-    """The store was used after :meth:`Store.stop`, or its database is not open."""
-
-
-class NoSuchAccount(StoreError, LookupError):
-    """A change was asked for an account that is not registered."""
 
 
 class RunInThread(Protocol):
@@ -216,6 +179,8 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 # cached, serve every batch: compiling one while the reactor is busy takes long.
 INSERT_ROWS_PER_STATEMENT = 4096
 _HISTORY_COLUMNS = 5
+# SQLite's cap on parameters per statement before 3.32.
+OLD_MAX_PARAMETERS = 999
 
 
 def _insert_history_sql(rows: int) -> str:
@@ -268,6 +233,17 @@ _RECENT_HISTORY_SQL = """
 _RECENT_ROOMS_SQL = "SELECT room FROM history_rooms ORDER BY last_id DESC LIMIT ?"
 
 
+def _max_parameters(connection: sqlite3.Connection) -> int:
+    """How many parameters one statement may take on ``connection``.
+
+    Python 3.10 cannot ask (``getlimit`` came in 3.11): it assumes the old default
+    of 999, which every SQLite allows.
+    """
+    if sys.version_info >= (3, 11):
+        return connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return OLD_MAX_PARAMETERS
+
+
 @contextmanager
 def _transaction(
     connection: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE"
@@ -308,119 +284,6 @@ def _migrate(connection: sqlite3.Connection) -> None:
 
 def _history_entry(row: tuple[Any, ...]) -> HistoryEntry:
     return HistoryEntry._make(row)
-
-
-PendingRow = tuple[str, str, str, bytes, float]
-"""A line waiting to be written: a :class:`HistoryEntry` with its text in UTF-8.
-
-A plain tuple that shares the entry's room, kind, alias and time objects: only the
-text is new, and UTF-8 is the smallest form of it (a str with one emoji takes four
-bytes per character). A text Python cannot encode (a lone surrogate) is written
-with ``?`` in its place rather than failing every batch it is in.
-"""
-
-
-def pending_row(entry: HistoryEntry) -> PendingRow:
-    """``entry`` as it waits in a store's buffer."""
-    room, kind, alias, text, at = entry
-    return (room, kind, alias, text.encode("utf-8", "replace"), at)
-
-
-def unpack_row(row: PendingRow) -> HistoryEntry:
-    """The entry a waiting line stands for, to answer a read."""
-    room, kind, alias, text, at = row
-    return HistoryEntry(room, kind, alias, text.decode("utf-8"), at)
-
-
-def row_bytes(row: PendingRow) -> int:
-    """What a waiting line costs in memory, near enough to cap the buffer by."""
-    return len(row[3]) + PENDING_ENTRY_OVERHEAD_BYTES
-
-
-def _concatenated(stored: list[HistoryEntry], unflushed: list[HistoryEntry]) -> list[HistoryEntry]:
-    return [*stored, *unflushed]
-
-
-def newest_rooms(
-    stored: dict[str, list[HistoryEntry]],
-    unflushed: Iterable[tuple[str, PendingRow]],
-    per_room: int,
-    max_rooms: int,
-    merge: Callable[[list[HistoryEntry], list[HistoryEntry]], list[HistoryEntry]] = _concatenated,
-) -> dict[str, list[HistoryEntry]]:
-    """What ``recent_history_by_room`` answers, from a store's read and its unflushed lines.
-
-    ``stored`` has the stored rooms' newest lines, the most recently active room
-    first, under the store's own room key; ``unflushed`` the lines not yet
-    stored, oldest first, each with its room key; ``merge`` joins the two for a
-    room. Rooms with unflushed lines spoke after every stored line, so they rank
-    first, the one spoken in last first; ``max_rooms`` of all are kept.
-    """
-    waiting = latest_rooms(unflushed, max_rooms)
-    ranked = [*waiting, *(key for key in stored if key not in waiting)]
-    newest: dict[str, list[HistoryEntry]] = {}
-    for key in ranked[:max_rooms]:
-        rows = waiting.get(key, [])[-per_room:]
-        newest[key] = merge(stored.get(key, []), [unpack_row(row) for row in rows])[-per_room:]
-    return newest
-
-
-def latest_rooms(
-    unflushed: Iterable[tuple[str, PendingRow]], max_rooms: int
-) -> dict[str, list[PendingRow]]:
-    """The ``max_rooms`` rooms of the newest of ``unflushed`` (oldest first, each with
-    its room key), the one spoken in last first, with their lines oldest first."""
-    waiting: dict[str, list[PendingRow]] = {}
-    for key, row in unflushed:
-        # Re-inserted at each line, so that the dict ends ordered by newest line.
-        rows = waiting.pop(key, None) or []
-        rows.append(row)
-        waiting[key] = rows
-    latest = list(waiting)[: -max_rooms - 1 : -1]
-    return {key: waiting[key] for key in latest}
-
-
-class Backlog:
-    """Lines waiting to be written, oldest first, and the bytes they take.
-
-    Both stores keep their pending lines in one; :attr:`size` is kept with every
-    change so that capping the buffer by bytes costs nothing per line.
-    """
-
-    __slots__ = ("_rows", "size")
-
-    def __init__(self) -> None:
-        self._rows: deque[PendingRow] = deque()
-        self.size = 0
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __iter__(self) -> Iterator[PendingRow]:
-        return iter(self._rows)
-
-    def append(self, row: PendingRow) -> None:
-        self._rows.append(row)
-        self.size += row_bytes(row)
-
-    def take(self, count: int) -> list[PendingRow]:
-        """Remove and return the oldest ``count`` lines (all of them if fewer wait)."""
-        if count >= len(self._rows):
-            rows = list(self._rows)
-            self.clear()
-            return rows
-        rows = [self._rows.popleft() for _ in range(count)]
-        self.size -= sum(map(row_bytes, rows))
-        return rows
-
-    def put_back(self, rows: list[PendingRow]) -> None:
-        """Return ``rows``, older than every line waiting, to the front."""
-        self._rows.extendleft(reversed(rows))
-        self.size += sum(map(row_bytes, rows))
-
-    def clear(self) -> None:
-        self._rows.clear()
-        self.size = 0
 
 
 class _Database:
@@ -468,7 +331,7 @@ class _Database:
             connection.close()
             raise
         self._connection = connection
-        most = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _HISTORY_COLUMNS
+        most = _max_parameters(connection) // _HISTORY_COLUMNS
         self._rows_per_insert = min(INSERT_ROWS_PER_STATEMENT, 1 << (most.bit_length() - 1))
         return journal_mode
 
@@ -543,7 +406,8 @@ class _Database:
                 "SELECT ignored FROM account_ignores WHERE account_key = ? ORDER BY position",
                 (key,),
             ).fetchall()
-        return Account(*row, ignores=tuple(ignored for (ignored,) in ignores))
+        alias, password_hash, created_at = row
+        return Account(alias, password_hash, created_at, tuple(ignored for (ignored,) in ignores))
 
     def registered_keys(self) -> set[str]:
         """The alias keys of every account."""
@@ -668,112 +532,8 @@ class _Database:
         return None if row is None else str(row[0])
 
 
-class _State(enum.Enum):
-    NEW = "new"
-    RUNNING = "running"
-    CLOSED = "closed"
-
-
-class HistoryFlushing:
-    """The timing of a store's buffered history writes, shared by both stores.
-
-    A store that buffers history lines and writes them in batches (SQLite's
-    :class:`Store`, :class:`chatd.redisstore.RedisStore`) writes soon after the
-    first line, at once when a quarter of its buffer is full (and no write is
-    running: the one running takes the backlog when it ends), backs off while
-    writes fail and reports the lines it had to drop. The store keeps the
-    attributes declared here and implements the hooks.
-    """
-
-    log: Logger
-    _clock: IReactorTime
-    _flush_interval: float
-    _flush_call: IDelayedCall | None
-    _failed_writes: int
-    _lost: int
-    history_max_age_seconds: float | None
-    _state: _State
-    _pending: Backlog
-    _max_pending: int
-    _max_pending_bytes: int
-    _write_lock: DeferredLock
-    _warned_closed: bool
-    # Writes what is waiting now (see flush), and keeps the buffer under its caps.
-    flush: Callable[[], Deferred[None]]
-    _cap_pending: Callable[[], None]
-
-    def append_history(self, entry: HistoryEntry) -> None:
-        """Keep ``entry`` for the next write; cheap, for the path of every chat line.
-
-        It is written at most ``flush_interval_seconds`` later. After :meth:`stop`
-        the entry is dropped (with one warning), never raised about: a line said
-        during shutdown must not break the chat.
-        """
-        if entry.kind not in HISTORY_KINDS:
-            raise ValueError(f"history kind must be 'say' or 'act', not {entry.kind!r}")
-        if self._state is not _State.RUNNING:
-            self._refuse_entry()
-            return
-        self._pending.append(pending_row(entry))
-        self._cap_pending()
-        if self._backlogged() and not self._write_lock.locked and not self._failed_writes:
-            # While writes fail, the backoff timer alone decides when to try again.
-            self._flush_due()
-        elif self._flush_call is None:
-            self._flush_call = self._clock.callLater(self._flush_interval, self._flush_due)
-
-    def _over_cap(self, entries: int, size: int) -> bool:
-        """Whether ``entries`` lines of ``size`` bytes are more than the buffer may hold."""
-        return entries > self._max_pending or size > self._max_pending_bytes
-
-    def _backlogged(self) -> bool:
-        """Whether enough is waiting to write it now rather than at the timer."""
-        return (
-            len(self._pending) >= self._max_pending * EARLY_WRITE_FRACTION
-            or self._pending.size >= self._max_pending_bytes * EARLY_WRITE_FRACTION
-        )
-
-    def _flush_due(self) -> None:
-        self._cancel_flush_timer()
-        self.flush().addErrback(lambda _: None)  # already logged by _write_failed
-
-    def _refuse_entry(self) -> None:
-        if self._state is _State.NEW:
-            raise StoreNotStarted(f"{type(self).__name__}.append_history() called before start()")
-        if not self._warned_closed:
-            self._warned_closed = True
-            self.log.warn("history entries after the store was stopped are not kept")
-
-    def _report_lost(self) -> None:
-        if self._lost:
-            self.log.error(
-                "history buffer full (writes failing, or slower than the chat):"
-                " {lost} oldest entries dropped",
-                lost=self._lost,
-            )
-            self._lost = 0
-
-    def _retry_delay(self) -> float:
-        """Back off while writes keep failing, so an outage does not flood the log."""
-        return min(self._flush_interval * 2.0**self._failed_writes, MAX_RETRY_SECONDS)
-
-    def _schedule_flush(self, delay: float) -> None:
-        self._cancel_flush_timer()
-        self._flush_call = self._clock.callLater(delay, self._flush_due)
-
-    def _cancel_flush_timer(self) -> None:
-        if self._flush_call is not None:
-            if self._flush_call.active():
-                self._flush_call.cancel()
-            self._flush_call = None
-
-    def _age_cutoff(self) -> float | None:
-        if self.history_max_age_seconds is None:
-            return None
-        return self._clock.seconds() - self.history_max_age_seconds
-
-
-class Store(HistoryFlushing):
+@implementer(IChatStore)
+class SQLiteStore(BufferedStore):
     """chatd's persistent state in one SQLite file, used from the reactor thread.
 
     Call :meth:`start` once and wait for it; :meth:`stop` flushes and closes.
@@ -809,61 +569,42 @@ class Store(HistoryFlushing):
         max_pending_bytes: int = MAX_PENDING_BYTES,
         busy_timeout_seconds: float = BUSY_TIMEOUT_SECONDS,
     ) -> None:
-        _check_limits(
-            flush_interval_seconds,
-            history_per_room,
-            history_max_age_seconds,
-            max_pending_entries,
-            max_pending_bytes,
-        )
         if reactor is None and (run_in_thread is None or clock is None):
             from twisted.internet import reactor as default_reactor
 
             reactor = cast(IReactorFromThreads, default_reactor)
+        super().__init__(
+            clock if clock is not None else cast(IReactorTime, reactor),
+            flush_interval_seconds=flush_interval_seconds,
+            history_per_room=history_per_room,
+            history_max_age_seconds=history_max_age_seconds,
+            max_pending_entries=max_pending_entries,
+            max_pending_bytes=max_pending_bytes,
+        )
         self.path = path
-        # The retention limits, public so that the service's wiring can be checked.
-        self.history_per_room = history_per_room
-        self.history_max_age_seconds = history_max_age_seconds
+        self.location = str(path)
         self._reactor = reactor
-        self._clock: IReactorTime = clock if clock is not None else cast(IReactorTime, reactor)
         self._pool: ThreadPool | None = None
         if run_in_thread is None:
             # One thread: it owns the connection, and work runs in the order asked for.
             self._pool = ThreadPool(1, 1, name="chatd-store")
-            run_in_thread = cast(RunInThread, partial(deferToThreadPool, reactor, self._pool))
+            # The reactor is never None here: the default one was taken above.
+            threads = cast(IReactorFromThreads, reactor)
+            run_in_thread = cast(RunInThread, partial(deferToThreadPool, threads, self._pool))
         self._run_in_thread = run_in_thread
         self._db = _Database(path, connect, busy_timeout_seconds, history_per_room)
-        self._flush_interval = flush_interval_seconds
-        self._max_pending = max_pending_entries
-        self._max_pending_bytes = max_pending_bytes
-        self._state = _State.NEW
         self._shutdown_trigger: Any = None
-        # History not yet on disk: being written (at most one batch), then waiting.
+        # The batch being written (at most one): a failed one goes back to _pending.
         self._in_flight: list[PendingRow] = []
-        self._pending = Backlog()
-        self._write_lock = DeferredLock()
-        self._flush_call: IDelayedCall | None = None
-        self._failed_writes = 0
-        self._lost = 0
-        # History batches written, and the seconds they took from hand-over to
-        # commit (thread queue included), for the metrics.
-        self.batches_written = 0
-        self.write_seconds = 0.0
-        self._warned_closed = False
-        self._stop_waiters: list[Deferred[None]] = []
-        self._stopped = False
 
     # Life cycle.
 
-    def start(self) -> Deferred[None]:
+    def _open(self) -> Deferred[None]:
         """Open the database on the store's thread, creating or migrating the schema.
 
         Calls made before the returned Deferred fires are fine: they run after the
         opening, in order.
         """
-        if self._state is not _State.NEW:
-            raise StoreError("a store can be started only once")
-        self._state = _State.RUNNING
         if self._pool is not None:
             self._pool.start()
             # Pool threads are not daemons: without a stop the process would never exit.
@@ -871,18 +612,16 @@ class Store(HistoryFlushing):
             self._shutdown_trigger = core.addSystemEventTrigger(
                 "during", "shutdown", self._stop_at_shutdown
             )
-        d = self._run_in_thread(self._db.open, self._age_cutoff())
-        d.addCallback(self._opened)
-        return d
+        return self._run_in_thread(self._db.open, self._age_cutoff()).addCallback(self._opened)
 
     def _opened(self, journal_mode: str) -> None:
         if journal_mode.lower() != "wal":
             self.log.warn(
-                "{path}: journal mode is {mode}, not WAL; readers may wait for writers",
-                path=str(self.path),
+                "{location}: journal mode is {mode}, not WAL; readers may wait for writers",
+                location=self.location,
                 mode=journal_mode,
             )
-        self.log.info("store open: {path}", path=str(self.path))
+        self.log.info("store open: {location}", location=self.location)
 
     def stop(self) -> Deferred[None]:
         """Write pending history, close the database and stop the thread.
@@ -890,26 +629,8 @@ class Store(HistoryFlushing):
         The Deferred never fails (what goes wrong is logged: the daemon is on its
         way down). Calling it again, or without a start, is harmless.
         """
-        if self._state is _State.CLOSED:
-            if self._stopped:
-                return succeed(None)
-            waiter: Deferred[None] = Deferred()
-            self._stop_waiters.append(waiter)
-            return waiter
-        was_running = self._state is _State.RUNNING
-        self._state = _State.CLOSED
-        if not was_running:
-            self._stopped = True
-            return succeed(None)
-        self._cancel_flush_timer()
         self._remove_shutdown_trigger()
-        d = self._write_lock.run(self._write_pending)
-        d.addErrback(lambda _: None)  # already logged by _write_failed
-        d.addCallback(lambda _: self._drop_unwritten())
-        d.addCallback(lambda _: self._run_in_thread(self._db.close))
-        d.addErrback(self._log_failure, "could not close {path}", path=str(self.path))
-        d.addCallback(self._finish_stop)
-        return d
+        return super().stop()
 
     def _stop_at_shutdown(self) -> Deferred[None]:
         self._shutdown_trigger = None
@@ -920,39 +641,18 @@ class Store(HistoryFlushing):
             cast(IReactorCore, self._reactor).removeSystemEventTrigger(self._shutdown_trigger)
             self._shutdown_trigger = None
 
-    def _drop_unwritten(self) -> None:
-        lost = len(self._pending) + self._lost
-        self._pending.clear()
-        self._lost = 0
-        if lost:
-            self.log.error("{lost} history entries lost at shutdown", lost=lost)
+    def _close(self) -> Deferred[None]:
+        d = self._run_in_thread(self._db.close)
+        d.addBoth(self._stop_pool)
+        return d
 
-    def _finish_stop(self, _: object) -> None:
+    def _stop_pool(self, result: T) -> T:
         if self._pool is not None:
             # The thread is idle by now (the close has run), so this join is immediate.
             self._pool.stop()
-        self._stopped = True
-        self.log.info("store closed: {path}", path=str(self.path))
-        waiters, self._stop_waiters = self._stop_waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        return result
 
     # History.
-
-    def _cap_pending(self) -> None:
-        while self._pending and self._over_cap(len(self._pending), self._pending.size):
-            self._pending.take(1)
-            self._lost += 1
-
-    def flush(self) -> Deferred[None]:
-        """Write every pending history entry now, in one transaction.
-
-        Fires once they are committed. If the write fails, the Deferred fails, the
-        failure is logged and the entries are kept for the next attempt.
-        """
-        if (refused := self._refusal("flush")) is not None:
-            return refused
-        return self._write_lock.run(self._write_pending)
 
     async def _write_pending(self) -> None:
         """Write the pending entries; only ever one batch at a time (the lock).
@@ -976,39 +676,29 @@ class Store(HistoryFlushing):
         d.addCallbacks(
             self._written,
             self._write_failed,
-            callbackArgs=(batch, started),
+            callbackArgs=(started,),
             errbackArgs=(batch,),
         )
         return d
 
-    def _written(self, _: None, batch: list[PendingRow], started: float) -> None:
+    def _written(self, _: None, started: float) -> None:
         self._in_flight = []
-        self.batches_written += 1
-        self.write_seconds += time.monotonic() - started
-        if self._failed_writes:
-            self.log.info(
-                "history writes work again after {failures} failures", failures=self._failed_writes
-            )
-            self._failed_writes = 0
+        self._batch_written(started)
 
     def _write_failed(self, failure: Failure, batch: list[PendingRow]) -> Failure:
+        # Back in front of the lines said meanwhile; the caps apply to all of them.
         self._in_flight = []
-        self._requeue(batch)
-        self._failed_writes += 1
-        self._log_failure(
-            failure,
-            "could not write {count} history entries; keeping them for the next attempt",
-            count=len(batch),
-        )
-        self._report_lost()
-        if self._state is _State.RUNNING:
-            self._schedule_flush(self._retry_delay())
-        return failure
-
-    def _requeue(self, batch: list[PendingRow]) -> None:
-        """Put an unwritten batch back in front, dropping the oldest past the caps."""
         self._pending.put_back(batch)
-        self._cap_pending()
+        return self._batch_failed(failure, len(batch))
+
+    def _held(self) -> tuple[int, int]:
+        return len(self._pending), self._pending.size
+
+    def _drop_oldest(self) -> None:
+        self._pending.take(1)
+
+    def _clear_held(self) -> None:
+        self._pending.clear()
 
     def _unflushed(self) -> Iterator[PendingRow]:
         """History in memory, oldest first.
@@ -1020,53 +710,24 @@ class Store(HistoryFlushing):
         yield from self._in_flight
         yield from self._pending
 
-    def recent_history(
-        self, room: str, limit: int, before: float | None = None
+    def _room_key(self, room: str) -> str:
+        # Rooms are stored as given: callers pass their canonical form.
+        return room
+
+    def _read_history(
+        self, room: str, limit: int, before: float | None, cutoff: float | None
     ) -> Deferred[list[HistoryEntry]]:
-        """The newest ``limit`` lines of ``room``, oldest first, flushed or not.
+        # No cutoff: lines past the age are deleted at every write and at start.
+        return self._run_in_thread(self._db.recent_history, room, limit, before)
 
-        With ``before``, only lines strictly older than that time (for paging back).
-        """
-        if (refused := self._refusal("recent_history")) is not None:
-            return refused
-        if limit <= 0:
-            return succeed([])
-        d = self._run_in_thread(self._db.recent_history, room, limit, before)
-        d.addCallback(self._with_unflushed_of_room, room, limit, before)
-        return d
-
-    def _with_unflushed_of_room(
-        self, stored: list[HistoryEntry], room: str, limit: int, before: float | None
-    ) -> list[HistoryEntry]:
-        unflushed = [
-            unpack_row(row)
-            for row in self._unflushed()
-            if row[0] == room and (before is None or row[4] < before)
-        ]
-        return [*stored, *unflushed][-limit:]
-
-    def recent_history_by_room(
-        self, per_room: int, max_rooms: int = HISTORY_ROOMS_AT_START
+    def _read_history_by_room(
+        self, per_room: int, max_rooms: int
     ) -> Deferred[dict[str, list[HistoryEntry]]]:
-        """The newest ``per_room`` lines, oldest first, of the ``max_rooms`` rooms
-        spoken in most recently (by their newest line, flushed or not): to warm a
-        cache with a bounded read however many rooms ever spoke."""
-        if (refused := self._refusal("recent_history_by_room")) is not None:
-            return refused
-        if per_room <= 0 or max_rooms <= 0:
-            return succeed({})
-        # Rooms with lines in memory rank first: their stored lines are read too.
-        waiting = list(latest_rooms(((row[0], row) for row in self._unflushed()), max_rooms))
+        # One snapshot of the file for every room read.
+        waiting = self._waiting_rooms(max_rooms)
         d = self._run_in_thread(self._db.recent_history_by_room, per_room, max_rooms, waiting)
-        d.addCallback(self._with_unflushed, per_room, max_rooms)
+        d.addCallback(self._with_unflushed_by_room, per_room, max_rooms, None)
         return d
-
-    def _with_unflushed(
-        self, stored: dict[str, list[HistoryEntry]], per_room: int, max_rooms: int
-    ) -> dict[str, list[HistoryEntry]]:
-        return newest_rooms(
-            stored, ((row[0], row) for row in self._unflushed()), per_room, max_rooms
-        )
 
     # Accounts: each change is committed before its Deferred fires.
 
@@ -1159,38 +820,7 @@ class Store(HistoryFlushing):
 
     # Plumbing.
 
-    def _refusal(self, name: str) -> Deferred[Any] | None:
-        """None if the store may be used now; else raise, or a failed Deferred."""
-        if self._state is _State.RUNNING:
-            return None
-        if self._state is _State.NEW:
-            raise StoreNotStarted(f"Store.{name}() called before start()")
-        return fail(StoreClosed(f"Store.{name}() called after stop()"))
-
     def _call(self, name: str, function: Callable[..., T], *args: Any) -> Deferred[T]:
         if (refused := self._refusal(name)) is not None:
             return refused
         return self._run_in_thread(function, *args)
-
-    def _log_failure(self, failure: Failure, message: str, **fields: Any) -> None:
-        self.log.failure(message, failure, LogLevel.error, **fields)
-
-
-def _check_limits(
-    flush_interval_seconds: float,
-    history_per_room: int,
-    history_max_age_seconds: float | None,
-    max_pending_entries: int,
-    max_pending_bytes: int,
-) -> None:
-    """Refuse settings that would make the store write never, or keep nothing."""
-    if flush_interval_seconds <= 0:
-        raise ValueError("flush_interval_seconds must be greater than 0")
-    if history_per_room < 1:
-        raise ValueError("history_per_room must be at least 1")
-    if history_max_age_seconds is not None and history_max_age_seconds <= 0:
-        raise ValueError("history_max_age_seconds must be greater than 0 (or None)")
-    if max_pending_entries < 1:
-        raise ValueError("max_pending_entries must be at least 1")
-    if max_pending_bytes < MIN_PENDING_BYTES:
-        raise ValueError(f"max_pending_bytes must be at least {MIN_PENDING_BYTES}")

@@ -1,7 +1,8 @@
 """chatd's persistent state in Redis, shared by every chatd process that uses the same Redis.
 
-:class:`RedisStore` is a drop-in for :class:`chatd.store.Store`: the same methods,
-the same Deferreds of the same values, the same life cycle. It talks to Redis
+:class:`RedisStore` is a drop-in for :class:`chatd.stores.sqlite.SQLiteStore`: both
+implement :class:`chatd.interfaces.IChatStore`, with the same life cycle and the
+same buffered history (:class:`chatd.stores.base.BufferedStore`). It talks to Redis
 only through a :class:`RedisCommands` (one ``execute`` per command), so it never
 opens a connection, never blocks and never imports a Redis client; the link that
 owns the connection (and reconnects it) is someone else's job.
@@ -42,7 +43,7 @@ installations can share one Redis by prefix:
     time is kept because a big hash does not keep insertion order, and keys are
     listed oldest first.
 ``bans``
-    A hash: lower-cased mask -> JSON of the :class:`~chatd.store.Ban` (its mask as
+    A hash: lower-cased mask -> JSON of the :class:`~chatd.model.Ban` (its mask as
     given), so ``Alice`` and ``alice`` are one ban as with SQLite's NOCASE.
 ``settings``
     A hash: setting -> value.
@@ -96,38 +97,27 @@ from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet.defer import (
     Deferred,
-    DeferredLock,
     FirstError,
-    fail,
     gatherResults,
     maybeDeferred,
     succeed,
 )
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from chatd.interfaces import TOPICS_AT_START, IChatStore
 from chatd.model import Account, Ban, HistoryEntry
-from chatd.store import (
+from chatd.stores.base import (
     FLUSH_INTERVAL_SECONDS,
     HISTORY_PER_ROOM,
-    HISTORY_ROOMS_AT_START,
     MAX_PENDING_BYTES,
     MAX_PENDING_ENTRIES,
-    TOPICS_AT_START,
-    Backlog,
-    HistoryFlushing,
+    BufferedStore,
     NoSuchAccount,
     PendingRow,
-    StoreClosed,
-    StoreError,
-    StoreNotStarted,
-    _check_limits,
-    _State,
-    latest_rooms,
-    newest_rooms,
     row_bytes,
-    unpack_row,
 )
 from chatd.text import alias_key, room_key
 
@@ -263,19 +253,20 @@ def _float(value: float) -> str:
     return repr(float(value))
 
 
-class RedisStore(HistoryFlushing):
+@implementer(IChatStore)
+class RedisStore(BufferedStore):
     """chatd's persistent state in Redis, used from the reactor thread.
 
-    The interface, life cycle and errors are those of :class:`chatd.store.Store`:
-    call :meth:`start` once; using the store before raises
-    :class:`~chatd.store.StoreNotStarted`, after :meth:`stop` its Deferreds fail
-    with :class:`~chatd.store.StoreClosed`.
+    The interface, life cycle and errors are those of every store (see
+    :class:`chatd.stores.base.BufferedStore`): call :meth:`start` once; using the
+    store before raises :class:`~chatd.stores.base.StoreNotStarted`, after
+    :meth:`stop` its Deferreds fail with :class:`~chatd.stores.base.StoreClosed`.
 
-    ``redis`` runs the commands; ``url`` only names the Redis in log lines (its
-    password removed). ``clock`` (default: the reactor) times flushes and dates
-    accounts, keys and topics. Nodes that share a Redis should share
-    ``history_per_room`` and ``history_max_age_seconds``: each write applies the
-    writer's.
+    ``redis`` runs the commands; ``url`` only names the Redis in log lines
+    (:attr:`location`, its password removed). ``clock`` (default: the reactor)
+    times flushes and dates accounts, keys and topics. Nodes that share a Redis
+    should share ``history_per_room`` and ``history_max_age_seconds``: each write
+    applies the writer's.
     """
 
     log = Logger()
@@ -293,24 +284,20 @@ class RedisStore(HistoryFlushing):
         max_pending_bytes: int = MAX_PENDING_BYTES,
         prefix: str = "chatd:",
     ) -> None:
-        _check_limits(
-            flush_interval_seconds,
-            history_per_room,
-            history_max_age_seconds,
-            max_pending_entries,
-            max_pending_bytes,
-        )
         if clock is None:
             from twisted.internet import reactor
 
             clock = cast(IReactorTime, reactor)
+        super().__init__(
+            clock,
+            flush_interval_seconds=flush_interval_seconds,
+            history_per_room=history_per_room,
+            history_max_age_seconds=history_max_age_seconds,
+            max_pending_entries=max_pending_entries,
+            max_pending_bytes=max_pending_bytes,
+        )
         self._redis = redis
-        self._clock = clock
-        # Named ``path`` like the SQLite store's file: the service logs it.
-        self.path = _redacted(url)
-        # The retention limits, public so that the service's wiring can be checked.
-        self.history_per_room = history_per_room
-        self.history_max_age_seconds = history_max_age_seconds
+        self.location = _redacted(url)
         self._max_age_ms = (
             0 if history_max_age_seconds is None else max(1, round(history_max_age_seconds * 1000))
         )
@@ -322,94 +309,24 @@ class RedisStore(HistoryFlushing):
         self._settings_key = f"{prefix}settings"
         self._topics_key = f"{prefix}topics"
         self._writer_key = f"{prefix}history-writer:{secrets.token_hex(8)}"
-        self._flush_interval = flush_interval_seconds
-        self._max_pending = max_pending_entries
-        self._max_pending_bytes = max_pending_bytes
-        self._state = _State.NEW
         # History not yet in Redis, oldest first: a batch being written, or one
-        # whose write failed (retried first, as it was), then lines not yet sent.
+        # whose write failed (retried first, as it was), then _pending, not yet sent.
         self._in_flight: _Batch | None = None
         self._unconfirmed: _Batch | None = None
-        self._pending = Backlog()
         self._seq = 0
-        self._write_lock = DeferredLock()
-        self._flush_call: IDelayedCall | None = None
-        self._failed_writes = 0
-        self._lost = 0
-        # History batches written, and the seconds from sending each to Redis'
-        # answer, for the metrics.
-        self.batches_written = 0
-        self.write_seconds = 0.0
-        self._warned_closed = False
-        self._stop_waiters: list[Deferred[None]] = []
-        self._stopped = False
 
     # Life cycle.
 
-    def start(self) -> Deferred[None]:
-        """Make the store usable; there is nothing to open (the link connects itself)."""
-        if self._state is not _State.NEW:
-            raise StoreError("a store can be started only once")
-        self._state = _State.RUNNING
-        self.log.info("store open: {path}", path=self.path)
+    def _open(self) -> Deferred[None]:
+        """Nothing to open (the link connects itself)."""
+        self.log.info("store open: {location}", location=self.location)
         return succeed(None)
 
-    def stop(self) -> Deferred[None]:
-        """Write pending history (best effort) and refuse any later use.
-
-        The Deferred never fails: lines Redis would not take are counted in the
-        log. Calling it again, or without a start, is harmless.
-        """
-        if self._state is _State.CLOSED:
-            if self._stopped:
-                return succeed(None)
-            waiter: Deferred[None] = Deferred()
-            self._stop_waiters.append(waiter)
-            return waiter
-        was_running = self._state is _State.RUNNING
-        self._state = _State.CLOSED
-        if not was_running:
-            self._stopped = True
-            return succeed(None)
-        self._cancel_flush_timer()
-        d = self._write_lock.run(self._write_pending)
-        d.addErrback(lambda _: None)  # already logged by _write_failed
-        d.addCallback(self._finish_stop)
-        return d
-
-    def _finish_stop(self, _: object) -> None:
-        lost = self._held()[0] + self._lost
-        self._pending.clear()
-        self._unconfirmed = None
-        self._lost = 0
-        if lost:
-            self.log.error(
-                "{lost} history entries lost at shutdown: {path} did not take them",
-                lost=lost,
-                path=self.path,
-            )
-        self._stopped = True
-        self.log.info("store closed: {path}", path=self.path)
-        waiters, self._stop_waiters = self._stop_waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+    def _close(self) -> Deferred[None]:
+        """Nothing to close (the link is someone else's)."""
+        return succeed(None)
 
     # History.
-
-    def _cap_pending(self) -> None:
-        """Drop the oldest lines held until they fit both caps, counting them.
-
-        A failed batch loses lines from its front and keeps its number: Redis has
-        taken the whole batch or none of it, so the rest is right either way.
-        """
-        while self._over_cap(*self._held()):
-            self._lost += 1
-            if (batch := self._unconfirmed) is not None:
-                batch.size -= row_bytes(batch.entries.pop(0))
-                if not batch.entries:
-                    self._unconfirmed = None
-            else:
-                self._pending.take(1)
 
     def _held(self) -> tuple[int, int]:
         """Lines waiting for Redis and their bytes, not counting a batch on its way."""
@@ -417,18 +334,29 @@ class RedisStore(HistoryFlushing):
             return len(self._pending), self._pending.size
         return len(batch.entries) + len(self._pending), batch.size + self._pending.size
 
-    def flush(self) -> Deferred[None]:
-        """Write every pending history entry now, in as few scripts as the batch cap allows.
+    def _drop_oldest(self) -> None:
+        """Drop the oldest line held, a failed batch's first if there is one.
 
-        Fires once Redis has them. If a write fails, the Deferred fails, the
-        failure is logged and the entries are kept for the next attempt.
+        A failed batch loses lines from its front and keeps its number: Redis has
+        taken the whole batch or none of it, so the rest is right either way.
         """
-        if (refused := self._refusal("flush")) is not None:
-            return refused
-        return self._write_lock.run(self._write_pending)
+        if (batch := self._unconfirmed) is not None:
+            batch.size -= row_bytes(batch.entries.pop(0))
+            if not batch.entries:
+                self._unconfirmed = None
+        else:
+            self._pending.take(1)
+
+    def _clear_held(self) -> None:
+        self._pending.clear()
+        self._unconfirmed = None
 
     async def _write_pending(self) -> None:
-        """Write batches until nothing is held; one at a time (the lock), in order."""
+        """Write batches until nothing is held; one at a time (the lock), in order.
+
+        A batch holds at most ``MAX_BATCH_ENTRIES`` lines, so that a backlog goes
+        in as few scripts as that cap allows, none holding Redis for long.
+        """
         self._cancel_flush_timer()
         self._report_lost()
         while (batch := self._next_batch()) is not None:
@@ -470,29 +398,13 @@ class RedisStore(HistoryFlushing):
 
     def _written(self, _: int, started: float) -> None:
         self._in_flight = None
-        self.batches_written += 1
-        self.write_seconds += time.monotonic() - started
-        if self._failed_writes:
-            self.log.info(
-                "history writes work again after {failures} failures", failures=self._failed_writes
-            )
-            self._failed_writes = 0
+        self._batch_written(started)
 
     def _write_failed(self, failure: Failure, batch: _Batch) -> Failure:
+        # Retried first, as it was (same number), before any newer line.
         self._in_flight = None
         self._unconfirmed = batch
-        self._cap_pending()
-        self._failed_writes += 1
-        self._log_failure(
-            failure,
-            "could not write {count} history entries to {path}; keeping them for the next attempt",
-            count=len(batch.entries),
-            path=self.path,
-        )
-        self._report_lost()
-        if self._state is _State.RUNNING:
-            self._schedule_flush(self._retry_delay())
-        return failure
+        return self._batch_failed(failure, len(batch.entries))
 
     def _unflushed(self) -> Iterator[PendingRow]:
         """History not known to be in Redis, oldest first.
@@ -500,48 +412,42 @@ class RedisStore(HistoryFlushing):
         Read when a query's answer arrives: the link answers in the order it was
         asked, so a batch sent before the query has been settled by then. What
         is both here and in the answer (a failed batch Redis took after all) is
-        dropped by :func:`_merged`.
+        dropped by :meth:`_merge`.
         """
         for batch in (self._in_flight, self._unconfirmed):
             if batch is not None:
                 yield from batch.entries
         yield from self._pending
 
-    def recent_history(
-        self, room: str, limit: int, before: float | None = None
+    def _room_key(self, room: str) -> str:
+        # #Lobby and #lobby are one history, as in the hub.
+        return room_key(room)
+
+    def _read_cutoff(self) -> float | None:
+        # Streams are trimmed by Redis' time of writing, not by when a line was
+        # said, so reads leave out what is past the age themselves.
+        return self._age_cutoff()
+
+    def _read_history(
+        self, room: str, limit: int, before: float | None, cutoff: float | None
     ) -> Deferred[list[HistoryEntry]]:
-        """The newest ``limit`` lines of ``room``, oldest first, written or not.
+        return Deferred.fromCoroutine(self._read_room(self._room_key(room), limit, before, cutoff))
 
-        With ``before``, only lines strictly older than that time (for paging back).
+    @staticmethod
+    def _merge(stored: list[HistoryEntry], unflushed: list[HistoryEntry]) -> list[HistoryEntry]:
+        """Stored lines, then the unflushed ones Redis did not already answer with.
+
+        A batch whose write failed may have reached Redis all the same, and a batch
+        being written may be in a read's answer or not; a line is the same line if
+        every field is equal.
         """
-        if (refused := self._refusal("recent_history")) is not None:
-            return refused
-        if limit <= 0:
-            return succeed([])
-        return Deferred.fromCoroutine(self._recent_history(room_key(room), limit, before))
+        seen = set(stored)
+        return [*stored, *(entry for entry in unflushed if entry not in seen)]
 
-    async def _recent_history(
-        self, key: str, limit: int, before: float | None
-    ) -> list[HistoryEntry]:
-        cutoff = self._age_cutoff()
-        stored = await self._read_room(key, limit, before, cutoff)
-        of_room = (unpack_row(row) for row in self._unflushed() if room_key(row[0]) == key)
-        unflushed = [entry for entry in of_room if _wanted(entry, before, cutoff)]
-        return _merged(stored, unflushed)[-limit:]
-
-    def recent_history_by_room(
-        self, per_room: int, max_rooms: int = HISTORY_ROOMS_AT_START
+    def _read_history_by_room(
+        self, per_room: int, max_rooms: int
     ) -> Deferred[dict[str, list[HistoryEntry]]]:
-        """The newest ``per_room`` lines, oldest first, of the ``max_rooms`` rooms
-        written to most recently (lines not yet sent rank first): to warm a cache
-        with a bounded read however many rooms have history.
-
-        Rooms are named as in their newest line.
-        """
-        if (refused := self._refusal("recent_history_by_room")) is not None:
-            return refused
-        if per_room <= 0 or max_rooms <= 0:
-            return succeed({})
+        """Rooms rank by their last write; they are named as in their newest line."""
         return Deferred.fromCoroutine(self._recent_history_by_room(per_room, max_rooms))
 
     async def _recent_history_by_room(
@@ -550,9 +456,7 @@ class RedisStore(HistoryFlushing):
         cutoff = self._age_cutoff()
         await self._adopt_legacy_rooms()
         recent: list[str] = await self._execute("ZREVRANGE", self._rooms_key, 0, max_rooms - 1)
-        # Rooms with lines not yet in Redis rank first: their stored lines are read too.
-        waiting = latest_rooms(((room_key(row[0]), row) for row in self._unflushed()), max_rooms)
-        keys = list(dict.fromkeys([*waiting, *recent]))
+        keys = list(dict.fromkeys([*self._waiting_rooms(max_rooms), *recent]))
         # Every room's read is sent before any answer is awaited: one round trip.
         reads = [
             Deferred.fromCoroutine(self._read_room(key, per_room, None, cutoff)) for key in keys
@@ -568,17 +472,11 @@ class RedisStore(HistoryFlushing):
                 if not entries
             ]
         )
-        unflushed = (
-            (room_key(row[0]), row)
-            for row in self._unflushed()
-            if cutoff is None or row[4] >= cutoff
-        )
-        newest = newest_rooms(
+        newest = self._with_unflushed_by_room(
             {key: entries for key, entries in by_key.items() if entries},
-            unflushed,
             per_room,
             max_rooms,
-            _merged,
+            cutoff,
         )
         return {entries[-1].room: entries for entries in newest.values() if entries}
 
@@ -828,14 +726,6 @@ class RedisStore(HistoryFlushing):
 
     # Plumbing.
 
-    def _refusal(self, name: str) -> Deferred[Any] | None:
-        """None if the store may be used now; else raise, or a failed Deferred."""
-        if self._state is _State.RUNNING:
-            return None
-        if self._state is _State.NEW:
-            raise StoreNotStarted(f"RedisStore.{name}() called before start()")
-        return fail(StoreClosed(f"RedisStore.{name}() called after stop()"))
-
     def _run(
         self, name: str, function: Callable[..., Coroutine[Any, Any, T]], *args: Any
     ) -> Deferred[T]:
@@ -871,17 +761,6 @@ def _history_entry(fields: Sequence[str]) -> HistoryEntry:
 def _wanted(entry: HistoryEntry, before: float | None, cutoff: float | None) -> bool:
     """Whether ``entry`` was said before ``before`` and not before the age ``cutoff``."""
     return (before is None or entry.at < before) and (cutoff is None or entry.at >= cutoff)
-
-
-def _merged(stored: list[HistoryEntry], unflushed: list[HistoryEntry]) -> list[HistoryEntry]:
-    """Stored lines, then the unflushed ones Redis did not already answer with.
-
-    A batch whose write failed may have reached Redis all the same, and a batch
-    being written may be in a read's answer or not; a line is the same line if
-    every field is equal.
-    """
-    seen = set(stored)
-    return [*stored, *(entry for entry in unflushed if entry not in seen)]
 
 
 async def _gather(reads: list[Deferred[T]]) -> list[T]:
