@@ -26,13 +26,16 @@ from twisted.conch.ssh.userauth import SSHUserAuthClient
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IConsumer
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.test.iosim import FakeTransport, IOPump, connect
+from zope.interface.verify import verifyObject
 
 from chatd.flood import FloodLimits
 from chatd.fronts import ssh
 from chatd.hub import Hub
+from chatd.interfaces import IConnection
 from chatd.model import Account, Ban
 from chatd.session import ChatConfig, Sessions
 from tests.test_lineeditor import Screen
@@ -170,6 +173,15 @@ def test_a_guest_logs_in_with_a_password_and_chats(harness: SSHHarness) -> None:
     channel = harness.shell(client, pump)
     assert harness.who() == ["alice"]
     assert b"Welcome, alice!" in channel.received
+
+
+def test_a_terminal_is_its_sessions_connection_and_consumer(harness: SSHHarness) -> None:
+    """The terminal gives its session all that IConnection promises, and takes its output."""
+    _, client, pump = harness.connect()
+    harness.shell(client, pump)
+    (session,) = harness.chat.live
+    assert verifyObject(IConnection, session.connection)
+    assert verifyObject(IConsumer, session.connection.consumer)
 
 
 def test_a_second_shell_is_refused_and_the_first_chat_goes_on(harness: SSHHarness) -> None:
