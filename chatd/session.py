@@ -199,7 +199,7 @@ class ChatSession:
         if self._closing_reason is not None:
             return
         if self._checking:
-            self._hold(len(line) + 1)
+            self._hold(1, len(line) + 1)  # with its line end
             return
         self.last_line_at = self._clock.seconds()
         self.hub.counters.lines_received += 1
@@ -214,26 +214,34 @@ class ChatSession:
             self._gate.feed(decode_line(line))
 
     def line_too_long(self, length: int) -> None:
-        """The front end dropped a line of (at least) ``length`` bytes, over the limit."""
+        """The front end dropped a line over the limit, of which ``length`` bytes came so
+        far, its end included if it came (the rest, as it comes, is reported to
+        :meth:`more_of_long_line`)."""
         if self._closing_reason is not None:
             return
         if self._checking:
-            self._hold(length + 1)
+            self._hold(1, length)
             return
         self._refuse_long_line()
+
+    def more_of_long_line(self, length: int) -> None:
+        """``length`` more bytes of a dropped overlong line went by, unread."""
+        if self._checking and self._closing_reason is None:
+            self._hold(0, length)
 
     def _refuse_long_line(self) -> None:
         self.log.debug("{peer}: overlong line dropped", peer=self.peer)
         self.reply(Error(f"Line too long (over {self._max_line_bytes} bytes); dropped."))
 
-    def _hold(self, size: int) -> None:
-        """Count a line of ``size`` bytes that came while a password is checked.
+    def _hold(self, lines: int, size: int) -> None:
+        """Count ``lines`` lines of ``size`` bytes in all that came while a password is
+        checked.
 
-        It is dropped whatever the answer: it was sent before its sender could
+        They are dropped whatever the answer: it was sent before its sender could
         see the answer (a password typed again, a script's next line), and would
         otherwise become the next alias, or chat for everyone to see.
         """
-        self._held_lines += 1
+        self._held_lines += lines
         self._held_bytes += size
         if self._held_lines > MAX_HELD_LINES or self._held_bytes > MAX_HELD_INPUT_BYTES:
             self._flooded()
@@ -490,11 +498,13 @@ class Sessions:
         return session
 
     def start(self) -> None:
-        """Start sweeping idle sessions (if --idle-timeout asks for it)."""
+        """Start sweeping idle sessions (if --idle-timeout asks for it): the service
+        starts, whichever front ends it has."""
         self._running = True
         self._start_idle_sweep()
 
     def stop(self) -> None:
+        """Stop the idle sweep: the service has stopped."""
         self._running = False
         self._stop_idle_sweep()
 

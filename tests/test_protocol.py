@@ -1210,6 +1210,20 @@ def test_input_is_read_on_during_a_password_check_up_to_a_bound() -> None:
     assert server.hub.online() == ("bob",)
 
 
+def test_an_endless_line_during_a_password_check_counts_towards_the_bound() -> None:
+    """An overlong line is dropped as it arrives, but during a password check its bytes
+    count: an endless one is a flood there too, as the check's input is bounded."""
+    server = RegisteredServer(max_line_bytes=100)
+    server.accounts.hold = True
+    client = server.connect()
+    client.type("owner\nwrong\n")
+    client.type("x" * (MAX_HELD_INPUT_BYTES // 2))
+    assert not client.transport.disconnecting
+    client.type("x" * (MAX_HELD_INPUT_BYTES // 2) + "x")
+    assert client.lines()[-1] == "!!! Excess flood; goodbye."
+    assert client.transport.disconnecting
+
+
 def test_a_connection_that_does_not_close_when_asked_is_aborted() -> None:
     """A peer that never lets a close finish (a TLS handshake never completed) loses its slot."""
     server = Server(alias_timeout_seconds=5)

@@ -64,8 +64,7 @@ class LineConnection(LineReceiver):
 
     def close(self) -> None:
         self._closed = True
-        assert self.transport is not None
-        self.transport.loseConnection()
+        cast(ITCPTransport, self.transport).loseConnection()
 
     def abort(self) -> None:
         self._closed = True
@@ -88,7 +87,9 @@ class LineConnection(LineReceiver):
         if self._skipping_to_line_end:
             line_end = data.find(b"\n")
             if line_end < 0:
+                self.session.more_of_long_line(len(data))
                 return
+            self.session.more_of_long_line(line_end + 1)
             self._skipping_to_line_end = False
             data = data[line_end + 1 :]
         while not self._closed:
@@ -108,7 +109,7 @@ class LineConnection(LineReceiver):
             self._rest_after_long_line = rest
         else:
             self._skipping_to_line_end = True
-        self.session.line_too_long(len(long_line))
+        self.session.line_too_long(len(long_line) + len(line_end))
 
     def lineReceived(self, line: bytes) -> None:
         self.session.line_received(line)
