@@ -76,6 +76,30 @@ class ChatConfig:
 class ChatSession:
     """One chatter: alias negotiation first, then chat. Made by :meth:`Sessions.open`."""
 
+    # Slots: there is one per connection, and idle ones are most of a server's memory.
+    __slots__ = (
+        "_abort_timer",
+        "_alias_timer",
+        "_checking",
+        "_clock",
+        "_closing_reason",
+        "_expects_password",
+        "_gate",
+        "_handle_line",
+        "_held_bytes",
+        "_held_lines",
+        "_max_line_bytes",
+        "_replay",
+        "_sender",
+        "_sessions",
+        "alias",
+        "connection",
+        "encode",
+        "host",
+        "hub",
+        "last_line_at",
+        "peer",
+    )
     log = Logger(namespace="chatd.session")
 
     def __init__(

@@ -34,8 +34,6 @@ class LineConnection(LineReceiver):
 
     delimiter = b"\n"
     session: ChatSession
-    address: IAddress
-    consumer: IConsumer
 
     def __init__(self, sessions: Sessions) -> None:
         self._sessions = sessions
@@ -51,16 +49,22 @@ class LineConnection(LineReceiver):
         set_no_delay = getattr(transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
-        self.address = transport.getPeer()
-        # The session's send queue writes to the transport itself: nothing between
-        # the hub's delivery and the socket.
-        self.consumer = cast(IConsumer, transport)
         self.session = self._sessions.open(self, lineformat.encode)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.session.connection_lost(clean=reason.check(ConnectionDone) is not None)
 
-    # IConnection: what the session asks of its connection.
+    # IConnection: what the session asks of its connection. (Properties, not
+    # attributes: each costs every idle connection memory.)
+
+    @property
+    def address(self) -> IAddress:
+        return cast(ITCPTransport, self.transport).getPeer()
+
+    @property
+    def consumer(self) -> IConsumer:
+        """The transport itself: nothing between the hub's delivery and the socket."""
+        return cast(IConsumer, self.transport)
 
     def close(self) -> None:
         self._closed = True
