@@ -1,7 +1,7 @@
 """What the hub tells members, independent of how any front end puts it on the wire.
 
 Each front end renders these into its own format (the line protocol in
-:mod:`chatd.lineformat`). All text in an event has already been through
+:mod:`chatd.fronts.lineformat`). All text in an event has already been through
 :func:`chatd.text.clean_text` and all aliases follow the alias rule, so a
 renderer never needs to sanitise.
 """

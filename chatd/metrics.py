@@ -2,9 +2,9 @@
 
 Served by ``prometheus_client``'s Twisted resource on ``twisted.web``, from a
 registry of chatd's own (not the library's global one). Everything is read when
-scraped, from counters the hub, the protocol factory and the store keep as plain
+scraped, from counters the hub, the sessions and the store keep as plain
 integers: see :mod:`chatd.counters`. The HTTP limits (no request bodies, a
-deadline for the request head, no access log) are those of :mod:`chatd.httpsite`.
+deadline for the request head, no access log) are those of :mod:`chatd.fronts.httpsite`.
 """
 
 from __future__ import annotations
@@ -22,24 +22,24 @@ from prometheus_client.twisted import MetricsResource
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from chatd.httpsite import NOT_FOUND, GuardedSite
+from chatd.fronts.httpsite import NOT_FOUND, GuardedSite
 from chatd.interfaces import IChatStore
-from chatd.protocol import ChatFactory
+from chatd.session import Sessions
 
 
 class ChatCollector:
     """Reads chatd's state and totals at scrape time."""
 
-    def __init__(self, factory: ChatFactory, store: IChatStore) -> None:
-        self._factory = factory
+    def __init__(self, sessions: Sessions, store: IChatStore) -> None:
+        self._sessions = sessions
         self._store = store
 
     def collect(self) -> Iterator[Metric]:
-        factory, hub, store = self._factory, self._factory.hub, self._store
+        sessions, hub, store = self._sessions, self._sessions.hub, self._store
         counters = hub.counters
         yield GaugeMetricFamily("chatd_users", "Users online (with an alias).", value=len(hub))
         yield GaugeMetricFamily(
-            "chatd_connections", "Open client connections.", value=factory.admission.connected
+            "chatd_connections", "Open client connections.", value=sessions.admission.connected
         )
         yield GaugeMetricFamily("chatd_rooms", "Rooms open.", value=hub.room_count)
         yield CounterMetricFamily(
@@ -63,7 +63,7 @@ class ChatCollector:
             "chatd_refused_connections", "Connections refused by a limit.", labels=["limit"]
         )
         for limit in ("max_conns", "max_per_ip", "max_conn_rate"):
-            refused.add_metric([limit], factory.admission.refused[limit])
+            refused.add_metric([limit], sessions.admission.refused[limit])
         yield refused
         yield SummaryMetricFamily(
             "chatd_history_write_seconds",
@@ -93,15 +93,15 @@ class ChatCollector:
             )
 
 
-def metrics_site(factory: ChatFactory, store: IChatStore) -> Site:
+def metrics_site(sessions: Sessions, store: IChatStore) -> Site:
     """A web site serving the metrics at ``/metrics`` (and at ``/``)."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(ChatCollector(factory, store))  # type: ignore[arg-type]
+    registry.register(ChatCollector(sessions, store))
     metrics = MetricsResource(registry=registry)
     root = MetricsRoot()
     root.putChild(b"", metrics)
     root.putChild(b"metrics", metrics)
-    return GuardedSite(root, reactor=factory.clock)
+    return GuardedSite(root, reactor=sessions.clock)
 
 
 class MetricsRoot(Resource):

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from twisted.internet.interfaces import IPushProducer, ITransport
+from twisted.internet.interfaces import IConsumer, IPushProducer
 from zope.interface import implementer
 
 # Below glibc's mmap threshold (128 KiB), so chunks reuse heap memory.
@@ -28,7 +28,7 @@ CHUNK_BYTES = 64 * 1024
 
 @implementer(IPushProducer)
 class BoundedSender:
-    """Writes to a transport, holding at most ``limit_bytes`` while it is paused."""
+    """Writes to a consumer (a transport), holding at most ``limit_bytes`` while it is paused."""
 
     __slots__ = (
         "_closed",
@@ -41,7 +41,7 @@ class BoundedSender:
     )
 
     def __init__(
-        self, transport: ITransport, limit_bytes: int, on_overflow: Callable[[], None]
+        self, transport: IConsumer, limit_bytes: int, on_overflow: Callable[[], None]
     ) -> None:
         self._transport = transport
         self._limit_bytes = limit_bytes
@@ -50,7 +50,7 @@ class BoundedSender:
         self._closed = False
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
-        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        transport.registerProducer(self, True)
 
     @property
     def queued_bytes(self) -> int:
@@ -84,7 +84,7 @@ class BoundedSender:
             return
         pending = b"".join(self._queue)
         self._discard()
-        self._transport.unregisterProducer()  # type: ignore[attr-defined]
+        self._transport.unregisterProducer()
         if pending:
             self._transport.write(pending)
 

@@ -30,9 +30,10 @@ from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from chatd.admission import AdmittingFactory, Refusal, refusal_line
+from chatd.fronts.line import LineFactory
 from chatd.hub import HISTORY_KEPT, MOTD_SETTING
 from chatd.interfaces import IChatStore
-from chatd.protocol import ChatConfig, ChatFactory
+from chatd.session import ChatConfig, Sessions
 
 if TYPE_CHECKING:
     from chatd.cluster import Cluster
@@ -51,13 +52,13 @@ class LiveSettings:
 
 
 class ChatService(Service):
-    """Owns the factory, the store and the listening ports, and orders their start and stop."""
+    """Owns the sessions, the store and the listening ports, and orders their start and stop."""
 
     log = Logger()
 
     def __init__(
         self,
-        factory: ChatFactory,
+        sessions: Sessions,
         store: IChatStore,
         endpoints: Sequence[str],
         others: Sequence[tuple[str, IProtocolFactory, Refusal]] = (),
@@ -68,9 +69,9 @@ class ChatService(Service):
         daemonizing: bool = False,
         pidfile: str | None = None,
     ) -> None:
-        """Listen on ``endpoints`` for chat, and on each of ``others`` with its factory.
+        """Listen on ``endpoints`` for line chat, and on each of ``others`` with its factory.
 
-        Every listener's connections pass the factory's one Admission at accept
+        Every listener's connections pass the sessions' one Admission at accept
         time (see :class:`~chatd.admission.AdmittingFactory`); each of ``others``
         says how a refused connection is told (``refusal``: a line, an HTTP 503).
 
@@ -89,15 +90,16 @@ class ChatService(Service):
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
-            reactor = default_reactor  # type: ignore[assignment]
-        self.factory = factory
+            reactor = default_reactor
+        self.sessions = sessions
+        self.line_factory = LineFactory(sessions)
         self.store = store
         self.cluster = cluster
         self.endpoints = list(endpoints)
         self.listeners: list[tuple[str, IProtocolFactory]] = [
-            (description, AdmittingFactory(wrapped, factory.admission, refusal))
+            (description, AdmittingFactory(wrapped, sessions.admission, refusal))
             for description, wrapped, refusal in [
-                *((description, factory, refusal_line) for description in endpoints),
+                *((description, self.line_factory, refusal_line) for description in endpoints),
                 *others,
             ]
         ]
@@ -173,10 +175,11 @@ class ChatService(Service):
         if len(self._listening) < len(self.listeners):
             self.privilegedStartService()
         super().startService()
+        self.sessions.start()
         if self._reread is not None:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         # After the reactor has installed its own handlers (during startup).
-        self._reactor.callWhenRunning(self._take_stop_signals)  # type: ignore[attr-defined]
+        self._reactor.callWhenRunning(self._take_stop_signals)
         ensureDeferred(self._start()).chainDeferred(self.ready)
 
     async def _start(self) -> None:
@@ -187,9 +190,9 @@ class ChatService(Service):
                 await self.cluster.start()
             topics = await self.store.topics()
             history = await self.store.recent_history_by_room(HISTORY_KEPT)
-            if self.factory.hub.accounts is not None:
-                await self.factory.hub.accounts.load()
-            bans = await self.store.active_bans(self.factory.clock.seconds())
+            if self.sessions.hub.accounts is not None:
+                await self.sessions.hub.accounts.load()
+            bans = await self.store.active_bans(self.sessions.clock.seconds())
             motd = await self.store.get_setting(MOTD_SETTING)
         except OSError as problem:  # the machine's doing (a directory, permissions, space)
             self.log.critical(
@@ -205,7 +208,7 @@ class ChatService(Service):
             )
             self._reactor.stop()
             return
-        self.factory.hub.load(topics, history, bans, motd)
+        self.sessions.hub.load(topics, history, bans, motd)
         await gatherResults(self._listening)
         for port in self.ports:
             if isinstance(port, FileDescriptor):
@@ -215,7 +218,8 @@ class ChatService(Service):
     async def _stop(self) -> None:
         for port in self.ports:
             await maybeDeferred(port.stopListening)
-        await self.factory.shut_down(SHUTDOWN_NOTICE)
+        await self.sessions.shut_down(SHUTDOWN_NOTICE)
+        self.sessions.stop()
         await self.store.stop()
         if self.cluster is not None:
             await self.cluster.stop()
@@ -254,8 +258,8 @@ class ChatService(Service):
         except Exception as problem:  # UsageError, or whatever reading the files raised
             self.log.error("reload refused, settings unchanged: {problem}", problem=str(problem))
             return
-        self.factory.reconfigure(settings.config)
-        hub = self.factory.hub
+        self.sessions.reconfigure(settings.config)
+        hub = self.sessions.hub
         hub.motd_file_text = settings.motd_text or None
         hub.history_replay = min(settings.history_replay, HISTORY_KEPT)
         if hub.accounts is not None:

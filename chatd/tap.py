@@ -25,9 +25,9 @@ from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, HISTORY_KEPT, Hub
 from chatd.interfaces import IChatStore
 from chatd.logs import json_observer, twistd_log_file
 from chatd.passwords import Passwords
-from chatd.protocol import ChatConfig, ChatFactory
 from chatd.redisaddress import RedisAddress
 from chatd.service import ChatService, LiveSettings
+from chatd.session import ChatConfig, Sessions
 from chatd.stores.base import HISTORY_PER_ROOM
 from chatd.stores.sqlite import SQLiteStore
 from chatd.text import (
@@ -121,7 +121,7 @@ def _endpoint(value: str) -> str:
     """
     description = endpoint_description(value)
     try:
-        endpoints.serverFromString(None, description)  # type: ignore[arg-type]
+        endpoints.serverFromString(None, description)
     except Exception as problem:  # the parsers raise whatever they like
         raise ValueError(f"{value!r}: {problem}") from problem
     return description
@@ -510,7 +510,7 @@ def makeService(options: Options) -> ChatService:
     if options["redis"]:
         cluster = Cluster(hub, link, store)  # type: ignore[arg-type]
     hub.motd_file_text = options["motd-text"] or None
-    factory = ChatFactory(hub, options.config())
+    sessions = Sessions(hub, options.config())
     log_observer = None
     twistd_options: Mapping[str, Any] = options.parent or {}
     nodaemon = twistd_options.get("nodaemon", True)
@@ -518,23 +518,25 @@ def makeService(options: Options) -> ChatService:
         log_observer = partial(_json_log_observer, twistd_options.get("logfile"), nodaemon)
     others: list[tuple[str, Any, Refusal]] = []
     if options["web"]:
-        from chatd.web import web_site  # imports autobahn and twisted.web: only when asked for
+        from chatd.fronts.web import (
+            web_site,  # imports autobahn and twisted.web: only when asked for
+        )
 
-        others.append((options["web"], web_site(factory, options["web-origins"]), refusal_http))
+        others.append((options["web"], web_site(sessions, options["web-origins"]), refusal_http))
     if options["ssh"]:
-        from chatd.ssh import ssh_factory  # imports twisted.conch: only when asked for
+        from chatd.fronts.ssh import ssh_factory  # imports twisted.conch: only when asked for
 
         # Before the host key is written into it.
         create_private_directory(Path(options["data-dir"]))
         others.append(
-            (options["ssh"], ssh_factory(factory, Path(options["data-dir"])), refusal_line)
+            (options["ssh"], ssh_factory(sessions, Path(options["data-dir"])), refusal_line)
         )
     if options["metrics"]:
         from chatd.metrics import metrics_site  # imports twisted.web: only when asked for
 
-        others.append((options["metrics"], metrics_site(factory, store), refusal_http))
+        others.append((options["metrics"], metrics_site(sessions, store), refusal_http))
     return ChatService(
-        factory,
+        sessions,
         store,
         options["ports"],
         others,

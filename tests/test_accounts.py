@@ -178,7 +178,7 @@ def test_ghost_session_is_replaced(server: AccountServer) -> None:
     ]
     old.finish_close()
     assert bob.lines() == []
-    assert server.hub.member_named("alice") is new.protocol
+    assert server.hub.member_named("alice") is new.session
 
 
 def test_password_change(server: AccountServer) -> None:
@@ -251,7 +251,7 @@ def test_oper_with_right_and_wrong_password(server: AccountServer) -> None:
     assert alice.lines() == ["!!! Wrong operator name or password."]
     alice.type("/oper root operpass\n")
     assert alice.lines() == ["*** You are now an operator (root)."]
-    assert server.hub.operator_name(alice.protocol) == "root"
+    assert server.hub.operator_name(alice.session) == "root"
 
 
 @pytest.mark.parametrize("password", ["short", "has space inside", " leading-space"])
@@ -266,7 +266,7 @@ def test_check_new_password_refuses(password: str) -> None:
 
 def operator(server: AccountServer, alias: str = "olivia") -> Client:
     (client,) = server.join(alias)
-    server.hub.make_operator(client.protocol, "root")
+    server.hub.make_operator(client.session, "root")
     client.lines()
     return client
 
@@ -424,9 +424,9 @@ def test_a_bound_key_logs_in_without_the_password(server: AccountServer) -> None
     assert account is not None and account.alias == "alice"
     newcomer = server.connect()
     newcomer.lines()
-    newcomer.protocol.log_in_verified("alice", account)
+    newcomer.session.log_in_verified("alice", account)
     assert newcomer.lines()[0] == "*** Welcome, alice! You are in #lobby (1): alice"
-    assert server.hub.is_registered(newcomer.protocol)
+    assert server.hub.is_registered(newcomer.session)
 
 
 # Password guessing, registration floods, and pasted junk.
@@ -705,4 +705,4 @@ def test_a_connection_lost_during_the_password_check_joins_no_ghost(
     server.passwords.release()
     server.clock.advance(1)
     assert server.hub.member_named("alice") is None
-    assert client.protocol not in server.factory.connections
+    assert client.session not in server.sessions.live

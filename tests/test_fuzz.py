@@ -97,9 +97,9 @@ def test_invariants_hold_with_flood_control_and_idle_timeout(
         flood=FloodLimits(burst=3, rate=2, queue_cap=4),
         idle_timeout_seconds=30,
     )
-    server.factory.doStart()
+    server.sessions.start()
     check_invariants(server, actions)
-    server.factory.doStop()
+    server.sessions.stop()
 
 
 def check_invariants(server: Server, actions: list[tuple[str, int, bytes | None]]) -> None:
@@ -147,13 +147,11 @@ def check_invariants(server: Server, actions: list[tuple[str, int, bytes | None]
             present.remove(alias_key(renamed.group(1)))
             present.add(alias_key(renamed.group(2)))
 
-    online = {c.protocol for c in clients if not c.closed and c.protocol.alias is not None}
+    online = {c.session for c in clients if not c.closed and c.session.alias is not None}
     assert {alias_key(a) for a in server.hub.online()} == {
         alias_key(p.alias)
         for p in online  # type: ignore[arg-type]
     } | {"watcher"}
     in_lobby = {alias_key(p.alias) for p in online if server.hub.room_of(p) == "#lobby"}  # type: ignore[arg-type]
     assert present == in_lobby
-    assert server.factory.connections == {c.protocol for c in clients if not c.closed} | {
-        watcher.protocol
-    }
+    assert server.sessions.live == {c.session for c in clients if not c.closed} | {watcher.session}

@@ -1,11 +1,11 @@
-"""Tests for chatd.jsonformat: the JSON the WebSocket speaks, one object per event."""
+"""Tests for chatd.fronts.jsonformat: the JSON the WebSocket speaks, one object per event."""
 
 from __future__ import annotations
 
 import json
 
 from chatd.events import Error, History, Joined, Left, RoomList, Said
-from chatd.jsonformat import TYPES, encode
+from chatd.fronts.jsonformat import TYPES, encode
 from chatd.model import HistoryEntry
 
 

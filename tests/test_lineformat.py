@@ -1,11 +1,11 @@
-"""Tests for chatd.lineformat: how events read on the line protocol."""
+"""Tests for chatd.fronts.lineformat: how events read on the line protocol."""
 
 from __future__ import annotations
 
 import pytest
 
 from chatd.events import History
-from chatd.lineformat import encode
+from chatd.fronts.lineformat import encode
 from chatd.model import HistoryEntry
 
 

@@ -12,10 +12,11 @@ from twisted.web.server import Site
 from twisted.web.static import Data
 
 from chatd.admission import AdmittingFactory, ConnectionLimits, RefusedConnection, refusal_line
-from chatd.httpsite import HEAD_DEADLINE_SECONDS
+from chatd.fronts.httpsite import HEAD_DEADLINE_SECONDS
+from chatd.fronts.line import LineFactory
 from chatd.hub import Hub
 from chatd.metrics import ChatCollector, metrics_site
-from chatd.protocol import ChatConfig, ChatFactory
+from chatd.session import ChatConfig, Sessions
 from chatd.stores.sqlite import SQLiteStore, run_synchronously
 from tests.test_protocol import Client
 from tests.test_web import HttpConnection, fuzz_site, logged
@@ -23,9 +24,9 @@ from tests.test_web import HttpConnection, fuzz_site, logged
 __all__ = ["logged"]  # a fixture, shared with test_web
 
 
-def scrape(factory: ChatFactory, store: SQLiteStore) -> dict[str, float]:
+def scrape(sessions: Sessions, store: SQLiteStore) -> dict[str, float]:
     registry = CollectorRegistry()
-    registry.register(ChatCollector(factory, store))  # type: ignore[arg-type]
+    registry.register(ChatCollector(sessions, store))  # type: ignore[arg-type]
     samples = {}
     for line in generate_latest(registry).decode().splitlines():
         if line and not line.startswith("#"):
@@ -40,20 +41,21 @@ def test_metrics_count_users_lines_bytes_and_refusals(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "db", clock=clock, run_in_thread=run_synchronously)
     hub = Hub(clock=clock)
     limits = ConnectionLimits(max_conns=0, max_per_ip=2, max_rate_per_ip=0)
-    factory = ChatFactory(hub, ChatConfig(connections=limits))
+    sessions = Sessions(hub, ChatConfig(connections=limits))
+    factory = LineFactory(sessions)
     alice, bob = Client(factory), Client(factory)
     alice.type("alice\n")
     bob.type("bob\n")
     alice.lines(), bob.lines()
-    before = scrape(factory, store)
+    before = scrape(sessions, store)
     alice.type("hello\n")
     clock.advance(0)
     # Connections are counted (and refused) at accept time, by the listener's wrapper.
-    admitting = AdmittingFactory(factory, factory.admission, refusal_line)
+    admitting = AdmittingFactory(factory, sessions.admission, refusal_line)
     address = IPv4Address("TCP", "192.0.2.1", 4000)
     connections = [admitting.buildProtocol(address) for _ in range(3)]
     assert isinstance(connections[2], RefusedConnection)  # a third from one address
-    after = scrape(factory, store)
+    after = scrape(sessions, store)
     assert after["chatd_users"] == 2
     assert after["chatd_connections"] == 2
     assert after["chatd_rooms"] == 1
@@ -71,7 +73,7 @@ def metrics_site_in_memory(tmp_path: Path) -> tuple[Site, Clock]:
     """The metrics site, with a fixed page where the scrape would be (it runs in a thread)."""
     clock = Clock()
     store = SQLiteStore(tmp_path / "db", clock=clock, run_in_thread=run_synchronously)
-    site = metrics_site(ChatFactory(Hub(clock=clock), ChatConfig()), store)
+    site = metrics_site(Sessions(Hub(clock=clock), ChatConfig()), store)
     for name in (b"", b"metrics"):
         site.resource.putChild(name, Data(b"chatd_users 0\n", "text/plain"))
     return site, clock

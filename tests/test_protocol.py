@@ -1,4 +1,4 @@
-"""Tests for chatd.protocol: the line protocol driven through StringTransport and Clock."""
+"""Tests for chatd.session, through the line front end, with StringTransport and Clock."""
 
 from __future__ import annotations
 
@@ -12,18 +12,23 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from chatd.admission import ConnectionLimits
 from chatd.flood import FloodLimits
+from chatd.fronts import lineformat
+from chatd.fronts.line import LineConnection, LineFactory
 from chatd.hub import Hub
+from chatd.interfaces import IConnection, IMember
 from chatd.model import Account
-from chatd.protocol import (
+from chatd.session import (
     CLOSE_GRACE_SECONDS,
     MAX_HELD_INPUT_BYTES,
+    MAX_HELD_LINES,
     ChatConfig,
-    ChatFactory,
-    ChatProtocol,
-    WholeLineSession,
+    ChatSession,
+    Sessions,
 )
 
 PROMPT_START = "*** Choose an alias ("
@@ -41,22 +46,24 @@ class NoDelayTransport(StringTransport):
 class Client:
     """One in-memory connection to the factory under test."""
 
-    def __init__(self, factory: ChatFactory) -> None:
+    def __init__(self, factory: LineFactory) -> None:
         self.transport = NoDelayTransport()
-        self.protocol: ChatProtocol = factory.buildProtocol(self.transport.getPeer())
-        self.protocol.makeConnection(self.transport)
+        self.connection: LineConnection = factory.buildProtocol(self.transport.getPeer())
+        self.connection.makeConnection(self.transport)
+        self.session: ChatSession = self.connection.session
+        self.clock = factory.sessions.clock
         self.closed = False
 
     def type(self, data: bytes | str) -> None:
         """Deliver bytes to the server as if the client had sent them."""
-        self.protocol.dataReceived(data.encode() if isinstance(data, str) else data)
+        self.connection.dataReceived(data.encode() if isinstance(data, str) else data)
 
     def lines(self) -> list[str]:
         """Every complete line the server has sent since the last call.
 
         The reactor turn ends first, so what the hub batched is delivered.
         """
-        self.protocol.factory.clock.advance(0)
+        self.clock.advance(0)
         raw = self.transport.value()
         self.transport.clear()
         assert raw.endswith(b"\r\n") or raw == b""
@@ -65,7 +72,7 @@ class Client:
     def drop(self, reason: type[Exception] = ConnectionDone) -> None:
         """Close the connection from the client side (or by network failure)."""
         self.closed = True
-        self.protocol.connectionLost(Failure(reason()))
+        self.connection.connectionLost(Failure(reason()))
 
     def finish_close(self) -> None:
         """Complete a close the server started (StringTransport does not call back)."""
@@ -83,7 +90,8 @@ class Server:
         # tests type faster than any human, and all their clients share an address.
         limits.setdefault("flood", FloodLimits(rate=0))
         limits.setdefault("connections", ConnectionLimits(0, 0, 0))
-        self.factory = ChatFactory(self.hub, ChatConfig(**limits))
+        self.sessions = Sessions(self.hub, ChatConfig(**limits))
+        self.factory = LineFactory(self.sessions)
 
     def make_hub(self, history_replay: int) -> Hub:
         return Hub(self.clock, history_replay=history_replay)
@@ -192,7 +200,7 @@ def test_alias_timeout_disconnects_with_a_reason() -> None:
     assert client.lines() == ["!!! No alias chosen within 30 seconds; goodbye."]
     assert client.transport.disconnecting
     client.finish_close()
-    assert server.factory.connections == set()
+    assert server.sessions.live == set()
 
 
 def test_alias_in_time_cancels_the_timeout() -> None:
@@ -453,9 +461,9 @@ def test_departure_announced_once_with_reason(
     """A closed or broken connection is announced to the others exactly once."""
     alice, bob = server.join("alice", "bob")
     alice.drop(failure)
-    alice.protocol.connectionLost(Failure(failure()))
+    alice.connection.connectionLost(Failure(failure()))
     assert bob.lines() == [f"*** alice has left ({reason})"]
-    assert server.factory.connections == {bob.protocol}
+    assert server.sessions.live == {bob.session}
 
 
 def test_unjoined_departure_is_silent(server: Server) -> None:
@@ -494,7 +502,7 @@ def test_unterminated_flood_is_dropped_until_the_next_line_end() -> None:
     for _ in range(50):
         alice.type("z" * 1000)
     assert alice.lines() == ["!!! Line too long (over 100 bytes); dropped."]
-    assert len(alice.protocol._buffer) <= 102
+    assert len(alice.connection._buffer) <= 102
     alice.type("zzz\nback\n")
     assert bob.lines() == ["<alice> back"]
     assert not alice.transport.disconnecting
@@ -551,7 +559,7 @@ def test_shutdown_tells_everyone_and_waits_for_them() -> None:
     alice, bob = server.join("alice", "bob")
     pending = server.connect()
     pending.lines()
-    done = server.factory.shut_down("Server shutting down.")
+    done = server.sessions.shut_down("Server shutting down.")
     results: list[None] = []
     done.addCallback(results.append)
     assert alice.lines() == bob.lines() == pending.lines() == ["*** Server shutting down."]
@@ -566,7 +574,7 @@ def test_shutdown_aborts_stragglers_after_grace() -> None:
     """Connections that do not close within the grace period are aborted."""
     server = Server(shutdown_grace_seconds=2)
     (alice,) = server.join("alice")
-    server.factory.shut_down("bye")
+    server.sessions.shut_down("bye")
     server.clock.advance(2)
     assert alice.transport.disconnected
 
@@ -661,7 +669,7 @@ def test_operator_commands_refused_to_others(server: Server) -> None:
 def test_kick_disconnects_with_reason(server: Server) -> None:
     """/kick tells the target and their room who did it and why, and closes the target."""
     alice, bob, carol = server.join("alice", "bob", "carol")
-    server.hub.make_operator(alice.protocol, "root")
+    server.hub.make_operator(alice.session, "root")
     assert alice.lines() == ["*** You are now an operator (root)."]
     alice.type("/kick bob spamming\n")
     assert bob.lines() == ["*** You were kicked by alice: spamming"]
@@ -677,7 +685,7 @@ def test_kick_disconnects_with_reason(server: Server) -> None:
 def test_mute_silences_until_it_expires(server: Server) -> None:
     """A muted user is told so and nobody sees their lines until the mute ends."""
     alice, bob, carol = server.join("alice", "bob", "carol")
-    server.hub.make_operator(alice.protocol, "root")
+    server.hub.make_operator(alice.session, "root")
     alice.lines()
     alice.type("/mute Bob 10m\n")
     assert alice.lines() == ["*** Muted bob for 10m00s."]
@@ -693,7 +701,7 @@ def test_mute_silences_until_it_expires(server: Server) -> None:
 def test_unmute(server: Server) -> None:
     """/unmute lets a muted user be heard again at once."""
     alice, bob = server.join("alice", "bob")
-    server.hub.make_operator(alice.protocol, "root")
+    server.hub.make_operator(alice.session, "root")
     alice.type("/mute bob\n")
     alice.lines()
     alice.type("/unmute bob\n/unmute bob\n/mute bob forever\n")
@@ -820,7 +828,7 @@ def test_commands_count_and_a_flooder_is_warned_then_cut_off() -> None:
     alice.type("/who\n" * 3)
     assert alice.lines() == ["!!! Excess flood; goodbye."]
     assert alice.transport.disconnecting
-    alice.protocol.connectionLost(Failure(ConnectionDone()))
+    alice.connection.connectionLost(Failure(ConnectionDone()))
     server.clock.advance(0)
     assert bob.lines() == ["*** alice has left (Excess flood)"]
     assert not server.clock.getDelayedCalls()
@@ -841,7 +849,7 @@ def test_flood_control_applies_before_the_alias_too() -> None:
 def test_idle_clients_are_disconnected_by_the_sweep() -> None:
     """With --idle-timeout, a chatting client silent that long is told so and closed."""
     server = Server(idle_timeout_seconds=60)
-    server.factory.doStart()
+    server.sessions.start()
     alice, bob = server.join("alice", "bob")
     server.clock.advance(45)
     bob.type("\n")  # any line, an empty one too, keeps a client alive
@@ -851,7 +859,7 @@ def test_idle_clients_are_disconnected_by_the_sweep() -> None:
     assert not bob.transport.disconnecting
     alice.finish_close()
     assert bob.lines() == ["*** alice has left (Idle timeout)"]
-    server.factory.doStop()
+    server.sessions.stop()
     assert not server.clock.getDelayedCalls()
 
 
@@ -862,14 +870,14 @@ def test_shutdown_completes_even_if_a_session_never_reports_its_close() -> None:
     """A session whose transport is gone (an SSH channel that vanished) cannot hang shutdown."""
     server = Server(shutdown_grace_seconds=2)
     alice, _bob = server.join("alice", "bob")
-    done = server.factory.shut_down("bye")
+    done = server.sessions.shut_down("bye")
     results: list[None] = []
     done.addCallback(results.append)
     alice.finish_close()
     server.clock.advance(2)  # bob's transport is aborted but never calls connectionLost
     assert results == [None]
     assert server.hub.member_named("bob") is None
-    assert not server.factory.connections
+    assert not server.sessions.live
 
 
 @pytest.mark.parametrize(
@@ -894,7 +902,7 @@ def test_a_command_after_an_escape_sequence_is_not_relayed_as_chat(
 def test_a_muted_user_cannot_reach_the_room_another_way(server: Server) -> None:
     """/topic, /away, /nick and /quit REASON are refused or silenced for a muted user."""
     alice, bob, carol = server.join("alice", "bob", "carol")
-    server.hub.make_operator(alice.protocol, "root")
+    server.hub.make_operator(alice.session, "root")
     alice.type("/mute bob\n")
     bob.lines(), carol.lines()
     bob.type("/topic buy my stuff\n/away buy my stuff\n/nick buy-my-stuff\n")
@@ -915,7 +923,7 @@ def test_a_muted_user_cannot_reach_the_room_another_way(server: Server) -> None:
 def test_a_muted_user_who_comes_back_under_another_alias_is_still_muted(server: Server) -> None:
     """A mute holds on the address it was given at, so a new alias does not lift it."""
     alice, bob, carol = server.join("alice", "bob", "carol")
-    server.hub.make_operator(alice.protocol, "root")
+    server.hub.make_operator(alice.session, "root")
     alice.type("/mute bob 1h\n")
     bob.type("/quit\n")
     bob.finish_close()
@@ -932,22 +940,22 @@ def test_a_muted_user_who_comes_back_under_another_alias_is_still_muted(server: 
 def test_nick_to_a_banned_alias_is_refused(server: Server) -> None:
     """/nick cannot take an alias that is banned: the ban would be bypassed."""
     alice, bob = server.join("alice", "bob")
-    server.hub.make_operator(alice.protocol, "root")
+    server.hub.make_operator(alice.session, "root")
     alice.type("/ban mallory spam\n")
     alice.lines()
     bob.type("/nick Mallory\n")
     assert bob.lines() == ["!!! The alias Mallory is banned."]
-    assert server.hub.member_named("bob") is bob.protocol
+    assert server.hub.member_named("bob") is bob.session
 
 
 def test_a_verified_login_of_a_banned_alias_is_refused(server: Server) -> None:
     """A front end that proved the alias (SSH key or password) still cannot bypass its ban."""
     (alice,) = server.join("alice")
-    server.hub.make_operator(alice.protocol, "root")
+    server.hub.make_operator(alice.session, "root")
     alice.type("/ban mallory spam\n")
     mallory = server.connect()
     mallory.lines()
-    mallory.protocol.log_in_verified("mallory", Account("mallory", "hash", 0.0, ()))
+    mallory.session.log_in_verified("mallory", Account("mallory", "hash", 0.0, ()))
     assert mallory.lines() == ["!!! You are banned from this server: spam"]
     assert mallory.transport.disconnecting
     assert server.hub.member_named("mallory") is None
@@ -957,34 +965,76 @@ def test_an_ipv4_mapped_address_is_banned_like_the_ipv4_address() -> None:
     """A dual-stack listener's ::ffff:a.b.c.d peer is the IPv4 address for bans and the log."""
     server = Server()
     (alice,) = server.join("alice")
-    server.hub.make_operator(alice.protocol, "root")
+    server.hub.make_operator(alice.session, "root")
     alice.type("/ban 192.0.2.7 spam\n")
     transport = StringTransport(peerAddress=IPv6Address("TCP", "::ffff:192.0.2.7", 40000))
     mallory = server.factory.buildProtocol(transport.getPeer())
     mallory.makeConnection(transport)
     assert transport.value() == b"!!! You are banned from this server: spam\r\n"
-    assert mallory.host == "192.0.2.7"
-    assert mallory.peer == "192.0.2.7:40000"
+    assert mallory.session.host == "192.0.2.7"
+    assert mallory.session.peer == "192.0.2.7:40000"
 
 
-def whole_line_session(server: Server) -> tuple[WholeLineSession, StringTransport]:
-    transport = StringTransport()
-    session = server.factory.admit(transport.getPeer(), WholeLineSession)
-    session.makeConnection(transport)
-    return session, transport
+@implementer(IConnection)
+class WholeLineConnection:
+    """A front end that hands its session whole lines, as the WebSocket and SSH ones do."""
+
+    def __init__(self) -> None:
+        self.transport = StringTransport()
+        self.address = self.transport.getPeer()
+        self.consumer = self.transport
+
+    def close(self) -> None:
+        self.transport.loseConnection()
+
+    def abort(self) -> None:
+        self.transport.abortConnection()
+
+    def discard_pending_input(self) -> int:
+        return 0
 
 
-def test_lines_held_while_a_whole_line_session_is_paused_are_bounded(server: Server) -> None:
-    """A web or SSH user who keeps sending during a password check is cut off, not buffered."""
+def whole_line_session(server: Server) -> tuple[ChatSession, StringTransport]:
+    connection = WholeLineConnection()
+    verifyObject(IConnection, connection)
+    session = server.sessions.open(connection, lineformat.encode)
+    return session, connection.transport
+
+
+def test_a_session_is_a_member() -> None:
+    """What the hub knows of a session is all there: it provides IMember."""
+    session, _ = whole_line_session(Server())
+    assert verifyObject(IMember, session)
+
+
+def test_lines_held_during_a_password_check_are_bounded_in_number() -> None:
+    """A web or SSH user who keeps sending during a password check is cut off, not buffered:
+    past MAX_HELD_LINES lines."""
+    server = RegisteredServer()
+    server.accounts.hold = True
     session, transport = whole_line_session(server)
-    session.lines_received([b"alice"])
-    session.pauseProducing()  # as while a password is checked
-    session.lines_received([b"x" * 100_000] * 200)
-    assert len(session._held) == 200
-    assert all(len(line) <= 2050 for line in session._held)
-    session.lines_received([b"more"] * 100)
+    for line in [b"owner", b"wrong"] + [b"x"] * MAX_HELD_LINES:
+        session.line_received(line)
+    assert not transport.disconnecting
+    for line in [b"more"] * 100:
+        session.line_received(line)
     assert transport.value().endswith(b"!!! Excess flood; goodbye.\r\n")
     assert transport.disconnecting
+
+
+def test_lines_held_during_a_password_check_are_bounded_in_bytes() -> None:
+    """Long lines during a password check count with their length: past
+    MAX_HELD_INPUT_BYTES the sender is cut off, whichever front end it uses."""
+    server = RegisteredServer()
+    server.accounts.hold = True
+    session, transport = whole_line_session(server)
+    session.line_received(b"owner")
+    session.line_received(b"wrong")
+    for line in [b"x" * 100_000] * 200:
+        session.line_received(line)
+    assert transport.value().endswith(b"!!! Excess flood; goodbye.\r\n")
+    assert transport.disconnecting
+    assert session._held_lines == 1
 
 
 def test_a_long_paste_to_a_whole_line_session_that_is_not_paused_is_handled_whole(
@@ -993,7 +1043,8 @@ def test_a_long_paste_to_a_whole_line_session_that_is_not_paused_is_handled_whol
     """Lines are only held while paused: a big paste with flood control off all arrives."""
     (bob,) = server.join("bob")
     session, _ = whole_line_session(server)
-    session.lines_received([b"alice", *(b"line %d" % n for n in range(1000))])
+    for line in [b"alice", *(b"line %d" % n for n in range(1000))]:
+        session.line_received(line)
     assert len(bob.lines()) == 1 + 1000  # alice's join notice, then every line
 
 
@@ -1045,7 +1096,7 @@ def test_a_replaced_session_is_told_why_it_ends() -> None:
     new.type("owner\nsecret\n")
     assert old.lines() == ["*** You logged in again from elsewhere; this session is closed."]
     assert old.transport.disconnecting
-    assert server.hub.member_named("owner") is new.protocol
+    assert server.hub.member_named("owner") is new.session
 
 
 def test_lines_typed_during_a_refused_password_check_are_discarded() -> None:
@@ -1075,11 +1126,12 @@ def test_one_line_held_during_a_refused_check_is_counted_as_one() -> None:
     server = RegisteredServer()
     server.accounts.hold = True
     session, transport = whole_line_session(server)
-    session.lines_received([b"owner", b"wrong", b"secret"])
+    for line in [b"owner", b"wrong", b"secret"]:
+        session.line_received(line)
     server.accounts.answer()
     server.clock.advance(1)
     assert b"!!! 1 line typed during the password check was discarded.\r\n" in transport.value()
-    assert session.alias is None and not session._held
+    assert session.alias is None and session._held_lines == 0
 
 
 def test_lines_sent_during_a_right_password_check_are_discarded_too() -> None:
@@ -1090,9 +1142,9 @@ def test_lines_sent_during_a_right_password_check_are_discarded_too() -> None:
     client = server.connect()
     client.lines()
     client.type("owner\nsecret\nsecret\n")
-    assert client.protocol.expects_password  # still masked while it is checked
+    assert client.session.expects_password  # still masked while it is checked
     server.accounts.answer()
-    assert not client.protocol.expects_password
+    assert not client.session.expects_password
     assert "secret" not in "\n".join(bob.lines())
     lines = client.lines()
     assert lines[-1] == "!!! 1 line typed during the password check was discarded."
@@ -1104,11 +1156,11 @@ def test_the_password_prompt_is_known_to_the_front_end() -> None:
     """A session says when its next line is a password, so a front end can mask it."""
     server = RegisteredServer()
     client = server.connect()
-    assert not client.protocol.expects_password
+    assert not client.session.expects_password
     client.type("owner\n")
-    assert client.protocol.expects_password
+    assert client.session.expects_password
     client.type("secret\n")
-    assert not client.protocol.expects_password
+    assert not client.session.expects_password
 
 
 def test_an_alias_timeout_is_logged_in_one_line() -> None:
@@ -1127,7 +1179,7 @@ def test_a_banned_newcomer_is_logged_in_one_line() -> None:
     """A banned address refused at connection is logged once, with the ban."""
     server = Server()
     (alice,) = server.join("alice")
-    server.hub.make_operator(alice.protocol, "root")
+    server.hub.make_operator(alice.session, "root")
     alice.type("/ban 192.168.1.1 spam\n")
     with capturedLogs() as events:
         client = server.connect()
@@ -1158,6 +1210,20 @@ def test_input_is_read_on_during_a_password_check_up_to_a_bound() -> None:
     assert server.hub.online() == ("bob",)
 
 
+def test_an_endless_line_during_a_password_check_counts_towards_the_bound() -> None:
+    """An overlong line is dropped as it arrives, but during a password check its bytes
+    count: an endless one is a flood there too, as the check's input is bounded."""
+    server = RegisteredServer(max_line_bytes=100)
+    server.accounts.hold = True
+    client = server.connect()
+    client.type("owner\nwrong\n")
+    client.type("x" * (MAX_HELD_INPUT_BYTES // 2))
+    assert not client.transport.disconnecting
+    client.type("x" * (MAX_HELD_INPUT_BYTES // 2) + "x")
+    assert client.lines()[-1] == "!!! Excess flood; goodbye."
+    assert client.transport.disconnecting
+
+
 def test_a_connection_that_does_not_close_when_asked_is_aborted() -> None:
     """A peer that never lets a close finish (a TLS handshake never completed) loses its slot."""
     server = Server(alias_timeout_seconds=5)
@@ -1174,7 +1240,7 @@ def test_a_connection_that_does_not_close_when_asked_is_aborted() -> None:
 def test_an_address_banned_after_connecting_cannot_choose_an_alias(server: Server) -> None:
     """An IP ban made while a connection sits at the alias prompt holds when it answers."""
     (alice,) = server.join("alice")
-    server.hub.make_operator(alice.protocol, "root")
+    server.hub.make_operator(alice.session, "root")
     waiting = server.connect()
     waiting.lines()
     alice.type("/ban 192.168.1.1/32 spam\n")

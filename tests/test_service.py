@@ -15,8 +15,8 @@ from twisted.python.usage import UsageError
 from chatd.admission import ConnectionLimits
 from chatd.flood import FloodLimits
 from chatd.hub import Hub
-from chatd.protocol import ChatConfig, ChatFactory
 from chatd.service import ChatService, LiveSettings
+from chatd.session import ChatConfig, Sessions
 from chatd.stores.sqlite import SQLiteStore, run_synchronously
 
 
@@ -34,8 +34,8 @@ def make_service(
 ) -> ChatService:
     clock = Clock()
     store = SQLiteStore(path, clock=clock, run_in_thread=run_synchronously)
-    factory = ChatFactory(Hub(clock=clock, store=store), ChatConfig())
-    return ChatService(factory, store, endpoints, reactor=reactor, **options)
+    sessions = Sessions(Hub(clock=clock, store=store), ChatConfig())
+    return ChatService(sessions, store, endpoints, reactor=reactor, **options)
 
 
 def test_ports_are_bound_at_privileged_start(tmp_path: Path) -> None:
@@ -49,12 +49,12 @@ def test_ports_are_bound_at_privileged_start(tmp_path: Path) -> None:
         (4000, "127.0.0.1"),
         (4002, "127.0.0.1"),
     ]
-    # Each port's factory admits connections, then hands them to the one chat factory.
+    # Each port's factory admits connections, then hands them to the one line factory.
     assert {id(factory.wrapped) for _, factory, _, _ in reactor.tcpServers} == {
-        id(service.factory)
+        id(service.line_factory)
     }
     assert {id(factory.admission) for _, factory, _, _ in reactor.tcpServers} == {
-        id(service.factory.admission)
+        id(service.sessions.admission)
     }
     assert len(service.ports) == 2
 
@@ -131,9 +131,9 @@ def test_reload_applies_what_can_change_live(tmp_path: Path) -> None:
     )
     service._reread = lambda: LiveSettings(new_config, "Be nice.", 5, {"root": "$argon2id$x"})
     service.reload()
-    assert service.factory.config == new_config
-    assert service.factory.admission.limits == new_config.connections
-    hub = service.factory.hub
+    assert service.sessions.config == new_config
+    assert service.sessions.admission.limits == new_config.connections
+    hub = service.sessions.hub
     assert hub.motd == "Be nice."
     assert hub.history_replay == 5
 
@@ -142,11 +142,11 @@ def test_a_refused_reload_changes_nothing(tmp_path: Path) -> None:
     """A config file that now says something wrong is logged, and the running settings stay."""
     reactor = MemoryReactorClock()
     service = make_service(tmp_path / "db", reactor, "tcp:4000")
-    before = service.factory.config
+    before = service.sessions.config
 
     def broken() -> LiveSettings:
         raise UsageError("chatd.toml: max-per-ip: must be 0 or more, not -1")
 
     service._reread = broken
     service.reload()
-    assert service.factory.config is before
+    assert service.sessions.config is before

@@ -26,15 +26,18 @@ from twisted.conch.ssh.userauth import SSHUserAuthClient
 from twisted.cred.credentials import IUsernamePassword
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IConsumer
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.test.iosim import FakeTransport, IOPump, connect
+from zope.interface.verify import verifyObject
 
-from chatd import ssh
 from chatd.flood import FloodLimits
+from chatd.fronts import ssh
 from chatd.hub import Hub
+from chatd.interfaces import IConnection
 from chatd.model import Account, Ban
-from chatd.protocol import ChatConfig, ChatFactory
+from chatd.session import ChatConfig, Sessions
 from tests.test_lineeditor import Screen
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
@@ -116,7 +119,7 @@ class SSHHarness:
     def __init__(self, tmp_path: Path, **config: Any) -> None:
         self.clock = Clock()
         self.hub = Hub(self.clock)
-        self.chat = ChatFactory(self.hub, ChatConfig(**config))
+        self.chat = Sessions(self.hub, ChatConfig(**config))
         self.factory = ssh.ssh_factory(self.chat, tmp_path)
         self.factory.startFactory()
 
@@ -148,7 +151,7 @@ class SSHHarness:
         return channel
 
     def who(self) -> list[str]:
-        return sorted(member.alias for member in self.chat.connections if member.alias)
+        return sorted(member.alias for member in self.chat.live if member.alias)
 
 
 @pytest.fixture
@@ -172,6 +175,15 @@ def test_a_guest_logs_in_with_a_password_and_chats(harness: SSHHarness) -> None:
     assert b"Welcome, alice!" in channel.received
 
 
+def test_a_terminal_is_its_sessions_connection_and_consumer(harness: SSHHarness) -> None:
+    """The terminal gives its session all that IConnection promises, and takes its output."""
+    _, client, pump = harness.connect()
+    harness.shell(client, pump)
+    (session,) = harness.chat.live
+    assert verifyObject(IConnection, session.connection)
+    assert verifyObject(IConsumer, session.connection.consumer)
+
+
 def test_a_second_shell_is_refused_and_the_first_chat_goes_on(harness: SSHHarness) -> None:
     """A second shell on one connection (ControlMaster) is told why and closed; the first
     chat is untouched, a third channel at once is refused, and leaving frees everything."""
@@ -193,7 +205,7 @@ def test_a_second_shell_is_refused_and_the_first_chat_goes_on(harness: SSHHarnes
     assert harness.who() == ["alice"]
     client.transport.loseConnection()
     pump.flush()
-    assert harness.chat.connections == set()
+    assert harness.chat.live == set()
     assert harness.hub.member_named("alice") is None
 
 
@@ -240,11 +252,11 @@ def test_a_closed_channel_ends_its_chat_and_its_connection_serves_no_other(
     first = harness.shell(client, pump)
     client.conn.sendClose(first)
     pump.flush()
-    assert harness.chat.connections == set()
+    assert harness.chat.live == set()
     assert harness.hub.member_named("alice") is None
     second = harness.shell(client, pump)
     assert second.errors == ssh.ONE_CHAT_PER_CONNECTION
-    assert harness.chat.connections == set()
+    assert harness.chat.live == set()
     harness.clock.advance(ssh.SHELL_DEADLINE_SECONDS)
     assert server.transport.disconnecting
 
@@ -430,7 +442,7 @@ def test_a_banned_address_cannot_log_in_over_ssh(harness: SSHHarness) -> None:
     harness.hub.bans.add(Ban(PEER.host, "ip", "abuse", "op", 0.0, None))
     server, _client, _pump = harness.connect()
     assert server.transport.disconnecting
-    assert harness.chat.connections == set()
+    assert harness.chat.live == set()
 
 
 def test_the_password_checker_passes_the_address_on(harness: SSHHarness) -> None:
@@ -513,7 +525,7 @@ def test_a_shell_without_a_terminal_is_refused_with_a_message(
     assert channel.errors == ssh.NO_TERMINAL
     assert channel.exit_status == 1
     assert channel.is_closed
-    assert harness.chat.connections == set()
+    assert harness.chat.live == set()
     assert not [e for e in logged if e.get("log_failure")]
 
 
@@ -575,7 +587,7 @@ def test_a_connection_gone_during_the_key_check_leaves_no_ghost(harness: SSHHarn
     pump.flush()
     lookup.callback(None)
     assert harness.hub.member_named("bob") is None
-    assert harness.chat.connections == set()
+    assert harness.chat.live == set()
 
 
 def resize(client: Client, channel: ClientChannel, columns: int, rows: int = 24) -> None:
@@ -616,7 +628,7 @@ def test_long_input_is_redrawn_whole_at_a_new_width_and_below_incoming_lines(
     screen.resize(12)
     screen.feed(typing.received)
     typing.received = b""
-    (session,) = harness.chat.connections
+    (session,) = harness.chat.live
     session.send(b"<bob> hi\r\n")
     pump.flush()
     screen.feed(typing.received)

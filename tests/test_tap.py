@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from twisted.python.usage import UsageError
 
-from chatd.protocol import ChatConfig
 from chatd.service import ChatService
+from chatd.session import ChatConfig
 from chatd.tap import Options, makeService
 from tests.tls import make_certificate
 
@@ -84,7 +84,7 @@ def test_operators() -> None:
     """--oper NAME:HASH defines operators; a bad name or a non-argon2 hash is refused."""
     options = parse("--oper", f"root:{HASH}", "--oper", f"ops:{HASH}")
     assert options["operators"] == {"root": HASH, "ops": HASH}
-    assert makeService(options).factory.hub.accounts is not None
+    assert makeService(options).sessions.hub.accounts is not None
     for bad in ("root", "root:secret", f"bad name:{HASH}"):
         with pytest.raises(UsageError, match="invalid --oper"):
             parse("--oper", bad)
@@ -94,14 +94,14 @@ def test_default_room() -> None:
     """--default-room names the room everyone starts in (#lobby unless given)."""
     assert parse()["default-room"] == "#lobby"
     service = makeService(parse("--default-room", "#main"))
-    assert service.factory.hub.default_room == "#main"
+    assert service.sessions.hub.default_room == "#main"
 
 
 def test_history_and_data_dir(tmp_path: Path) -> None:
     """--history-replay and --data-dir reach the hub and the store."""
     options = parse("--history-replay", "5", "--data-dir", str(tmp_path / "data"))
     service = makeService(options)
-    assert service.factory.hub.history_replay == 5
+    assert service.sessions.hub.history_replay == 5
     assert service.store.path == tmp_path / "data" / "chatd.sqlite3"
     assert parse()["history-replay"] == 20
     assert parse()["data-dir"] == "chatd-data"
@@ -112,10 +112,10 @@ def test_history_retention_options(tmp_path: Path) -> None:
     service = makeService(parse("--history-keep", "500", "--history-max-age", "30d"))
     assert service.store.history_per_room == 500
     assert service.store.history_max_age_seconds == 30 * 86400
-    assert service.factory.hub.keep_history
-    assert service.factory.hub.history_max_age_seconds == 30 * 86400
+    assert service.sessions.hub.keep_history
+    assert service.sessions.hub.history_max_age_seconds == 30 * 86400
     off = makeService(parse("--history-keep", "0"))
-    assert not off.factory.hub.keep_history
+    assert not off.sessions.hub.keep_history
     assert parse()["history-keep"] == 10_000
     assert parse()["history-max-age"] is None
     with pytest.raises(UsageError, match="must be 0 or more"):
@@ -165,9 +165,9 @@ def test_web_and_web_origin() -> None:
 
 def test_web_origin_check() -> None:
     """The page's own site (as the browser named it) and listed origins only."""
-    from chatd.web import ChatWebSocketFactory
+    from chatd.fronts.web import ChatWebSocketFactory
 
-    factory = ChatWebSocketFactory(makeService(parse()).factory, ["https://Chat.Example.org/"])
+    factory = ChatWebSocketFactory(makeService(parse()).sessions, ["https://Chat.Example.org/"])
     assert factory.origin_allowed("http://127.0.0.1:8080", "127.0.0.1:8080")
     assert factory.origin_allowed("https://chat.example.org", "10.0.0.1:8080")
     assert not factory.origin_allowed("http://evil.example", "127.0.0.1:8080")
@@ -180,10 +180,10 @@ def test_redis_makes_a_cluster_node_with_its_store_in_redis() -> None:
     from chatd.stores.redis import RedisStore
 
     service = makeService(parse("--redis", "redis://:secret@127.0.0.1:6390/2"))
-    assert isinstance(service.factory.hub, ClusterHub)
+    assert isinstance(service.sessions.hub, ClusterHub)
     assert isinstance(service.store, RedisStore)
     assert service.cluster is not None
-    assert service.factory.hub.bus is service.cluster
+    assert service.sessions.hub.bus is service.cluster
     address = service.cluster.link.address
     assert (address.host, address.port, address.db, address.password) == (
         "127.0.0.1",
@@ -201,7 +201,7 @@ def test_without_redis_chatd_is_a_single_server() -> None:
     from chatd.stores.sqlite import SQLiteStore
 
     service = makeService(parse())
-    assert type(service.factory.hub) is Hub
+    assert type(service.sessions.hub) is Hub
     assert isinstance(service.store, SQLiteStore)
     assert service.cluster is None
 

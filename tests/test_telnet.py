@@ -1,11 +1,11 @@
-"""Tests for chatd.telnet: telnet negotiation is consumed, never relayed."""
+"""Tests for chatd.fronts.telnet: telnet negotiation is consumed, never relayed."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatd.telnet import TelnetFilter
+from chatd.fronts.telnet import TelnetFilter
 
 IAC, WILL, DO, SB, SE, NOP = b"\xff", b"\xfb", b"\xfd", b"\xfa", b"\xf0", b"\xf1"
 

@@ -1,4 +1,4 @@
-"""Tests for chatd.web: the session, the WebSocket and the page's site, all in memory.
+"""Tests for chatd.fronts.web: the session, the WebSocket and the page's site, all in memory.
 
 The site is driven as a real connection would drive it: bytes into twisted.web's
 channel, which hands the connection to autobahn on an upgrade. Autobahn's own
@@ -23,19 +23,21 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 from zope.interface import directlyProvides
+from zope.interface.verify import verifyObject
 
 from chatd.admission import AdmittingFactory, ConnectionLimits, refusal_http
-from chatd.httpsite import HEAD_DEADLINE_SECONDS, MAX_HEAD_LINE_BYTES
-from chatd.sendqueue import BoundedSender
-from chatd.web import (
+from chatd.fronts.httpsite import HEAD_DEADLINE_SECONDS, MAX_HEAD_LINE_BYTES
+from chatd.fronts.web import (
     MAX_FRAMES_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
     MAX_PINGS_PER_WINDOW,
     ChatWebSocket,
-    WebSession,
-    WebSocketTransport,
+    WebSocketOutput,
     web_site,
 )
+from chatd.interfaces import IConnection
+from chatd.sendqueue import BoundedSender
+from chatd.session import ChatSession
 from tests.test_accounts import AccountServer, register
 from tests.test_protocol import Server
 from tests.wsclient import (
@@ -73,7 +75,7 @@ def logged() -> Iterator[list[dict[str, Any]]]:
 
 
 def site_for(server: Server, origins: tuple[str, ...] = ()) -> Site:
-    site = web_site(server.factory, list(origins))
+    site = web_site(server.sessions, list(origins))
     site.resource.factory.setProtocolOptions(  # type: ignore[attr-defined]
         openHandshakeTimeout=0, closeHandshakeTimeout=0, autoPingInterval=0
     )
@@ -114,7 +116,7 @@ class HttpConnection:
 
 
 class WebUser(HttpConnection):
-    """A WebSocket client in memory, upgraded and holding a WebSession."""
+    """A WebSocket client in memory, upgraded and holding a chat session."""
 
     def __init__(self, site: Site, origin: str | None = ORIGIN, clock: Any = None) -> None:
         super().__init__(site)
@@ -127,8 +129,8 @@ class WebUser(HttpConnection):
         self.frames_seen: list[tuple[int, bytes]] = []
 
     @property
-    def session(self) -> WebSession:
-        assert isinstance(self.socket.session, WebSession)
+    def session(self) -> ChatSession:
+        assert isinstance(self.socket.session, ChatSession)
         return self.socket.session
 
     def say(self, text: str) -> None:
@@ -151,20 +153,6 @@ class WebUser(HttpConnection):
         ]
 
 
-def web_session(server: AccountServer) -> tuple[WebSession, StringTransport]:
-    transport = StringTransport()
-    session = server.factory.admit(transport.getPeer(), WebSession)
-    assert isinstance(session, WebSession)
-    session.makeConnection(transport)
-    return session, transport
-
-
-def events(transport: StringTransport) -> list[dict[str, object]]:
-    found = [json.loads(line) for line in transport.value().decode().splitlines()]
-    transport.clear()
-    return found
-
-
 def tracebacks(logged: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in logged if "log_failure" in e or e.get("isError")]
 
@@ -176,21 +164,28 @@ def test_one_message_carries_alias_password_and_chat_in_order(server: AccountSer
     """Lines after a password wait for its check, then go on in order."""
     register(server, "alice", "correct-horse").type("/quit\n")
     (bob,) = server.join("bob")
-    session, transport = web_session(server)
-    assert events(transport)[0]["type"] == "notice"
-    session.feed(b"alice\ncorrect-horse\nhello from the web\n")
-    server.clock.advance(0)
-    kinds = [(e["type"], e.get("text", e.get("welcome"))) for e in events(transport)]
+    web = WebUser(site_for(server), clock=server.clock)
+    assert web.events()[0]["type"] == "notice"
+    web.say("alice\ncorrect-horse\nhello from the web\n")
+    kinds = [(e["type"], e.get("text", e.get("welcome"))) for e in web.events()]
     assert kinds[:2] == [("notice", "alice is registered. Password:"), ("room", "alice")]
     assert "<alice> hello from the web" in bob.lines()
 
 
+def test_a_websocket_is_its_sessions_connection() -> None:
+    """The WebSocket gives its session all that IConnection promises."""
+    server = Server()
+    web = WebUser(site_for(server), clock=server.clock)
+    assert verifyObject(IConnection, web.socket)
+    assert web.session.connection is web.socket
+
+
 def test_an_empty_message_is_one_empty_line(server: AccountServer) -> None:
     """An empty WebSocket message is an (empty, refused) alias, not nothing."""
-    session, transport = web_session(server)
-    events(transport)
-    session.feed(b"")
-    assert events(transport)[0]["type"] == "error"  # no alias in it
+    web = WebUser(site_for(server), clock=server.clock)
+    web.events()
+    web.say("")
+    assert web.events()[0]["type"] == "error"  # no alias in it
 
 
 # Output of any size, and writes that never raise.
@@ -238,7 +233,7 @@ def test_a_write_on_a_closing_socket_is_dropped_quietly(logged: list[dict[str, A
     web = WebUser(site_for(server), clock=server.clock)
     web.frames()
     web.socket.sendClose(1000)
-    WebSocketTransport(web.socket).write(b"late\n")
+    WebSocketOutput(web.socket).write(b"late\n")
     assert [opcode for opcode, _ in web.frames()] == [CLOSE]
     assert tracebacks(logged) == []
 
@@ -254,9 +249,9 @@ def test_a_failing_write_cuts_off_that_connection_only_and_logs_once(
         raise RuntimeError("broken")
 
     web.socket.send_text = broken  # type: ignore[method-assign]
-    transport = WebSocketTransport(web.socket)
-    transport.write(b"one\n")
-    transport.write(b"two\n")
+    output = WebSocketOutput(web.socket)
+    output.write(b"one\n")
+    output.write(b"two\n")
     assert web.transport.disconnecting
     assert len(tracebacks(logged)) == 1
 
@@ -264,7 +259,7 @@ def test_a_failing_write_cuts_off_that_connection_only_and_logs_once(
 def test_a_closed_websocket_gives_its_connection_slot_back() -> None:
     """Behind the accept-time admission wrapper, a WebSocket's close still frees its slot."""
     server = Server(connections=ConnectionLimits(max_conns=1, max_per_ip=0, max_rate_per_ip=0))
-    admission = server.factory.admission
+    admission = server.sessions.admission
     outer = AdmittingFactory(site_for(server), admission, refusal_http).buildProtocol(PEER)
     assert outer is not None
     transport = StringTransport(peerAddress=PEER)
@@ -274,7 +269,7 @@ def test_a_closed_websocket_gives_its_connection_slot_back() -> None:
     assert transport.value().startswith(b"HTTP/1.1 101 ") and admission.connected == 1
     transport.protocol.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
     assert admission.connected == 0
-    assert server.factory.connections == set()
+    assert server.sessions.live == set()
 
 
 # The WebSocket's own limits.

@@ -64,7 +64,7 @@ class FrontEnds:
 def front_end_ports(daemon: Daemon) -> FrontEnds:
     """Which port is which, from the factory names in the daemon's "starting on" lines.
 
-    The line protocol's factory is ChatFactory and SSH's a conch factory (ConchFactory,
+    The line front end's factory is LineFactory and SSH's a conch factory (ConchFactory,
     or chatd's own ...SSHFactory); both web sites are twisted.web sites (...Site),
     bound in the order chatd.tap adds them: --web, then --metrics.
     """
@@ -72,7 +72,7 @@ def front_end_ports(daemon: Daemon) -> FrontEnds:
     started = [
         (name.decode(), int(port)) for name, port in _LISTENING.findall(bytes(daemon.output))
     ]
-    line = [port for name, port in started if name == "ChatFactory"]
+    line = [port for name, port in started if name == "LineFactory"]
     ssh = [port for name, port in started if "Conch" in name or "SSH" in name]
     sites = [port for name, port in started if name.endswith("Site")]
     assert len(line) == 1 and len(ssh) == 1 and len(sites) == 2, started

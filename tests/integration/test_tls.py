@@ -7,7 +7,7 @@ import socket
 import ssl
 from pathlib import Path
 
-from chatd.protocol import CLOSE_GRACE_SECONDS
+from chatd.session import CLOSE_GRACE_SECONDS
 from tests.daemon import read_until, start_chatd
 from tests.tls import make_certificate
 

@@ -25,7 +25,9 @@ ping and timeouts.
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime
+from typing import cast
+
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime, ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -55,6 +57,11 @@ class GuardedChannel(HTTPChannel):
     _abort_call: IDelayedCall | None = None
     upgraded: IProtocol | None = None  # the WebSocket, once handed over
 
+    @property
+    def _socket(self) -> ITCPTransport:
+        """The connection's transport (TCP, TLS or UNIX: each can be aborted)."""
+        return cast(ITCPTransport, self.transport)
+
     def connectionMade(self) -> None:
         super().connectionMade()
         self._start_head_deadline()
@@ -72,7 +79,7 @@ class GuardedChannel(HTTPChannel):
         which this one never finishes being.
         """
         self.upgraded = protocol
-        protocol.makeConnection(self.transport)
+        protocol.makeConnection(self._socket)
 
     def dataReceived(self, data: bytes) -> None:
         if self.upgraded is not None:
@@ -98,7 +105,7 @@ class GuardedChannel(HTTPChannel):
             else:
                 self._refuse(b"405 Method Not Allowed", b"Allow: GET, HEAD\r\n")
             return False
-        return super().headerReceived(line)  # type: ignore[no-any-return]
+        return super().headerReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """A line of the head is too long: say so (LineReceiver would just close)."""
@@ -127,11 +134,11 @@ class GuardedChannel(HTTPChannel):
         """Close, and abort if the client will not take the close: as twisted.web does,
         but without its log line for every keep-alive connection that goes idle."""
         if self._abort_call is None:
-            self._abort_call = self.callLater(ABORT_AFTER_SECONDS, self.transport.abortConnection)
+            self._abort_call = self.callLater(ABORT_AFTER_SECONDS, self._socket.abortConnection)
         self.loseConnection()
 
     def _refuse(self, status: bytes, headers: bytes = b"") -> None:
-        self.transport.write(
+        self._socket.write(
             b"HTTP/1.1 " + status + b"\r\n" + headers + b"Connection: close\r\n"
             b"Content-Length: 0\r\n\r\n"
         )
@@ -149,11 +156,12 @@ class GuardedChannel(HTTPChannel):
 
     def _head_too_slow(self) -> None:
         self._head_deadline = None
-        if self.transport.disconnecting:  # refused already, and the answer not taken since
-            self.transport.abortConnection()
+        socket = self._socket
+        if getattr(socket, "disconnecting", False):  # refused already, the answer not taken
+            socket.abortConnection()
             return
-        log.debug("{peer}: no complete request head in time", peer=self.transport.getPeer())
-        self.transport.write(
+        log.debug("{peer}: no complete request head in time", peer=socket.getPeer())
+        socket.write(
             b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
         )
         self.timeoutConnection()
@@ -190,7 +198,9 @@ class GuardedSite(Site):
     chatd's log with requests (and a scrape every few seconds would anyway).
     """
 
-    protocol = GuardedChannel  # plain HTTP/1.1: no HTTP/2, which nothing here needs
+    # Plain HTTP/1.1: no HTTP/2, which nothing here needs. (twisted.web types this
+    # as its own HTTP/1.1-or-2 wrapper; a channel class is what buildProtocol calls.)
+    protocol = GuardedChannel  # type: ignore[assignment]
 
     def __init__(self, resource: IResource, reactor: IReactorTime | None = None) -> None:
         super().__init__(resource, timeout=IDLE_TIMEOUT_SECONDS, reactor=reactor)

@@ -1,15 +1,15 @@
 """The web front end (``--web ENDPOINT``): a chat page and a WebSocket, on one port.
 
-``twisted.web`` serves the page (four static files shipped in ``chatd/webpage/``,
-read once at start and served from memory) and ``/ws``, where ``autobahn`` speaks
-WebSocket. Behind the WebSocket is the same session the line protocol runs,
-:class:`~chatd.protocol.ChatProtocol`, with two differences: lines arrive in
+``twisted.web`` serves the page (four static files shipped in
+``chatd/fronts/webpage/``, read once at start and served from memory) and
+``/ws``, where ``autobahn`` speaks WebSocket. Behind the WebSocket is a
+:class:`~chatd.session.ChatSession`, as behind every front end: lines arrive in
 WebSocket text messages (one or more per message, each checked like a line from
 telnet: length, flood control, alias rules) and events leave as JSON
-(:mod:`chatd.jsonformat`). So browser users and line users are in the same rooms
-under the same rules, and the same connection limits. The HTTP limits (no request
-bodies, a deadline for the request head, no access log) are those of
-:mod:`chatd.httpsite`.
+(:mod:`chatd.fronts.jsonformat`). So browser users and line users are in the
+same rooms under the same rules, and the same connection limits. The HTTP limits
+(no request bodies, a deadline for the request head, no access log) are those of
+:mod:`chatd.fronts.httpsite`.
 
 Which sites may use it
 ----------------------
@@ -44,22 +44,23 @@ from __future__ import annotations
 
 import ipaddress
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IAddress, IPushProducer
+from twisted.internet.interfaces import IAddress, IConsumer, IProducer, ITCPTransport
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
 
-from chatd import jsonformat
+from chatd.admission import describe_peer
 from chatd.events import Error
-from chatd.httpsite import NOT_FOUND, GuardedChannel, GuardedSite, Refusal
-from chatd.protocol import ChatFactory, WholeLineSession, describe_peer
+from chatd.fronts import jsonformat
+from chatd.fronts.httpsite import NOT_FOUND, GuardedChannel, GuardedSite, Refusal
+from chatd.interfaces import IConnection
+from chatd.session import ChatSession, Sessions
 
 # What a client may send in one message: a paste of several lines, each still held
 # to --max-line-bytes. (What the server sends is not limited: see the docstring.)
@@ -86,18 +87,9 @@ PAGE_FILES = {
 }
 
 
-class WebSession(WholeLineSession):
-    """A chat session fed by WebSocket messages and answering in JSON."""
-
-    encode = staticmethod(jsonformat.encode)
-
-    def feed(self, payload: bytes) -> None:
-        """Handle each line of a text message as a line of the chat protocol, in order."""
-        self.lines_received(payload.removesuffix(b"\n").split(b"\n"))
-
-
-class WebSocketTransport:
-    """What a session writes to, turned into WebSocket messages on the real connection.
+@implementer(IConsumer)
+class WebSocketOutput:
+    """Where a session's output goes: each write is one WebSocket text message.
 
     Backpressure works as on plain TCP: the session's send queue registers with
     the TCP transport under the WebSocket, which pauses it when full.
@@ -106,7 +98,6 @@ class WebSocketTransport:
     def __init__(self, socket: ChatWebSocket) -> None:
         self._socket = socket
         self._failed = False
-        self.disconnecting = False
 
     def write(self, data: bytes) -> None:
         """Send ``data`` as one text message; never raise into the hub's delivery.
@@ -124,63 +115,46 @@ class WebSocketTransport:
         except Exception:
             self._failed = True
             log.failure("cannot send to {peer}; cutting it off", peer=socket.peer)
-            self.abortConnection()
+            socket.abort()
 
-    def getPeer(self) -> IAddress:
-        return self._socket.transport.getPeer()  # type: ignore[no-any-return]
-
-    def getHost(self) -> IAddress:
-        return self._socket.transport.getHost()  # type: ignore[no-any-return]
-
-    def setTcpNoDelay(self, enabled: bool) -> None:
-        set_no_delay = getattr(self._socket.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            set_no_delay(enabled)
-
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        transport = self._socket.transport
-        if getattr(transport, "producer", None) is not None:
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        tcp = cast(IConsumer, self._socket.transport)
+        if getattr(tcp, "producer", None) is not None:
             # twisted.web's channel, which handed the connection over to the WebSocket.
-            transport.unregisterProducer()
-        transport.registerProducer(producer, streaming)
+            tcp.unregisterProducer()
+        tcp.registerProducer(producer, streaming)
 
     def unregisterProducer(self) -> None:
-        self._socket.transport.unregisterProducer()
-
-    def pauseProducing(self) -> None:
-        self._socket.transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._socket.transport.resumeProducing()
-
-    def loseConnection(self) -> None:
-        """Close with the WebSocket closing handshake, after what was written."""
-        self.disconnecting = True
-        self._socket.sendClose(1000)
-
-    def abortConnection(self) -> None:
-        self.disconnecting = True
-        transport = self._socket.transport
-        if transport is not None:
-            transport.abortConnection()
+        cast(IConsumer, self._socket.transport).unregisterProducer()
 
 
+@implementer(IConnection)
 class ChatWebSocket(WebSocketServerProtocol):
-    """One browser (or bot) connection, its origin already checked: runs a WebSession."""
+    """One browser (or bot) connection, its origin already checked: runs a chat session.
+
+    Each line of a text message goes to the session, in order; what the session
+    sends goes out as text messages (see WebSocketOutput).
+    """
 
     factory: ChatWebSocketFactory
 
     def __init__(self) -> None:
         super().__init__()
-        self.session: Any = None
+        self.session: ChatSession | None = None
+        self.address: IAddress | None = None
+        self.consumer = WebSocketOutput(self)
         self._lost = False
         self._frames_in_message = 0
         self._ping_window_start = 0.0
         self._pings_in_window = 0
 
     def onOpen(self) -> None:
-        self.session = self.factory.chat.admit(self.transport.getPeer(), WebSession)
-        self.session.makeConnection(WebSocketTransport(self))
+        transport = cast(ITCPTransport, self.transport)
+        self.address = transport.getPeer()
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+        self.session = self.factory.sessions.open(self, jsonformat.encode)
 
     def send_text(self, data: bytes) -> None:
         """Send ``data`` as one text message, whatever its size.
@@ -190,6 +164,23 @@ class ChatWebSocket(WebSocketServerProtocol):
         (No compression is negotiated, so a frame carries the data as it is.)
         """
         self.sendFrame(opcode=1, payload=data)
+
+    # IConnection: what the session asks of its connection.
+
+    def close(self) -> None:
+        """Close with the WebSocket closing handshake, after what was sent."""
+        self.sendClose(1000)
+
+    def abort(self) -> None:
+        transport = cast("ITCPTransport | None", self.transport)
+        if transport is not None:
+            transport.abortConnection()
+
+    def discard_pending_input(self) -> int:
+        """Nothing is pending here: every message's lines went to the session at once."""
+        return 0
+
+    # WebSocket events.
 
     def onMessageBegin(self, isBinary: bool) -> None:
         self._frames_in_message = 0
@@ -203,7 +194,7 @@ class ChatWebSocket(WebSocketServerProtocol):
             self._fail_connection(CLOSE_POLICY_VIOLATION, "message in too many frames")
 
     def onPing(self, payload: bytes) -> None:
-        now = self.factory.chat.clock.seconds()
+        now = self.factory.sessions.clock.seconds()
         if now - self._ping_window_start >= PING_WINDOW_SECONDS:
             self._ping_window_start, self._pings_in_window = now, 0
         self._pings_in_window += 1
@@ -213,29 +204,31 @@ class ChatWebSocket(WebSocketServerProtocol):
         super().onPing(payload)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if not isinstance(self.session, WebSession):
+        session = self.session
+        if session is None:
             return
         if isBinary:
-            self.session.reply(Error("Send text messages; goodbye."))
-            self.session.disconnect("binary WebSocket message")
+            session.reply(Error("Send text messages; goodbye."))
+            session.disconnect("binary WebSocket message")
             return
-        self.session.feed(payload)
+        for line in payload.removesuffix(b"\n").split(b"\n"):
+            session.line_received(line)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if isinstance(self.session, WebSession) and not self._lost:
+        if self.session is not None and not self._lost:
             self._lost = True
-            lost = ConnectionDone() if wasClean else ConnectionLost()
-            self.session.connectionLost(Failure(lost))
+            self.session.connection_lost(clean=wasClean)
 
 
 class ChatWebSocketFactory(WebSocketServerFactory):
-    """Makes ChatWebSockets for one chat factory, and knows which sites may use them."""
+    """Makes ChatWebSockets for ``sessions``, and knows which sites may use them."""
 
-    protocol = ChatWebSocket
+    # Typed by Twisted for its own protocols; autobahn's ship no type hints.
+    protocol = ChatWebSocket  # type: ignore[assignment]
 
-    def __init__(self, chat: ChatFactory, origins: list[str]) -> None:
+    def __init__(self, sessions: Sessions, origins: list[str]) -> None:
         super().__init__()
-        self.chat = chat
+        self.sessions = sessions
         self.origins = {origin.lower().rstrip("/") for origin in origins}
         self.hosts = ({"localhost"} | {host_name(origin) for origin in self.origins}) - {""}
         self.setProtocolOptions(
@@ -399,7 +392,7 @@ class WebRoot(Resource):
 
 def page_files() -> dict[bytes, Resource]:
     """The page's files, read once (they are small, and served from memory)."""
-    folder = resources.files("chatd") / "webpage"
+    folder = resources.files("chatd.fronts") / "webpage"
     files: dict[bytes, Resource] = {
         name.encode(): PageFile((folder / name).read_bytes(), content_type)
         for name, content_type in PAGE_FILES.items()
@@ -411,7 +404,7 @@ def page_files() -> dict[bytes, Resource]:
     return files
 
 
-def web_site(chat: ChatFactory, origins: list[str]) -> Site:
+def web_site(sessions: Sessions, origins: list[str]) -> Site:
     """The page at ``/`` and the WebSocket at ``/ws``."""
-    root = WebRoot(ChatWebSocketFactory(chat, origins), page_files())
-    return GuardedSite(root, reactor=chat.clock)
+    root = WebRoot(ChatWebSocketFactory(sessions, origins), page_files())
+    return GuardedSite(root, reactor=sessions.clock)

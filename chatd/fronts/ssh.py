@@ -1,11 +1,11 @@
 """The SSH front end (``--ssh ENDPOINT``): ``ssh -p 2222 alice@host`` and chat.
 
 ``twisted.conch`` runs the SSH server. The SSH user name is the alias asked
-for; behind the terminal runs the line protocol's own session
-(:class:`~chatd.protocol.WholeLineSession`), so the alias rules, registered
-aliases (their password is asked for in the terminal), commands, limits and
-rooms are those of every other front end. The terminal has a line editor
-(:mod:`chatd.lineeditor`: Unicode, wrapping, readline keys, history):
+for; behind the terminal runs a :class:`~chatd.session.ChatSession`, as
+behind every front end, so the alias rules, registered aliases (their password
+is asked for in the terminal), commands, limits and rooms are those of every
+other front end. The terminal has a line editor
+(:mod:`chatd.fronts.lineeditor`: Unicode, wrapping, readline keys, history):
 incoming lines are written above the line being typed, which is then drawn
 again, so typing is never interrupted; a password typed at the chat's prompt
 is masked and never kept in the history.
@@ -61,20 +61,28 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IDelayedCall,
+    IProducer,
+    IPushProducer,
+    ITCPTransport,
+)
 from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatd import lineformat
 from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
 from chatd.admission import describe_peer, peer_host
 from chatd.files import create_private
-from chatd.lineeditor import Keyboard, LineEditor
+from chatd.fronts import lineformat
+from chatd.fronts.lineeditor import Keyboard, LineEditor
+from chatd.interfaces import IConnection
 from chatd.model import Account, Ban
 from chatd.passwords import PasswordsBusy
-from chatd.protocol import ChatFactory, WholeLineSession
+from chatd.session import ChatSession, Sessions
 from chatd.text import utc_stamp
 
 HOST_KEY_FILE = "ssh_host_ed25519_key"
@@ -123,12 +131,6 @@ def _unexpected_failures_only(event: dict[str, Any]) -> None:
 
 
 CONCH_LOG = Logger(observer=_unexpected_failures_only)
-
-
-class SSHChatSession(WholeLineSession):
-    """The chat session behind one SSH terminal: text lines, as telnet users get them."""
-
-    encode = staticmethod(lineformat.encode)
 
 
 @implementer(IPushProducer)
@@ -189,9 +191,18 @@ class ChatSSHTransport(SSHServerTransport):
     _log = CONCH_LOG
     factory: ChatSSHFactory
 
+    @property
+    def socket(self) -> ITCPTransport:
+        """The connection SSH runs on (TCP or UNIX; TLS is not offered)."""
+        return cast(ITCPTransport, self.transport)
+
+    @property
+    def _socket_consumer(self) -> IConsumer:
+        return cast(IConsumer, self.transport)
+
     def connectionMade(self) -> None:
-        self.peer = describe_peer(self.transport.getPeer())
-        self.host: str | None = peer_host(self.transport.getPeer())  # IPv4-mapped: IPv4
+        self.peer = describe_peer(self.socket.getPeer())
+        self.host: str | None = peer_host(self.socket.getPeer())  # IPv4-mapped: IPv4
         self.lost = False
         self.dropped = False
         self.chatted = False
@@ -199,7 +210,7 @@ class ChatSSHTransport(SSHServerTransport):
         self._abort: IDelayedCall | None = None
         # conch registers nothing on its socket; the session's send queue needs to know.
         self.flow = Flow(self.transport)
-        self.transport.registerProducer(self.flow, True)
+        self._socket_consumer.registerProducer(self.flow, True)
         self._set_deadline(
             AUTH_DEADLINE_SECONDS, f"not logged in within {AUTH_DEADLINE_SECONDS:g} seconds"
         )
@@ -253,16 +264,16 @@ class ChatSSHTransport(SSHServerTransport):
             self.dropped = True
         self._cancel_deadline()
         # A paused producer would keep the socket open after its buffer drained.
-        self.transport.unregisterProducer()
+        self._socket_consumer.unregisterProducer()
         super().sendDisconnect(reason, desc)
         if not self.lost and self._abort is None:
-            self._abort = self.factory.chat.clock.callLater(
-                DISCONNECT_GRACE_SECONDS, self.transport.abortConnection
+            self._abort = self.factory.sessions.clock.callLater(
+                DISCONNECT_GRACE_SECONDS, self.socket.abortConnection
             )
 
     def ssh_DISCONNECT(self, packet: bytes) -> None:
         self.dropped = True
-        self.transport.unregisterProducer()
+        self._socket_consumer.unregisterProducer()
         super().ssh_DISCONNECT(packet)
 
     def receiveError(self, reasonCode: int, description: bytes) -> None:
@@ -278,7 +289,7 @@ class ChatSSHTransport(SSHServerTransport):
 
     def _set_deadline(self, seconds: float, why: str) -> None:
         self._cancel_deadline()
-        self._deadline = self.factory.chat.clock.callLater(seconds, self._expired, why)
+        self._deadline = self.factory.sessions.clock.callLater(seconds, self._expired, why)
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -319,13 +330,13 @@ class ChatUserAuth(SSHUserAuthServer):
     transport: ChatSSHTransport
 
     def serviceStarted(self) -> None:
-        self.clock = self.transport.factory.chat.clock
+        self.clock = self.transport.factory.sessions.clock
         self._checking = False
         self._waiting: list[bytes] = []
         self._requests = 0
         super().serviceStarted()
 
-    def ssh_USERAUTH_REQUEST(self, packet: bytes) -> None:  # type: ignore[override]
+    def ssh_USERAUTH_REQUEST(self, packet: bytes) -> None:
         self._requests += 1
         if self._requests > MAX_AUTH_REQUESTS:
             self.transport.drop(
@@ -349,7 +360,7 @@ class ChatUserAuth(SSHUserAuthServer):
     def _check(self, packet: bytes) -> Deferred[Any] | None:
         user = getNS(packet)[0]
         alias = user.decode("utf-8", "replace")
-        ban = self.transport.factory.chat.hub.banned(host=self.transport.host, alias=alias)
+        ban = self.transport.factory.sessions.hub.banned(host=self.transport.host, alias=alias)
         if ban is not None:
             self.transport.drop(
                 f"login as {alias} refused: banned ({ban.mask})",
@@ -490,9 +501,9 @@ class ChatChannel(SSHChannel):
             self._refuse(NO_TERMINAL)
             return 1
         self.ssh_transport.shell_opened()
-        peer = self.ssh_transport.transport.getPeer()
+        peer = self.ssh_transport.socket.getPeer()
         self.terminal = ChatServerProtocol(
-            ChatTerminal, self._user.chat, self._user.login, peer, self
+            ChatTerminal, self._user.sessions, self._user.login, peer, self
         )
         self.terminal.makeConnection(ChannelTransport(self))
         if self.terminal.terminalProtocol is not None:
@@ -508,7 +519,7 @@ class ChatChannel(SSHChannel):
 
     def _refuse(self, message: bytes) -> None:
         """Say why on stderr, exit with status 1, close: after the request's reply."""
-        self._user.chat.clock.callLater(0, self._say_and_close, message)
+        self._user.sessions.clock.callLater(0, self._say_and_close, message)
 
     def _say_and_close(self, message: bytes) -> None:
         if self._gone or self.closing:
@@ -553,7 +564,7 @@ class ChatChannel(SSHChannel):
 
     def abort(self) -> None:
         """Cut the whole connection (a stuck client): everything on it ends at once."""
-        self.ssh_transport.transport.abortConnection()
+        self.ssh_transport.socket.abortConnection()
 
     def closed(self) -> None:
         """The channel is gone, however it went: the terminal and its chat end."""
@@ -565,75 +576,39 @@ class ChatChannel(SSHChannel):
         self.ssh_transport.channel_closed()
 
 
-class TerminalOutput:
-    """What the session writes to: the terminal, above the line being typed."""
-
-    def __init__(self, terminal: ChatTerminal, peer: IAddress, channel: ChatChannel) -> None:
-        self._terminal = terminal
-        self._peer = peer
-        self._channel = channel
-        self.disconnecting = False
-
-    def write(self, data: bytes) -> None:
-        self._terminal.show(data)
-
-    def getPeer(self) -> IAddress:
-        return self._peer
-
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        self._channel.ssh_transport.flow.attach(producer)
-
-    def unregisterProducer(self) -> None:
-        self._channel.ssh_transport.flow.attach(None)
-
-    def pauseProducing(self) -> None:
-        """Nothing to pause: the line editor hands over lines one at a time."""
-
-    def resumeProducing(self) -> None:
-        """See pauseProducing."""
-
-    def loseConnection(self) -> None:
-        self.disconnecting = True
-        self._terminal.terminal.loseConnection()
-
-    def abortConnection(self) -> None:
-        self.disconnecting = True
-        self._channel.abort()
-
-
+@implementer(IConnection, IConsumer)
 class ChatTerminal(LineEditor):
     """The line editor of one SSH user, wired to their chat session.
 
-    A registered alias's password, typed at the chat's own prompt, is masked
-    and kept out of the editor's history.
+    Lines typed go to the session; what the session sends is written above the
+    line being typed (the terminal is the session's consumer). A registered
+    alias's password, typed at the chat's own prompt, is masked and kept out of
+    the editor's history.
     """
 
     def __init__(
-        self, chat: ChatFactory, login: SSHLogin, peer: IAddress, channel: ChatChannel
+        self, sessions: Sessions, login: SSHLogin, peer: IAddress, channel: ChatChannel
     ) -> None:
-        super().__init__(chat.config.max_line_bytes, MAX_HISTORY_LINES)
-        self._chat = chat
+        super().__init__(sessions.config.max_line_bytes, MAX_HISTORY_LINES)
+        self._sessions = sessions
         self._login = login
-        self._peer = peer
+        self.address = peer
+        self.consumer: IConsumer = self
         self._channel = channel
-        self.session: Any = None
+        self.session: ChatSession | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        # A refusal by a connection limit is a protocol too: it says why and closes.
-        session = self._chat.admit(self._peer, SSHChatSession)
-        session.makeConnection(TerminalOutput(self, self._peer, self._channel))
-        if not isinstance(session, SSHChatSession):
-            return
+        session = self._sessions.open(self, lineformat.encode)
         self.session = session
         ensureDeferred(self._take_alias(session)).addErrback(
             lambda failure: log.failure("SSH login of {alias}", failure, alias=self._login.alias)
         )
 
-    async def _take_alias(self, session: SSHChatSession) -> None:
+    async def _take_alias(self, session: ChatSession) -> None:
         """Straight in if SSH proved the alias is theirs (its password, or a key bound
         to it with /sshkey); else as if the alias were typed at the prompt."""
-        accounts = self._chat.hub.accounts
+        accounts = self._sessions.hub.accounts
         alias, account = self._login.alias, self._login.account
         key = self._login.public_key
         if account is None and key is not None and accounts is not None:
@@ -648,14 +623,14 @@ class ChatTerminal(LineEditor):
         if account is not None:
             session.log_in_verified(alias, account)
         else:
-            session.lines_received([alias.encode("utf-8", "replace")])
+            session.line_received(alias.encode("utf-8", "replace"))
 
     def is_secret(self) -> bool:
-        return self.session is not None and bool(self.session.expects_password)
+        return self.session is not None and self.session.expects_password
 
     def line_entered(self, line: str) -> None:
         if self.session is not None:
-            self.session.lines_received([line.encode("utf-8")])
+            self.session.line_received(line.encode("utf-8"))
 
     def interrupted(self) -> None:
         """Ctrl-C, or Ctrl-D on an empty line: leave the chat."""
@@ -664,7 +639,31 @@ class ChatTerminal(LineEditor):
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
         if self.session is not None:
             session, self.session = self.session, None
-            session.connectionLost(reason)
+            session.connection_lost(clean=reason.check(ConnectionDone) is not None)
+
+    # IConsumer: the session's output, above the line being typed.
+
+    def write(self, data: bytes) -> None:
+        self.show(data)
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        """The SSH connection's Flow pauses the session's send queue (see Flow)."""
+        self._channel.ssh_transport.flow.attach(cast(IPushProducer, producer))
+
+    def unregisterProducer(self) -> None:
+        self._channel.ssh_transport.flow.attach(None)
+
+    # IConnection: what the session asks of its connection.
+
+    def close(self) -> None:
+        self.terminal.loseConnection()
+
+    def abort(self) -> None:
+        self._channel.abort()
+
+    def discard_pending_input(self) -> int:
+        """Nothing is pending here: the editor hands over each line as it is entered."""
+        return 0
 
 
 class ChatUser(ConchUser):
@@ -672,9 +671,9 @@ class ChatUser(ConchUser):
 
     _log = CONCH_LOG
 
-    def __init__(self, chat: ChatFactory, login: SSHLogin) -> None:
+    def __init__(self, sessions: Sessions, login: SSHLogin) -> None:
         super().__init__()
-        self.chat = chat
+        self.sessions = sessions
         self.login = login
         self.channelLookup[b"session"] = ChatChannel
 
@@ -687,9 +686,7 @@ class ChatUser(ConchUser):
             raise ConchError(OPEN_ADMINISTRATIVELY_PROHIBITED, "too many channels")
         if maxPacket < MIN_CHANNEL_PACKET_BYTES:
             raise ConchError(OPEN_ADMINISTRATIVELY_PROHIBITED, "maximum packet size too small")
-        return super().lookupChannel(  # type: ignore[no-any-return]
-            channelType, windowSize, maxPacket, data
-        )
+        return super().lookupChannel(channelType, windowSize, maxPacket, data)
 
     def gotGlobalRequest(self, requestType: bytes, data: bytes) -> int:
         """No port forwarding or other global requests: refused."""
@@ -700,13 +697,13 @@ class ChatUser(ConchUser):
 class ChatRealm:
     """Makes a ChatUser for each login."""
 
-    def __init__(self, chat: ChatFactory) -> None:
-        self._chat = chat
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
 
     def requestAvatar(self, avatarId: Any, mind: object, *interfaces: Any) -> Any:
         if IConchUser not in interfaces:
             raise NotImplementedError("chatd's SSH logins are IConchUser only")
-        return IConchUser, ChatUser(self._chat, avatarId), lambda: None
+        return IConchUser, ChatUser(self._sessions, avatarId), lambda: None
 
 
 @dataclass(frozen=True)
@@ -734,7 +731,8 @@ class AnyKeyChecker:
 
     credentialInterfaces = (ISSHPrivateKey,)
 
-    def requestAvatarId(self, credentials: Any) -> Deferred[SSHLogin]:
+    # Twisted types avatar ids as bytes; chatd's realm is given an SSHLogin instead.
+    def requestAvatarId(self, credentials: Any) -> Deferred[SSHLogin]:  # type: ignore[override]
         if not credentials.signature:
             return fail(ValidPublicKey())  # asks the client to sign
         try:
@@ -759,15 +757,16 @@ class PasswordChecker:
 
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, chat: ChatFactory) -> None:
-        self._chat = chat
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
 
-    def requestAvatarId(self, credentials: Any) -> Deferred[SSHLogin]:
+    # Twisted types avatar ids as bytes; chatd's realm is given an SSHLogin instead.
+    def requestAvatarId(self, credentials: Any) -> Deferred[SSHLogin]:  # type: ignore[override]
         return ensureDeferred(self._check(credentials))
 
     async def _check(self, credentials: Any) -> SSHLogin:
         alias = credentials.username.decode("utf-8", "replace")
-        accounts = self._chat.hub.accounts
+        accounts = self._sessions.hub.accounts
         if accounts is None or not accounts.is_registered(alias):
             return SSHLogin(alias)  # a guest: the password is not checked
         password = credentials.password.decode("utf-8", "replace")
@@ -780,7 +779,7 @@ class PasswordChecker:
             log.warn("cannot check the password of {alias}: {p}", alias=alias, p=problem)
             raise UnauthorizedLogin("passwords cannot be checked now") from problem
         if account is None:
-            await deferLater(self._chat.clock, WRONG_PASSWORD_DELAY_SECONDS)
+            await deferLater(self._sessions.clock, WRONG_PASSWORD_DELAY_SECONDS)
             raise UnauthorizedLogin("wrong password")
         return SSHLogin(alias, account=account)
 
@@ -792,8 +791,8 @@ class ChatSSHFactory(SSHFactory):
     noisy = False  # the listening port already logs where it listens
     _log = CONCH_LOG  # it would log a line per connection about DH moduli
 
-    def __init__(self, chat: ChatFactory, portal: Portal, key: keys.Key) -> None:
-        self.chat = chat
+    def __init__(self, sessions: Sessions, portal: Portal, key: keys.Key) -> None:
+        self.sessions = sessions
         self.portal = portal
         self.services = {b"ssh-userauth": ChatUserAuth, b"ssh-connection": ChatConnection}
         self.publicKeys = {key.sshType(): key.public()}
@@ -814,7 +813,7 @@ def host_key(data_dir: Path) -> keys.Key:
     return keys.Key.fromFile(str(path))
 
 
-def ssh_factory(chat: ChatFactory, data_dir: Path) -> ChatSSHFactory:
+def ssh_factory(sessions: Sessions, data_dir: Path) -> ChatSSHFactory:
     """The SSH server: guests by any public key, a terminal each, the host key kept."""
-    portal = Portal(ChatRealm(chat), [AnyKeyChecker(), PasswordChecker(chat)])
-    return ChatSSHFactory(chat, portal, host_key(data_dir))
+    portal = Portal(ChatRealm(sessions), [AnyKeyChecker(), PasswordChecker(sessions)])
+    return ChatSSHFactory(sessions, portal, host_key(data_dir))

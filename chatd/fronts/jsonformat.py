@@ -55,7 +55,7 @@ TYPES: dict[type, str] = {
 def as_json(event: Event) -> dict[str, Any]:
     """The JSON object for ``event``: its type and its fields."""
     record: dict[str, Any] = {"type": TYPES[type(event)]}
-    for field in fields(event):  # type: ignore[arg-type]
+    for field in fields(event):
         record[field.name] = getattr(event, field.name)
     if isinstance(event, History):
         record["entries"] = [

@@ -1,54 +1,51 @@
-"""The line protocol: bytes from telnet, nc or chatd-client in, protocol lines out.
+"""The chat session: one chatter, whatever front end they came through.
 
-A connection starts by negotiating an alias and then chats. This module only turns
-bytes into lines and lines into calls on the :class:`~chatd.hub.Hub`; who hears
-what is decided there.
+A session starts by negotiating an alias (a registered one's password is checked
+first) and then chats; it is what the hub knows as a member (:class:`IMember`).
+It holds the limits every front end shares: the alias timeout, flood control,
+the idle timeout (swept by :class:`Sessions`), a bounded send queue, bans, and a
+close that is aborted if the peer never lets it finish.
 
-Lines end in LF or CRLF. LineReceiver does the splitting, with three changes a chat
-daemon needs: telnet negotiation is filtered out first, an overlong line is dropped
-with an error instead of closing the connection (the stream resynchronises at the
-next line end), and output goes through a bounded queue so a stalled reader is cut
-off instead of growing the server without limit.
+It knows no wire. A front end (``chatd.fronts``) hands it whole lines as bytes
+and gives it an :class:`~chatd.interfaces.IConnection`: a consumer for the bytes
+it sends, and a way to close. So every front end is one peer of the others,
+under the same rules.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IDelayedCall
-from twisted.internet.protocol import ServerFactory, connectionDone
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
-from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from chatd import __version__, lineformat
+from chatd import __version__
 from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
 from chatd.admission import Admission, ConnectionLimits, describe_peer, peer_host
 from chatd.commands import run_command
 from chatd.events import Error, Event, Notice
 from chatd.flood import FloodGate, FloodLimits
 from chatd.hub import Hub
+from chatd.interfaces import IConnection, IMember
 from chatd.model import Account, Ban
 from chatd.passwords import PasswordsBusy
 from chatd.sendqueue import BoundedSender
-from chatd.telnet import TelnetFilter
 from chatd.text import ALIAS_RULE, AliasRefused, clean_text, count_of, decode_line, utc_stamp
 
 ALIAS_PROMPT = f"Choose an alias ({ALIAS_RULE}):"
-# Lines a whole-line front end may have waiting while its session is paused (a
-# password being checked): an honest paste is a few dozen.
+# What a session takes in while a password is checked, to drop when it answers:
+# an honest user types a password again, or pastes a few dozen lines. Past either
+# bound the sender is flooding (nobody types 8 KiB in a second).
 MAX_HELD_LINES = 256
-# A connection chatd asked to close is aborted if it is still open this long after:
-# loseConnection waits for the peer (a TLS handshake it never finishes, output it
-# never reads), and the connection would hold its slot forever.
-CLOSE_GRACE_SECONDS = 10.0
-# Bytes a stream front end reads on while a password is checked, to drop when it
-# answers; past that the sender is flooding (nobody types 8 KiB in a second).
 MAX_HELD_INPUT_BYTES = 8192
+# A connection chatd asked to close is aborted if it is still open this long after:
+# a close waits for the peer (a TLS handshake it never finishes, output it never
+# reads), and the connection would hold its slot forever.
+CLOSE_GRACE_SECONDS = 10.0
 GREETING = Notice(f"Welcome to chatd {__version__}.\n{ALIAS_PROMPT}")
 PROMPT = Notice(ALIAS_PROMPT)
 REPLACED = Notice("You logged in again from elsewhere; this session is closed.")
@@ -63,7 +60,7 @@ def discarded_notice(lines: int) -> Error:
 
 @dataclass(frozen=True)
 class ChatConfig:
-    """Limits of the line protocol; the defaults are those of ``twistd chatd``."""
+    """Limits of a chat session; the defaults are those of ``twistd chatd``."""
 
     alias_timeout_seconds: float = 60.0
     # 0: never. Otherwise chatting clients silent this long are disconnected.
@@ -75,39 +72,69 @@ class ChatConfig:
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
-class ChatProtocol(LineReceiver):
-    """One connection: alias negotiation first, then chat."""
+@implementer(IMember)
+class ChatSession:
+    """One chatter: alias negotiation first, then chat. Made by :meth:`Sessions.open`."""
 
-    delimiter = b"\n"
-    encode = staticmethod(lineformat.encode)
-    log = Logger()
+    # Slots: there is one per connection, and idle ones are most of a server's memory.
+    __slots__ = (
+        "_abort_timer",
+        "_alias_timer",
+        "_checking",
+        "_clock",
+        "_closing_reason",
+        "_expects_password",
+        "_gate",
+        "_handle_line",
+        "_held_bytes",
+        "_held_lines",
+        "_max_line_bytes",
+        "_replay",
+        "_sender",
+        "_sessions",
+        "alias",
+        "connection",
+        "encode",
+        "host",
+        "hub",
+        "last_line_at",
+        "peer",
+    )
+    log = Logger(namespace="chatd.session")
 
-    def __init__(self, factory: ChatFactory) -> None:
-        self.factory = factory
-        self.hub = factory.hub
+    def __init__(
+        self, sessions: Sessions, connection: IConnection, encode: Callable[[Event], bytes]
+    ) -> None:
+        self._sessions = sessions
+        self.hub = sessions.hub
+        self._clock = sessions.clock
+        self.connection = connection
+        self.encode = encode
         self.alias: str | None = None
-        self.peer = "?"
-        self.host: str | None = None
-        config = factory.config
+        address = connection.address
+        self.peer = describe_peer(address)
+        self.host = peer_host(address)
+        config = sessions.config
         self._max_line_bytes = config.max_line_bytes
-        # One byte of slack for the CR of a CRLF ending; lineReceived checks exactly.
-        self.MAX_LENGTH = config.max_line_bytes + 1
-        self._telnet = TelnetFilter()
-        self._sender: BoundedSender | None = None
+        self._sender = BoundedSender(
+            connection.consumer, config.sendq_bytes, self._send_queue_overflowed
+        )
         self._alias_timer: IDelayedCall | None = None
         self._abort_timer: IDelayedCall | None = None
         self._closing_reason: str | None = None
-        self._skipping_to_line_end = False
-        self._rest_after_long_line = b""
-        self._handle_line = self._negotiate_alias
+        self._handle_line: Callable[[str], None] = self._negotiate_alias
         self._expects_password = False
+        # A password is being checked: lines are only counted (see _hold), to drop.
+        self._checking = False
+        self._held_lines = 0
+        self._held_bytes = 0
         self._replay = True
-        # When the last line came in, for the idle sweep (see ChatFactory).
-        self.last_line_at = factory.clock.seconds()
+        # When the last line came in, for the idle sweep (see Sessions).
+        self.last_line_at = self._clock.seconds()
         self._gate: FloodGate | None = None
         if config.flood.enabled:
             self._gate = FloodGate(
-                factory.clock,
+                self._clock,
                 config.flood,
                 handle=self._handle_gated_line,
                 ready=self._ready_for_lines,
@@ -115,31 +142,23 @@ class ChatProtocol(LineReceiver):
                 flood=self._flooded,
             )
 
-    # Connection life cycle.
+    # Life cycle.
 
-    def connectionMade(self) -> None:
-        address = self.transport.getPeer()
-        self.peer = describe_peer(address)
-        self.host = peer_host(address)
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            set_no_delay(True)
-        self._sender = BoundedSender(
-            self.transport, self.factory.config.sendq_bytes, self._send_queue_overflowed
-        )
-        self.factory.connections.add(self)
+    def start(self) -> None:
+        """Greet and start the alias timer, or refuse a banned address."""
         # Not logged here: the hub logs each arrival with its peer, and
-        # connectionLost (only) those who never chose an alias. (twistd writes debug
+        # connection_lost (only) those who never chose an alias. (twistd writes debug
         # events too, and every log line is a write: four a session cost churn ~15%.)
         if (ban := self.hub.banned(host=self.host)) is not None:
             self._refuse_banned(ban)
             return
         self.reply(GREETING)
-        self._alias_timer = self.factory.clock.callLater(
-            self.factory.config.alias_timeout_seconds, self._alias_timed_out
+        self._alias_timer = self._clock.callLater(
+            self._sessions.config.alias_timeout_seconds, self._alias_timed_out
         )
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
+    def connection_lost(self, clean: bool) -> None:
+        """The front end's connection is gone (``clean``: closed rather than lost)."""
         for timer in (self._alias_timer, self._abort_timer):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -148,7 +167,7 @@ class ChatProtocol(LineReceiver):
             self._gate.stop()
         why = self._closing_reason
         if why is None:
-            why = "Connection closed" if reason.check(ConnectionDone) else "Connection lost"
+            why = "Connection closed" if clean else "Connection lost"
             # Closing for good: a password check still running must not join a ghost.
             self._closing_reason = why
         if self.alias is None:
@@ -157,7 +176,7 @@ class ChatProtocol(LineReceiver):
             )
         else:
             self.hub.leave(self, why)
-        self.factory.connection_closed(self)
+        self._sessions.closed(self)
 
     @property
     def expects_password(self) -> bool:
@@ -167,75 +186,46 @@ class ChatProtocol(LineReceiver):
         return self._expects_password
 
     def reply(self, event: Event) -> None:
-        """Say something of the protocol's own (greeting, prompts, refusals), counted.
+        """Say something of the session's own (greeting, prompts, refusals), counted.
 
         As an event, encoded like everything the hub sends, so a front end with
         another wire format (JSON over WebSocket) gets these in its own format too.
         """
         data = self.encode(event)
         self.hub.counters.delivered(data)
-        self.send(data)
+        self._sender.write(data)
 
     def send(self, data: bytes) -> None:
-        """Queue protocol line bytes for this client (bounded; see BoundedSender).
+        """Queue ``data`` for this client (bounded; see BoundedSender).
 
-        The hub calls this and counts what it delivers; the protocol's own lines
+        The hub calls this and counts what it delivers; the session's own lines
         go through reply.
         """
-        if self._sender is not None:
-            self._sender.write(data)
+        self._sender.write(data)
 
     def disconnect(self, reason: str) -> None:
         """Close after flushing what is queued; ``reason`` goes to the log."""
         if self._closing_reason is not None:
             return
         self._closing_reason = reason
-        if self._sender is not None:
-            self._sender.close()
-        self.transport.loseConnection()
-        self._abort_timer = self.factory.clock.callLater(
-            CLOSE_GRACE_SECONDS, self.transport.abortConnection
-        )
+        self._sender.close()
+        self.connection.close()
+        self._abort_timer = self._clock.callLater(CLOSE_GRACE_SECONDS, self.connection.abort)
+
+    def abort(self) -> None:
+        """Cut the connection now (a shutdown's deadline has passed)."""
+        self.connection.abort()
 
     # Input.
 
-    def dataReceived(self, data: bytes) -> None:
-        data = self._telnet.feed(data)
-        if self._skipping_to_line_end:
-            line_end = data.find(b"\n")
-            if line_end < 0:
-                return
-            self._skipping_to_line_end = False
-            data = data[line_end + 1 :]
-        # LineReceiver.resumeProducing calls this with b"" to process what it
-        # buffered while paused, so the splitter runs at least once.
-        while self._closing_reason is None:
-            super().dataReceived(data)
-            data, self._rest_after_long_line = self._rest_after_long_line, b""
-            if not data:
-                break
-        if self.paused and len(self._buffer) > MAX_HELD_INPUT_BYTES:
-            # More than anyone types during a password check: left unread, the rest
-            # would be read after the answer, and taken for an alias or for chat.
-            self._flooded()
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        """Drop the overlong line, tell its sender, and go on at the next line end.
-
-        LineReceiver hands over the whole unprocessed buffer and forgets it; what
-        follows the overlong line is fed back in by dataReceived.
-        """
-        self._refuse_long_line()
-        _, line_end, rest = line.partition(b"\n")
-        if line_end:
-            self._rest_after_long_line = rest
-        else:
-            self._skipping_to_line_end = True
-
-    def lineReceived(self, line: bytes) -> None:
+    def line_received(self, line: bytes) -> None:
+        """Handle one line from the front end (without its LF; a CR before it is dropped)."""
         if self._closing_reason is not None:
             return
-        self.last_line_at = self.factory.clock.seconds()
+        if self._checking:
+            self._hold(1, len(line) + 1)  # with its line end
+            return
+        self.last_line_at = self._clock.seconds()
         self.hub.counters.lines_received += 1
         if line.endswith(b"\r"):
             line = line[:-1]
@@ -247,21 +237,38 @@ class ChatProtocol(LineReceiver):
         else:
             self._gate.feed(decode_line(line))
 
-    def resumeProducing(self) -> None:
-        """Go on after a pause: first the lines the flood gate holds, then the unsplit rest.
+    def line_too_long(self, length: int) -> None:
+        """The front end dropped a line over the limit, of which ``length`` bytes came so
+        far, its end included if it came (the rest, as it comes, is reported to
+        :meth:`more_of_long_line`)."""
+        if self._closing_reason is not None:
+            return
+        if self._checking:
+            self._hold(1, length)
+            return
+        self._refuse_long_line()
 
-        A held line may pause again (a password to check): then the rest waits.
-        """
-        self.paused = False
-        if self._gate is not None:
-            self._gate.drain()
-            if self.paused:
-                return
-        super().resumeProducing()
+    def more_of_long_line(self, length: int) -> None:
+        """``length`` more bytes of a dropped overlong line went by, unread."""
+        if self._checking and self._closing_reason is None:
+            self._hold(0, length)
 
     def _refuse_long_line(self) -> None:
         self.log.debug("{peer}: overlong line dropped", peer=self.peer)
         self.reply(Error(f"Line too long (over {self._max_line_bytes} bytes); dropped."))
+
+    def _hold(self, lines: int, size: int) -> None:
+        """Count ``lines`` lines of ``size`` bytes in all that came while a password is
+        checked.
+
+        They are dropped whatever the answer: it was sent before its sender could
+        see the answer (a password typed again, a script's next line), and would
+        otherwise become the next alias, or chat for everyone to see.
+        """
+        self._held_lines += lines
+        self._held_bytes += size
+        if self._held_lines > MAX_HELD_LINES or self._held_bytes > MAX_HELD_INPUT_BYTES:
+            self._flooded()
 
     # States.
 
@@ -296,15 +303,14 @@ class ChatProtocol(LineReceiver):
         self._handle_line = self._chat
 
     def _check_password(self, alias: str, password: str) -> None:
-        # Nothing more is handled until the (slow, threaded) check has answered. What
-        # comes meanwhile is read (up to MAX_HELD_INPUT_BYTES, past which the sender
-        # is flooding) and dropped whatever the answer: it was sent before its sender
-        # could see the answer (a password typed again, a script's next line), and
-        # would otherwise become the next alias, or chat for everyone to see.
+        # Nothing more is handled until the (slow, threaded) check has answered; what
+        # comes meanwhile is counted (see _hold) and dropped whatever the answer.
         self._handle_line = self._negotiate_alias
-        self.paused = True
+        self._checking = True
         ensureDeferred(self._authenticate(alias, password)).addErrback(
-            self.log.failure, "checking the password of {alias}", alias=alias
+            lambda failure: self.log.failure(
+                "checking the password of {alias}", failure, alias=alias
+            )
         )
 
     async def _authenticate(self, alias: str, password: str) -> None:
@@ -312,7 +318,7 @@ class ChatProtocol(LineReceiver):
         try:
             account = await self.hub.accounts.authenticate(alias, password, host=self.host)
         except PasswordsBusy as busy:  # too many checks (here, or of this alias): wait
-            await deferLater(self.factory.clock, WRONG_PASSWORD_DELAY_SECONDS)
+            await deferLater(self._clock, WRONG_PASSWORD_DELAY_SECONDS)
             self._refuse_password(str(busy))
             return
         except Exception:
@@ -320,15 +326,13 @@ class ChatProtocol(LineReceiver):
             self._refuse_password("Passwords cannot be checked right now; try again later.")
             return
         if account is None:
-            await deferLater(self.factory.clock, WRONG_PASSWORD_DELAY_SECONDS)
+            await deferLater(self._clock, WRONG_PASSWORD_DELAY_SECONDS)
             self.log.info("{peer}: wrong password for {alias}", peer=self.peer, alias=alias)
             self._refuse_password(f"Wrong password for {alias}.")
             return
         discarded = self._end_password_check()
-        if self._enter_registered(alias, account):
-            if discarded:
-                self.reply(discarded_notice(discarded))
-            self.resumeProducing()
+        if self._enter_registered(alias, account) and discarded:
+            self.reply(discarded_notice(discarded))
 
     def log_in_verified(self, alias: str, account: Account) -> None:
         """Take registered ``alias`` without asking: its front end has checked already
@@ -337,7 +341,7 @@ class ChatProtocol(LineReceiver):
             self._enter_registered(alias, account)
 
     def _enter_registered(self, alias: str, account: Account) -> bool:
-        """Join as registered ``alias``; False if refused (the refusal resumed reading)."""
+        """Join as registered ``alias``; False if refused."""
         if self._closing_reason is not None:
             return False
         if (ban := self.hub.banned(host=self.host, alias=alias)) is not None:
@@ -362,7 +366,7 @@ class ChatProtocol(LineReceiver):
 
     def _refuse_banned(self, ban: Ban) -> None:
         until = "" if ban.expires_at is None else f" until {utc_stamp(ban.expires_at)}"
-        if self.alias is not None:  # else connectionLost logs the one line, with this reason
+        if self.alias is not None:  # else connection_lost logs the one line, with this reason
             self.log.info("{peer}: refused, banned ({mask})", peer=self.peer, mask=ban.mask)
         self.reply(Error(f"You are banned from this server{until}: {ban.reason}"))
         self.disconnect(f"banned ({ban.mask})")
@@ -371,15 +375,9 @@ class ChatProtocol(LineReceiver):
         if self._closing_reason is None:
             self.reply(Error(why))
             self.reply(PROMPT)
-            self.resumeProducing()
 
     def _refuse_password(self, why: str) -> None:
-        """Refuse a password, and drop whatever came while it was checked.
-
-        Those lines were sent before their sender could see the answer: a
-        password typed again, or the next line of a script, would otherwise be
-        taken as the next alias, for everyone to see.
-        """
+        """Refuse a password, and drop whatever came while it was checked."""
         discarded = self._end_password_check()
         if self._closing_reason is not None:
             return
@@ -387,26 +385,19 @@ class ChatProtocol(LineReceiver):
         if discarded:
             self.reply(discarded_notice(discarded))
         self.reply(PROMPT)
-        self.resumeProducing()
 
     def _end_password_check(self) -> int:
         """The check has answered: typing is no longer a password, and what came
-        meanwhile is dropped; return how many lines that was."""
-        self._expects_password = False
-        return self._discard_pending_lines()
+        meanwhile is dropped; return how many lines that was.
 
-    def _discard_pending_lines(self) -> int:
-        """Forget the input received but not handled yet; return how many lines it held.
-
-        An unfinished line is skipped up to its end, so its rest does not become
-        a line of its own.
+        The lines held here, those the front end has not handed over yet (an
+        unfinished one is skipped to its end, so its rest does not become a line
+        of its own) and those the flood gate holds back all go.
         """
-        pending = self._buffer + self._rest_after_long_line
-        self._buffer = self._rest_after_long_line = b""
-        lines = pending.count(self.delimiter)
-        if pending and not pending.endswith(self.delimiter):
-            lines += 1
-            self._skipping_to_line_end = True
+        self._expects_password = False
+        self._checking = False
+        lines = self._held_lines + self.connection.discard_pending_input()
+        self._held_lines = self._held_bytes = 0
         if self._gate is not None:
             lines += self._gate.waiting
             self._gate.stop()
@@ -442,7 +433,7 @@ class ChatProtocol(LineReceiver):
 
     def _alias_timed_out(self) -> None:
         self._alias_timer = None
-        seconds = self.factory.config.alias_timeout_seconds
+        seconds = self._sessions.config.alias_timeout_seconds
         self.reply(Error(f"No alias chosen within {seconds:g} seconds; goodbye."))
         self.hub.counters.disconnects["alias_timeout"] += 1
         self.disconnect("alias timeout")
@@ -452,7 +443,7 @@ class ChatProtocol(LineReceiver):
 
     def _ready_for_lines(self) -> bool:
         """Whether a line let through by the flood gate can be handled now."""
-        return not self.paused and self._closing_reason is None
+        return not self._checking and self._closing_reason is None
 
     def _flooding(self, waiting: int) -> None:
         self.reply(
@@ -463,7 +454,7 @@ class ChatProtocol(LineReceiver):
         )
 
     def _flooded(self) -> None:
-        if self.alias is not None:  # else connectionLost logs the one line
+        if self.alias is not None:  # else connection_lost logs the one line
             self.log.info(
                 "{peer} ({alias}) cut off: excess flood", peer=self.peer, alias=self.alias
             )
@@ -473,7 +464,7 @@ class ChatProtocol(LineReceiver):
 
     def idle_timed_out(self) -> None:
         """Silent past --idle-timeout: say so and go."""
-        seconds = self.factory.config.idle_timeout_seconds
+        seconds = self._sessions.config.idle_timeout_seconds
         self.reply(Error(f"Idle for more than {seconds:g} seconds; goodbye."))
         self.log.info("{peer} ({alias}): idle timeout", peer=self.peer, alias=self.alias)
         self.hub.counters.disconnects["idle"] += 1
@@ -482,109 +473,82 @@ class ChatProtocol(LineReceiver):
     def _send_queue_overflowed(self) -> None:
         reason = "Send queue exceeded"
         self.hub.counters.disconnects["sendq"] += 1
-        if self.alias is not None:  # else connectionLost logs the one line
+        if self.alias is not None:  # else connection_lost logs the one line
             self.log.warn(
                 "{peer} ({alias}) cut off: more than {limit} bytes waiting to be read",
                 peer=self.peer,
                 alias=self.alias,
-                limit=self.factory.config.sendq_bytes,
+                limit=self._sessions.config.sendq_bytes,
             )
         self._closing_reason = reason
         self.hub.leave(self, reason)
-        self.transport.abortConnection()
-
-
-class WholeLineSession(ChatProtocol):
-    """A session whose front end hands it whole lines (WebSocket, SSH line editor).
-
-    No byte stream to split and no telnet to filter; lines that come while the
-    session is paused (a password being checked) wait, in order, as LineReceiver's
-    buffer would make them wait. Unlike that buffer, nothing stops the front end
-    from handing over more meanwhile, so what waits is bounded here: at most
-    MAX_HELD_LINES lines, each kept only as far as a line may be long.
-    """
-
-    def __init__(self, factory: ChatFactory) -> None:
-        super().__init__(factory)
-        self._held: deque[bytes] = deque()
-
-    def lines_received(self, lines: list[bytes]) -> None:
-        """Handle ``lines`` in order, as far as the session is not paused."""
-        held = self._held
-        # The start of an overlong line is enough for lineReceived to refuse it.
-        keep = self._max_line_bytes + 2
-        for line in lines:
-            if self._closing_reason is not None:
-                return
-            if not self.paused and not held:
-                self.lineReceived(line)
-            elif len(held) < MAX_HELD_LINES:
-                held.append(line[:keep])
-            else:
-                self._flooded()
-                return
-
-    def _discard_pending_lines(self) -> int:
-        """Forget the lines held (and any the flood gate holds); return how many."""
-        lines = len(self._held)
-        self._held.clear()
-        return lines + super()._discard_pending_lines()
-
-    def dataReceived(self, data: bytes) -> None:
-        """Called with nothing by resumeProducing: go on with the held lines."""
-        held = self._held
-        while held and not self.paused and self._closing_reason is None:
-            self.lineReceived(held.popleft())
+        self.connection.abort()
 
 
 def idle_sweep_interval(timeout: float) -> float:
-    """How often idle connections are looked for: a quarter of the timeout, 1 to 30 s."""
+    """How often idle sessions are looked for: a quarter of the timeout, 1 to 30 s."""
     return max(1.0, min(timeout / 4, 30.0))
 
 
-class ChatFactory(ServerFactory):
-    """Builds a chat session per connection, and keeps track of all of them.
+class Sessions:
+    """Every chat session of every front end: opens them, sweeps the idle, shuts them down.
 
-    Which connections get that far is decided at accept time, for every
-    listener alike, by :class:`~chatd.admission.AdmittingFactory` around this
-    factory's :attr:`admission` (see :func:`admitting`).
+    Which connections get as far as a session is decided at accept time, for
+    every listener alike, by :class:`~chatd.admission.AdmittingFactory` around
+    :attr:`admission`.
     """
 
-    noisy = False  # the listening port already logs where it listens
-    log = Logger()
+    log = Logger(namespace="chatd.session")
 
     def __init__(self, hub: Hub, config: ChatConfig) -> None:
         self.hub = hub
         self.config = config
         self.clock = hub.clock
-        self.connections: set[ChatProtocol] = set()
+        self.live: set[ChatSession] = set()
         self.admission = Admission(self.clock, config.connections)
+        self._running = False
         self._idle_sweep: LoopingCall | None = None
         self._all_closed: Deferred[None] | None = None
+
+    def open(self, connection: IConnection, encode: Callable[[Event], bytes]) -> ChatSession:
+        """A session for a front end's new ``connection``, speaking ``encode``'s format.
+
+        The connection was let in by its listener's AdmittingFactory; the session
+        greets it (or refuses a banned address) before this returns.
+        """
+        session = ChatSession(self, connection, encode)
+        self.live.add(session)
+        session.start()
+        return session
+
+    def start(self) -> None:
+        """Start sweeping idle sessions (if --idle-timeout asks for it): the service
+        starts, whichever front ends it has."""
+        self._running = True
+        self._start_idle_sweep()
+
+    def stop(self) -> None:
+        """Stop the idle sweep: the service has stopped."""
+        self._running = False
+        self._stop_idle_sweep()
 
     def reconfigure(self, config: ChatConfig) -> None:
         """Take new limits (a reload).
 
-        Connection limits and the idle timeout apply at once; a connection keeps
+        Connection limits and the idle timeout apply at once; a session keeps
         the line length, send queue and flood limits it started with.
         """
         idle_changed = config.idle_timeout_seconds != self.config.idle_timeout_seconds
         self.config = config
         self.admission.limits = config.connections
-        if idle_changed and self.numPorts:
+        if idle_changed and self._running:
             self._stop_idle_sweep()
             self._start_idle_sweep()
 
-    def startFactory(self) -> None:
-        self._start_idle_sweep()
-
-    def stopFactory(self) -> None:
-        self._stop_idle_sweep()
-
     def _start_idle_sweep(self) -> None:
         timeout = self.config.idle_timeout_seconds
-        if timeout > 0:
-            # One sweep for everyone rather than a timer per connection, reset by
+        if timeout > 0 and self._idle_sweep is None:
+            # One sweep for everyone rather than a timer per session, reset by
             # every line: a few idle checks a minute cost nothing, timers per line do.
             self._idle_sweep = LoopingCall(self._sweep_idle)
             self._idle_sweep.clock = self.clock
@@ -597,41 +561,29 @@ class ChatFactory(ServerFactory):
 
     def _sweep_idle(self) -> None:
         cutoff = self.clock.seconds() - self.config.idle_timeout_seconds
-        for protocol in list(self.connections):
-            if protocol.alias is not None and protocol.last_line_at <= cutoff:
-                protocol.idle_timed_out()
+        for session in list(self.live):
+            if session.alias is not None and session.last_line_at <= cutoff:
+                session.idle_timed_out()
 
-    def buildProtocol(self, addr: IAddress) -> ChatProtocol:
-        return self.admit(addr, ChatProtocol)
-
-    def admit(self, addr: IAddress, kind: type[ChatProtocol]) -> ChatProtocol:
-        """A ``kind`` session for a connection from ``addr``, already admitted.
-
-        The connection was let in by its listener's AdmittingFactory; a front end
-        that carries sessions over another protocol (WebSocket, SSH) builds each
-        one here, so every session is known to the idle sweep and the shutdown.
-        """
-        return kind(self)
-
-    def connection_closed(self, protocol: ChatProtocol) -> None:
-        """Forget ``protocol``; completes a shutdown once the last one is gone."""
-        self.connections.discard(protocol)
-        if not self.connections and self._all_closed is not None:
+    def closed(self, session: ChatSession) -> None:
+        """Forget ``session``; completes a shutdown once the last one is gone."""
+        self.live.discard(session)
+        if not self.live and self._all_closed is not None:
             done, self._all_closed = self._all_closed, None
             done.callback(None)
 
     def shut_down(self, reason: str) -> Deferred[None]:
-        """Tell every connection ``reason`` and close them all.
+        """Tell every session ``reason`` and close them all.
 
-        The Deferred fires when the last connection is gone; connections that
-        have not closed within the grace period are aborted.
+        The Deferred fires when the last one is gone; those that have not
+        closed within the grace period are aborted.
         """
         self.hub.close(reason)
-        for protocol in list(self.connections):
-            if protocol.alias is None:
-                protocol.reply(Notice(reason))
-            protocol.disconnect("server shutting down")
-        if not self.connections:
+        for session in list(self.live):
+            if session.alias is None:
+                session.reply(Notice(reason))
+            session.disconnect("server shutting down")
+        if not self.live:
             return succeed(None)
         deadline = self.clock.callLater(self.config.shutdown_grace_seconds, self._abort_all)
 
@@ -647,25 +599,25 @@ class ChatFactory(ServerFactory):
     def _abort_all(self) -> None:
         """The grace period is over: abort whoever is left, and stop waiting for them.
 
-        A session whose transport is already gone (a channel of a connection that
-        closed without telling it) would never report its close, so the
-        shutdown completes here whatever the transports do.
+        A session whose connection is already gone (a channel of a connection
+        that closed without telling it) would never report its close, so the
+        shutdown completes here whatever the connections do.
         """
-        stragglers = list(self.connections)
-        for protocol in stragglers:
+        stragglers = list(self.live)
+        for session in stragglers:
             try:
-                protocol.transport.abortConnection()
+                session.abort()
             except Exception:
-                self.log.failure("aborting {peer} at shutdown", peer=protocol.peer)
-        for protocol in stragglers:
-            if protocol in self.connections:
+                self.log.failure("aborting {peer} at shutdown", peer=session.peer)
+        for session in stragglers:
+            if session in self.live:
                 self.log.info(
                     "{peer} ({alias}) did not close at shutdown; forgotten",
-                    peer=protocol.peer,
-                    alias=protocol.alias,
+                    peer=session.peer,
+                    alias=session.alias,
                 )
-                self.hub.leave(protocol, "server shutting down")
-                self.connection_closed(protocol)
+                self.hub.leave(session, "server shutting down")
+                self.closed(session)
         if self._all_closed is not None:
             done, self._all_closed = self._all_closed, None
             done.callback(None)
