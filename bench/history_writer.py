@@ -43,8 +43,8 @@ from twisted.logger import LogLevel, capturedLogs
 # After PYTHONPATH, so that another checkout put there is the one measured.
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-from chatd.redisaddress import RedisAddress
-from chatd.redislink import RedisLink
+from chatd.cluster.address import RedisAddress
+from chatd.cluster.link import RedisLink
 from chatd.redisstore import RedisStore
 from chatd.store import HistoryEntry, Store, run_synchronously
 from tests.redisserver import RedisServer

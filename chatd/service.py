@@ -30,12 +30,13 @@ from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from chatd.admission import AdmittingFactory, Refusal, refusal_line
-from chatd.hub import HISTORY_KEPT, MOTD_SETTING
+from chatd.hub import HISTORY_KEPT
 from chatd.protocol import ChatConfig, ChatFactory
+from chatd.sharedstate import load_shared_state
 from chatd.store import Store
 
 if TYPE_CHECKING:
-    from chatd.cluster import Cluster
+    from chatd.cluster.node import Cluster
     from chatd.redisstore import RedisStore
 
 SHUTDOWN_NOTICE = "Server shutting down."
@@ -186,12 +187,7 @@ class ChatService(Service):
             if self.cluster is not None:
                 # Waits (retrying) until Redis answers: the store is in Redis.
                 await self.cluster.start()
-            topics = await self.store.topics()
-            history = await self.store.recent_history_by_room(HISTORY_KEPT)
-            if self.factory.hub.accounts is not None:
-                await self.factory.hub.accounts.load()
-            bans = await self.store.active_bans(self.factory.clock.seconds())
-            motd = await self.store.get_setting(MOTD_SETTING)
+            await load_shared_state(self.store, self.factory.hub)
         except OSError as problem:  # the machine's doing (a directory, permissions, space)
             self.log.critical(
                 "cannot open the store at {path}: {problem}; stopping",
@@ -204,7 +200,6 @@ class ChatService(Service):
             self.log.failure("cannot open the store at {path}; stopping", path=self.store.path)
             self._reactor.stop()
             return
-        self.factory.hub.load(topics, history, bans, motd)
         await gatherResults(self._listening)
         for port in self.ports:
             if isinstance(port, FileDescriptor):

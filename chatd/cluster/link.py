@@ -9,7 +9,7 @@ reconnection within :data:`MAX_RETRY_SECONDS` of Redis coming back.
 The link is *up* only while both connections are (the cluster needs to hear as
 well as speak); each change of state is reported once to ``on_up`` / ``on_down``.
 While it is down, :meth:`RedisLink.execute` fails at once with
-:class:`~chatd.redisaddress.RedisUnreachable` instead of queueing: every caller
+:class:`~chatd.cluster.address.RedisUnreachable` instead of queueing: every caller
 has a local answer (deliver locally, keep history for later, tell the user to
 try again), and a command queued for minutes would act on a world that has
 moved on.
@@ -29,7 +29,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatd.redisaddress import RedisAddress, RedisUnreachable
+from chatd.cluster.address import RedisAddress, RedisUnreachable
 
 CONNECT_TIMEOUT_SECONDS = 3.0
 # A command unanswered this long means a hung Redis: the connection is dropped
