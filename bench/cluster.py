@@ -89,7 +89,7 @@ DELIVERIES_PER_MESSAGE = FANOUT_CLIENTS - 1
 FOREIGN_CPU_PCT = 10.0
 LOG_EXCERPTS = 3
 NODE_NAMES = "ABCDEFGH"
-# A node checks the cluster's roster once, one node TTL (chatd.cluster.NODE_TTL_SECONDS,
+# A node checks the cluster's roster once, one node TTL (chatd.cluster.node.NODE_TTL_SECONDS,
 # 4 s) after it joined; measuring starts after that, in the steady state. (The check
 # drops remote members who spoke or joined while it was reading: measured across it,
 # a step loses every later line of those senders on the other node.)

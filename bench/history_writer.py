@@ -43,10 +43,10 @@ from twisted.logger import LogLevel, capturedLogs
 # After PYTHONPATH, so that another checkout put there is the one measured.
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
+from chatd.cluster.address import RedisAddress
+from chatd.cluster.link import RedisLink
 from chatd.interfaces import IChatStore
 from chatd.model import HistoryEntry
-from chatd.redisaddress import RedisAddress
-from chatd.redislink import RedisLink
 from chatd.stores.redis import RedisStore
 from chatd.stores.sqlite import SQLiteStore, run_synchronously
 from tests.redisserver import RedisServer

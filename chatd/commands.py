@@ -1,7 +1,8 @@
 """The /command table: one small function per command, shared by every front end.
 
 A command gets the hub, the member who typed it and the rest of the line, and
-answers through the hub. Nothing here knows about sockets or line formats.
+answers through the hub (operators' commands through :mod:`chatd.moderation`).
+Nothing here knows about sockets or line formats.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from chatd import moderation
 from chatd.accounts import (
     WRONG_PASSWORD_DELAY_SECONDS,
     PasswordRefused,
@@ -21,7 +23,8 @@ from chatd.accounts import (
     SSHKeyRefused,
 )
 from chatd.events import Error, Notice
-from chatd.hub import HISTORY_KEPT, Hub, Member
+from chatd.hub import HISTORY_KEPT, Hub
+from chatd.interfaces import IMember
 from chatd.passwords import PasswordsBusy
 from chatd.text import AliasRefused, RoomRefused, clean_text, parse_duration
 
@@ -30,7 +33,7 @@ log = Logger()
 
 # Members with a password command (/register, /password, /oper) not yet
 # answered: one at a time each, so that nobody has many passwords hashed at once.
-_checking_password: set[Member] = set()
+_checking_password: set[IMember] = set()
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,10 @@ class Command:
 
     usage: str
     summary: str
-    run: Callable[[Hub, Member, str], None]
+    run: Callable[[Hub, IMember, str], None]
 
 
-def run_command(hub: Hub, member: Member, line: str) -> None:
+def run_command(hub: Hub, member: IMember, line: str) -> None:
     """Run the command ``line`` (which starts with one ``/``) for ``member``.
 
     An unknown command is refused to the member alone, never relayed.
@@ -56,11 +59,11 @@ def run_command(hub: Hub, member: Member, line: str) -> None:
     command.run(hub, member, args.strip())
 
 
-def _usage(hub: Hub, member: Member, name: str) -> None:
+def _usage(hub: Hub, member: IMember, name: str) -> None:
     hub.tell(member, Error(f"Usage: {COMMANDS[name].usage}"))
 
 
-def _help(hub: Hub, member: Member, args: str) -> None:
+def _help(hub: Hub, member: IMember, args: str) -> None:
     width = max(len(c.usage) for c in COMMANDS.values())
     lines = ["Commands:"]
     lines += [f"  {c.usage.ljust(width)}  {c.summary}" for c in COMMANDS.values()]
@@ -68,14 +71,14 @@ def _help(hub: Hub, member: Member, args: str) -> None:
     hub.tell(member, Notice("\n".join(lines)))
 
 
-def _who(hub: Hub, member: Member, args: str) -> None:
+def _who(hub: Hub, member: IMember, args: str) -> None:
     if args not in ("", "*"):
         _usage(hub, member, "who")
         return
     hub.roster(member, everyone=args == "*")
 
 
-def _join(hub: Hub, member: Member, args: str) -> None:
+def _join(hub: Hub, member: IMember, args: str) -> None:
     if not args or len(args.split()) != 1:
         _usage(hub, member, "join")
         return
@@ -85,18 +88,18 @@ def _join(hub: Hub, member: Member, args: str) -> None:
         hub.tell(member, Error(str(refusal)))
 
 
-def _rooms(hub: Hub, member: Member, args: str) -> None:
+def _rooms(hub: Hub, member: IMember, args: str) -> None:
     hub.list_rooms(member)
 
 
-def _topic(hub: Hub, member: Member, args: str) -> None:
+def _topic(hub: Hub, member: IMember, args: str) -> None:
     if not args:
         hub.show_topic(member)
     else:
         hub.set_topic(member, None if args == "-" else args)
 
 
-def _msg(hub: Hub, member: Member, args: str) -> None:
+def _msg(hub: Hub, member: IMember, args: str) -> None:
     parts = args.split(None, 1)
     if len(parts) < 2:
         _usage(hub, member, "msg")
@@ -104,14 +107,14 @@ def _msg(hub: Hub, member: Member, args: str) -> None:
     hub.whisper(member, parts[0], parts[1])
 
 
-def _me(hub: Hub, member: Member, args: str) -> None:
+def _me(hub: Hub, member: IMember, args: str) -> None:
     if not clean_text(args):
         _usage(hub, member, "me")
         return
     hub.act(member, args)
 
 
-def _nick(hub: Hub, member: Member, args: str) -> None:
+def _nick(hub: Hub, member: IMember, args: str) -> None:
     if not args or len(args.split()) != 1:
         _usage(hub, member, "nick")
         return
@@ -121,42 +124,42 @@ def _nick(hub: Hub, member: Member, args: str) -> None:
         hub.tell(member, Error(str(refusal)))
 
 
-def _single_alias(hub: Hub, member: Member, args: str, name: str) -> str | None:
+def _single_alias(hub: Hub, member: IMember, args: str, name: str) -> str | None:
     if not args or len(args.split()) != 1:
         _usage(hub, member, name)
         return None
     return args
 
 
-def _whois(hub: Hub, member: Member, args: str) -> None:
+def _whois(hub: Hub, member: IMember, args: str) -> None:
     if (alias := _single_alias(hub, member, args, "whois")) is not None:
         hub.whois(member, alias)
 
 
-def _away(hub: Hub, member: Member, args: str) -> None:
+def _away(hub: Hub, member: IMember, args: str) -> None:
     hub.set_away(member, args or None)
 
 
-def _ignore(hub: Hub, member: Member, args: str) -> None:
+def _ignore(hub: Hub, member: IMember, args: str) -> None:
     if (alias := _single_alias(hub, member, args, "ignore")) is not None:
         hub.ignore(member, alias)
         _save_ignores(hub, member)
 
 
-def _unignore(hub: Hub, member: Member, args: str) -> None:
+def _unignore(hub: Hub, member: IMember, args: str) -> None:
     if (alias := _single_alias(hub, member, args, "unignore")) is not None:
         hub.unignore(member, alias)
         _save_ignores(hub, member)
 
 
-def _save_ignores(hub: Hub, member: Member) -> None:
+def _save_ignores(hub: Hub, member: IMember) -> None:
     if hub.accounts is not None and hub.is_registered(member):
         alias = member.alias
         assert alias is not None
         _in_background(hub, member, hub.accounts.save_ignores(alias, hub.ignored(member)))
 
 
-def _in_background(hub: Hub, member: Member, work: Coroutine[Any, Any, None]) -> None:
+def _in_background(hub: Hub, member: IMember, work: Coroutine[Any, Any, None]) -> None:
     """Run a command that waits (for hashing or the store); report a failure to its user."""
 
     def failed(failure: Any) -> None:
@@ -167,7 +170,7 @@ def _in_background(hub: Hub, member: Member, work: Coroutine[Any, Any, None]) ->
 
 
 def _one_password_check(
-    hub: Hub, member: Member, start: Callable[[], Coroutine[Any, Any, None]]
+    hub: Hub, member: IMember, start: Callable[[], Coroutine[Any, Any, None]]
 ) -> None:
     """Run the password command ``start()`` unless one of ``member`` is still running."""
     if member in _checking_password:
@@ -186,20 +189,20 @@ def _one_password_check(
     _in_background(hub, member, checking())
 
 
-def _accounts_or_error(hub: Hub, member: Member) -> Any:
+def _accounts_or_error(hub: Hub, member: IMember) -> Any:
     if hub.accounts is None:
         hub.tell(member, Error("Registration is not available on this server."))
     return hub.accounts
 
 
-def _register(hub: Hub, member: Member, args: str) -> None:
+def _register(hub: Hub, member: IMember, args: str) -> None:
     if len(args.split()) != 1:
         _usage(hub, member, "register")
     elif (accounts := _accounts_or_error(hub, member)) is not None:
         _one_password_check(hub, member, lambda: _register_alias(hub, accounts, member, args))
 
 
-async def _register_alias(hub: Hub, accounts: Any, member: Member, password: str) -> None:
+async def _register_alias(hub: Hub, accounts: Any, member: IMember, password: str) -> None:
     alias = member.alias
     assert alias is not None
     try:
@@ -216,7 +219,7 @@ async def _register_alias(hub: Hub, accounts: Any, member: Member, password: str
     hub.tell(member, Notice(f"Registered {alias}: from now on it takes this password to use it."))
 
 
-def _password(hub: Hub, member: Member, args: str) -> None:
+def _password(hub: Hub, member: IMember, args: str) -> None:
     if len(args.split()) != 2:
         _usage(hub, member, "password")
     elif (accounts := _accounts_or_error(hub, member)) is not None:
@@ -227,7 +230,7 @@ def _password(hub: Hub, member: Member, args: str) -> None:
         _one_password_check(hub, member, lambda: _change_password(hub, accounts, member, old, new))
 
 
-async def _change_password(hub: Hub, accounts: Any, member: Member, old: str, new: str) -> None:
+async def _change_password(hub: Hub, accounts: Any, member: IMember, old: str, new: str) -> None:
     try:
         changed = await accounts.change_password(member.alias, old, new, host=member.host)
     except PasswordRefused as refusal:
@@ -240,7 +243,7 @@ async def _change_password(hub: Hub, accounts: Any, member: Member, old: str, ne
         hub.tell(member, Error("Wrong password."))
 
 
-def _sshkey(hub: Hub, member: Member, args: str) -> None:
+def _sshkey(hub: Hub, member: IMember, args: str) -> None:
     action, _, rest = args.strip().partition(" ")
     if action not in ("add", "list", "remove") or (action != "list") != bool(rest.strip()):
         _usage(hub, member, "sshkey")
@@ -252,7 +255,7 @@ def _sshkey(hub: Hub, member: Member, args: str) -> None:
 
 
 async def _change_ssh_keys(
-    hub: Hub, accounts: Any, member: Member, action: str, argument: str
+    hub: Hub, accounts: Any, member: IMember, action: str, argument: str
 ) -> None:
     alias = member.alias
     if action == "add":
@@ -274,7 +277,7 @@ async def _change_ssh_keys(
         hub.tell(member, Notice("\n".join([f"SSH keys of {alias}: {len(lines)}", *lines])))
 
 
-def _oper(hub: Hub, member: Member, args: str) -> None:
+def _oper(hub: Hub, member: IMember, args: str) -> None:
     if len(args.split()) != 2:
         _usage(hub, member, "oper")
     elif hub.accounts is None:
@@ -284,26 +287,26 @@ def _oper(hub: Hub, member: Member, args: str) -> None:
         _one_password_check(hub, member, lambda: _become_operator(hub, member, name, password))
 
 
-async def _become_operator(hub: Hub, member: Member, name: str, password: str) -> None:
+async def _become_operator(hub: Hub, member: IMember, name: str, password: str) -> None:
     assert hub.accounts is not None
     if await hub.accounts.check_operator(name, password, host=member.host):
         if hub.is_online(member):
-            hub.make_operator(member, name)
+            moderation.make_operator(hub, member, name)
         return
     log.warn("failed /oper as {name} by {alias}", name=clean_text(name), alias=member.alias)
     await deferLater(hub.clock, WRONG_PASSWORD_DELAY_SECONDS)
     hub.tell(member, Error("Wrong operator name or password."))
 
 
-def _kick(hub: Hub, member: Member, args: str) -> None:
+def _kick(hub: Hub, member: IMember, args: str) -> None:
     parts = args.split(None, 1)
     if not parts:
         _usage(hub, member, "kick")
         return
-    hub.kick(member, parts[0], parts[1] if len(parts) > 1 else "")
+    moderation.kick(hub, member, parts[0], parts[1] if len(parts) > 1 else "")
 
 
-def _mute(hub: Hub, member: Member, args: str) -> None:
+def _mute(hub: Hub, member: IMember, args: str) -> None:
     parts = args.split()
     if not 1 <= len(parts) <= 2:
         _usage(hub, member, "mute")
@@ -313,15 +316,15 @@ def _mute(hub: Hub, member: Member, args: str) -> None:
     except ValueError as problem:
         hub.tell(member, Error(str(problem)))
         return
-    hub.mute(member, parts[0], seconds)
+    moderation.mute(hub, member, parts[0], seconds)
 
 
-def _unmute(hub: Hub, member: Member, args: str) -> None:
+def _unmute(hub: Hub, member: IMember, args: str) -> None:
     if (alias := _single_alias(hub, member, args, "unmute")) is not None:
-        hub.unmute(member, alias)
+        moderation.unmute(hub, member, alias)
 
 
-def _history(hub: Hub, member: Member, args: str) -> None:
+def _history(hub: Hub, member: IMember, args: str) -> None:
     try:
         count = int(args) if args else DEFAULT_HISTORY_COUNT
     except ValueError:
@@ -332,14 +335,14 @@ def _history(hub: Hub, member: Member, args: str) -> None:
     hub.show_history(member, count)
 
 
-def _replay(hub: Hub, member: Member, args: str) -> None:
+def _replay(hub: Hub, member: IMember, args: str) -> None:
     if args.lower() not in ("on", "off"):
         _usage(hub, member, "replay")
         return
     hub.set_replay(member, args.lower() == "on")
 
 
-def _ban(hub: Hub, member: Member, args: str) -> None:
+def _ban(hub: Hub, member: IMember, args: str) -> None:
     parts = args.split(None, 2)
     if not parts:
         _usage(hub, member, "ban")
@@ -352,28 +355,28 @@ def _ban(hub: Hub, member: Member, args: str) -> None:
             reason_words = parts[2:]
         except ValueError:
             pass  # no duration given: it is all reason
-    hub.ban(member, parts[0], seconds, " ".join(reason_words))
+    moderation.ban(hub, member, parts[0], seconds, " ".join(reason_words))
 
 
-def _unban(hub: Hub, member: Member, args: str) -> None:
+def _unban(hub: Hub, member: IMember, args: str) -> None:
     if len(args.split()) != 1:
         _usage(hub, member, "unban")
     else:
-        hub.unban(member, args)
+        moderation.unban(hub, member, args)
 
 
-def _bans(hub: Hub, member: Member, args: str) -> None:
-    hub.list_bans(member)
+def _bans(hub: Hub, member: IMember, args: str) -> None:
+    moderation.list_bans(hub, member)
 
 
-def _motd(hub: Hub, member: Member, args: str) -> None:
+def _motd(hub: Hub, member: IMember, args: str) -> None:
     if not args:
         hub.show_motd(member)
     else:
-        hub.set_motd(member, None if args == "-" else args)
+        moderation.set_motd(hub, member, None if args == "-" else args)
 
 
-def _quit(hub: Hub, member: Member, args: str) -> None:
+def _quit(hub: Hub, member: IMember, args: str) -> None:
     hub.tell(member, Notice("Goodbye."))
     hub.quit(member, args)
     member.disconnect("quit")

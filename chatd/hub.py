@@ -1,10 +1,17 @@
 """Who is online, in which room, and who hears what: the one place that decides delivery.
 
 The hub knows aliases, rooms and members, never sockets or byte formats. Any
-front end (the line protocol today; TLS, WebSocket or SSH sessions tomorrow)
-joins its sessions here as :class:`Member` objects, and a multi-node bus can
-later sit behind the same methods. All user text passes
-:func:`chatd.text.clean_text` here, so no front end can forget to sanitise.
+front end joins its sessions here as :class:`~chatd.interfaces.IMember` objects.
+All user text passes :func:`chatd.text.clean_text` here, so no front end can
+forget to sanitise.
+
+A cluster plugs in through two seams, without subclassing: the hub tells its
+:class:`~chatd.interfaces.IHubListener` what happened here (once it has), and
+asks its :class:`~chatd.interfaces.IDirectory` about the members elsewhere; what
+other nodes' members do comes in through the ``remote_*`` methods, and is queued
+to the local members of the room like any local broadcast, so ordering, batching
+and ignores work the same for both. Operators' commands are in
+:mod:`chatd.moderation`, on the hub's public methods.
 
 Every member is in exactly one room. Broadcasts are batched per room and flushed
 at the end of the reactor turn (see :mod:`chatd.room`). Anything sent to one
@@ -15,17 +22,16 @@ so each member still sees events in the order they happened.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from chatd.accounts import Accounts
-from chatd.admission import admission_key
-from chatd.bans import BanRefused, Bans, ban_target
+from chatd.bans import Bans
 from chatd.counters import Counters
 from chatd.events import (
     Acted,
@@ -46,7 +52,9 @@ from chatd.events import (
     WhisperSent,
     Whois,
 )
-from chatd.model import Ban, HistoryEntry
+from chatd.interfaces import IChatStore, IDirectory, IHubListener, IMember, IRemoteMember
+from chatd.model import Ban, HistoryEntry, SharedState
+from chatd.moderation import Mutes
 from chatd.room import Presence, Room, deliver
 from chatd.text import (
     AliasRefused,
@@ -54,9 +62,7 @@ from chatd.text import (
     check_alias,
     check_room,
     clean_text,
-    duration,
     room_key,
-    utc_stamp,
 )
 
 DEFAULT_ROOM = "#lobby"
@@ -77,56 +83,91 @@ HISTORY_ROOMS_KEPT = 200
 # read from the store again when their room opens).
 TOPICS_KEPT = 1000
 DEFAULT_HISTORY_REPLAY = 20
-MOTD_SETTING = "motd"
 
 
-class HubStore(Protocol):
-    """What the hub needs persisted (implemented by :class:`chatd.store.Store`)."""
+@implementer(IHubListener)
+class NoListener:
+    """The listener of a hub alone: nobody else needs to hear what happens in it."""
 
-    def add_ban(self, ban: Ban) -> Deferred[None]:
-        """Keep ``ban``; the Deferred fires once it is on disk."""
+    def joined(self, member: IMember) -> None:
+        pass
 
-    def remove_ban(self, mask: str) -> Deferred[bool]:
-        """Forget the ban on ``mask``."""
+    def left(self, alias: str, reason: str) -> None:
+        pass
 
-    def set_setting(self, key: str, value: str | None) -> Deferred[None]:
-        """Keep a setting (the MOTD); None deletes it."""
+    def moved(self, member: IMember, came_from: str) -> None:
+        pass
 
-    def append_history(self, entry: HistoryEntry) -> None:
-        """Queue a line for writing; cheap, called for every chat line."""
+    def renamed(self, member: IMember, old: str) -> None:
+        pass
 
-    def recent_history(
-        self, room: str, limit: int, before: float | None = None
-    ) -> Deferred[list[HistoryEntry]]:
-        """The newest ``limit`` lines of ``room``, oldest first (unwritten ones too)."""
+    def said(self, alias: str, room: str, text: str, at: float) -> None:
+        pass
 
-    def set_topic(self, room: str, topic: str | None, set_by: str) -> Deferred[Any]:
-        """Persist a room's topic (None clears it)."""
+    def acted(self, alias: str, room: str, text: str, at: float) -> None:
+        pass
 
-    def topic(self, room: str) -> Deferred[str | None]:
-        """The topic of ``room`` (in any case), or None if it has none."""
+    def topic_set(self, alias: str, room: str, topic: str | None) -> None:
+        pass
+
+    def away_set(self, member: IMember) -> None:
+        pass
+
+    def registered(self, alias: str, member: IMember | None) -> None:
+        pass
+
+    def banned(self, ban: Ban, by: str) -> None:
+        pass
+
+    def unbanned(self, mask: str) -> None:
+        pass
+
+    def muted(self, alias: str, until: float | None) -> None:
+        pass
+
+    def unmuted(self, alias: str) -> None:
+        pass
+
+    def motd_set(self, text: str | None) -> None:
+        pass
 
 
-class Member(Protocol):
-    """A session as the hub sees it.
+@implementer(IDirectory)
+class Nowhere:
+    """The directory of a hub alone: nobody is elsewhere."""
 
-    ``encode`` must be the same object for every member of one front end (a plain
-    function, not a bound method): the hub uses it as the key under which it
-    encodes each broadcast event once and hands the same bytes to all of them.
-    """
+    def taken(self, alias: str, account: str | None) -> bool:
+        return False
 
-    alias: str | None
-    encode: Callable[[Event], bytes]
-    # The peer's IP address, for IP bans; None where there is none (a UNIX socket).
-    host: str | None
-    # Where the member connects from, for the log (e.g. 192.0.2.1:50312).
-    peer: str
+    def renaming(self, alias: str) -> bool:
+        return False
 
-    def send(self, data: bytes) -> None:
-        """Queue ``data`` for the member's connection; never blocks, never raises."""
+    def take_over(self, alias: str) -> None:
+        pass
 
-    def disconnect(self, reason: str) -> None:
-        """Close the member's connection after what was already sent."""
+    def find(self, alias: str) -> IRemoteMember | None:
+        return None
+
+    def aliases(self) -> Iterable[str]:
+        return ()
+
+    def names_in(self, room: str) -> Iterable[str]:
+        return ()
+
+    def count_in(self, room: str) -> int:
+        return 0
+
+    def rooms(self) -> Iterable[tuple[str, int]]:
+        return ()
+
+    def room_name(self, room: str) -> str | None:
+        return None
+
+    def whisper(self, sender: str, recipient: str, text: str) -> bool:
+        return False
+
+    def kick(self, alias: str, by: str, operator: str, reason: str) -> bool:
+        return False
 
 
 class Hub:
@@ -138,29 +179,40 @@ class Hub:
         self,
         clock: IReactorTime | None = None,
         default_room: str = DEFAULT_ROOM,
-        store: HubStore | None = None,
+        store: IChatStore | None = None,
         history_replay: int = DEFAULT_HISTORY_REPLAY,
         accounts: Accounts | None = None,
         keep_history: bool = True,
         history_max_age_seconds: float | None = None,
+        listener: IHubListener | None = None,
+        directory: IDirectory | None = None,
     ) -> None:
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
+            from twisted.internet import reactor as clock
         # Public so that front ends schedule their timers on the same clock.
         self.clock: IReactorTime = clock  # type: ignore[assignment]
         self.default_room = check_room(default_room)
-        self._members: dict[str, Member] = {}
-        self._presence: dict[Member, Presence] = {}
+        # Told what happens here (the cluster's bus); on the hot path (a line said),
+        # only ``_listened`` is looked at when nobody listens.
+        self.listener: IHubListener = listener if listener is not None else NoListener()
+        self._listened = listener is not None
+        # Asked about the members elsewhere (the cluster's roster).
+        self.directory: IDirectory = directory if directory is not None else Nowhere()
+        self._members: dict[str, IMember] = {}
+        self._presence: dict[IMember, Presence] = {}
         self._rooms: dict[str, Room] = {}
         # Totals for the metrics endpoint; front ends count what they receive here too.
         self.counters = Counters()
         # Room key -> its topic, or None for a room known to have none; bounded
         # (TOPICS_KEPT), a room's topic is read from the store when it opens.
         self._topics: OrderedDict[str, str | None] = OrderedDict()
-        self._store = store
+        # Public for chatd.moderation, which saves bans and the MOTD.
+        self.store = store
         # Registered aliases and operators; None runs without them (tests, no store).
         self.accounts = accounts
         self.bans = Bans()
+        # Who is muted (set by chatd.moderation, enforced here on every line).
+        self.mutes = Mutes()
         # The message of the day: an operator's (/motd, kept in the store) wins
         # over the one read from --motd FILE.
         self.motd_file_text: str | None = None
@@ -171,14 +223,9 @@ class Hub:
         self.history_max_age_seconds = history_max_age_seconds
         self._history: OrderedDict[str, deque[HistoryEntry]] = OrderedDict()
         # Room key -> members waiting for its history, while it is read from the store.
-        self._loading: dict[str, list[Member]] = {}
-        # Alias key -> when the mute ends (clock seconds; inf for never).
-        self._mutes: dict[str, float] = {}
-        # Address (IPv6: its /64, as connections are counted) -> the alias key whose
-        # mute it carries: a muted person back under another alias is still muted.
-        self._muted_hosts: dict[str, str] = {}
+        self._loading: dict[str, list[IMember]] = {}
         # Members whose delivery raised (a front end bug): cut off, see _drop_failed.
-        self._failed: list[Member] = []
+        self._failed: list[IMember] = []
         self._closing = False
         # Rooms with broadcasts waiting for the end of this reactor turn.
         self._pending: list[Room] = []
@@ -189,7 +236,7 @@ class Hub:
 
     # Who is where.
 
-    def is_online(self, member: Member) -> bool:
+    def is_online(self, member: IMember) -> bool:
         """Whether ``member`` has joined and not yet left."""
         alias = member.alias
         return alias is not None and self._members.get(alias_key(alias)) is member
@@ -200,22 +247,35 @@ class Hub:
         return len(self._rooms)
 
     def online(self) -> tuple[str, ...]:
-        """Every alias online, sorted case-insensitively."""
-        return tuple(sorted((m.alias for m in self._members.values()), key=alias_key))  # type: ignore[misc]
+        """Every alias online (on every node, in a cluster), sorted case-insensitively."""
+        here = (presence.alias for presence in self._presence.values())
+        return tuple(sorted([*here, *self.directory.aliases()], key=alias_key))
 
-    def room_of(self, member: Member) -> str:
+    def members(self) -> list[IMember]:
+        """The members online here (not elsewhere), in the order they came."""
+        return list(self._members.values())
+
+    def presence_of(self, member: IMember) -> Presence:
+        """What the hub knows of online ``member``; raises LookupError if it is not online."""
+        presence = self._presence.get(member)
+        if presence is None:
+            raise LookupError("member is not online")
+        return presence
+
+    def room_of(self, member: IMember) -> str:
         """The name of the room ``member`` is in."""
         return self._room(member).name
 
-    def member_named(self, alias: str) -> Member | None:
-        """The member online as ``alias`` (in any case), if any."""
+    def member_named(self, alias: str) -> IMember | None:
+        """The member online here as ``alias`` (in any case), if any."""
         return self._members.get(alias_key(alias))
 
     def check_available(self, alias: str, account: str | None = None) -> str:
         """Return ``alias`` if a newcomer may take it now, else raise AliasRefused.
 
         A registered alias is only available to whoever gave its password: the
-        member whose ``account`` (an alias key) it is.
+        member whose ``account`` (an alias key) it is; they may take it even from
+        a session of theirs elsewhere.
         """
         check_alias(alias)
         if alias_key(alias) in self._members:
@@ -225,32 +285,36 @@ class Hub:
             raise AliasRefused(
                 f"The alias {alias} is registered; connect with it and its password."
             )
+        if self.directory.taken(alias, account):
+            raise AliasRefused(f"The alias {alias} is taken.")
         return alias
 
     # Arriving, moving, leaving.
 
-    def load(
-        self,
-        topics: dict[str, str],
-        history: dict[str, list[HistoryEntry]],
-        bans: list[Ban] | None = None,
-        motd: str | None = None,
-    ) -> None:
-        """Take up what the store kept: topics, recent history, bans and the MOTD."""
-        for ban in bans or ():
-            self.bans.add(ban)
-        self.motd_set_text = motd
-        for room, topic in topics.items():
-            self._remember_topic(room, topic)
-            if (open_room := self._rooms.get(room_key(room))) is not None:
-                open_room.topic = topic
+    def load(self, state: SharedState) -> None:
+        """Take up what the store keeps (at start, and after a cluster's link was down),
+        in place of what the hub had: bans (cutting off whoever is now banned), recent
+        history, topics and the MOTD. See :func:`chatd.sharedstate.load_shared_state`."""
+        self.bans = Bans(state.bans)
+        for member in list(self._members.values()):
+            if (ban := self.banned(member.host, member.alias)) is not None:
+                self._cut_off(member, ban, "Banned", f"operator {ban.set_by}")
+        # Lines heard from other nodes while the store was being read are in it too.
+        self._history.clear()
         if self.keep_history:
-            for room, entries in history.items():
-                self._room_history(room).extend(entries)
+            for room_name, entries in state.history.items():
+                self._room_history(room_name).extend(entries)
+        self.motd_set_text = state.motd
+        self._topics.clear()
+        for room_name, topic in state.topics.items():
+            self._remember_topic(room_name, topic)
+        for key, room in self._rooms.items():
+            room.topic = self._topics.get(key)
+            self._load_topic(room.name)
         self._load_missing_histories()
 
     def join(
-        self, member: Member, alias: str, registered: bool = False, replay: bool = True
+        self, member: IMember, alias: str, registered: bool = False, replay: bool = True
     ) -> None:
         """Put ``member`` online as ``alias`` in the default room, and welcome it.
 
@@ -260,38 +324,58 @@ class Hub:
         """
         account = alias_key(alias) if registered else None
         self.check_available(alias, account)
+        if registered:
+            # The owner takes it even from a session of theirs elsewhere (ended there).
+            self.directory.take_over(alias)
         member.alias = alias
         self._members[alias_key(alias)] = member
         room = self._open_room(self.default_room)
-        self._presence[member] = Presence(room, self.clock.seconds(), account, replay)
+        self._presence[member] = Presence(room, self.clock.seconds(), account, replay, alias)
         self.log.info("{alias} joined from {peer}", alias=alias, peer=member.peer)
         self._enter(member, room, came_from=None)
+        self.listener.joined(member)
 
-    def move(self, member: Member, room_name: str) -> None:
+    def lost_alias(self, member: IMember) -> None:
+        """``member``'s alias belongs to a member of another node (who claimed it in the
+        same instant): tell them, and let them go."""
+        alias = member.alias
+        self.log.info("{alias} is taken on another node; disconnecting this one", alias=alias)
+        self.tell(
+            member,
+            Error(
+                f"The alias {alias} was taken on another server at the same moment;"
+                " reconnect and choose another."
+            ),
+        )
+        self.leave(member, "Alias taken on another server")
+        member.disconnect("alias taken on another node")
+
+    def move(self, member: IMember, room_name: str) -> None:
         """Move ``member`` to ``room_name`` (opening it if need be), telling both rooms.
 
         Raises RoomRefused if the name breaks the room rule.
         """
         check_room(room_name)
         old = self._room(member)
-        self._touch(member)
+        alias = self._touch(member)
         if room_key(room_name) == room_key(old.name):
             self.tell(member, Error(f"You are already in {old.name}."))
             return
         new = self._open_room(room_name)
         self._exit(member, old)
-        self._queue(old, Departed(member.alias, new.name))  # type: ignore[arg-type]
+        self._queue(old, Departed(alias, new.name))
         self._close_if_unused(old)
         self._enter(member, new, came_from=old.name)
+        self.listener.moved(member, old.name)
 
-    def leave(self, member: Member, reason: str) -> None:
+    def leave(self, member: IMember, reason: str) -> None:
         """Take ``member`` offline and announce it, once, however often it is called."""
         if not self.is_online(member):
             return
-        alias = member.alias
-        assert alias is not None
+        presence = self._presence[member]
+        alias = presence.alias
         del self._members[alias_key(alias)]
-        room = self._room(member)
+        room = presence.room
         self._exit(member, room)
         del self._presence[member]
         reason = clean_text(reason) or "left"
@@ -299,8 +383,10 @@ class Hub:
         if not self._closing:
             self._queue(room, Left(alias, reason))
         self._close_if_unused(room)
+        if not self._closing:
+            self.listener.left(alias, reason)
 
-    def quit(self, member: Member, reason: str) -> None:
+    def quit(self, member: IMember, reason: str) -> None:
         """``member`` leaves of their own will, with ``reason`` shown to their room.
 
         A muted member's reason is not shown: it would be a line the room sees.
@@ -310,13 +396,38 @@ class Hub:
             reason = ""
         self.leave(member, f"Quit: {reason}" if reason else "Quit")
 
-    def rename(self, member: Member, new_alias: str) -> None:
+    def rename(self, member: IMember, new_alias: str) -> None:
         """Change ``member``'s alias, freeing the old one, and tell their room.
 
         Raises AliasRefused if the new alias may not be taken. A change of case
         only (alice to Alice) is allowed: the name stays the member's own.
         """
         old = self._alias_of(member)
+        if self.directory.renaming(old):
+            raise AliasRefused("Your last change of alias is not confirmed yet; try again.")
+        self._check_rename(member, old, new_alias)
+        self._rename(member, old, new_alias)
+        self.listener.renamed(member, old)
+
+    def rename_back(self, member: IMember, new: str, old: str) -> None:
+        """Another node took ``new`` in the same instant as ``member``: back to ``old``
+        (still theirs), or let them go if not even that can be had now."""
+        if not self.is_online(member) or member.alias != new:
+            return
+        try:
+            self._check_rename(member, new, old)
+        except AliasRefused:
+            self.lost_alias(member)
+            return
+        self._rename(member, new, old)
+        self.tell(
+            member,
+            Error(
+                f"The alias {new} was taken on another server at the same moment; you are {old}."
+            ),
+        )
+
+    def _check_rename(self, member: IMember, old: str, new_alias: str) -> None:
         if new_alias == old:
             raise AliasRefused(f"You are already known as {old}.")
         if self._muted(member, quietly=True):
@@ -324,11 +435,14 @@ class Hub:
         if alias_key(new_alias) == alias_key(old):
             check_alias(new_alias)
         else:
-            self.check_available(new_alias, self._presence_of(member).account)
+            self.check_available(new_alias, self.presence_of(member).account)
             if self.banned(alias=new_alias) is not None:
                 raise AliasRefused(f"The alias {new_alias} is banned.")
+
+    def _rename(self, member: IMember, old: str, new_alias: str) -> None:
         del self._members[alias_key(old)]
         member.alias = new_alias
+        self._presence[member].alias = new_alias
         self._members[alias_key(new_alias)] = member
         self.log.info("{old} is now known as {new}", old=old, new=new_alias)
         self._queue(self._room(member), Renamed(old, new_alias))
@@ -338,11 +452,7 @@ class Hub:
         """A mute and an ignore follow the person, not the name they had."""
         if alias_key(old) == alias_key(new):
             return
-        if alias_key(old) in self._mutes:
-            self._mutes[alias_key(new)] = self._mutes.pop(alias_key(old))
-            for host, key in self._muted_hosts.items():
-                if key == alias_key(old):
-                    self._muted_hosts[host] = alias_key(new)
+        self.mutes.follow(alias_key(old), alias_key(new))
         for presence in self._presence.values():
             if alias_key(old) in presence.ignores:
                 presence.ignores.discard(alias_key(old))
@@ -350,34 +460,40 @@ class Hub:
 
     # Talking.
 
-    def say(self, member: Member, text: str) -> None:
+    def say(self, member: IMember, text: str) -> None:
         """Relay a chat line to everyone else in the sender's room; blank lines are dropped."""
         text = clean_text(text)
         if text and not self._muted(member):
             self._spoke(member, "say", text)
 
-    def act(self, member: Member, text: str) -> None:
+    def act(self, member: IMember, text: str) -> None:
         """Relay a ``/me`` action to everyone else in the sender's room."""
         text = clean_text(text)
         if text and not self._muted(member):
             self._spoke(member, "act", text)
 
-    def _spoke(self, member: Member, kind: str, text: str) -> None:
+    def _spoke(self, member: IMember, kind: str, text: str) -> None:
         """Relay what ``member`` said (kind "say") or did ("act") to their room; record it."""
         alias = self._touch(member)
         room = self._room(member)
         event = Said(alias, text) if kind == "say" else Acted(alias, text)
         self._queue(room, event, member, alias_key(alias))
         self._record(room, kind, alias, text)
+        if self._listened:
+            told = self.listener.said if kind == "say" else self.listener.acted
+            told(alias, room.name, text, self.clock.seconds())
 
-    def whisper(self, member: Member, recipient_alias: str, text: str) -> None:
-        """Deliver a private message (to any room) and confirm it to the sender."""
+    def whisper(self, member: IMember, recipient_alias: str, text: str) -> None:
+        """Deliver a private message (to any room, on any node) and confirm it to the sender."""
         sender = self._touch(member)
         if self._muted(member):
             return
         recipient = self._members.get(alias_key(recipient_alias))
         text = clean_text(text)
         if recipient is None:
+            if (remote := self.directory.find(recipient_alias)) is not None:
+                self._whisper_elsewhere(member, sender, remote, text)
+                return
             self.tell(member, Error(f"No such user: {clean_text(recipient_alias)}"))
             return
         if not text:
@@ -387,17 +503,30 @@ class Hub:
         # Someone ignoring the sender is not told; the sender is not told either.
         if alias_key(sender) not in presence.ignores:
             self.tell(recipient, Whispered(sender, text))
-        self.tell(member, WhisperSent(recipient.alias, text))  # type: ignore[arg-type]
+        self.tell(member, WhisperSent(presence.alias, text))
         if presence.away is not None:
-            self.tell(member, Notice(f"{recipient.alias} is away: {presence.away}"))
+            self.tell(member, Notice(f"{presence.alias} is away: {presence.away}"))
 
-    def set_topic(self, member: Member, topic: str | None) -> bool:
+    def _whisper_elsewhere(
+        self, member: IMember, sender: str, remote: IRemoteMember, text: str
+    ) -> None:
+        if not text:
+            self.tell(member, Error("Empty private message not sent."))
+            return
+        if not self.directory.whisper(sender, remote.alias, text):
+            self.tell(member, Error(f"{remote.alias}'s server cannot be reached now; not sent."))
+            return
+        self.tell(member, WhisperSent(remote.alias, text))
+        if remote.away is not None:
+            self.tell(member, Notice(f"{remote.alias} is away: {remote.away}"))
+
+    def set_topic(self, member: IMember, topic: str | None) -> bool:
         """Set the topic of the member's room, or clear it with None, and tell the room.
 
         Returns whether the topic changed (a muted member's, or an empty one, does not).
         """
         room = self._room(member)
-        self._touch(member)
+        alias = self._touch(member)
         if self._muted(member):
             return False
         cut = False
@@ -409,35 +538,97 @@ class Hub:
                 return False
         self._remember_topic(room.name, topic)
         room.topic = topic
-        self._queue(room, TopicChanged(member.alias, topic))  # type: ignore[arg-type]
+        self._queue(room, TopicChanged(alias, topic))
         if cut:  # told after the room has seen the topic, cut, set
             self.tell(member, Notice(f"Your topic was cut to {MAX_TOPIC_CHARS} characters."))
-        if self._store is not None:
-            saved = self._store.set_topic(room.name, topic, member.alias)  # type: ignore[arg-type]
-            saved.addErrback(self._log_store_failure, "saving the topic of {room}", room=room.name)
+        if self.store is not None:
+            saved = self.store.set_topic(room.name, topic, alias)
+            saved.addErrback(self.log_store_failure, "saving the topic of {room}", room=room.name)
+        self.listener.topic_set(alias, room.name, topic)
         return True
 
     def announce(self, text: str) -> None:
-        """Send a server notice to everyone online, in every room."""
+        """Send a server notice to everyone online here, in every room."""
         for room in self._rooms.values():
             self._queue(room, Notice(text))
 
+    # What members of other nodes do (told by the cluster's bus).
+
+    def remote_joined(self, alias: str, room_name: str) -> None:
+        """``alias`` came online elsewhere, in ``room_name`` (the directory knows them now)."""
+        if (room := self._rooms.get(room_key(room_name))) is not None:
+            self._queue(room, Joined(alias, room.name, self._present(room), None))
+
+    def remote_left(self, alias: str, room_name: str, reason: str) -> None:
+        """``alias``, elsewhere in ``room_name``, went offline (the directory forgot them)."""
+        if (room := self._rooms.get(room_key(room_name))) is not None:
+            self._queue(room, Left(alias, clean_text(reason) or "left"))
+
+    def remote_moved(self, alias: str, came_from: str, room_name: str) -> None:
+        """``alias``, elsewhere, went from room ``came_from`` to ``room_name``."""
+        if (room := self._rooms.get(room_key(came_from))) is not None:
+            self._queue(room, Departed(alias, room_name))
+        if (room := self._rooms.get(room_key(room_name))) is not None:
+            self._queue(room, Joined(alias, room.name, self._present(room), came_from))
+
+    def remote_renamed(self, old: str, new: str, room_name: str) -> None:
+        """``old``, elsewhere in ``room_name``, is now known as ``new``."""
+        if (room := self._rooms.get(room_key(room_name))) is not None:
+            self._queue(room, Renamed(old, new))
+        self._follow_rename(old, new)
+
+    def remote_said(self, alias: str, room_name: str, text: str, at: float) -> None:
+        """``alias`` said ``text`` in ``room_name`` elsewhere, at ``at``."""
+        self._remote_spoke("say", alias, room_name, text, at)
+
+    def remote_acted(self, alias: str, room_name: str, text: str, at: float) -> None:
+        """``alias`` did ``/me text`` in ``room_name`` elsewhere, at ``at``."""
+        self._remote_spoke("act", alias, room_name, text, at)
+
+    def _remote_spoke(self, kind: str, alias: str, room_name: str, text: str, at: float) -> None:
+        if (room := self._rooms.get(room_key(room_name))) is not None:
+            event = Said(alias, text) if kind == "say" else Acted(alias, text)
+            self._queue(room, event, None, alias_key(alias))
+        if self.keep_history:  # its own node writes it to the store
+            entry = HistoryEntry(room_name, kind, alias, text, at)
+            self._room_history(room_name).append(entry)
+
+    def remote_topic_set(self, alias: str, room_name: str, topic: str | None) -> None:
+        """``alias`` elsewhere set (or cleared, None) the topic of ``room_name``."""
+        self._remember_topic(room_name, topic)
+        if (room := self._rooms.get(room_key(room_name))) is not None:
+            room.topic = topic
+            self._queue(room, TopicChanged(alias, topic))
+
+    def remote_whispered(self, sender: str, recipient_alias: str, text: str) -> None:
+        """``sender`` elsewhere sent a private message to ``recipient_alias``, here."""
+        recipient = self._members.get(alias_key(recipient_alias))
+        if recipient is not None and alias_key(sender) not in self._presence[recipient].ignores:
+            self.tell(recipient, Whispered(sender, text))
+
     # Answers to one member.
 
-    def roster(self, member: Member, everyone: bool = False) -> None:
+    def roster(self, member: IMember, everyone: bool = False) -> None:
         """Tell ``member`` who is in their room, or who is online anywhere."""
         if everyone:
             self.tell(member, Roster(None, self.online()))
         else:
             room = self._room(member)
-            self.tell(member, Roster(room.name, room.names()))
+            self.tell(member, Roster(room.name, self._all_names(room)))
 
-    def list_rooms(self, member: Member) -> None:
-        """Tell ``member`` which rooms are in use, with their counts and topics."""
-        rooms = sorted(self._rooms.values(), key=lambda room: room_key(room.name))
-        self.tell(member, RoomList(tuple((r.name, len(r), r.topic) for r in rooms)))
+    def list_rooms(self, member: IMember) -> None:
+        """Tell ``member`` which rooms are in use (on any node), with their counts and topics."""
+        rooms = {key: (room.name, len(room), room.topic) for key, room in self._rooms.items()}
+        for name, count in self.directory.rooms():
+            key = room_key(name)
+            here = rooms.get(key)
+            if here is None:
+                rooms[key] = (name, count, self._topics.get(key))
+            else:
+                rooms[key] = (here[0], here[1] + count, here[2])
+        self.tell(member, RoomList(tuple(rooms[key] for key in sorted(rooms))))
 
-    def show_topic(self, member: Member) -> None:
+    def show_topic(self, member: IMember) -> None:
         """Tell ``member`` the topic of their room."""
         room = self._room(member)
         if room.topic:
@@ -445,7 +636,7 @@ class Hub:
         else:
             self.tell(member, Notice(f"{room.name} has no topic."))
 
-    def show_history(self, member: Member, count: int) -> None:
+    def show_history(self, member: IMember, count: int) -> None:
         """Tell ``member`` up to ``count`` (at most HISTORY_KEPT) recent lines of their room."""
         room = self._room(member)
         if not self.keep_history:
@@ -453,33 +644,41 @@ class Hub:
             return
         self.tell(member, History(room.name, self._recent(room, min(count, HISTORY_KEPT))))
 
-    def set_replay(self, member: Member, replay: bool) -> None:
+    def set_replay(self, member: IMember, replay: bool) -> None:
         """Whether ``member`` is shown recent history on entering a room."""
-        self._presence_of(member).replay = replay
+        self.presence_of(member).replay = replay
         state = "on" if replay else "off"
         self.tell(member, Notice(f"History replay on entering a room is {state}."))
 
-    def whois(self, member: Member, alias: str) -> None:
+    def whois(self, member: IMember, alias: str) -> None:
         """Tell ``member`` where ``alias`` is, since when, how idle, and if away."""
-        other = self._members.get(alias_key(alias))
-        if other is None:
-            self.tell(member, Error(f"No such user: {clean_text(alias)}"))
-            return
-        presence = self._presence[other]
         now = self.clock.seconds()
-        self.tell(
-            member,
-            Whois(
-                other.alias,  # type: ignore[arg-type]
+        other = self._members.get(alias_key(alias))
+        if other is not None:
+            presence = self._presence[other]
+            whois = Whois(
+                presence.alias,
                 presence.room.name,
                 now - presence.since,
                 now - presence.active_at,
-                presence.account == alias_key(other.alias),  # type: ignore[arg-type]
+                presence.account == alias_key(presence.alias),
                 presence.away,
-            ),
-        )
+            )
+        elif (remote := self.directory.find(alias)) is not None:
+            whois = Whois(
+                remote.alias,
+                remote.room,
+                now - remote.since,
+                now - remote.active_at,
+                remote.registered,
+                remote.away,
+            )
+        else:
+            self.tell(member, Error(f"No such user: {clean_text(alias)}"))
+            return
+        self.tell(member, whois)
 
-    def set_away(self, member: Member, message: str | None) -> bool:
+    def set_away(self, member: IMember, message: str | None) -> bool:
         """Mark ``member`` away with ``message`` (or back, with None or a blank message).
 
         Returns whether it changed: a muted member's away message is seen by
@@ -488,55 +687,64 @@ class Hub:
         away = clean_text(message)[:MAX_TOPIC_CHARS] if message else ""
         if away and self._muted(member):
             return False
-        self._presence_of(member).away = away or None
+        self.presence_of(member).away = away or None
         if away:
             self.tell(member, Notice(f"You are marked as away: {away}"))
         else:
             self.tell(member, Notice("You are no longer marked as away."))
+        self.listener.away_set(member)
         return True
 
-    def ignore(self, member: Member, alias: str) -> None:
+    def ignore(self, member: IMember, alias: str) -> None:
         """Stop showing ``member`` the chat lines, actions and private messages of ``alias``."""
-        ignores = self._presence_of(member).ignores
+        ignores = self.presence_of(member).ignores
         other = self._members.get(alias_key(alias))
-        if other is None:
-            self.tell(member, Error(f"No such user: {clean_text(alias)}"))
-        elif other is member:
+        if other is member:
             self.tell(member, Error("You cannot ignore yourself."))
+            return
+        if other is not None:
+            name = self._presence[other].alias
+        elif (remote := self.directory.find(alias)) is not None:
+            name = remote.alias
         else:
-            ignores.add(alias_key(other.alias))  # type: ignore[arg-type]
-            self.tell(
-                member, Notice(f"Ignoring {other.alias}; /unignore {other.alias} undoes it.")
-            )
+            self.tell(member, Error(f"No such user: {clean_text(alias)}"))
+            return
+        ignores.add(alias_key(name))
+        self.tell(member, Notice(f"Ignoring {name}; /unignore {name} undoes it."))
 
-    def unignore(self, member: Member, alias: str) -> None:
+    def unignore(self, member: IMember, alias: str) -> None:
         """Show ``member`` what ``alias`` says again."""
-        ignores = self._presence_of(member).ignores
+        ignores = self.presence_of(member).ignores
         if alias_key(alias) in ignores:
             ignores.discard(alias_key(alias))
             self.tell(member, Notice(f"No longer ignoring {clean_text(alias)}."))
         else:
             self.tell(member, Error(f"You are not ignoring {clean_text(alias)}."))
 
-    def ignored(self, member: Member) -> tuple[str, ...]:
+    def ignored(self, member: IMember) -> tuple[str, ...]:
         """The alias keys ``member`` ignores (for saving with a registration)."""
-        return tuple(sorted(self._presence_of(member).ignores))
+        return tuple(sorted(self.presence_of(member).ignores))
 
-    def restore_ignores(self, member: Member, ignores: tuple[str, ...]) -> None:
+    def restore_ignores(self, member: IMember, ignores: tuple[str, ...]) -> None:
         """Take up the ignore list a registered member saved in an earlier session."""
-        self._presence_of(member).ignores.update(alias_key(alias) for alias in ignores)
+        self.presence_of(member).ignores.update(alias_key(alias) for alias in ignores)
 
-    def is_registered(self, member: Member) -> bool:
+    def is_registered(self, member: IMember) -> bool:
         """Whether ``member`` is using a registered alias whose password it gave."""
-        return self._presence_of(member).account == alias_key(member.alias)  # type: ignore[arg-type]
+        presence = self.presence_of(member)
+        return presence.account == alias_key(presence.alias)
 
-    def mark_registered(self, member: Member, alias: str) -> None:
+    def mark_registered(self, member: IMember, alias: str) -> None:
         """Note that ``alias`` was just registered by ``member`` (who may have gone since,
         or changed alias: then there is nothing to note about them)."""
         if self.is_online(member) and member.alias == alias:
-            self._presence_of(member).account = alias_key(alias)
+            self.presence_of(member).account = alias_key(alias)
+            self.listener.registered(alias, member)
+        else:
+            # Told even so: the alias is registered either way.
+            self.listener.registered(alias, None)
 
-    # Bans and the message of the day.
+    # Bans and the message of the day (operators set them: see chatd.moderation).
 
     @property
     def motd(self) -> str | None:
@@ -547,193 +755,29 @@ class Hub:
         """The ban in force on ``host`` or ``alias``, if any."""
         return self.bans.match(self.clock.seconds(), host=host, alias=alias)
 
-    def ban(self, operator: Member, target: str, seconds: float | None, reason: str) -> None:
-        """Ban an alias, IP or CIDR block: kept in the store, then enforced on who is online."""
-        if (name := self._require_operator(operator)) is None:
-            return
-        try:
-            mask, kind = ban_target(target)
-        except BanRefused as refusal:
-            self.tell(operator, Error(str(refusal)))
-            return
-        if kind == "alias" and mask == alias_key(operator.alias):  # type: ignore[arg-type]
-            self.tell(operator, Error("You cannot ban yourself."))
-            return
-        now = self.clock.seconds()
-        reason = clean_text(reason) or "no reason given"
-        ban = Ban(mask, kind, reason, name, now, None if seconds is None else now + seconds)
-        saved = self._store.add_ban(ban) if self._store is not None else succeed(None)
-        saved.addCallbacks(
-            lambda _: self._enforce_ban(operator, name, ban),
-            self._ban_not_saved,
-            errbackArgs=(operator, mask),
-        )
-
-    def _ban_not_saved(self, failure: Any, operator: Member, mask: str) -> None:
-        self._log_store_failure(failure, "saving the ban on {mask}", mask=mask)
-        if self.is_online(operator):
-            self.tell(operator, Error(f"The ban on {mask} could not be saved; try again later."))
-
-    def _enforce_ban(self, operator: Member, name: str, ban: Ban) -> None:
-        self.bans.add(ban)
-        until = "for good" if ban.expires_at is None else f"until {utc_stamp(ban.expires_at)}"
-        self.log.info(
-            "operator {name} ({alias}) banned {kind} {mask} {until}: {reason}",
-            name=name,
-            alias=operator.alias,
-            kind=ban.kind,
-            mask=ban.mask,
-            until=until,
-            reason=ban.reason,
-        )
-        self.tell(operator, Notice(f"Banned {ban.kind} {ban.mask} {until}."))
+    def enforce_ban(
+        self, ban: Ban, announced: str, logged: str, spare: IMember | None = None
+    ) -> None:
+        """Cut off every member here whom ``ban`` (already in :attr:`bans`) matches, but
+        ``spare``: ``announced`` says to their room who banned them, ``logged`` to the log."""
         for member in list(self._members.values()):
-            if member is not operator and self.banned(member.host, member.alias) is ban:
-                self._cut_off(member, ban, f"Banned by {operator.alias}", f"operator {name}")
+            if member is not spare and self.banned(member.host, member.alias) is ban:
+                self._cut_off(member, ban, announced, logged)
 
-    def _cut_off(self, member: Member, ban: Ban, announced: str, logged: str) -> None:
-        """Tell ``member`` of ``ban``, announce their going (``announced``: who banned
-        them) and disconnect them (``logged``: by whom, for the log)."""
+    def _cut_off(self, member: IMember, ban: Ban, announced: str, logged: str) -> None:
+        """Tell ``member`` of ``ban``, announce their going and disconnect them."""
         self.tell(member, Error(f"You are banned: {ban.reason}"))
         self.leave(member, f"{announced}: {ban.reason}")
         member.disconnect(f"banned by {logged}")
 
-    def unban(self, operator: Member, target: str) -> None:
-        """Lift a ban (given as it was set, or as /bans shows it)."""
-        if (name := self._require_operator(operator)) is None:
-            return
-        try:
-            mask, _ = ban_target(target)
-        except BanRefused as refusal:
-            self.tell(operator, Error(str(refusal)))
-            return
-        if not self.bans.remove(mask):
-            self.tell(operator, Error(f"No ban on {mask}."))
-            return
-        self.log.info(
-            "operator {name} ({alias}) lifted the ban on {mask}",
-            name=name,
-            alias=operator.alias,
-            mask=mask,
-        )
-        if self._store is not None:
-            self._store.remove_ban(mask).addErrback(
-                self._log_store_failure, "removing the ban on {mask}", mask=mask
-            )
-        self.tell(operator, Notice(f"Lifted the ban on {mask}."))
-
-    def list_bans(self, operator: Member) -> None:
-        """Tell an operator the bans in force."""
-        if self._require_operator(operator) is None:
-            return
-        self.banned()  # drops the expired ones
-        lines = [f"Bans ({len(list(self.bans))}):"]
-        for ban in self.bans:
-            until = "for good" if ban.expires_at is None else f"until {utc_stamp(ban.expires_at)}"
-            lines.append(f"  {ban.mask} ({ban.kind}) by {ban.set_by} {until}: {ban.reason}")
-        self.tell(operator, Notice("\n".join(lines)))
-
-    def show_motd(self, member: Member) -> None:
+    def show_motd(self, member: IMember) -> None:
         """Tell ``member`` the message of the day."""
         motd = self.motd
         self.tell(
             member, Notice(f"Message of the day:\n{motd}" if motd else "No message of the day.")
         )
 
-    def set_motd(self, operator: Member, text: str | None) -> None:
-        """Set the message of the day (None goes back to --motd FILE's, if any)."""
-        if (name := self._require_operator(operator)) is None:
-            return
-        text = clean_text(text) if text is not None else None
-        self.motd_set_text = text or None
-        self.log.info(
-            "operator {name} ({alias}) set the MOTD to {text!r}",
-            name=name,
-            alias=operator.alias,
-            text=self.motd_set_text,
-        )
-        if self._store is not None:
-            self._store.set_setting(MOTD_SETTING, self.motd_set_text).addErrback(
-                self._log_store_failure, "saving the MOTD"
-            )
-        self.show_motd(operator)
-
-    # Operators.
-
-    def make_operator(self, member: Member, name: str) -> None:
-        """Give ``member`` operator rights, as ``name`` (the front end checked the password)."""
-        self._presence_of(member).operator = name
-        self.log.info("{alias} is now operator {name}", alias=member.alias, name=name)
-        self.tell(member, Notice(f"You are now an operator ({name})."))
-
-    def operator_name(self, member: Member) -> str | None:
-        """The operator name ``member`` logged in as, or None if it is no operator."""
-        return self._presence_of(member).operator
-
-    def kick(self, operator: Member, alias: str, reason: str) -> None:
-        """Disconnect ``alias``, telling them and their room who did it and why."""
-        if (name := self._require_operator(operator)) is None:
-            return
-        target = self._members.get(alias_key(alias))
-        if target is None:
-            self.tell(operator, Error(f"No such user: {clean_text(alias)}"))
-            return
-        reason = clean_text(reason) or "no reason given"
-        self.log.info(
-            "operator {name} ({alias}) kicked {target}: {reason}",
-            name=name,
-            alias=operator.alias,
-            target=target.alias,
-            reason=reason,
-        )
-        self.tell(target, Notice(f"You were kicked by {operator.alias}: {reason}"))
-        self.leave(target, f"Kicked by {operator.alias}: {reason}")
-        target.disconnect(f"kicked by operator {name}")
-        if target is not operator:
-            self.tell(operator, Notice(f"Kicked {target.alias}."))
-
-    def mute(self, operator: Member, alias: str, seconds: float | None) -> None:
-        """Stop anyone seeing what ``alias`` says, for ``seconds`` or until unmuted."""
-        if (name := self._require_operator(operator)) is None:
-            return
-        target = self._members.get(alias_key(alias))
-        if target is None:
-            self.tell(operator, Error(f"No such user: {clean_text(alias)}"))
-            return
-        until = float("inf") if seconds is None else self.clock.seconds() + seconds
-        self._mutes[alias_key(target.alias)] = until  # type: ignore[arg-type]
-        if (address := admission_key(target.host)) is not None:
-            self._muted_hosts[address] = alias_key(target.alias)  # type: ignore[arg-type]
-        how_long = "until unmuted" if seconds is None else f"for {duration(seconds)}"
-        self.log.info(
-            "operator {name} ({alias}) muted {target} {how_long}",
-            name=name,
-            alias=operator.alias,
-            target=target.alias,
-            how_long=how_long,
-        )
-        self.tell(target, Notice(f"You have been muted {how_long}: nobody sees your lines."))
-        self.tell(operator, Notice(f"Muted {target.alias} {how_long}."))
-
-    def unmute(self, operator: Member, alias: str) -> None:
-        """Let ``alias`` be heard again."""
-        if (name := self._require_operator(operator)) is None:
-            return
-        if not self._unmute(alias_key(alias)):
-            self.tell(operator, Error(f"{clean_text(alias)} is not muted."))
-            return
-        self.log.info(
-            "operator {name} ({alias}) unmuted {target}",
-            name=name,
-            alias=operator.alias,
-            target=alias,
-        )
-        target = self._members.get(alias_key(alias))
-        if target is not None:
-            self.tell(target, Notice("You are no longer muted."))
-        self.tell(operator, Notice(f"Unmuted {clean_text(alias)}."))
-
-    def tell(self, member: Member, event: Event) -> None:
+    def tell(self, member: IMember, event: Event) -> None:
         """Deliver ``event`` to ``member`` alone, after anything already broadcast to them."""
         presence = self._presence.get(member)
         if presence is not None:
@@ -785,60 +829,37 @@ class Hub:
 
     # Inside.
 
-    def _presence_of(self, member: Member) -> Presence:
-        presence = self._presence.get(member)
-        if presence is None:
-            raise LookupError("member is not online")
-        return presence
+    def _room(self, member: IMember) -> Room:
+        return self.presence_of(member).room
 
-    def _room(self, member: Member) -> Room:
-        return self._presence_of(member).room
+    def _alias_of(self, member: IMember) -> str:
+        return self.presence_of(member).alias
 
-    def _alias_of(self, member: Member) -> str:
-        self._room(member)
-        return member.alias  # type: ignore[return-value]
-
-    def _require_operator(self, member: Member) -> str | None:
-        name = self._presence_of(member).operator
-        if name is None:
-            self.tell(member, Error("Not permitted: operators only."))
-        return name
-
-    def _muted(self, member: Member, quietly: bool = False) -> bool:
+    def _muted(self, member: IMember, quietly: bool = False) -> bool:
         """Whether ``member`` is muted now (telling them so, unless ``quietly``).
 
         Muted is the alias, or the address the mute was given at (the same person
         back under another alias). The common case, nobody muted, costs nothing.
         """
-        if not self._mutes:
+        if not self.mutes.until:
             return False
-        key = alias_key(member.alias)  # type: ignore[arg-type]
-        if key not in self._mutes and (address := admission_key(member.host)) is not None:
-            key = self._muted_hosts.get(address, key)
-        until = self._mutes.get(key)
-        if until is None:
-            return False
-        if until <= self.clock.seconds():
-            self._unmute(key)
+        if not self.mutes.muted(self._alias_of(member), member.host, self.clock.seconds()):
             return False
         if not quietly:
             self.tell(member, Error("You are muted: nobody sees your lines."))
         return True
 
-    def _unmute(self, key: str) -> bool:
-        """Lift the mute of alias key ``key`` and of the addresses it carries; False if none."""
-        for host in [host for host, muted in self._muted_hosts.items() if muted == key]:
-            del self._muted_hosts[host]
-        return self._mutes.pop(key, None) is not None
-
-    def _touch(self, member: Member) -> str:
+    def _touch(self, member: IMember) -> str:
         """Note that ``member`` did something (for idle times); return its alias."""
-        self._presence_of(member).active_at = self.clock.seconds()
-        return member.alias  # type: ignore[return-value]
+        presence = self.presence_of(member)
+        presence.active_at = self.clock.seconds()
+        return presence.alias
 
     def _open_room(self, name: str) -> Room:
         room = self._rooms.get(room_key(name))
         if room is None:
+            # A room in use on other nodes keeps the name it was opened with there.
+            name = self.directory.room_name(name) or name
             room = Room(name, self._topics.get(room_key(name)), self.counters, self._failed)
             self._rooms[room_key(name)] = room
             self._load_topic(room.name)
@@ -860,9 +881,9 @@ class Hub:
         cost no memory; when the topic is read, those already in the room are
         told it (the first to enter was welcomed before the store answered).
         """
-        if self._store is None or room_key(name) in self._topics:
+        if self.store is None or room_key(name) in self._topics:
             return
-        read = self._store.topic(name)
+        read = self.store.topic(name)
         read.addCallbacks(
             self._topic_read,
             self._room_not_read,
@@ -895,13 +916,13 @@ class Hub:
         Lines said while it is read are kept, after the ones read.
         """
         key = room_key(name)
-        if not self.keep_history or self._store is None:
+        if not self.keep_history or self.store is None:
             return
         if key in self._history or key in self._loading:
             return
         self._loading[key] = []
         self._room_history(name)
-        read = self._store.recent_history(name, HISTORY_KEPT)
+        read = self.store.recent_history(name, HISTORY_KEPT)
         read.addCallbacks(
             self._history_read,
             self._history_not_read,
@@ -946,13 +967,13 @@ class Hub:
             room.flush()
             del self._rooms[room_key(room.name)]
 
-    def _enter(self, member: Member, room: Room, came_from: str | None) -> None:
+    def _enter(self, member: IMember, room: Room, came_from: str | None) -> None:
         presence = self._presence[member]
         presence.room = room
         room.enter(member, presence)
         present = self._present(room)
         names = self._names_shown(room, present)
-        welcome = member.alias if came_from is None else None
+        welcome = presence.alias if came_from is None else None
         self.tell(member, InRoom(room.name, names, present, room.topic, welcome))
         if welcome and self.motd:
             self.tell(member, Notice(f"Message of the day:\n{self.motd}"))
@@ -962,23 +983,28 @@ class Hub:
                 waiting.append(member)  # replayed once read (see _history_read)
             elif recent := self._recent(room, self.history_replay):
                 self.tell(member, History(room.name, recent))
-        self._queue(room, Joined(member.alias, room.name, present, came_from), exclude=member)  # type: ignore[arg-type]
+        self._queue(room, Joined(presence.alias, room.name, present, came_from), exclude=member)
 
     def _present(self, room: Room) -> int:
         """How many are in ``room`` (on every node, in a cluster)."""
-        return len(room)
+        return len(room) + self.directory.count_in(room.name)
 
     def _names_shown(self, room: Room, present: int) -> tuple[str, ...]:
-        """The names a newcomer to ``room`` is shown: everyone, or the longest present."""
+        """The names a newcomer to ``room`` is shown: everyone, or the longest present here."""
         if present <= LISTED_NAMES:
-            return room.names()
-        return tuple(m.alias for m in islice(room.members, LISTED_NAMES))  # type: ignore[misc]
+            return self._all_names(room)
+        return tuple(p.alias for p in islice(room.members.values(), LISTED_NAMES))
 
-    def _exit(self, member: Member, room: Room) -> None:
+    def _all_names(self, room: Room) -> tuple[str, ...]:
+        """Everyone in ``room``, here and elsewhere, sorted case-insensitively."""
+        elsewhere = self.directory.names_in(room.name)
+        return tuple(sorted([*room.names(), *elsewhere], key=alias_key))
+
+    def _exit(self, member: IMember, room: Room) -> None:
         room.exit(member)  # the member still hears what was said before they went
 
-    def _log_store_failure(self, failure: Any, what: str, **fields: Any) -> None:
-        # The store already logs and retries what it can; this says what was lost.
+    def log_store_failure(self, failure: Any, what: str, **fields: Any) -> None:
+        """Log what a store write lost (the store already logs and retries what it can)."""
         self.log.failure(what, failure, **fields)
 
     def _room_history(self, name: str) -> deque[HistoryEntry]:
@@ -1022,14 +1048,14 @@ class Hub:
             return
         entry = HistoryEntry(room.name, kind, alias, text, self.clock.seconds())
         self._room_history(room.name).append(entry)
-        if self._store is not None:
-            self._store.append_history(entry)
+        if self.store is not None:
+            self.store.append_history(entry)
 
     def _queue(
         self,
         room: Room,
         event: Event,
-        exclude: Member | None = None,
+        exclude: IMember | None = None,
         speaker: str | None = None,
     ) -> None:
         if room.queue(event, exclude, speaker):

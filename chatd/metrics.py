@@ -10,6 +10,7 @@ deadline for the request head, no access log) are those of :mod:`chatd.fronts.ht
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -26,13 +27,19 @@ from chatd.fronts.httpsite import NOT_FOUND, GuardedSite
 from chatd.interfaces import IChatStore
 from chatd.session import Sessions
 
+if TYPE_CHECKING:
+    from chatd.cluster.node import Cluster
+
 
 class ChatCollector:
     """Reads chatd's state and totals at scrape time."""
 
-    def __init__(self, sessions: Sessions, store: IChatStore) -> None:
+    def __init__(
+        self, sessions: Sessions, store: IChatStore, cluster: Cluster | None = None
+    ) -> None:
         self._sessions = sessions
         self._store = store
+        self._cluster = cluster
 
     def collect(self) -> Iterator[Metric]:
         sessions, hub, store = self._sessions, self._sessions.hub, self._store
@@ -71,32 +78,33 @@ class ChatCollector:
             count_value=store.batches_written,
             sum_value=store.write_seconds,
         )
-        bus = getattr(hub, "bus", None)
-        if bus is not None:  # a cluster node (--redis)
+        cluster = self._cluster
+        if cluster is not None:  # a cluster node (--redis)
             yield GaugeMetricFamily(
-                "chatd_cluster_link_up", "1 while the link to Redis is up.", value=int(bus.up)
+                "chatd_cluster_link_up", "1 while the link to Redis is up.", value=int(cluster.up)
             )
             yield GaugeMetricFamily(
                 "chatd_cluster_remote_users",
                 "Users online on the other nodes.",
-                value=len(hub.remote),  # type: ignore[attr-defined]
+                value=len(cluster.roster),
             )
             yield CounterMetricFamily(
                 "chatd_cluster_items_published",
                 "Events sent to the other nodes.",
-                value=bus.items_published,
+                value=cluster.items_published,
             )
             yield CounterMetricFamily(
                 "chatd_cluster_items_received",
                 "Events received from the other nodes.",
-                value=bus.items_received,
+                value=cluster.items_received,
             )
 
 
-def metrics_site(sessions: Sessions, store: IChatStore) -> Site:
-    """A web site serving the metrics at ``/metrics`` (and at ``/``)."""
+def metrics_site(sessions: Sessions, store: IChatStore, cluster: Cluster | None = None) -> Site:
+    """A web site serving the metrics at ``/metrics`` (and at ``/``), with the cluster's
+    when the node is in one."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(ChatCollector(sessions, store))
+    registry.register(ChatCollector(sessions, store, cluster))
     metrics = MetricsResource(registry=registry)
     root = MetricsRoot()
     root.putChild(b"", metrics)

@@ -18,7 +18,7 @@ from chatd.events import Event
 from chatd.text import alias_key
 
 if TYPE_CHECKING:
-    from chatd.hub import Member
+    from chatd.interfaces import IMember as Member
 
 
 # This turn's broadcasts: each event with the member it skips and the alias key
@@ -49,11 +49,12 @@ def delivery_failed(member: Member, failed: list[Member]) -> None:
 
 
 class Presence:
-    """What the hub knows of one member besides its alias."""
+    """What the hub knows of one member online."""
 
     __slots__ = (
         "account",
         "active_at",
+        "alias",
         "away",
         "ignores",
         "operator",
@@ -62,8 +63,12 @@ class Presence:
         "since",
     )
 
-    def __init__(self, room: Room, now: float, account: str | None, replay: bool) -> None:
+    def __init__(
+        self, room: Room, now: float, account: str | None, replay: bool, alias: str
+    ) -> None:
         self.room = room
+        # The member's alias as the hub knows it (the hub also sets member.alias).
+        self.alias = alias
         self.since = now
         self.active_at = now
         self.away: str | None = None
@@ -118,7 +123,7 @@ class Room:
 
     def names(self) -> tuple[str, ...]:
         """The aliases present, sorted case-insensitively."""
-        return tuple(sorted((m.alias for m in self.members), key=alias_key))  # type: ignore[misc]
+        return tuple(sorted((p.alias for p in self.members.values()), key=alias_key))
 
     def queue(
         self, event: Event, exclude: Member | None = None, speaker: str | None = None

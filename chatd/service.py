@@ -31,12 +31,13 @@ from twisted.python.failure import Failure
 
 from chatd.admission import AdmittingFactory, Refusal, refusal_line
 from chatd.fronts.line import LineFactory
-from chatd.hub import HISTORY_KEPT, MOTD_SETTING
+from chatd.hub import HISTORY_KEPT
 from chatd.interfaces import IChatStore
 from chatd.session import ChatConfig, Sessions
+from chatd.sharedstate import load_shared_state
 
 if TYPE_CHECKING:
-    from chatd.cluster import Cluster
+    from chatd.cluster.node import Cluster
 
 SHUTDOWN_NOTICE = "Server shutting down."
 
@@ -188,12 +189,7 @@ class ChatService(Service):
             if self.cluster is not None:
                 # Waits (retrying) until Redis answers: the store is in Redis.
                 await self.cluster.start()
-            topics = await self.store.topics()
-            history = await self.store.recent_history_by_room(HISTORY_KEPT)
-            if self.sessions.hub.accounts is not None:
-                await self.sessions.hub.accounts.load()
-            bans = await self.store.active_bans(self.sessions.clock.seconds())
-            motd = await self.store.get_setting(MOTD_SETTING)
+            await load_shared_state(self.store, self.sessions.hub)
         except OSError as problem:  # the machine's doing (a directory, permissions, space)
             self.log.critical(
                 "cannot open the store at {location}: {problem}; stopping",
@@ -208,7 +204,6 @@ class ChatService(Service):
             )
             self._reactor.stop()
             return
-        self.sessions.hub.load(topics, history, bans, motd)
         await gatherResults(self._listening)
         for port in self.ports:
             if isinstance(port, FileDescriptor):

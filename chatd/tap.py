@@ -18,6 +18,7 @@ from twisted.python import usage
 
 from chatd.accounts import Accounts
 from chatd.admission import ConnectionLimits, Refusal, refusal_http, refusal_line
+from chatd.cluster.address import RedisAddress
 from chatd.config import ConfigFileOptions
 from chatd.files import create_private_directory
 from chatd.flood import FloodLimits
@@ -25,7 +26,6 @@ from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, HISTORY_KEPT, Hub
 from chatd.interfaces import IChatStore
 from chatd.logs import json_observer, twistd_log_file
 from chatd.passwords import Passwords
-from chatd.redisaddress import RedisAddress
 from chatd.service import ChatService, LiveSettings
 from chatd.session import ChatConfig, Sessions
 from chatd.stores.base import HISTORY_PER_ROOM
@@ -477,12 +477,10 @@ def makeService(options: Options) -> ChatService:
     history_per_room = options["history-keep"] if keep_history else HISTORY_PER_ROOM
     store: IChatStore
     cluster = None
-    hub_type: type[Hub] = Hub
     if options["redis"]:
         # txredisapi imports the reactor: only when asked for.
-        from chatd.cluster import Cluster
-        from chatd.clusterhub import ClusterHub
-        from chatd.redislink import RedisLink
+        from chatd.cluster.link import RedisLink
+        from chatd.cluster.node import Cluster
         from chatd.stores.redis import RedisStore
 
         link = RedisLink(RedisAddress.from_url(options["redis"]))
@@ -492,23 +490,25 @@ def makeService(options: Options) -> ChatService:
             history_per_room=history_per_room,
             history_max_age_seconds=options["history-max-age"],
         )
-        hub_type = ClusterHub
+        cluster = Cluster(link, store)
     else:
         store = SQLiteStore(
             Path(options["data-dir"]) / DATABASE_FILE,
             history_per_room=history_per_room,
             history_max_age_seconds=options["history-max-age"],
         )
-    hub = hub_type(
+    hub = Hub(
         default_room=options["default-room"],
         store=store,
         history_replay=options["history-replay"],
         keep_history=keep_history,
         history_max_age_seconds=options["history-max-age"],
         accounts=Accounts(store, Passwords(), options["operators"]),
+        listener=cluster.bus if cluster is not None else None,
+        directory=cluster.roster if cluster is not None else None,
     )
-    if options["redis"]:
-        cluster = Cluster(hub, link, store)  # type: ignore[arg-type]
+    if cluster is not None:
+        cluster.attach(hub)
     hub.motd_file_text = options["motd-text"] or None
     sessions = Sessions(hub, options.config())
     log_observer = None
@@ -534,7 +534,7 @@ def makeService(options: Options) -> ChatService:
     if options["metrics"]:
         from chatd.metrics import metrics_site  # imports twisted.web: only when asked for
 
-        others.append((options["metrics"], metrics_site(sessions, store), refusal_http))
+        others.append((options["metrics"], metrics_site(sessions, store, cluster), refusal_http))
     return ChatService(
         sessions,
         store,

@@ -16,6 +16,7 @@ import pytest
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.logger import LogLevel, capturedLogs
 
+from chatd import moderation
 from chatd.accounts import (
     REGISTRATIONS_PER_ADDRESS,
     Accounts,
@@ -251,7 +252,7 @@ def test_oper_with_right_and_wrong_password(server: AccountServer) -> None:
     assert alice.lines() == ["!!! Wrong operator name or password."]
     alice.type("/oper root operpass\n")
     assert alice.lines() == ["*** You are now an operator (root)."]
-    assert server.hub.operator_name(alice.session) == "root"
+    assert moderation.operator_name(server.hub, alice.session) == "root"
 
 
 @pytest.mark.parametrize("password", ["short", "has space inside", " leading-space"])
@@ -266,7 +267,7 @@ def test_check_new_password_refuses(password: str) -> None:
 
 def operator(server: AccountServer, alias: str = "olivia") -> Client:
     (client,) = server.join(alias)
-    server.hub.make_operator(client.session, "root")
+    moderation.make_operator(server.hub, client.session, "root")
     client.lines()
     return client
 

@@ -1,9 +1,9 @@
-"""Tests for chatd.cluster: nodes in one process, on the real reactor and a real Redis.
+"""Tests for chatd.cluster.node: nodes in one process, on the real reactor and a real Redis.
 
 What only Redis can prove is tested here: that two claims of one alias in the
 same instant leave exactly one owner, and that a node taken for dead is reaped
 and then comes back by itself. The rest of the cluster's behaviour is tested
-with an in-memory bus (tests/test_clusterhub.py) and with real twistd nodes
+with an in-memory node (tests/test_clusterhub.py) and with real twistd nodes
 (tests/integration/test_cluster.py).
 """
 
@@ -19,11 +19,11 @@ import txredisapi
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from chatd.cluster import NODE_TTL_SECONDS, Cluster
-from chatd.clusterhub import ClusterHub
+from chatd.cluster.address import RedisAddress
+from chatd.cluster.link import RedisLink
+from chatd.cluster.node import NODE_TTL_SECONDS, Cluster
 from chatd.events import Event, History, Joined, Left, Said
-from chatd.redisaddress import RedisAddress
-from chatd.redislink import RedisLink
+from chatd.hub import Hub
 from chatd.stores.redis import RedisStore
 from tests.redisserver import RedisServer
 
@@ -68,14 +68,15 @@ def redis() -> Iterator[RedisServer]:
 
 
 @pytest_twisted.async_yield_fixture
-async def nodes(redis: RedisServer) -> AsyncIterator[list[tuple[ClusterHub, Cluster]]]:
+async def nodes(redis: RedisServer) -> AsyncIterator[list[tuple[Hub, Cluster]]]:
     started = []
     stores = []
     for name in ("a", "b"):
         link = RedisLink(RedisAddress.from_url(redis.url))
         store = RedisStore(link, redis.url, flush_interval_seconds=0.05)
-        hub = ClusterHub(reactor, store=store)
-        cluster = Cluster(hub, link, store, node=name)
+        cluster = Cluster(link, store, node=name, clock=reactor)
+        hub = Hub(reactor, store=store, listener=cluster.bus, directory=cluster.roster)
+        cluster.attach(hub)
         await store.start()
         await cluster.start()
         started.append((hub, cluster))

@@ -1,16 +1,34 @@
-"""Tests for chatd.clusterhub: several hubs as one chat, joined by an in-memory bus."""
+"""Tests of the cluster's seams: several hubs as one chat, each with its roster (directory)
+and bus (listener), joined by an in-memory node instead of Redis."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
 
+from chatd import moderation
 from chatd.accounts import Accounts
-from chatd.clusterhub import LINK_DOWN_NOTICE, ClusterHub, Item, UnknownItem
+from chatd.cluster.bus import LINK_DOWN_NOTICE, Bus
+from chatd.cluster.messages import (
+    Join,
+    Leave,
+    Message,
+    PresenceRecord,
+    Rename,
+    Replace,
+    UnknownMessage,
+    parse,
+    to_text,
+)
+from chatd.cluster.roster import RemoteMember, Roster
 from chatd.events import Event
+from chatd.hub import Hub, NoListener, Nowhere
+from chatd.interfaces import IDirectory, IHubListener, IRemoteMember
 from chatd.text import AliasRefused, alias_key
 from tests.test_hub import RecordingMember as HubMember
 
@@ -32,82 +50,93 @@ class MemoryCluster:
     """The shared state Redis would hold: who claims which alias."""
 
     def __init__(self) -> None:
-        self.buses: list[MemoryBus] = []
+        self.nodes: list[MemoryNode] = []
         self.claims: dict[str, str] = {}
 
 
-class MemoryBus:
-    """The Bus protocol in memory: items reach the other hubs at once, in order."""
+class MemoryNode:
+    """The bus's Node in memory: messages reach the other nodes at once, in order, as
+    JSON (so each makes the trip the wire would make it take)."""
 
-    def __init__(self, cluster: MemoryCluster, node: str, hub: ClusterHub) -> None:
+    def __init__(self, cluster: MemoryCluster, node: str, clock: Clock) -> None:
         self.cluster = cluster
         self.node = node
-        self.hub = hub
         self.up = True
-        self.records: dict[str, Item] = {}
-        cluster.buses.append(self)
-        hub.bus = self
+        self.records: dict[str, PresenceRecord] = {}
+        self.roster = Roster(self.publish)
+        self.bus = Bus(self, self.roster)
+        self.hub = Hub(clock, listener=self.bus, directory=self.roster)
+        self.bus.attach(self.hub)
+        cluster.nodes.append(self)
 
-    def publish(self, item: Item) -> bool:
+    def publish(self, message: Message) -> bool:
         if not self.up:
             return False
-        for bus in self.cluster.buses:
-            if bus is not self and bus.up and item.get("to", bus.node) == bus.node:
-                bus.hub.receive(self.node, item)
+        item = json.loads(to_text(message.to_json()))
+        for other in self.cluster.nodes:
+            if other is not self and other.up and item.get("to", other.node) == other.node:
+                other.bus.receive(self.node, parse(item))
         return True
 
     @property
     def linked(self) -> bool:
         return self.up
 
-    def claim(self, record: Item, item: Item, force: bool = False) -> Deferred[bool]:
-        key = alias_key(record["alias"])
+    def claim(self, record: PresenceRecord, message: Join, force: bool = False) -> Deferred[bool]:
+        key = alias_key(record.alias)
         holder = self.cluster.claims.get(key)
-        if force and holder not in (None, self.node):
+        if force and holder is not None and holder != self.node:
             self.cluster.claims[key] = self.node
-            self.publish({"t": "replace", "to": holder, "alias": record["alias"]})
+            self.publish(Replace(holder, record.alias))
         if self.cluster.claims.setdefault(key, self.node) != self.node:
             return succeed(False)
         self.records[key] = record
-        self.publish(item)
+        self.publish(message)
         return succeed(True)
 
     def refresh(self, alias: str) -> None:
         owner = self.cluster.claims.get(alias_key(alias))
-        for bus in self.cluster.buses:
-            if bus.node == owner and bus is not self:
-                self.hub.remote_join(owner, bus.records[alias_key(alias)])
+        for other in self.cluster.nodes:
+            if other.node == owner and other is not self:
+                self.bus.heard_of(other.records[alias_key(alias)])
 
-    def rename(self, old: str, record: Item, item: Item) -> Deferred[bool]:
-        key = alias_key(record["alias"])
+    def rename(self, old: str, record: PresenceRecord, message: Rename) -> Deferred[bool]:
+        key = alias_key(record.alias)
         if self.cluster.claims.setdefault(key, self.node) != self.node:
             return succeed(False)
         if key != alias_key(old):
             self.cluster.claims.pop(alias_key(old), None)
         self.records[key] = record
-        self.publish(item)
+        self.publish(message)
         return succeed(True)
 
-    def release(self, alias: str, item: Item) -> None:
+    def release(self, alias: str, message: Leave) -> None:
         if self.cluster.claims.get(alias_key(alias)) == self.node:
             del self.cluster.claims[alias_key(alias)]
-            self.publish(item)
+            self.publish(message)
 
-    def update(self, record: Item) -> None:
-        self.records[alias_key(record["alias"])] = record
+    def update(self, record: PresenceRecord) -> None:
+        self.records[alias_key(record.alias)] = record
+
+
+def receive(node: MemoryNode, sender: str, item: dict[str, Any]) -> None:
+    """``node`` hears ``item`` (as JSON) from node ``sender``."""
+    node.bus.receive(sender, parse(item))
 
 
 @pytest.fixture
-def nodes() -> tuple[ClusterHub, ClusterHub]:
+def cluster() -> tuple[MemoryNode, MemoryNode]:
     clock = Clock()
-    cluster = MemoryCluster()
-    hubs = ClusterHub(clock), ClusterHub(clock)
-    for name, hub in zip("ab", hubs, strict=True):
-        MemoryBus(cluster, name, hub)
-    return hubs
+    shared = MemoryCluster()
+    return MemoryNode(shared, "a", clock), MemoryNode(shared, "b", clock)
 
 
-def online(hub: ClusterHub, *aliases: str) -> list[RecordingMember]:
+@pytest.fixture
+def nodes(cluster: tuple[MemoryNode, MemoryNode]) -> tuple[Hub, Hub]:
+    return cluster[0].hub, cluster[1].hub
+
+
+def online(hub: Hub, *aliases: str) -> list[RecordingMember]:
     members = []
     for alias in aliases:
         member = RecordingMember(hub)
@@ -156,10 +185,10 @@ def test_an_alias_online_on_another_node_is_refused_in_any_case(nodes: Any) -> N
     assert b.online() == ("alice",)
 
 
-def test_the_later_of_two_simultaneous_claims_gives_way(nodes: Any) -> None:
+def test_the_later_of_two_simultaneous_claims_gives_way(cluster: Any) -> None:
     """If another node claimed the alias first (not yet heard of here), this member is let go."""
-    a, _ = nodes
-    a.bus.cluster.claims["alice"] = "b"  # b's claim is in the bus, its news not yet here
+    a = cluster[0].hub
+    cluster[0].cluster.claims["alice"] = "b"  # b's claim is in the bus, its news not yet here
     (alice,) = online(a, "alice")
     assert "taken on another server at the same moment" in alice.text()
     assert alice.disconnected == "alias taken on another node"
@@ -223,13 +252,17 @@ def test_moves_renames_and_departures_are_announced_across_nodes(nodes: Any) -> 
     online(a, "bob")  # the old alias is free again
 
 
-def test_a_lost_node_takes_its_members_with_it(nodes: Any) -> None:
+def test_a_lost_node_takes_its_members_with_it(cluster: Any) -> None:
     """A gone item (a node reaped) announces each of its members as leaving."""
-    a, b = nodes
+    a, b = cluster[0].hub, cluster[1].hub
     (alice,) = online(a, "alice")
     online(b, "bob", "carol")
     settled(alice)
-    a.receive("c", {"t": "gone", "node": "b", "aliases": ["bob", "carol"], "reason": "Timeout"})
+    receive(
+        cluster[0],
+        "c",
+        {"t": "gone", "node": "b", "aliases": ["bob", "carol"], "reason": "Timeout"},
+    )
     assert alice.text().splitlines() == [
         "Left(alias='bob', reason='Timeout')",
         "Left(alias='carol', reason='Timeout')",
@@ -242,9 +275,9 @@ def test_an_operator_kicks_a_member_of_another_node(nodes: Any) -> None:
     a, b = nodes
     (op,) = online(a, "op")
     bob, carol = online(b, "bob", "carol")
-    a.make_operator(op, "root")
+    moderation.make_operator(a, op, "root")
     settled(op, bob, carol)
-    a.kick(op, "bob", "spam")
+    moderation.kick(a, op, "bob", "spam")
     assert bob.text() == "Notice(text='You were kicked by op: spam')"
     assert bob.disconnected == "kicked by operator root on node a"
     assert carol.text() == "Left(alias='bob', reason='Kicked by op: spam')"
@@ -259,12 +292,12 @@ def test_bans_and_mutes_are_enforced_on_every_node(nodes: Any) -> None:
     a, b = nodes
     (op,) = online(a, "op")
     bob, mallory = online(b, "bob", "mallory")
-    a.make_operator(op, "root")
-    a.mute(op, "bob", None)
+    moderation.make_operator(a, op, "root")
+    moderation.mute(a, op, "bob", None)
     settled(op, bob)
     b.say(bob, "can anyone hear me")
     assert op.text() == ""
-    a.ban(op, "mallory", None, "abuse")
+    moderation.ban(a, op, "mallory", None, "abuse")
     assert mallory.disconnected == "banned by operator root on node a"
     assert b.banned(alias="mallory") is not None
 
@@ -284,44 +317,50 @@ def test_topics_and_history_are_shared(nodes: Any) -> None:
     assert "'hello'" in lines[1]
 
 
-def test_while_the_link_is_down_local_members_still_hear_each_other(nodes: Any) -> None:
+def test_while_the_link_is_down_local_members_still_hear_each_other(cluster: Any) -> None:
     """Link down: everyone here is told, lines still reach this node's members only."""
-    a, b = nodes
+    a, b = cluster[0].hub, cluster[1].hub
     alice, dave = online(a, "alice", "dave")
     (bob,) = online(b, "bob")
     settled(alice, dave, bob)
-    a.bus.up = False
-    a.link_down()
+    cluster[0].up = False
+    cluster[0].bus.link_down()
     a.say(alice, "anyone?")
     assert f"Notice(text='{LINK_DOWN_NOTICE}')" in dave.text()
     assert "Said(sender='alice', text='anyone?')" in dave.text()
     assert bob.text() == ""
 
 
-def test_reconcile_announces_who_came_and_who_went(nodes: Any) -> None:
+def test_reconcile_announces_who_came_and_who_went(cluster: Any) -> None:
     """A roster read after an outage adds the new, moves the moved and drops the missing."""
-    a, _ = nodes
+    a = cluster[0].hub
     (alice,) = online(a, "alice")
-    a.receive("b", {"t": "join", "alias": "bob", "node": "b", "room": "#lobby", "since": 0})
+    receive(
+        cluster[0], "b", {"t": "join", "alias": "bob", "node": "b", "room": "#lobby", "since": 0}
+    )
     settled(alice)
     records = [{"alias": "carol", "node": "b", "room": "#lobby", "since": 0}]
-    a.reconcile(None, records, drop_missing=True)
+    cluster[0].bus.reconcile(
+        None, [PresenceRecord.from_json(r) for r in records], drop_missing=True
+    )
     assert alice.text().splitlines() == [
         "Joined(alias='carol', room='#lobby', present=3, came_from=None)",
         "Left(alias='bob', reason='Lost in a netsplit')",
     ]
 
 
-def test_news_of_a_stranger_from_the_wrong_node_is_ignored(nodes: Any) -> None:
+def test_news_of_a_stranger_from_the_wrong_node_is_ignored(cluster: Any) -> None:
     """Lines claiming to be from a member of another node than theirs are not delivered."""
-    a, b = nodes
+    a, b = cluster[0].hub, cluster[1].hub
     (alice,) = online(a, "alice")
     online(b, "bob")
     settled(alice)
-    a.receive("c", {"t": "say", "alias": "bob", "room": "#lobby", "text": "forged", "at": 0})
+    receive(
+        cluster[0], "c", {"t": "say", "alias": "bob", "room": "#lobby", "text": "forged", "at": 0}
+    )
     assert alice.text() == ""
-    with pytest.raises(UnknownItem):
-        a.receive("b", {"t": "teleport"})
+    with pytest.raises(UnknownMessage):
+        receive(cluster[0], "b", {"t": "teleport"})
 
 
 def test_a_room_open_on_another_node_keeps_its_name_here(nodes: Any) -> None:
@@ -334,12 +373,12 @@ def test_a_room_open_on_another_node_keeps_its_name_here(nodes: Any) -> None:
     assert a.room_of(alice) == "#Rust"
 
 
-def test_losing_a_nick_race_gives_the_old_alias_back(nodes: Any) -> None:
+def test_losing_a_nick_race_gives_the_old_alias_back(cluster: Any) -> None:
     """If another node took the new alias in the same instant, the member keeps the old one."""
-    a, b = nodes
+    a = cluster[0].hub
     (alice,) = online(a, "alice")
-    a.bus.cluster.claims["bob"] = "b"  # b's bob, not yet heard of here
-    b.bus.records["bob"] = {"alias": "bob", "node": "b", "room": "#lobby", "since": 0}
+    cluster[0].cluster.claims["bob"] = "b"  # b's bob, not yet heard of here
+    cluster[1].records["bob"] = PresenceRecord("bob", "b", "#lobby", 0)
     a.rename(alice, "bob")
     assert alice.alias == "alice"
     assert "taken on another server at the same moment; you are alice" in alice.text()
@@ -373,14 +412,14 @@ def test_a_registration_is_told_to_every_node_even_if_its_maker_has_gone(nodes: 
 
 
 def test_while_a_change_of_alias_is_unconfirmed_both_aliases_stay_the_members(
-    nodes: Any,
+    cluster: Any,
 ) -> None:
     """Until the cluster answers a /nick, the member cannot /nick again and nobody here can
     take the old alias; if the answer is no, the member is back under the old one."""
-    a, _ = nodes
+    a = cluster[0].hub
     (alice,) = online(a, "alice")
     answer: Deferred[bool] = Deferred()
-    a.bus.rename = lambda old, record, item: answer
+    cluster[0].rename = lambda old, record, message: answer
     a.rename(alice, "carol")
     with pytest.raises(AliasRefused, match="not confirmed yet"):
         a.rename(alice, "dave")
@@ -389,3 +428,24 @@ def test_while_a_change_of_alias_is_unconfirmed_both_aliases_stay_the_members(
     answer.callback(False)
     assert alice.alias == "alice"
     online(a, "dave")
+
+
+def test_the_listeners_and_directories_provide_their_interfaces(cluster: Any) -> None:
+    """The bus and the do-nothing listener are listeners; the roster and the empty
+    directory are directories; a member of another node is a remote member."""
+    node = cluster[0]
+    verifyObject(IHubListener, node.bus)
+    verifyObject(IHubListener, NoListener())
+    verifyObject(IDirectory, node.roster)
+    verifyObject(IDirectory, Nowhere())
+    verifyObject(IRemoteMember, RemoteMember("bob", "b", "#lobby", 0.0, 0.0, None, False))
+
+
+def test_a_hub_alone_listens_to_nobody_and_knows_nobody_elsewhere() -> None:
+    """Without a cluster, the hub's listener does nothing and its directory is empty."""
+    hub = Hub(Clock())
+    assert isinstance(hub.listener, NoListener)
+    assert isinstance(hub.directory, Nowhere)
+    (alice,) = online(hub, "alice")
+    hub.whisper(alice, "bob", "hi")
+    assert "No such user: bob" in alice.text()

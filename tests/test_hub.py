@@ -8,10 +8,11 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 
 from chatd import hub as hub_module
+from chatd import moderation
 from chatd.commands import run_command
 from chatd.events import Event, InRoom
 from chatd.hub import HISTORY_ROOMS_KEPT, LISTED_NAMES, Hub
-from chatd.model import HistoryEntry
+from chatd.model import HistoryEntry, SharedState
 from chatd.text import AliasRefused, RoomRefused
 
 ENCODINGS: list[Event] = []
@@ -581,14 +582,14 @@ def test_topics_kept_in_memory_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
     """However many rooms had a topic, memory keeps the last few; the rest are read again."""
     monkeypatch.setattr(hub_module, "TOPICS_KEPT", 10)
     hub = Hub(Clock())
-    hub.load({f"#r{n}": f"topic {n}" for n in range(100)}, {})
+    hub.load(SharedState({f"#r{n}": f"topic {n}" for n in range(100)}, {}, [], None))
     assert len(hub._topics) == 10
 
 
 def operator_and(hub: Hub, *aliases: str) -> list[RecordingMember]:
     """``olivia`` as an operator, then members of ``aliases``, with nothing delivered yet."""
     members = joined(hub, "olivia", *aliases)
-    hub.make_operator(members[0], "root")
+    moderation.make_operator(hub, members[0], "root")
     members[0].delivered().clear()
     return members
 
@@ -597,7 +598,7 @@ def operator_and(hub: Hub, *aliases: str) -> list[RecordingMember]:
 def test_an_operator_cannot_ban_their_own_alias(hub: Hub, target: str) -> None:
     """/ban of one's own alias, in any case, is refused with a reason and bans nothing."""
     (olivia,) = operator_and(hub)
-    hub.ban(olivia, target, None, "")
+    moderation.ban(hub, olivia, target, None, "")
     assert olivia.delivered() == [b"Error(text='You cannot ban yourself.')"]
     assert list(hub.bans) == []
     assert olivia.disconnected is None
@@ -617,7 +618,7 @@ def test_a_mistyped_address_is_refused_not_taken_as_an_alias(
 ) -> None:
     """Something shaped like an IP address or CIDR block that is not one is refused, unbanned."""
     (olivia,) = operator_and(hub)
-    hub.ban(olivia, target, None, "")
+    moderation.ban(hub, olivia, target, None, "")
     example = " (e.g. 203.0.113.7, 203.0.113.0/24, 2001:db8::/32)."
     assert olivia.delivered() == [f"Error(text='{refusal}{example}')".encode()]
     assert list(hub.bans) == []
@@ -626,7 +627,7 @@ def test_a_mistyped_address_is_refused_not_taken_as_an_alias(
 def test_aliases_with_digits_and_dots_are_still_banned_by_alias(hub: Hub) -> None:
     """An alias that merely has digits and dots in it (r2.d2) is an alias ban as before."""
     olivia, droid = operator_and(hub, "r2.d2")
-    hub.ban(olivia, "r2.d2", None, "beeping")
+    moderation.ban(hub, olivia, "r2.d2", None, "beeping")
     assert [(ban.mask, ban.kind) for ban in hub.bans] == [("r2.d2", "alias")]
     assert droid.disconnected is not None
 
@@ -674,11 +675,11 @@ def test_a_mute_given_at_an_ipv6_address_holds_for_its_64() -> None:
     """A muted IPv6 user back from another address of the same /64 is still muted."""
     hub = Hub(Clock())
     (olivia,) = joined(hub, "olivia")
-    hub.make_operator(olivia, "root")
+    moderation.make_operator(hub, olivia, "root")
     troll = RecordingMember(hub)
     troll.host = "2001:db8:1:2::1"
     hub.join(troll, "troll")
-    hub.mute(olivia, "troll", None)
+    moderation.mute(hub, olivia, "troll", None)
     hub.leave(troll, "Quit")
     again = RecordingMember(hub)
     again.host = "2001:db8:1:2::2"

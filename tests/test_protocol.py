@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from chatd import moderation
 from chatd.admission import ConnectionLimits
 from chatd.flood import FloodLimits
 from chatd.fronts import lineformat
@@ -669,7 +670,7 @@ def test_operator_commands_refused_to_others(server: Server) -> None:
 def test_kick_disconnects_with_reason(server: Server) -> None:
     """/kick tells the target and their room who did it and why, and closes the target."""
     alice, bob, carol = server.join("alice", "bob", "carol")
-    server.hub.make_operator(alice.session, "root")
+    moderation.make_operator(server.hub, alice.session, "root")
     assert alice.lines() == ["*** You are now an operator (root)."]
     alice.type("/kick bob spamming\n")
     assert bob.lines() == ["*** You were kicked by alice: spamming"]
@@ -685,7 +686,7 @@ def test_kick_disconnects_with_reason(server: Server) -> None:
 def test_mute_silences_until_it_expires(server: Server) -> None:
     """A muted user is told so and nobody sees their lines until the mute ends."""
     alice, bob, carol = server.join("alice", "bob", "carol")
-    server.hub.make_operator(alice.session, "root")
+    moderation.make_operator(server.hub, alice.session, "root")
     alice.lines()
     alice.type("/mute Bob 10m\n")
     assert alice.lines() == ["*** Muted bob for 10m00s."]
@@ -701,7 +702,7 @@ def test_mute_silences_until_it_expires(server: Server) -> None:
 def test_unmute(server: Server) -> None:
     """/unmute lets a muted user be heard again at once."""
     alice, bob = server.join("alice", "bob")
-    server.hub.make_operator(alice.session, "root")
+    moderation.make_operator(server.hub, alice.session, "root")
     alice.type("/mute bob\n")
     alice.lines()
     alice.type("/unmute bob\n/unmute bob\n/mute bob forever\n")
@@ -902,7 +903,7 @@ def test_a_command_after_an_escape_sequence_is_not_relayed_as_chat(
 def test_a_muted_user_cannot_reach_the_room_another_way(server: Server) -> None:
     """/topic, /away, /nick and /quit REASON are refused or silenced for a muted user."""
     alice, bob, carol = server.join("alice", "bob", "carol")
-    server.hub.make_operator(alice.session, "root")
+    moderation.make_operator(server.hub, alice.session, "root")
     alice.type("/mute bob\n")
     bob.lines(), carol.lines()
     bob.type("/topic buy my stuff\n/away buy my stuff\n/nick buy-my-stuff\n")
@@ -923,7 +924,7 @@ def test_a_muted_user_cannot_reach_the_room_another_way(server: Server) -> None:
 def test_a_muted_user_who_comes_back_under_another_alias_is_still_muted(server: Server) -> None:
     """A mute holds on the address it was given at, so a new alias does not lift it."""
     alice, bob, carol = server.join("alice", "bob", "carol")
-    server.hub.make_operator(alice.session, "root")
+    moderation.make_operator(server.hub, alice.session, "root")
     alice.type("/mute bob 1h\n")
     bob.type("/quit\n")
     bob.finish_close()
@@ -940,7 +941,7 @@ def test_a_muted_user_who_comes_back_under_another_alias_is_still_muted(server: 
 def test_nick_to_a_banned_alias_is_refused(server: Server) -> None:
     """/nick cannot take an alias that is banned: the ban would be bypassed."""
     alice, bob = server.join("alice", "bob")
-    server.hub.make_operator(alice.session, "root")
+    moderation.make_operator(server.hub, alice.session, "root")
     alice.type("/ban mallory spam\n")
     alice.lines()
     bob.type("/nick Mallory\n")
@@ -951,7 +952,7 @@ def test_nick_to_a_banned_alias_is_refused(server: Server) -> None:
 def test_a_verified_login_of_a_banned_alias_is_refused(server: Server) -> None:
     """A front end that proved the alias (SSH key or password) still cannot bypass its ban."""
     (alice,) = server.join("alice")
-    server.hub.make_operator(alice.session, "root")
+    moderation.make_operator(server.hub, alice.session, "root")
     alice.type("/ban mallory spam\n")
     mallory = server.connect()
     mallory.lines()
@@ -965,7 +966,7 @@ def test_an_ipv4_mapped_address_is_banned_like_the_ipv4_address() -> None:
     """A dual-stack listener's ::ffff:a.b.c.d peer is the IPv4 address for bans and the log."""
     server = Server()
     (alice,) = server.join("alice")
-    server.hub.make_operator(alice.session, "root")
+    moderation.make_operator(server.hub, alice.session, "root")
     alice.type("/ban 192.0.2.7 spam\n")
     transport = StringTransport(peerAddress=IPv6Address("TCP", "::ffff:192.0.2.7", 40000))
     mallory = server.factory.buildProtocol(transport.getPeer())
@@ -1179,7 +1180,7 @@ def test_a_banned_newcomer_is_logged_in_one_line() -> None:
     """A banned address refused at connection is logged once, with the ban."""
     server = Server()
     (alice,) = server.join("alice")
-    server.hub.make_operator(alice.session, "root")
+    moderation.make_operator(server.hub, alice.session, "root")
     alice.type("/ban 192.168.1.1 spam\n")
     with capturedLogs() as events:
         client = server.connect()
@@ -1240,7 +1241,7 @@ def test_a_connection_that_does_not_close_when_asked_is_aborted() -> None:
 def test_an_address_banned_after_connecting_cannot_choose_an_alias(server: Server) -> None:
     """An IP ban made while a connection sits at the alias prompt holds when it answers."""
     (alice,) = server.join("alice")
-    server.hub.make_operator(alice.session, "root")
+    moderation.make_operator(server.hub, alice.session, "root")
     waiting = server.connect()
     waiting.lines()
     alice.type("/ban 192.168.1.1/32 spam\n")

@@ -1,4 +1,4 @@
-"""Tests for chatd.redislink's protocols, fed bytes by hand (no Redis, no reactor turns)."""
+"""Tests for chatd.cluster.link's protocols, fed bytes by hand (no Redis, no reactor turns)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 from twisted.internet.testing import StringTransport
 
-from chatd.redisaddress import RedisAddress
-from chatd.redislink import RedisLink, _Commands, _ConnectionFactory, _Subscriber
+from chatd.cluster.address import RedisAddress
+from chatd.cluster.link import RedisLink, _Commands, _ConnectionFactory, _Subscriber
 
 
 def message(channel: str, payload: str) -> bytes:

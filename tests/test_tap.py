@@ -175,15 +175,15 @@ def test_web_origin_check() -> None:
 
 
 def test_redis_makes_a_cluster_node_with_its_store_in_redis() -> None:
-    """--redis builds a cluster hub, a Redis store and the cluster link; nothing connects yet."""
-    from chatd.clusterhub import ClusterHub
+    """--redis builds a hub in a cluster, a Redis store and the cluster link; nothing
+    connects yet."""
     from chatd.stores.redis import RedisStore
 
     service = makeService(parse("--redis", "redis://:secret@127.0.0.1:6390/2"))
-    assert isinstance(service.sessions.hub, ClusterHub)
     assert isinstance(service.store, RedisStore)
     assert service.cluster is not None
-    assert service.sessions.hub.bus is service.cluster
+    assert service.sessions.hub.listener is service.cluster.bus
+    assert service.sessions.hub.directory is service.cluster.roster
     address = service.cluster.link.address
     assert (address.host, address.port, address.db, address.password) == (
         "127.0.0.1",

@@ -392,7 +392,7 @@ def test_metrics_endpoint_is_scraped_over_http(tmp_path: Path) -> None:
 def test_kill_9_under_load_loses_nothing_older_than_a_second(tmp_path: Path) -> None:
     """SIGKILL in the middle of a flood of lines leaves a consistent database holding every
     line relayed more than a second before the kill, and every registration, ban and MOTD."""
-    from chatd.hub import MOTD_SETTING
+    from chatd.moderation import MOTD_SETTING
     from chatd.passwords import hash_password_now
 
     data = tmp_path / "data"

@@ -1,4 +1,4 @@
-"""One node's part in a cluster of chatd processes sharing a Redis: the bus.
+"""One node's part in a cluster of chatd processes sharing a Redis: its life cycle.
 
 Redis holds who is online where, and carries what happens between nodes:
 
@@ -16,7 +16,8 @@ Redis holds who is online where, and carries what happens between nodes:
     message tells the others, so a killed node's users are announced as
     leaving within a few seconds and their aliases are free again.
 ``{prefix}events`` (pub/sub channel)
-    everything nodes tell each other: JSON ``{"n": node, "m": [items]}``. A
+    everything nodes tell each other: JSON ``{"n": node, "m": [items]}``, each
+    item one of :mod:`chatd.cluster.messages`. A
     node publishes once per reactor turn with all that turn's items (the same
     batching the rooms do), on its one command connection, so Redis relays a
     node's items in the order they happened. Claims and releases publish from
@@ -32,11 +33,15 @@ others to reconcile. Removing members that are no longer listed waits one
 heartbeat TTL, so that after a Redis restart (which forgets everything) the
 other nodes have had the time to register again before anyone is announced as
 gone.
+
+The :class:`Cluster` keeps the link, the claims, the heartbeat and the
+resynchronisation; it hands what it receives to its :class:`~chatd.cluster.bus.Bus`
+(the hub's listener), which keeps its :class:`~chatd.cluster.roster.Roster` (the
+hub's directory).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from secrets import token_hex
@@ -47,10 +52,28 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from chatd.clusterhub import ClusterHub, Item
-from chatd.hub import HISTORY_KEPT, MOTD_SETTING
+from chatd.cluster.bus import Bus
+from chatd.cluster.link import RedisLink
+from chatd.cluster.messages import (
+    PRESENCE_MESSAGES,
+    Join,
+    Json,
+    Leave,
+    MalformedMessage,
+    Message,
+    PresenceRecord,
+    Rename,
+    Sync,
+    UnknownMessage,
+    envelope,
+    open_envelope,
+    parse,
+    to_text,
+)
+from chatd.cluster.roster import Roster
+from chatd.hub import Hub
 from chatd.interfaces import IChatStore
-from chatd.redislink import RedisLink
+from chatd.sharedstate import load_shared_state
 from chatd.text import alias_key
 
 HEARTBEAT_SECONDS = 1.0
@@ -58,10 +81,6 @@ NODE_TTL_SECONDS = 4.0
 DEFAULT_PREFIX = "chatd:"
 GONE_REASON = "Their server stopped answering"
 RESYNC_RETRY_SECONDS = 1.0
-# Items that change who is where: a roster read in flight must not undo them.
-PRESENCE_ITEMS = frozenset(
-    {"join", "leave", "gone", "move", "rename", "away", "registered", "sync"}
-)
 SHUTDOWN_REASON = "Their server shut down"
 
 # Claim (or refresh) an alias for a node; publish ARGV[4] on ARGV[5] unless empty.
@@ -177,13 +196,16 @@ def new_node_id() -> str:
 
 
 class Cluster:
-    """Connects a :class:`ClusterHub` to the other nodes through Redis (see the module doc)."""
+    """Connects a hub to the other nodes through Redis (see the module doc).
+
+    Built before the hub, whose listener is :attr:`bus` and directory :attr:`roster`;
+    then :meth:`attach` the hub.
+    """
 
     log = Logger()
 
     def __init__(
         self,
-        hub: ClusterHub,
         link: RedisLink,
         store: IChatStore | None = None,
         *,
@@ -191,11 +213,12 @@ class Cluster:
         prefix: str = DEFAULT_PREFIX,
         clock: IReactorTime | None = None,
     ) -> None:
-        self.hub = hub
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.node = node or new_node_id()
         self.up = False
         self._store = store
-        self._clock = clock if clock is not None else hub.clock
+        self._clock: IReactorTime = clock  # type: ignore[assignment]
         self._prefix = prefix
         self.channel = f"{prefix}events"
         self._members_key = f"{prefix}members"
@@ -208,8 +231,12 @@ class Cluster:
         link.on_message = self._received
         link.on_up = self._link_up
         link.on_down = self._link_down
-        self._own_envelope = self._envelope([])[:-3]  # '{"n":"NODE","m":'
-        self._outbox: list[Item] = []
+        # The members of the other nodes (the hub's directory), and the hub's listener.
+        self.roster = Roster(self.publish)
+        self.bus = Bus(self, self.roster)
+        self._hub: Hub | None = None
+        self._own_envelope = envelope(self.node, [])[:-3]  # '{"n":"NODE","m":'
+        self._outbox: list[Json] = []
         self._outbox_call: IDelayedCall | None = None
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = self._clock
@@ -224,7 +251,18 @@ class Cluster:
         # Items received and published, for the metrics and the benchmark.
         self.items_published = 0
         self.items_received = 0
-        hub.bus = self
+
+    def attach(self, hub: Hub) -> None:
+        """Serve ``hub``, built with :attr:`bus` as its listener and :attr:`roster` as its
+        directory."""
+        self._hub = hub
+        self.bus.attach(hub)
+
+    @property
+    def hub(self) -> Hub:
+        if self._hub is None:
+            raise RuntimeError("the cluster serves no hub yet")
+        return self._hub
 
     # Life cycle.
 
@@ -255,13 +293,13 @@ class Cluster:
         self.up = False
         await self.link.stop()
 
-    # What the hub asks for (the Bus protocol).
+    # What the bus asks for (its Node protocol).
 
-    def publish(self, item: Item) -> bool:
-        """Queue ``item`` for every other node; sent at the end of this reactor turn."""
+    def publish(self, message: Message) -> bool:
+        """Queue ``message`` for every other node; sent at the end of this reactor turn."""
         if not self.up:
             return False
-        self._outbox.append(item)
+        self._outbox.append(message.to_json())
         if self._outbox_call is None:
             self._outbox_call = self._clock.callLater(0, self._send_outbox)
         return True
@@ -271,65 +309,66 @@ class Cluster:
         """Whether Redis can be reached now (claims go out even while resynchronising)."""
         return self.link.up
 
-    def claim(self, record: Item, item: Item, force: bool = False) -> Deferred[bool]:
-        """Claim ``record``'s alias for this node, publishing ``item`` if it is ours;
+    def claim(self, record: PresenceRecord, message: Join, force: bool = False) -> Deferred[bool]:
+        """Claim ``record``'s alias for this node, publishing ``message`` if it is ours;
         ``force`` takes it from another node."""
-        return self._claim(record, self._envelope([item]), force).addCallback(bool)
+        published = envelope(self.node, [message.to_json()])
+        return self._claim(record, published, force).addCallback(bool)
 
     def refresh(self, alias: str) -> None:
         """Learn again who holds ``alias`` (after losing it to them in a race)."""
 
         def learnt(raw: str | None) -> None:
             record = _record(raw)
-            if record is not None and record["node"] != self.node:
-                self.hub.remote_join(record["node"], record)
+            if record is not None and record.node != self.node:
+                self.bus.heard_of(record)
 
         looked_up = self.link.execute("HGET", self._members_key, alias_key(alias))
         looked_up.addCallback(learnt)
         looked_up.addErrback(self._warn, "looking up {alias}", alias=alias)
 
-    def _claim(self, record: Item, message: str, force: bool = False) -> Deferred[Any]:
+    def _claim(self, record: PresenceRecord, message: str, force: bool = False) -> Deferred[Any]:
         return self._script(
             CLAIM_SCRIPT,
             [self._members_key, self._mine_key],
             [
-                alias_key(record["alias"]),
+                alias_key(record.alias),
                 self.node,
-                _json(record),
+                to_text(record.to_json()),
                 message,
                 self.channel,
                 "1" if force else "0",
                 self._prefix,
-                record["alias"],
+                record.alias,
             ],
         )
 
-    def rename(self, old: str, record: Item, item: Item) -> Deferred[bool]:
-        """Move the claim on ``old`` to ``record``'s alias, publishing ``item``."""
+    def rename(self, old: str, record: PresenceRecord, message: Rename) -> Deferred[bool]:
+        """Move the claim on ``old`` to ``record``'s alias, publishing ``message``."""
         return self._script(
             RENAME_SCRIPT,
             [self._members_key, self._mine_key],
             [
                 alias_key(old),
-                alias_key(record["alias"]),
+                alias_key(record.alias),
                 self.node,
-                _json(record),
-                self._envelope([item]),
+                to_text(record.to_json()),
+                envelope(self.node, [message.to_json()]),
                 self.channel,
             ],
         ).addCallback(bool)
 
-    def release(self, alias: str, item: Item) -> None:
-        """Give up the claim on ``alias``, publishing ``item`` if it was ours."""
+    def release(self, alias: str, message: Leave) -> None:
+        """Give up the claim on ``alias``, publishing ``message`` if it was ours."""
         self._script(
             RELEASE_SCRIPT,
             [self._members_key, self._mine_key],
-            [alias_key(alias), self.node, self._envelope([item]), self.channel],
+            [alias_key(alias), self.node, envelope(self.node, [message.to_json()]), self.channel],
         ).addErrback(self._warn, "releasing {alias}", alias=alias)
 
-    def update(self, record: Item) -> None:
+    def update(self, record: PresenceRecord) -> None:
         """Keep ``record`` as its member's presence (for nodes that resynchronise later)."""
-        self._claim(record, "").addErrback(self._warn, "updating {alias}", alias=record["alias"])
+        self._claim(record, "").addErrback(self._warn, "updating {alias}", alias=record.alias)
 
     # The link.
 
@@ -342,7 +381,7 @@ class Cluster:
         self._outbox.clear()
         if self._heartbeat.running:
             self._heartbeat.stop()
-        self.hub.link_down()
+        self.bus.link_down()
 
     def _resync_failed(self, failure: Any) -> None:
         """A lost link starts over by itself when it is back; anything else (Redis
@@ -369,32 +408,32 @@ class Cluster:
             REGISTER_SCRIPT, [self._nodes_key, self._alive_key], [self.node, ttl_ms]
         )
         await self._reap("", GONE_REASON)
-        for member_record in self.hub.local_records():
+        for member_record in self.bus.local_records():
             # The owner of a registered alias keeps it, whoever took it meanwhile.
-            won = await self._claim(member_record, "", force=bool(member_record["registered"]))
-            if not won and (member := self.hub.member_named(member_record["alias"])) is not None:
+            won = await self._claim(member_record, "", force=member_record.registered)
+            if not won and (member := self.hub.member_named(member_record.alias)) is not None:
                 self.hub.lost_alias(member)
         await self._release_departed()
         if self._store is not None and self._first_up is None:
             # After an outage (at start-up the service loads the store itself).
-            await self._reload_shared()
+            await load_shared_state(self._store, self.hub)
         records, _ = await self._read_roster()
-        self.hub.reconcile(None, records, drop_missing=False)
+        self.bus.reconcile(None, records, drop_missing=False)
         self.up = True
         self._resyncing = False
         if self._settle_call is not None and self._settle_call.active():
             self._settle_call.cancel()
         self._settle_call = self._clock.callLater(NODE_TTL_SECONDS, self._settle)
         self._heartbeat.start(HEARTBEAT_SECONDS, now=False)
-        self.publish({"t": "sync", "members": self.hub.local_records()})
+        self.publish(Sync(tuple(self.bus.local_records())))
         self.log.info(
             "node {node} in the cluster: {local} member(s) here, {remote} on other nodes",
             node=self.node,
             local=len(self.hub),
-            remote=len(self.hub.remote),
+            remote=len(self.roster),
         )
         if self._was_down:
-            self.hub.link_back()
+            self.bus.link_back()
         if self._first_up is not None:
             first, self._first_up = self._first_up, None
             first.callback(None)
@@ -405,7 +444,7 @@ class Cluster:
         The others learn of their departure from this node's roster (``sync``).
         """
         claimed = await self.link.execute("SMEMBERS", self._mine_key)
-        here = {alias_key(record["alias"]) for record in self.hub.local_records()}
+        here = {alias_key(record.alias) for record in self.bus.local_records()}
         for key in set(claimed or ()) - here:
             await self._script(
                 RELEASE_SCRIPT,
@@ -413,18 +452,7 @@ class Cluster:
                 [key, self.node, "", self.channel],
             )
 
-    async def _reload_shared(self) -> None:
-        assert self._store is not None
-        accounts = self.hub.accounts
-        if accounts is not None:
-            await accounts.load()
-        topics = await self._store.topics()
-        bans = await self._store.active_bans(self._clock.seconds())
-        motd = await self._store.get_setting(MOTD_SETTING)
-        history = await self._store.recent_history_by_room(HISTORY_KEPT)
-        self.hub.reload_shared(topics, bans, motd, history)
-
-    async def _read_roster(self) -> tuple[list[Item], set[str]]:
+    async def _read_roster(self) -> tuple[list[PresenceRecord], set[str]]:
         """Every presence record in Redis, and the alias keys whose news came in
         while the read was on its way (their records may be older than the news)."""
         self._changed = set()
@@ -433,7 +461,7 @@ class Cluster:
         finally:
             changed, self._changed = self._changed, None
         records = [record for value in _hash_values(raw) if (record := _record(value))]
-        return [r for r in records if alias_key(r["alias"]) not in changed], changed
+        return [r for r in records if alias_key(r.alias) not in changed], changed
 
     def _settle(self) -> None:
         """One TTL after a resync: drop the members the cluster no longer lists."""
@@ -441,10 +469,10 @@ class Cluster:
         if not self.up:
             return
 
-        def reconcile(roster: tuple[list[Item], set[str]]) -> None:
+        def reconcile(roster: tuple[list[PresenceRecord], set[str]]) -> None:
             records, changed = roster
             if self.up:
-                self.hub.reconcile(None, records, drop_missing=True, keep=changed)
+                self.bus.reconcile(None, records, drop_missing=True, keep=changed)
 
         ensureDeferred(self._read_roster()).addCallback(reconcile).addErrback(
             self._warn, "reading the roster"
@@ -481,52 +509,52 @@ class Cluster:
     # Messages.
 
     def _received(self, channel: str, message: str | bytes) -> None:
-        """Act on one published message: every item of another node's batch, in order.
+        """Act on one published batch: every message of another node's, in order.
 
-        Redis sends a node its own messages too; they are recognised by their
+        Redis sends a node its own batches too; they are recognised by their
         first bytes (this node writes the node name first) and not parsed. What
-        cannot be read is logged and dropped; nothing in a message can stop the
-        node from reading the next one.
+        cannot be read is logged (one line) and dropped; nothing in a batch can
+        stop the node from reading the next one.
         """
+        if isinstance(message, bytes):  # not UTF-8: txredisapi hands over the bytes
+            message = message.decode("utf-8", "replace")
+        if message.startswith(self._own_envelope):
+            return
         try:
-            if isinstance(message, bytes):  # not UTF-8: txredisapi hands over the bytes
-                message = message.decode("utf-8", "replace")
-            if message.startswith(self._own_envelope):
-                return
-            envelope = json.loads(message)
-            node, items = envelope["n"], envelope["m"]
-            if not isinstance(node, str) or not isinstance(items, list):
-                raise TypeError("not a node name and a list of items")
-        except (ValueError, KeyError, TypeError):
+            node, items = open_envelope(message)
+        except MalformedMessage:
             self.log.warn(
                 "cluster: unreadable message ignored: {message!r}", message=message[:200]
             )
             return
         for item in items:
             self.items_received += 1
-            try:
-                self._dispatch(node, item)
-            except Exception:
-                self.log.failure(
-                    "cluster: cannot act on {item!r} from {node}", item=item, node=node
-                )
+            self._dispatch(node, item)
 
-    def _dispatch(self, node: str, item: Item) -> None:
-        if not isinstance(item, dict):
-            raise TypeError("an item must be an object")
-        if self._changed is not None and item.get("t") in PRESENCE_ITEMS:
-            for field in ("alias", "old", "new"):
-                if field in item:
-                    self._changed.add(alias_key(str(item[field])))
-            self._changed.update(alias_key(str(alias)) for alias in item.get("aliases") or ())
-            self._changed.update(
-                alias_key(str(record.get("alias")))
-                for record in item.get("members") or ()
-                if isinstance(record, dict)
-            )
-        if "to" in item and item["to"] != self.node:
+    def _dispatch(self, node: str, item: Any) -> None:
+        if isinstance(item, dict) and "to" in item and item["to"] != self.node:
+            return  # addressed to another node
+        try:
+            message = parse(item)
+        except UnknownMessage as unknown:
+            self.log.warn("cluster: {problem} from {node}, ignored", problem=unknown, node=node)
             return
-        self.hub.receive(node, item)
+        except MalformedMessage as problem:
+            self.log.warn(
+                "cluster: a message that is not one from {node} ignored ({problem}): {item!r}",
+                node=node,
+                problem=problem,
+                item=str(item)[:200],
+            )
+            return
+        if self._changed is not None and isinstance(message, PRESENCE_MESSAGES):
+            self._changed.update(alias_key(alias) for alias in message.touched())
+        try:
+            self.bus.receive(node, message)
+        except Exception:  # a bug: the next messages must still be heard
+            self.log.failure(
+                "cluster: cannot act on {message!r} from {node}", message=message, node=node
+            )
 
     def _send_outbox(self) -> None:
         if self._outbox_call is not None and self._outbox_call.active():
@@ -536,7 +564,7 @@ class Cluster:
         if not items:
             return
         self.items_published += len(items)
-        self.link.execute("PUBLISH", self.channel, self._envelope(items)).addErrback(
+        self.link.execute("PUBLISH", self.channel, envelope(self.node, items)).addErrback(
             self._warn, "publishing {count} item(s)", count=len(items)
         )
 
@@ -545,34 +573,21 @@ class Cluster:
         self._send_outbox()
         return self.link.execute("EVAL", script, len(keys), *keys, *args)
 
-    def _envelope(self, items: list[Item]) -> str:
-        return _json({"n": self.node, "m": items})
-
     def _warn(self, failure: Any, what: str, **fields: Any) -> None:
         self.log.warn(
             "cluster: " + what + " failed: {problem}", problem=failure.getErrorMessage(), **fields
         )
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _record(raw: Any) -> Item | None:
+def _record(raw: Any) -> PresenceRecord | None:
     """A presence record read from Redis, or None if it is not one (logged)."""
     if raw is None:
         return None
     try:
-        record = json.loads(raw)
-        if isinstance(record, dict) and all(
-            isinstance(record.get(field), str) for field in ("alias", "node", "room")
-        ):
-            float(record["since"])
-            return record
-    except (ValueError, TypeError, KeyError):
-        pass
-    Cluster.log.warn("cluster: a presence record that is not one ignored: {raw!r}", raw=raw)
-    return None
+        return PresenceRecord.from_text(raw)
+    except MalformedMessage:
+        Cluster.log.warn("cluster: a presence record that is not one ignored: {raw!r}", raw=raw)
+        return None
 
 
 def _hash_values(raw: Any) -> list[str]:

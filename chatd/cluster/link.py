@@ -9,7 +9,7 @@ reconnection within :data:`MAX_RETRY_SECONDS` of Redis coming back.
 The link is *up* only while both connections are (the cluster needs to hear as
 well as speak); each change of state is reported once to ``on_up`` / ``on_down``.
 While it is down, :meth:`RedisLink.execute` fails at once with
-:class:`~chatd.redisaddress.RedisUnreachable` instead of queueing: every caller
+:class:`~chatd.cluster.address.RedisUnreachable` instead of queueing: every caller
 has a local answer (deliver locally, keep history for later, tell the user to
 try again), and a command queued for minutes would act on a world that has
 moved on.
@@ -24,12 +24,12 @@ import txredisapi
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorTime, ITransport
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatd.redisaddress import RedisAddress, RedisUnreachable
+from chatd.cluster.address import RedisAddress, RedisUnreachable
 
 CONNECT_TIMEOUT_SECONDS = 3.0
 # A command unanswered this long means a hung Redis: the connection is dropped
@@ -54,6 +54,7 @@ class _WholeReads:
     """
 
     _rest = b""
+    transport: ITransport | None
 
     def setLineMode(self, extra: bytes | str = b"") -> None:
         self.line_mode = 1
@@ -94,13 +95,13 @@ class _ConnectionFactory(Factory):
     isLazy = False
 
     def __init__(self, protocol: type[txredisapi.RedisProtocol], link: RedisLink) -> None:
-        self.protocol = protocol  # type: ignore[assignment]
+        self._protocol_type = protocol
         self.link = link
         self._address = link.address
 
     def buildProtocol(self, addr: Any) -> txredisapi.RedisProtocol:
         address = self._address
-        connection = self.protocol(
+        connection = self._protocol_type(
             charset="utf-8",
             replyTimeout=REPLY_TIMEOUT_SECONDS,
             password=address.password,
@@ -132,6 +133,7 @@ class RedisLink:
             reactor = default_reactor
         self.address = address
         self._reactor: IReactorTCP | IReactorTime | IReactorCore = reactor
+        self._clock: IReactorTime = reactor
         self.channels: list[str] = []
         # Given to Redis as the connections' names (no spaces), e.g. the node's name.
         self.client_name: str | None = None
@@ -158,7 +160,7 @@ class RedisLink:
                 endpoint,
                 _ConnectionFactory(protocol, self),
                 retryPolicy=retry,
-                clock=self._reactor,
+                clock=self._clock,
                 prepareConnection=prepare,
             )
             self._services.append(service)

@@ -1,6 +1,6 @@
 """Where a cluster's Redis is (the ``--redis`` URL, parsed), and the error for "not now".
 
-Kept apart from :mod:`chatd.redislink` so that checking the option imports
+Kept apart from :mod:`chatd.cluster.link` so that checking the option imports
 neither txredisapi nor (through it) the reactor.
 """
 

@@ -1,0 +1,223 @@
+"""Tests for chatd.cluster.messages and the node's reading of them: typed messages, the
+same JSON on the wire as before they were typed, and nothing malformed let through."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs
+
+from chatd.cluster.messages import (
+    Act,
+    Away,
+    Banned,
+    Gone,
+    Join,
+    Kick,
+    Leave,
+    MalformedMessage,
+    Motd,
+    Move,
+    Mute,
+    PresenceRecord,
+    Registered,
+    Rename,
+    Replace,
+    Say,
+    Sync,
+    Topic,
+    Unbanned,
+    UnknownMessage,
+    Unmute,
+    Whisper,
+    envelope,
+    open_envelope,
+    parse,
+)
+from chatd.cluster.node import Cluster
+from chatd.hub import Hub
+from chatd.model import Ban
+
+RECORD = PresenceRecord("alice", "a", "#lobby", 1.5, "lunch", True)
+RECORD_JSON = {
+    "alias": "alice",
+    "node": "a",
+    "room": "#lobby",
+    "since": 1.5,
+    "away": "lunch",
+    "registered": True,
+}
+BAN = Ban("mallory", "alias", "spam", "root", 2.0, None)
+
+# Each message type, and the JSON object it was built as (by hand) before it was typed.
+WIRE: list[tuple[Any, dict[str, Any]]] = [
+    (Join(RECORD), {"t": "join", **RECORD_JSON}),
+    (Leave("alice", "Quit"), {"t": "leave", "alias": "alice", "reason": "Quit"}),
+    (
+        Gone("b", ("bob",), "Their server shut down"),
+        {"t": "gone", "node": "b", "aliases": ["bob"], "reason": "Their server shut down"},
+    ),
+    (Move("alice", "#rust"), {"t": "move", "alias": "alice", "room": "#rust"}),
+    (Rename("alice", "alicia"), {"t": "rename", "old": "alice", "new": "alicia"}),
+    (
+        Say("alice", "#lobby", "hi", 3.0),
+        {"t": "say", "alias": "alice", "room": "#lobby", "text": "hi", "at": 3.0},
+    ),
+    (
+        Act("alice", "#lobby", "waves", 3.0),
+        {"t": "act", "alias": "alice", "room": "#lobby", "text": "waves", "at": 3.0},
+    ),
+    (Away("alice", "lunch"), {"t": "away", "alias": "alice", "away": "lunch"}),
+    (Registered("alice"), {"t": "registered", "alias": "alice"}),
+    (
+        Topic("alice", "#lobby", "welcome"),
+        {"t": "topic", "alias": "alice", "room": "#lobby", "topic": "welcome"},
+    ),
+    (
+        Whisper("b", "alice", "bob", "psst"),
+        {"t": "whisper", "to": "b", "from": "alice", "recipient": "bob", "text": "psst"},
+    ),
+    (
+        Kick("b", "op", "root", "bob", "spam"),
+        {"t": "kick", "to": "b", "by": "op", "operator": "root", "alias": "bob", "reason": "spam"},
+    ),
+    (Replace("b", "alice"), {"t": "replace", "to": "b", "alias": "alice"}),
+    (Mute("bob", None), {"t": "mute", "alias": "bob", "until": None}),
+    (Unmute("bob"), {"t": "unmute", "alias": "bob"}),
+    (
+        Banned("op", BAN),
+        {
+            "t": "ban",
+            "by": "op",
+            "mask": "mallory",
+            "kind": "alias",
+            "reason": "spam",
+            "set_by": "root",
+            "created_at": 2.0,
+            "expires_at": None,
+        },
+    ),
+    (Unbanned("mallory"), {"t": "unban", "mask": "mallory"}),
+    (Motd("hello"), {"t": "motd", "text": "hello"}),
+    (Sync((RECORD,)), {"t": "sync", "members": [RECORD_JSON]}),
+]
+
+
+@pytest.mark.parametrize(("message", "wire"), WIRE, ids=lambda m: type(m).__name__)
+def test_each_message_goes_on_the_wire_as_before_and_comes_back_the_same(
+    message: Any, wire: dict[str, Any]
+) -> None:
+    """Every type writes the JSON fields nodes of the older, untyped version read and
+    write, and reads back into an equal message."""
+    assert message.to_json() == wire
+    assert parse(json.loads(json.dumps(wire))) == message
+
+
+def test_what_the_lua_scripts_write_is_read() -> None:
+    """cjson writes an empty list as {}: a node gone with nobody is still a gone message."""
+    gone = parse({"t": "gone", "node": "b", "aliases": {}, "reason": "Their server shut down"})
+    assert gone == Gone("b", (), "Their server shut down")
+
+
+def test_a_record_without_away_or_registered_is_read_with_defaults() -> None:
+    """Optional fields of a presence record may be missing (or empty)."""
+    join = parse({"t": "join", "alias": "bob", "node": "b", "room": "#lobby", "since": 0})
+    assert join == Join(PresenceRecord("bob", "b", "#lobby", 0.0, None, False))
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        None,
+        7,
+        [],
+        {"t": "say", "alias": "bob", "room": "#lobby", "text": "hi"},  # no "at"
+        {"t": "say", "alias": 7, "room": "#lobby", "text": "hi", "at": 0},
+        {"t": "say", "alias": "bob", "room": "#lobby", "text": "hi", "at": "0"},
+        {"t": "say", "alias": "bob", "room": "#lobby", "text": "hi", "at": True},
+        {"t": "join", "alias": "bob", "node": "b", "room": "#lobby"},  # no "since"
+        {"t": "gone", "node": "b", "aliases": [1], "reason": "x"},
+        {
+            "t": "ban",
+            "by": "op",
+            "mask": "m",
+            "kind": "nick",
+            "reason": "r",
+            "set_by": "s",
+            "created_at": 0,
+        },
+        {"t": "mute", "alias": "bob", "until": "later"},
+        {"t": "sync", "members": None},
+        {"t": "topic", "alias": "bob", "room": "#lobby", "topic": ["x"]},
+    ],
+)
+def test_a_malformed_message_is_refused(item: Any) -> None:
+    """Wrong types, missing fields, unknown ban kinds: refused, never half-read."""
+    with pytest.raises(MalformedMessage):
+        parse(item)
+
+
+def test_an_unknown_type_is_told_apart() -> None:
+    """A type this node does not know (a newer node's?) is refused as unknown."""
+    with pytest.raises(UnknownMessage):
+        parse({"t": "teleport"})
+    with pytest.raises(UnknownMessage):
+        parse({"alias": "bob"})
+
+
+def test_a_bad_record_in_a_sync_spoils_only_itself() -> None:
+    """A sync carries the records it can read, and keeps aside the rest (to be logged)."""
+    sync = parse({"t": "sync", "members": [RECORD_JSON, {"alias": "x"}, 7]})
+    assert isinstance(sync, Sync)
+    assert sync.members == (RECORD,)
+    assert sync.unreadable == ({"alias": "x"}, 7)
+
+
+def test_envelopes_are_compact_and_checked() -> None:
+    """A batch is {"n": node, "m": [...]} in compact JSON; anything else is refused."""
+    text = envelope("a", [Unmute("bob").to_json()])
+    assert text == '{"n":"a","m":[{"t":"unmute","alias":"bob"}]}'
+    assert open_envelope(text) == ("a", [{"t": "unmute", "alias": "bob"}])
+    for garbage in ("not json", "[]", '{"n":"x","m":null}', '{"n":7,"m":[]}', '{"m":[]}'):
+        with pytest.raises(MalformedMessage):
+            open_envelope(garbage)
+
+
+class IdleLink:
+    """A link the cluster is wired to, that never connects (only messages are fed)."""
+
+    address = "redis://127.0.0.1:1/0"
+    up = False
+
+    def __init__(self) -> None:
+        self.channels: list[str] = []
+        self.client_name = ""
+        self.on_message: Any = None
+        self.on_up: Any = None
+        self.on_down: Any = None
+
+
+def test_a_malformed_message_from_the_bus_is_one_log_line_and_the_next_is_heard() -> None:
+    """Malformed, unknown or unreadable: each is one warning (no traceback), and the
+    batch's other messages are still acted on."""
+    clock = Clock()
+    cluster = Cluster(IdleLink(), node="a", clock=clock)  # type: ignore[arg-type]
+    hub = Hub(clock, listener=cluster.bus, directory=cluster.roster)
+    cluster.attach(hub)
+    batch = [
+        {"t": "say", "alias": 7},
+        {"t": "teleport"},
+        "not an object",
+        {"t": "join", "alias": "bob", "node": "b", "room": "#lobby", "since": 0},
+    ]
+    with capturedLogs() as events:
+        cluster._received("chatd:events", json.dumps({"n": "b", "m": batch}))
+        cluster._received("chatd:events", "not json")
+    warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+    assert len(warnings) == 4
+    assert not any(e.get("log_failure") for e in events)
+    assert hub.online() == ("bob",)
+    assert cluster.items_received == 4
