@@ -54,7 +54,7 @@ from chatd.events import (
 )
 from chatd.interfaces import IChatStore, IDirectory, IHubListener, IMember, IRemoteMember
 from chatd.model import Ban, HistoryEntry, SharedState
-from chatd.moderation import Mutes
+from chatd.mutes import Mutes
 from chatd.room import Presence, Room, deliver
 from chatd.text import (
     AliasRefused,
