@@ -12,17 +12,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from twisted.internet import endpoints
 from twisted.logger import ILogObserver
 from twisted.python import usage
 
+from chatd import optionvalues as values
 from chatd.accounts import Accounts
 from chatd.admission import ConnectionLimits, Refusal, refusal_http, refusal_line
 from chatd.cluster.address import RedisAddress
 from chatd.config import ConfigFileOptions
 from chatd.files import create_private_directory
 from chatd.flood import FloodLimits
-from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, HISTORY_KEPT, Hub
+from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, Hub
 from chatd.interfaces import IChatStore
 from chatd.logs import json_observer, twistd_log_file
 from chatd.passwords import Passwords
@@ -32,157 +32,13 @@ from chatd.stores.base import HISTORY_PER_ROOM
 from chatd.stores.sqlite import SQLiteStore
 from chatd.text import (
     ALIAS_RULE,
-    ROOM_RULE,
-    RoomRefused,
-    check_room,
     clean_text,
     decode_line,
     is_valid_name,
-    parse_duration,
 )
 
-DEFAULT_INTERFACE = "127.0.0.1"
 DEFAULT_PORT = 55555
 _DEFAULTS = ChatConfig()
-
-
-def endpoint_description(port: str) -> str:
-    """Expand a bare port number to a TCP endpoint on the default interface.
-
-    Anything else is taken as a Twisted endpoint description (``tcp:``, ``ssl:``,
-    ``unix:`` ...) and returned unchanged.
-    """
-    if port.isdigit():
-        return f"tcp:{port}:interface={DEFAULT_INTERFACE}"
-    return port
-
-
-def _number(kind: type[int] | type[float], value: str) -> int | float:
-    try:
-        return kind(value)
-    except ValueError:
-        raise ValueError(
-            f"not a whole number: {value}" if kind is int else f"not a number: {value}"
-        ) from None
-
-
-def _positive(kind: type[int] | type[float]) -> Any:
-    def convert(value: str) -> int | float:
-        number = _number(kind, value)
-        if number <= 0:
-            raise ValueError(f"must be greater than 0, not {value}")
-        return number
-
-    convert.coerceDoc = "Must be greater than 0."  # type: ignore[attr-defined]
-    return convert
-
-
-def _not_negative(kind: type[int] | type[float]) -> Any:
-    def convert(value: str) -> int | float:
-        number = _number(kind, value)
-        if number < 0:
-            raise ValueError(f"must be 0 or more, not {value}")
-        return number
-
-    convert.coerceDoc = "0 turns it off."  # type: ignore[attr-defined]
-    return convert
-
-
-def with_tls_files(ports: list[str], cert: str | None, key: str | None) -> list[str]:
-    """``ports`` with --tls-cert and --tls-key filled into the ssl: ones that name no files.
-
-    So that ``--port ssl:55556 --tls-cert cert.pem --tls-key key.pem`` is enough.
-    """
-    if not (cert and key):
-        raise usage.UsageError("give both --tls-cert and --tls-key, or neither")
-    if not any(port.startswith("ssl:") for port in ports):
-        raise usage.UsageError("--tls-cert and --tls-key need a --port ssl:PORT to serve")
-    files = f"certKey={_escape(cert)}:privateKey={_escape(key)}"
-    return [
-        f"{port}:{files}" if port.startswith("ssl:") and not _names_tls_files(port) else port
-        for port in ports
-    ]
-
-
-def _names_tls_files(port: str) -> bool:
-    return "privateKey=" in port or "certKey=" in port
-
-
-def _escape(path: str) -> str:
-    """A path as a value in an endpoint description, where ':' separates fields."""
-    return path.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
-
-
-def _endpoint(value: str) -> str:
-    """The endpoint description ``value`` stands for, once its syntax is checked.
-
-    Parsing only: the endpoint is built again, with the real reactor, when the
-    service starts. No reactor is needed to check the syntax.
-    """
-    description = endpoint_description(value)
-    try:
-        endpoints.serverFromString(None, description)
-    except Exception as problem:  # the parsers raise whatever they like
-        raise ValueError(f"{value!r}: {problem}") from problem
-    return description
-
-
-_endpoint.coerceDoc = "A port or a Twisted endpoint description."  # type: ignore[attr-defined]
-
-
-def _redis_url(value: str) -> str:
-    RedisAddress.from_url(value)  # raises RedisURLRefused (a ValueError) saying why
-    return value
-
-
-_redis_url.coerceDoc = "redis://[:password@]host[:port][/db]"  # type: ignore[attr-defined]
-
-
-def _log_format(value: str) -> str:
-    if value not in LOG_FORMATS:
-        raise ValueError(f"must be one of {', '.join(LOG_FORMATS)}, not {value}")
-    return value
-
-
-_log_format.coerceDoc = "text or json."  # type: ignore[attr-defined]
-LOG_FORMATS = ("text", "json")
-
-
-def _history_replay(value: str) -> int:
-    lines = int(_number(int, value))
-    if not 0 <= lines <= HISTORY_KEPT:
-        raise ValueError(f"must be from 0 to {HISTORY_KEPT}, not {value}")
-    return lines
-
-
-_history_replay.coerceDoc = f"From 0 to {HISTORY_KEPT}."  # type: ignore[attr-defined]
-
-
-def _history_keep(value: str) -> int:
-    lines = int(_number(int, value))
-    if lines < 0:
-        raise ValueError(f"must be 0 or more, not {value}")
-    return lines
-
-
-_history_keep.coerceDoc = "0 keeps no history at all."  # type: ignore[attr-defined]
-
-
-def _duration(value: str) -> float:
-    return parse_duration(value)
-
-
-_duration.coerceDoc = "A number with an optional unit: s, m, h, d or w (90s, 12h, 30d)."  # type: ignore[attr-defined]
-
-
-def _room_name(value: str) -> str:
-    try:
-        return check_room(value)
-    except RoomRefused as refusal:
-        raise ValueError(str(refusal)) from None
-
-
-_room_name.coerceDoc = f"A room name: {ROOM_RULE}."  # type: ignore[attr-defined]
 
 
 class Options(ConfigFileOptions):
@@ -194,70 +50,70 @@ class Options(ConfigFileOptions):
             None,
             _DEFAULTS.alias_timeout_seconds,
             "Seconds a new connection has to choose an alias before it is closed.",
-            _positive(float),
+            values.positive(float),
         ],
         [
             "idle-timeout",
             None,
             _DEFAULTS.idle_timeout_seconds,
             "Seconds a chatting client may send nothing before it is disconnected (0: never).",
-            _not_negative(float),
+            values.not_negative(float),
         ],
         [
             "max-line-bytes",
             None,
             _DEFAULTS.max_line_bytes,
             "Longest accepted line, in bytes without the line end; longer ones are dropped.",
-            _positive(int),
+            values.positive(int),
         ],
         [
             "sendq-bytes",
             None,
             _DEFAULTS.sendq_bytes,
             "Output held for a client that does not read before it is disconnected.",
-            _positive(int),
+            values.positive(int),
         ],
         [
             "flood-burst",
             None,
             _DEFAULTS.flood.burst,
             "Lines a client may send at once before flood control delays them.",
-            _positive(int),
+            values.positive(int),
         ],
         [
             "flood-rate",
             None,
             _DEFAULTS.flood.rate,
             "Lines per second a client may send past the burst (0 turns flood control off).",
-            _not_negative(float),
+            values.not_negative(float),
         ],
         [
             "flood-queue",
             None,
             _DEFAULTS.flood.queue_cap,
             "Delayed lines past which a flooder is warned; at twice this, disconnected.",
-            _positive(int),
+            values.positive(int),
         ],
         [
             "max-conns",
             None,
             _DEFAULTS.connections.max_conns,
             "Connections at once, from anywhere; more are refused (0: no limit).",
-            _not_negative(int),
+            values.not_negative(int),
         ],
         [
             "max-per-ip",
             None,
             _DEFAULTS.connections.max_per_ip,
             "Connections at once from one IP address (0: no limit).",
-            _not_negative(int),
+            values.not_negative(int),
         ],
         [
             "max-conn-rate",
             None,
             _DEFAULTS.connections.max_rate_per_ip,
             "New connections per minute from one IP address (0: no limit).",
-            _not_negative(int),
+            values.not_negative(int),
         ],
         [
             "tls-cert",
@@ -276,21 +132,21 @@ class Options(ConfigFileOptions):
             None,
             None,
             "Serve the chat page and its WebSocket here (e.g. tcp:8080:interface=127.0.0.1).",
-            _endpoint,
+            values.endpoint,
         ],
         [
             "ssh",
             None,
             None,
             "Let ssh users in here (e.g. tcp:2222:interface=127.0.0.1); user name = alias.",
-            _endpoint,
+            values.endpoint,
         ],
         [
             "metrics",
             None,
             None,
             "Serve Prometheus metrics over HTTP here (e.g. tcp:9100:interface=127.0.0.1).",
-            _endpoint,
+            values.endpoint,
         ],
         [
             "redis",
@@ -298,35 +154,35 @@ class Options(ConfigFileOptions):
             None,
             "Join a cluster of chatd nodes sharing this Redis (redis://host:port/db):"
             " rooms, users, history and accounts live there.",
-            _redis_url,
+            values.redis_url,
         ],
         [
             "log-format",
             None,
             "text",
             "Log as twistd does (text) or as one JSON object per line (json), for log shippers.",
-            _log_format,
+            values.log_format,
         ],
         [
             "history-replay",
             None,
             DEFAULT_HISTORY_REPLAY,
             "Lines of a room's history shown to whoever enters it (0 for none).",
-            _history_replay,
+            values.history_replay,
         ],
         [
             "history-keep",
             None,
             HISTORY_PER_ROOM,
             "Lines of history kept on disk per room; older ones are pruned (0: keep none).",
-            _history_keep,
+            values.history_keep,
         ],
         [
             "history-max-age",
             None,
             None,
             "Prune history lines older than this (e.g. 30d); by default only the count limits.",
-            _duration,
+            values.duration,
         ],
         [
             "data-dir",
@@ -345,7 +201,7 @@ class Options(ConfigFileOptions):
             None,
             DEFAULT_ROOM,
             "The room everyone starts in.",
-            _room_name,
+            values.room_name,
         ],
     ]
 
@@ -395,12 +251,12 @@ class Options(ConfigFileOptions):
 
     def opt_port(self, port: str) -> None:
         """Listen on a port (on 127.0.0.1) or endpoint (tcp:, ssl:, unix:...); repeatable."""
-        if port.startswith("ssl:") and not _names_tls_files(port):
+        if port.startswith("ssl:") and not values.names_tls_files(port):
             # Checked in postOptions, once --tls-cert/--tls-key have named its files.
             self["ports"].append(port)
             return
         try:
-            self["ports"].append(_endpoint(port))
+            self["ports"].append(values.endpoint(port))
         except ValueError as problem:
             raise usage.UsageError(f"invalid --port {problem}") from problem
 
@@ -410,9 +266,9 @@ class Options(ConfigFileOptions):
         self["motd-text"] = read_motd(self["motd"]) if self["motd"] else None
         ports = self["ports"] or [str(DEFAULT_PORT)]
         if self["tls-cert"] or self["tls-key"]:
-            ports = with_tls_files(ports, self["tls-cert"], self["tls-key"])
+            ports = values.with_tls_files(ports, self["tls-cert"], self["tls-key"])
         try:
-            self["ports"] = [_endpoint(port) for port in ports]
+            self["ports"] = [values.endpoint(port) for port in ports]
         except ValueError as problem:
             raise usage.UsageError(f"invalid --port {problem}") from problem
 
