@@ -336,8 +336,12 @@ class ChatSession:
 
     def log_in_verified(self, alias: str, account: Account) -> None:
         """Take registered ``alias`` without asking: its front end has checked already
-        (an SSH key bound with /sshkey, or the password at the SSH prompt)."""
-        if self._handle_line == self._negotiate_alias:
+        (an SSH key bound with /sshkey, or the password at the SSH prompt).
+
+        Not while a password typed at the prompt is checked: that check decides,
+        or its answer would log in (or replace as a ghost) a session already in.
+        """
+        if self._handle_line == self._negotiate_alias and not self._checking:
             self._enter_registered(alias, account)
 
     def _enter_registered(self, alias: str, account: Account) -> bool:

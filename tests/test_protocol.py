@@ -1153,6 +1153,24 @@ def test_lines_sent_during_a_right_password_check_are_discarded_too() -> None:
     assert bob.lines() == ["<owner> hello"]
 
 
+def test_a_verified_login_during_a_password_check_waits_for_the_check() -> None:
+    """A front end's verified login (an SSH key found late) that comes while a typed password
+    is checked leaves the session to the check: it is not logged in twice, nor replaced as
+    its own ghost."""
+    server = RegisteredServer()
+    server.accounts.hold = True
+    session, transport = whole_line_session(server)
+    session.line_received(b"owner")
+    session.line_received(b"secret")
+    session.log_in_verified("owner", Account("owner", "hash", 0.0, ()))
+    assert session.alias is None
+    server.accounts.answer()
+    server.clock.advance(0)
+    assert server.hub.member_named("owner") is session
+    assert not transport.disconnecting
+    assert b"logged in again" not in transport.value()
+
+
 def test_the_password_prompt_is_known_to_the_front_end() -> None:
     """A session says when its next line is a password, so a front end can mask it."""
     server = RegisteredServer()
