@@ -723,3 +723,23 @@ def test_a_password_typed_again_during_the_check_is_masked_and_forgotten(
     editor = channel_of(server).terminal.terminalProtocol
     assert b"s3cret!" not in channel.received
     assert editor.buffer.history == []
+
+
+def test_a_paste_during_the_password_check_is_bounded_like_every_front_end_s(
+    tmp_path: Path,
+) -> None:
+    """Lines pasted into the terminal while its password is checked are counted by the
+    session: past its bound the user is cut off, and none reaches the room."""
+    harness = SSHHarness(tmp_path)
+    harness.hub.accounts = RegisteredByKeyAccounts()  # type: ignore[assignment]
+    key = keys.Key(ed25519.Ed25519PrivateKey.generate())
+    _, client, pump = harness.connect(user=b"reg", key=key)
+    channel = harness.shell(client, pump)
+    client.conn.sendData(channel, b"s3cret!\r")
+    pump.flush()
+    for _ in range(10):
+        client.conn.sendData(channel, b"hi\r" * 30)
+        pump.flush()
+    assert b"!!! Excess flood; goodbye." in channel.received
+    assert channel.is_closed
+    assert harness.chat.live == set()
