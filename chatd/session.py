@@ -513,22 +513,31 @@ class Sessions:
         self._running = False
         self._idle_sweep: LoopingCall | None = None
         self._all_closed: Deferred[None] | None = None
+        # Why the server is going, once shut_down was called.
+        self._shutdown_reason: str | None = None
 
     def open(self, connection: IConnection, encode: Callable[[Event], bytes]) -> ChatSession:
         """A session for a front end's new ``connection``, speaking ``encode``'s format.
 
         The connection was let in by its listener's AdmittingFactory; the session
-        greets it (or refuses a banned address) before this returns.
+        greets it (or refuses a banned address) before this returns. During a
+        shutdown (a front end may still open one on a connection it accepted
+        before: an SSH shell, a WebSocket) it is told why instead, and closed.
         """
         session = ChatSession(self, connection, encode)
         self.live.add(session)
-        session.start()
+        if self._shutdown_reason is None:
+            session.start()
+        else:
+            session.reply(Notice(self._shutdown_reason))
+            session.disconnect("server shutting down")
         return session
 
     def start(self) -> None:
         """Start sweeping idle sessions (if --idle-timeout asks for it): the service
         starts, whichever front ends it has."""
         self._running = True
+        self._shutdown_reason = None
         self._start_idle_sweep()
 
     def stop(self) -> None:
@@ -582,6 +591,7 @@ class Sessions:
         The Deferred fires when the last one is gone; those that have not
         closed within the grace period are aborted.
         """
+        self._shutdown_reason = reason
         self.hub.close(reason)
         for session in list(self.live):
             if session.alias is None:

@@ -571,6 +571,24 @@ def test_shutdown_tells_everyone_and_waits_for_them() -> None:
     assert alice.lines() == bob.lines() == []  # no leave notices on the way down
 
 
+def test_a_session_opened_during_a_shutdown_is_told_and_closed_at_once() -> None:
+    """A session a front end opens while the server shuts down (an SSH shell or a WebSocket
+    on a connection accepted before) is told why and closed, not greeted; the shutdown
+    then completes without waiting out its grace period."""
+    server = Server(shutdown_grace_seconds=3)
+    (alice,) = server.join("alice")
+    done = server.sessions.shut_down("Server shutting down.")
+    results: list[None] = []
+    done.addCallback(results.append)
+    late = server.connect()
+    assert late.lines() == ["*** Server shutting down."]
+    assert late.transport.disconnecting
+    alice.finish_close()
+    late.finish_close()
+    assert results == [None]
+    assert not server.clock.getDelayedCalls()
+
+
 def test_shutdown_aborts_stragglers_after_grace() -> None:
     """Connections that do not close within the grace period are aborted."""
     server = Server(shutdown_grace_seconds=2)
