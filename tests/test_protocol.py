@@ -1189,6 +1189,29 @@ def test_a_verified_login_during_a_password_check_waits_for_the_check() -> None:
     assert b"logged in again" not in transport.value()
 
 
+@pytest.mark.parametrize("password", ["secret", "wrong"])
+def test_a_connection_lost_during_a_password_check_leaves_no_ghost(password: str) -> None:
+    """Whatever the answer, a check that answers after its connection went joins nobody and
+    sends nothing; the connection is logged once (a wrong password is logged as such too)."""
+    server = RegisteredServer()
+    (bob,) = server.join("bob")
+    server.accounts.hold = True
+    client = server.connect()
+    client.type(f"owner\n{password}\nagain\n")
+    client.lines()
+    with capturedLogs() as events:
+        client.drop(ConnectionLost)
+        server.accounts.answer()
+        server.clock.advance(2)
+    assert server.hub.online() == ("bob",)
+    assert client.lines() == [] and bob.lines() == []
+    assert server.sessions.live == {bob.session}
+    texts = [formatEvent(e) for e in events]
+    assert [text for text in texts if "wrong password" not in text] == [
+        "192.168.1.1:54321 disconnected before choosing an alias: Connection lost"
+    ]
+
+
 def test_the_password_prompt_is_known_to_the_front_end() -> None:
     """A session says when its next line is a password, so a front end can mask it."""
     server = RegisteredServer()
