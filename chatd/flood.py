@@ -7,8 +7,8 @@ an honest paste arrives whole, only slower. The queue is what a flooder fills:
 past ``queue_cap`` lines the sender is warned once, and past twice that it is cut
 off, so a flood costs the server a bounded number of lines per connection.
 
-It knows nothing of sockets: a front end feeds it lines and says what handling
-one means, so the line protocol and later front ends share it.
+It knows nothing of sockets: the chat session feeds it lines and says what
+handling one means, so every front end is held to it alike.
 """
 
 from __future__ import annotations

@@ -37,11 +37,12 @@ from chatd.sendqueue import BoundedSender
 from chatd.text import ALIAS_RULE, AliasRefused, clean_text, count_of, decode_line, utc_stamp
 
 ALIAS_PROMPT = f"Choose an alias ({ALIAS_RULE}):"
-# What a session takes in while a password is checked, to drop when it answers:
-# an honest user types a password again, or pastes a few dozen lines. Past either
-# bound the sender is flooding (nobody types 8 KiB in a second).
-MAX_HELD_LINES = 256
-MAX_HELD_INPUT_BYTES = 8192
+# What a session takes in while a password is checked (each line dropped as it
+# comes, and counted for the notice at the answer): an honest user types a
+# password again, or pastes a few dozen lines. Past either bound the sender is
+# flooding (nobody types 8 KiB in a second).
+MAX_LINES_DURING_CHECK = 256
+MAX_BYTES_DURING_CHECK = 8192
 # A connection chatd asked to close is aborted if it is still open this long after:
 # a close waits for the peer (a TLS handshake it never finishes, output it never
 # reads), and the connection would hold its slot forever.
@@ -83,11 +84,11 @@ class ChatSession:
         "_checking",
         "_clock",
         "_closing_reason",
+        "_dropped_bytes",
+        "_dropped_lines",
         "_expects_password",
         "_gate",
         "_handle_line",
-        "_held_bytes",
-        "_held_lines",
         "_max_line_bytes",
         "_replay",
         "_sender",
@@ -124,10 +125,11 @@ class ChatSession:
         self._closing_reason: str | None = None
         self._handle_line: Callable[[str], None] = self._negotiate_alias
         self._expects_password = False
-        # A password is being checked: lines are only counted (see _hold), to drop.
+        # A password is being checked: lines are dropped, and counted (see
+        # _drop_during_check) for the notice at the answer.
         self._checking = False
-        self._held_lines = 0
-        self._held_bytes = 0
+        self._dropped_lines = 0
+        self._dropped_bytes = 0
         self._replay = True
         # When the last line came in, for the idle sweep (see Sessions).
         self.last_line_at = self._clock.seconds()
@@ -223,7 +225,7 @@ class ChatSession:
         if self._closing_reason is not None:
             return
         if self._checking:
-            self._hold(1, len(line) + 1)  # with its line end
+            self._drop_during_check(1, len(line) + 1)  # with its line end
             return
         self.last_line_at = self._clock.seconds()
         self.hub.counters.lines_received += 1
@@ -244,30 +246,33 @@ class ChatSession:
         if self._closing_reason is not None:
             return
         if self._checking:
-            self._hold(1, length)
+            self._drop_during_check(1, length)
             return
         self._refuse_long_line()
 
     def more_of_long_line(self, length: int) -> None:
         """``length`` more bytes of a dropped overlong line went by, unread."""
         if self._checking and self._closing_reason is None:
-            self._hold(0, length)
+            self._drop_during_check(0, length)
 
     def _refuse_long_line(self) -> None:
         self.log.debug("{peer}: overlong line dropped", peer=self.peer)
         self.reply(Error(f"Line too long (over {self._max_line_bytes} bytes); dropped."))
 
-    def _hold(self, lines: int, size: int) -> None:
-        """Count ``lines`` lines of ``size`` bytes in all that came while a password is
-        checked.
+    def _drop_during_check(self, lines: int, size: int) -> None:
+        """Drop ``lines`` lines of ``size`` bytes in all that came while a password is
+        checked, counting them; past the bounds the sender is flooding.
 
-        They are dropped whatever the answer: it was sent before its sender could
+        They are dropped whatever the answer: they were sent before their sender could
         see the answer (a password typed again, a script's next line), and would
         otherwise become the next alias, or chat for everyone to see.
         """
-        self._held_lines += lines
-        self._held_bytes += size
-        if self._held_lines > MAX_HELD_LINES or self._held_bytes > MAX_HELD_INPUT_BYTES:
+        self._dropped_lines += lines
+        self._dropped_bytes += size
+        if (
+            self._dropped_lines > MAX_LINES_DURING_CHECK
+            or self._dropped_bytes > MAX_BYTES_DURING_CHECK
+        ):
             self._flooded()
 
     # States.
@@ -304,7 +309,7 @@ class ChatSession:
 
     def _check_password(self, alias: str, password: str) -> None:
         # Nothing more is handled until the (slow, threaded) check has answered; what
-        # comes meanwhile is counted (see _hold) and dropped whatever the answer.
+        # comes meanwhile is dropped whatever the answer (see _drop_during_check).
         self._handle_line = self._negotiate_alias
         self._checking = True
         ensureDeferred(self._authenticate(alias, password)).addErrback(
@@ -336,8 +341,12 @@ class ChatSession:
 
     def log_in_verified(self, alias: str, account: Account) -> None:
         """Take registered ``alias`` without asking: its front end has checked already
-        (an SSH key bound with /sshkey, or the password at the SSH prompt)."""
-        if self._handle_line == self._negotiate_alias:
+        (an SSH key bound with /sshkey, or the password at the SSH prompt).
+
+        Not while a password typed at the prompt is checked: that check decides,
+        or its answer would log in (or replace as a ghost) a session already in.
+        """
+        if self._handle_line == self._negotiate_alias and not self._checking:
             self._enter_registered(alias, account)
 
     def _enter_registered(self, alias: str, account: Account) -> bool:
@@ -390,14 +399,14 @@ class ChatSession:
         """The check has answered: typing is no longer a password, and what came
         meanwhile is dropped; return how many lines that was.
 
-        The lines held here, those the front end has not handed over yet (an
-        unfinished one is skipped to its end, so its rest does not become a line
-        of its own) and those the flood gate holds back all go.
+        Those are the lines dropped as they came, those the front end has not
+        handed over yet (an unfinished one is skipped to its end, so its rest
+        does not become a line of its own) and those the flood gate held back.
         """
         self._expects_password = False
         self._checking = False
-        lines = self._held_lines + self.connection.discard_pending_input()
-        self._held_lines = self._held_bytes = 0
+        lines = self._dropped_lines + self.connection.discard_pending_input()
+        self._dropped_lines = self._dropped_bytes = 0
         if self._gate is not None:
             lines += self._gate.waiting
             self._gate.stop()
@@ -509,22 +518,31 @@ class Sessions:
         self._running = False
         self._idle_sweep: LoopingCall | None = None
         self._all_closed: Deferred[None] | None = None
+        # Why the server is going, once shut_down was called.
+        self._shutdown_reason: str | None = None
 
     def open(self, connection: IConnection, encode: Callable[[Event], bytes]) -> ChatSession:
         """A session for a front end's new ``connection``, speaking ``encode``'s format.
 
         The connection was let in by its listener's AdmittingFactory; the session
-        greets it (or refuses a banned address) before this returns.
+        greets it (or refuses a banned address) before this returns. During a
+        shutdown (a front end may still open one on a connection it accepted
+        before: an SSH shell, a WebSocket) it is told why instead, and closed.
         """
         session = ChatSession(self, connection, encode)
         self.live.add(session)
-        session.start()
+        if self._shutdown_reason is None:
+            session.start()
+        else:
+            session.reply(Notice(self._shutdown_reason))
+            session.disconnect("server shutting down")
         return session
 
     def start(self) -> None:
         """Start sweeping idle sessions (if --idle-timeout asks for it): the service
         starts, whichever front ends it has."""
         self._running = True
+        self._shutdown_reason = None
         self._start_idle_sweep()
 
     def stop(self) -> None:
@@ -578,6 +596,7 @@ class Sessions:
         The Deferred fires when the last one is gone; those that have not
         closed within the grace period are aborted.
         """
+        self._shutdown_reason = reason
         self.hub.close(reason)
         for session in list(self.live):
             if session.alias is None:

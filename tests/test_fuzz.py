@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -10,7 +12,7 @@ from twisted.internet.error import ConnectionLost
 
 from chatd.flood import FloodLimits
 from chatd.text import alias_key
-from tests.test_protocol import Client, Server
+from tests.test_protocol import Client, RegisteredServer, Server
 
 FRAGMENTS = [
     b"\n",
@@ -102,13 +104,77 @@ def test_invariants_hold_with_flood_control_and_idle_timeout(
     server.sessions.stop()
 
 
-def check_invariants(server: Server, actions: list[tuple[str, int, bytes | None]]) -> None:
-    """Play ``actions`` against ``server`` and check what a watcher saw against the hub."""
+# A password check, answered when the actions say so: what is typed meanwhile is marked.
+PASSWORD_LINES = [b"owner\n", b"secret\n", b"wrong\n", b"OWNER\r\n", b"\n"]
+password_chunk = st.lists(
+    st.one_of(st.sampled_from(PASSWORD_LINES), st.sampled_from(PASSWORD_LINES), piece),
+    max_size=8,
+).map(b"".join)
+# Two clients mostly, so that one of them goes through a check with something to send.
+password_action = st.one_of(
+    st.tuples(st.just("send"), st.integers(0, 1), password_chunk),
+    st.tuples(st.just("send"), st.integers(0, 1), password_chunk),
+    st.tuples(st.just("answer"), st.just(0), st.none()),
+    st.tuples(st.just("tick"), st.integers(1, 3), st.none()),
+    st.tuples(st.just("drop"), st.integers(0, 3), st.none()),
+    st.tuples(st.just("connect"), st.just(0), st.none()),
+)
+_MARK = re.compile(r"Zq\d+qZ")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(password_action, max_size=40),
+    st.sampled_from([FloodLimits(rate=0), FloodLimits(burst=3, rate=2, queue_cap=4)]),
+)
+def test_nothing_sent_during_a_password_check_reaches_anyone(
+    actions: list[tuple[str, int, bytes | None]], flood: FloodLimits
+) -> None:
+    """Each line a client sends while its password is checked is marked: whatever the answer
+    and whenever it comes, no mark reaches the watcher (as chat, an action, a message, a
+    quit reason) or becomes an alias, and the other invariants hold; with flood control
+    (which holds lines back too) and without."""
+    server = RegisteredServer(max_line_bytes=64, flood=flood)
+    server.accounts.hold = True
+    marks = itertools.count()
+    started_in_a_check: set[Client] = set()  # a line of theirs is unfinished, and marked
+
+    def send(client: Client, data: bytes) -> None:
+        """One line at a time, each piece marked if it is sent during a check or finishes
+        a line begun during one."""
+        for line in re.findall(rb"[^\n]*\n|[^\n]+$", data):
+            end = b"\n" if line.endswith(b"\n") else b""
+            if client.session._checking or client in started_in_a_check:
+                line = line.removesuffix(b"\n") + b"Zq%dqZ" % next(marks) + end
+                if end:
+                    started_in_a_check.discard(client)
+                else:
+                    started_in_a_check.add(client)
+            client.type(line)
+
+    seen = check_invariants(server, actions, send=send, answer=server.accounts.answer)
+    assert not _MARK.search(seen)
+    assert not any(_MARK.search(alias) for alias in server.hub.online())
+
+
+def check_invariants(
+    server: Server,
+    actions: list[tuple[str, int, bytes | None]],
+    send: Callable[[Client, bytes], None] = Client.type,
+    answer: Callable[[], None] | None = None,
+) -> str:
+    """Play ``actions`` against ``server`` and check what a watcher saw against the hub;
+    return what the watcher saw. ``send`` delivers a chunk, ``answer`` answers the password
+    checks waiting."""
     (watcher,) = server.join("watcher")
     clients: list[Client] = [server.connect() for _ in range(3)]
     for kind, index, data in actions:
         if kind == "connect":
             clients.append(server.connect())
+            continue
+        if kind == "answer":
+            assert answer is not None
+            answer()
             continue
         if kind == "tick":
             watcher.type("\n")  # the watcher keeps itself alive
@@ -123,7 +189,7 @@ def check_invariants(server: Server, actions: list[tuple[str, int, bytes | None]
             client.drop(ConnectionLost)
         else:
             assert data is not None
-            client.type(data)
+            send(client, data)
     for client in clients:
         if client.transport.disconnecting and not client.closed:
             client.finish_close()
@@ -155,3 +221,4 @@ def check_invariants(server: Server, actions: list[tuple[str, int, bytes | None]
     in_lobby = {alias_key(p.alias) for p in online if server.hub.room_of(p) == "#lobby"}  # type: ignore[arg-type]
     assert present == in_lobby
     assert server.sessions.live == {c.session for c in clients if not c.closed} | {watcher.session}
+    return text

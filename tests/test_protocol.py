@@ -25,8 +25,8 @@ from chatd.interfaces import IConnection, IMember
 from chatd.model import Account
 from chatd.session import (
     CLOSE_GRACE_SECONDS,
-    MAX_HELD_INPUT_BYTES,
-    MAX_HELD_LINES,
+    MAX_BYTES_DURING_CHECK,
+    MAX_LINES_DURING_CHECK,
     ChatConfig,
     ChatSession,
     Sessions,
@@ -571,6 +571,24 @@ def test_shutdown_tells_everyone_and_waits_for_them() -> None:
     assert alice.lines() == bob.lines() == []  # no leave notices on the way down
 
 
+def test_a_session_opened_during_a_shutdown_is_told_and_closed_at_once() -> None:
+    """A session a front end opens while the server shuts down (an SSH shell or a WebSocket
+    on a connection accepted before) is told why and closed, not greeted; the shutdown
+    then completes without waiting out its grace period."""
+    server = Server(shutdown_grace_seconds=3)
+    (alice,) = server.join("alice")
+    done = server.sessions.shut_down("Server shutting down.")
+    results: list[None] = []
+    done.addCallback(results.append)
+    late = server.connect()
+    assert late.lines() == ["*** Server shutting down."]
+    assert late.transport.disconnecting
+    alice.finish_close()
+    late.finish_close()
+    assert results == [None]
+    assert not server.clock.getDelayedCalls()
+
+
 def test_shutdown_aborts_stragglers_after_grace() -> None:
     """Connections that do not close within the grace period are aborted."""
     server = Server(shutdown_grace_seconds=2)
@@ -1010,11 +1028,11 @@ def test_a_session_is_a_member() -> None:
 
 def test_lines_held_during_a_password_check_are_bounded_in_number() -> None:
     """A web or SSH user who keeps sending during a password check is cut off, not buffered:
-    past MAX_HELD_LINES lines."""
+    past MAX_LINES_DURING_CHECK lines."""
     server = RegisteredServer()
     server.accounts.hold = True
     session, transport = whole_line_session(server)
-    for line in [b"owner", b"wrong"] + [b"x"] * MAX_HELD_LINES:
+    for line in [b"owner", b"wrong"] + [b"x"] * MAX_LINES_DURING_CHECK:
         session.line_received(line)
     assert not transport.disconnecting
     for line in [b"more"] * 100:
@@ -1025,7 +1043,7 @@ def test_lines_held_during_a_password_check_are_bounded_in_number() -> None:
 
 def test_lines_held_during_a_password_check_are_bounded_in_bytes() -> None:
     """Long lines during a password check count with their length: past
-    MAX_HELD_INPUT_BYTES the sender is cut off, whichever front end it uses."""
+    MAX_BYTES_DURING_CHECK the sender is cut off, whichever front end it uses."""
     server = RegisteredServer()
     server.accounts.hold = True
     session, transport = whole_line_session(server)
@@ -1035,7 +1053,7 @@ def test_lines_held_during_a_password_check_are_bounded_in_bytes() -> None:
         session.line_received(line)
     assert transport.value().endswith(b"!!! Excess flood; goodbye.\r\n")
     assert transport.disconnecting
-    assert session._held_lines == 1
+    assert session._dropped_lines == 1
 
 
 def test_a_long_paste_to_a_whole_line_session_that_is_not_paused_is_handled_whole(
@@ -1132,7 +1150,7 @@ def test_one_line_held_during_a_refused_check_is_counted_as_one() -> None:
     server.accounts.answer()
     server.clock.advance(1)
     assert b"!!! 1 line typed during the password check was discarded.\r\n" in transport.value()
-    assert session.alias is None and session._held_lines == 0
+    assert session.alias is None and session._dropped_lines == 0
 
 
 def test_lines_sent_during_a_right_password_check_are_discarded_too() -> None:
@@ -1151,6 +1169,47 @@ def test_lines_sent_during_a_right_password_check_are_discarded_too() -> None:
     assert lines[-1] == "!!! 1 line typed during the password check was discarded."
     client.type("hello\n")
     assert bob.lines() == ["<owner> hello"]
+
+
+def test_a_verified_login_during_a_password_check_waits_for_the_check() -> None:
+    """A front end's verified login (an SSH key found late) that comes while a typed password
+    is checked leaves the session to the check: it is not logged in twice, nor replaced as
+    its own ghost."""
+    server = RegisteredServer()
+    server.accounts.hold = True
+    session, transport = whole_line_session(server)
+    session.line_received(b"owner")
+    session.line_received(b"secret")
+    session.log_in_verified("owner", Account("owner", "hash", 0.0, ()))
+    assert session.alias is None
+    server.accounts.answer()
+    server.clock.advance(0)
+    assert server.hub.member_named("owner") is session
+    assert not transport.disconnecting
+    assert b"logged in again" not in transport.value()
+
+
+@pytest.mark.parametrize("password", ["secret", "wrong"])
+def test_a_connection_lost_during_a_password_check_leaves_no_ghost(password: str) -> None:
+    """Whatever the answer, a check that answers after its connection went joins nobody and
+    sends nothing; the connection is logged once (a wrong password is logged as such too)."""
+    server = RegisteredServer()
+    (bob,) = server.join("bob")
+    server.accounts.hold = True
+    client = server.connect()
+    client.type(f"owner\n{password}\nagain\n")
+    client.lines()
+    with capturedLogs() as events:
+        client.drop(ConnectionLost)
+        server.accounts.answer()
+        server.clock.advance(2)
+    assert server.hub.online() == ("bob",)
+    assert client.lines() == [] and bob.lines() == []
+    assert server.sessions.live == {bob.session}
+    texts = [formatEvent(e) for e in events]
+    assert [text for text in texts if "wrong password" not in text] == [
+        "192.168.1.1:54321 disconnected before choosing an alias: Connection lost"
+    ]
 
 
 def test_the_password_prompt_is_known_to_the_front_end() -> None:
@@ -1194,7 +1253,7 @@ def test_a_banned_newcomer_is_logged_in_one_line() -> None:
 def test_input_is_read_on_during_a_password_check_up_to_a_bound() -> None:
     """While a password is checked the socket is still read (what a client sends then must
     reach the buffer the answer empties, not wait in the kernel to become the next alias);
-    past MAX_HELD_INPUT_BYTES the sender is flooding and is cut off."""
+    past MAX_BYTES_DURING_CHECK the sender is flooding and is cut off."""
     server = RegisteredServer()
     (bob,) = server.join("bob")
     server.accounts.hold = True
@@ -1202,7 +1261,7 @@ def test_input_is_read_on_during_a_password_check_up_to_a_bound() -> None:
     client.type("owner\nwrong\n")
     client.type("typed again\n" * 10)
     assert not client.transport.disconnecting
-    client.type("x" * MAX_HELD_INPUT_BYTES + "\n" + "next\n" * 100)
+    client.type("x" * MAX_BYTES_DURING_CHECK + "\n" + "next\n" * 100)
     assert client.lines()[-1] == "!!! Excess flood; goodbye."
     assert client.transport.disconnecting
     server.accounts.answer()
@@ -1218,9 +1277,9 @@ def test_an_endless_line_during_a_password_check_counts_towards_the_bound() -> N
     server.accounts.hold = True
     client = server.connect()
     client.type("owner\nwrong\n")
-    client.type("x" * (MAX_HELD_INPUT_BYTES // 2))
+    client.type("x" * (MAX_BYTES_DURING_CHECK // 2))
     assert not client.transport.disconnecting
-    client.type("x" * (MAX_HELD_INPUT_BYTES // 2) + "x")
+    client.type("x" * (MAX_BYTES_DURING_CHECK // 2) + "x")
     assert client.lines()[-1] == "!!! Excess flood; goodbye."
     assert client.transport.disconnecting
 

@@ -723,3 +723,56 @@ def test_a_password_typed_again_during_the_check_is_masked_and_forgotten(
     editor = channel_of(server).terminal.terminalProtocol
     assert b"s3cret!" not in channel.received
     assert editor.buffer.history == []
+
+
+def test_a_paste_during_the_password_check_is_bounded_like_every_front_end_s(
+    tmp_path: Path,
+) -> None:
+    """Lines pasted into the terminal while its password is checked are counted by the
+    session: past its bound the user is cut off, and none reaches the room."""
+    harness = SSHHarness(tmp_path)
+    harness.hub.accounts = RegisteredByKeyAccounts()  # type: ignore[assignment]
+    key = keys.Key(ed25519.Ed25519PrivateKey.generate())
+    _, client, pump = harness.connect(user=b"reg", key=key)
+    channel = harness.shell(client, pump)
+    client.conn.sendData(channel, b"s3cret!\r")
+    pump.flush()
+    for _ in range(10):
+        client.conn.sendData(channel, b"hi\r" * 30)
+        pump.flush()
+    assert b"!!! Excess flood; goodbye." in channel.received
+    assert channel.is_closed
+    assert harness.chat.live == set()
+
+
+def test_a_password_typed_ahead_during_the_key_lookup_is_never_an_alias(
+    harness: SSHHarness,
+) -> None:
+    """What is typed while the SSH key is still being looked up waits for the alias: a
+    password typed ahead goes to the password prompt that follows, masked, and never
+    becomes an alias (or a chat line) for the room to see."""
+    lookup: Deferred[Account | None] = Deferred()
+
+    class KeyAccounts(SlowAccounts):
+        def key_login(self, alias: str, public_key: str) -> Deferred[Account | None]:
+            return lookup
+
+    accounts = KeyAccounts()
+    harness.hub.accounts = accounts  # type: ignore[assignment]
+    _, bob, bob_pump = harness.connect(user=b"bob")
+    listening = harness.shell(bob, bob_pump)
+    key = keys.Key(ed25519.Ed25519PrivateKey.generate())
+    server, client, pump = harness.connect(user=b"reg", key=key)
+    channel = harness.shell(client, pump)
+    client.conn.sendData(channel, b"hunter2\r")
+    pump.flush()
+    lookup.callback(None)  # the key is bound to nothing: the password is asked for
+    pump.flush()
+    harness.clock.advance(0)
+    bob_pump.flush()
+    assert harness.hub.member_named("hunter2") is None
+    assert b"hunter2" not in listening.received
+    assert b"hunter2" not in channel.received  # masked as it was typed
+    assert b"*** reg is registered. Password:" in channel.received
+    assert [(alias, password) for alias, password, _, _ in accounts.checks] == [("reg", "hunter2")]
+    assert channel_of(server).terminal.terminalProtocol.buffer.history == []

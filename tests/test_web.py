@@ -39,7 +39,7 @@ from chatd.interfaces import IConnection
 from chatd.sendqueue import BoundedSender
 from chatd.session import ChatSession
 from tests.test_accounts import AccountServer, register
-from tests.test_protocol import Server
+from tests.test_protocol import RegisteredServer, Server
 from tests.wsclient import (
     BINARY,
     CLOSE,
@@ -170,6 +170,24 @@ def test_one_message_carries_alias_password_and_chat_in_order(server: AccountSer
     kinds = [(e["type"], e.get("text", e.get("welcome"))) for e in web.events()]
     assert kinds[:2] == [("notice", "alice is registered. Password:"), ("room", "alice")]
     assert "<alice> hello from the web" in bob.lines()
+
+
+def test_a_message_of_many_short_lines_during_a_password_check_is_a_flood() -> None:
+    """Ten thousand short lines in one message while a password is checked: the sender is cut
+    off at the session's bound, and none of them becomes an alias or a chat line."""
+    server = RegisteredServer()
+    (bob,) = server.join("bob")
+    server.accounts.hold = True
+    web = WebUser(site_for(server), clock=server.clock)
+    web.events()
+    web.say("owner\nwrong")
+    web.say("\n".join(["bob2"] * 10_000))
+    assert web.events()[-1] == {"type": "error", "text": "Excess flood; goodbye."}
+    assert [opcode for opcode, _ in web.frames_seen][-1] == CLOSE
+    server.accounts.answer()
+    server.clock.advance(2)
+    assert bob.lines() == []
+    assert server.hub.online() == ("bob",)
 
 
 def test_a_websocket_is_its_sessions_connection() -> None:

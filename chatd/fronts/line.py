@@ -33,6 +33,9 @@ class LineConnection(LineReceiver):
     """One byte-stream connection: framing for its chat session."""
 
     delimiter = b"\n"
+    # TCP, TLS or UNIX (which alone lacks setTcpNoDelay): each has a peer, can be
+    # aborted and takes a producer. Typed once here rather than cast at each use.
+    transport: ITCPTransport
     session: ChatSession
 
     def __init__(self, sessions: Sessions) -> None:
@@ -45,8 +48,7 @@ class LineConnection(LineReceiver):
         self._rest_after_long_line = b""
 
     def connectionMade(self) -> None:
-        transport = cast(ITCPTransport, self.transport)
-        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
         self.session = self._sessions.open(self, lineformat.encode)
@@ -59,7 +61,7 @@ class LineConnection(LineReceiver):
 
     @property
     def address(self) -> IAddress:
-        return cast(ITCPTransport, self.transport).getPeer()
+        return self.transport.getPeer()
 
     @property
     def consumer(self) -> IConsumer:
@@ -68,11 +70,11 @@ class LineConnection(LineReceiver):
 
     def close(self) -> None:
         self._closed = True
-        cast(ITCPTransport, self.transport).loseConnection()
+        self.transport.loseConnection()
 
     def abort(self) -> None:
         self._closed = True
-        cast(ITCPTransport, self.transport).abortConnection()
+        self.transport.abortConnection()
 
     def discard_pending_input(self) -> int:
         """Forget the input not split into lines yet; return how many lines it held."""

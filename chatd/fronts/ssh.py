@@ -82,7 +82,7 @@ from chatd.fronts.lineeditor import Keyboard, LineEditor
 from chatd.interfaces import IConnection
 from chatd.model import Account, Ban
 from chatd.passwords import PasswordsBusy
-from chatd.session import ChatSession, Sessions
+from chatd.session import MAX_LINES_DURING_CHECK, ChatSession, Sessions
 from chatd.text import utc_stamp
 
 HOST_KEY_FILE = "ssh_host_ed25519_key"
@@ -596,6 +596,9 @@ class ChatTerminal(LineEditor):
         self.consumer: IConsumer = self
         self._channel = channel
         self.session: ChatSession | None = None
+        # Lines typed before the alias is handed over (while the SSH key is looked
+        # up): a password typed ahead must reach the password prompt, not the alias's.
+        self._typed_ahead: list[str] | None = []
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -624,13 +627,26 @@ class ChatTerminal(LineEditor):
             session.log_in_verified(alias, account)
         else:
             session.line_received(alias.encode("utf-8", "replace"))
+        typed_ahead, self._typed_ahead = self._typed_ahead or [], None
+        for line in typed_ahead:
+            self.line_entered(line)
 
     def is_secret(self) -> bool:
+        """At the password prompt, and before the alias is handed over: what is typed
+        then may be a password typed ahead."""
+        if self._typed_ahead is not None:
+            return True
         return self.session is not None and self.session.expects_password
 
     def line_entered(self, line: str) -> None:
-        if self.session is not None:
-            self.session.line_received(line.encode("utf-8"))
+        if self.session is None:
+            return
+        if self._typed_ahead is not None:
+            # As many as the session takes during a password check; past that, dropped.
+            if len(self._typed_ahead) < MAX_LINES_DURING_CHECK:
+                self._typed_ahead.append(line)
+            return
+        self.session.line_received(line.encode("utf-8"))
 
     def interrupted(self) -> None:
         """Ctrl-C, or Ctrl-D on an empty line: leave the chat."""

@@ -597,3 +597,37 @@ def test_websocket_lines_meet_the_line_protocols_limits(tmp_path: Path) -> None:
         wait_for_log(daemon, "(bot) cut off: excess flood")
     finally:
         daemon.stop()
+
+
+def test_megabytes_sent_during_a_password_check_are_cut_off_at_the_bound(
+    tmp_path: Path,
+) -> None:
+    """A client that sends megabytes of lines right after a password is cut off as a flood
+    while the check runs: none of it becomes an alias or chat, and the server reads on."""
+    daemon = start_chatd(tmp_path, "--data-dir", str(tmp_path / "data"))
+    try:
+        alice = join(daemon, "alice")
+        alice.sendall(b"/register alice-pass\n")
+        read_until(alice, b"*** Registered alice: from now on it takes this password to use it.")
+        alice.sendall(b"/quit\n")
+        read_to_eof(alice)
+        bob = join(daemon, "bob")
+        flooder = daemon.connect()
+        read_until(flooder, b"Choose an alias")
+        flooder.sendall(b"alice\n")
+        read_until(flooder, b"*** alice is registered. Password:\r\n")
+
+        def flood() -> None:
+            with contextlib.suppress(OSError):  # the server closes mid-send
+                flooder.sendall(b"wrong-pass\n" + b"spammer\n" * (4 * 1024 * 1024 // 8))
+
+        sender = threading.Thread(target=flood, daemon=True)
+        sender.start()
+        with contextlib.suppress(ConnectionResetError):
+            assert read_to_eof(flooder).endswith(b"!!! Excess flood; goodbye.\r\n")
+        sender.join(10)
+        bob.sendall(b"/who *\n")
+        seen = read_until(bob, b"*** Online (1): bob\r\n")
+        assert b"spammer" not in seen
+    finally:
+        daemon.stop()
