@@ -4,6 +4,7 @@ same JSON on the wire as before they were typed, and nothing malformed let throu
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -38,8 +39,9 @@ from chatd.cluster.messages import (
     parse,
 )
 from chatd.cluster.node import Cluster
-from chatd.hub import Hub
+from chatd.hub import MAX_TOPIC_CHARS, Hub
 from chatd.model import Ban
+from chatd.text import clean_text
 
 RECORD = PresenceRecord("alice", "a", "#lobby", 1.5, "lunch", True)
 RECORD_JSON = {
@@ -158,6 +160,73 @@ def test_a_malformed_message_is_refused(item: Any) -> None:
     """Wrong types, missing fields, unknown ban kinds: refused, never half-read."""
     with pytest.raises(MalformedMessage):
         parse(item)
+
+
+SAY = {"t": "say", "alias": "bob", "room": "#lobby", "text": "hi", "at": 3.0}
+JOIN = {"t": "join", **RECORD_JSON}
+BAN_JSON = Banned("op", BAN).to_json()
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        # Times that no clock shows: they would break every stamp and duration made of them.
+        {**SAY, "at": float("nan")},
+        {**SAY, "at": float("inf")},
+        {**SAY, "at": 1e300},
+        {**SAY, "at": -1.0},
+        {**JOIN, "since": float("nan")},
+        {"t": "mute", "alias": "bob", "until": float("inf")},
+        {"t": "mute", "alias": "bob", "until": 1e300},
+        {**BAN_JSON, "created_at": float("nan")},
+        {**BAN_JSON, "expires_at": 1e300},
+        # Aliases that break the alias rule, where they are shown or become someone's.
+        {**JOIN, "alias": "bad alias"},
+        {**JOIN, "alias": "x" * 1000},
+        {"t": "rename", "old": "bob", "new": "b b"},
+        {"t": "whisper", "to": "a", "from": "x\x1by", "recipient": "alice", "text": "hi"},
+        {"t": "topic", "alias": "\x1b[2J", "room": "#lobby", "topic": "t"},
+        {"t": "kick", "to": "a", "by": "b\nb", "operator": "o", "alias": "alice", "reason": "r"},
+        {**BAN_JSON, "by": "op\n"},
+        # Rooms that break the room rule.
+        {**JOIN, "room": "lobby"},
+        {**SAY, "room": "#lob by"},
+        {"t": "move", "alias": "bob", "room": "#"},
+        {"t": "topic", "alias": "bob", "room": "#x\n", "topic": "t"},
+        # Bans whose mask is not one of their kind (enforcing them would raise).
+        {**BAN_JSON, "mask": "not-an-ip", "kind": "ip"},
+        {**BAN_JSON, "mask": "10.0.0.0/99", "kind": "cidr"},
+        {**BAN_JSON, "mask": "10.0.0.0/8", "kind": "ip"},
+        {**BAN_JSON, "mask": "Mallory", "kind": "alias"},
+    ],
+)
+def test_a_message_whose_fields_break_the_rules_is_refused(item: Any) -> None:
+    """Nodes check aliases, rooms, times and ban masks as they check what their own
+    members give them: a message breaking those rules is refused, not acted on."""
+    with pytest.raises(MalformedMessage):
+        parse(item)
+
+
+def test_control_characters_in_text_are_removed_and_topics_cut() -> None:
+    """Text from another node passes clean_text as a local member's does, and a topic or
+    away message is cut where a local one would be."""
+    dirty = "hi\x1b[2J\x07 there\r\n"
+    clean = clean_text(dirty)
+    assert "\x1b" not in clean
+    assert parse({**SAY, "text": dirty}) == Say("bob", "#lobby", clean, 3.0)
+    assert parse({"t": "motd", "text": dirty}) == Motd(clean)
+    assert parse({"t": "leave", "alias": "bob", "reason": dirty}) == Leave("bob", clean)
+    whisper = parse({"t": "whisper", "to": "a", "from": "bob", "recipient": "al", "text": dirty})
+    assert whisper == Whisper("a", "bob", "al", clean)
+    kick = {"t": "kick", "to": "a", "by": "op", "operator": "root", "alias": "al", "reason": dirty}
+    assert parse(kick) == Kick("a", "op", "root", "al", clean)
+    long = "x" * (MAX_TOPIC_CHARS + 50)
+    topic = parse({"t": "topic", "alias": "bob", "room": "#lobby", "topic": long + "\x1b"})
+    assert topic == Topic("bob", "#lobby", "x" * MAX_TOPIC_CHARS)
+    assert parse({"t": "away", "alias": "bob", "away": long}) == Away("bob", "x" * MAX_TOPIC_CHARS)
+    assert parse({**JOIN, "away": "\x1b"}) == Join(replace(RECORD, away=None))
+    banned = parse({**BAN_JSON, "reason": dirty})
+    assert isinstance(banned, Banned) and banned.ban.reason == clean
 
 
 def test_an_unknown_type_is_told_apart() -> None:
