@@ -290,3 +290,18 @@ def test_a_malformed_message_from_the_bus_is_one_log_line_and_the_next_is_heard(
     assert not any(e.get("log_failure") for e in events)
     assert hub.online() == ("bob",)
     assert cluster.items_received == 4
+
+
+def test_a_batch_claiming_to_come_from_this_node_is_ignored() -> None:
+    """Only this node speaks for itself: a batch under its name that it did not write
+    (not byte for byte its own) is one warning, and none of it is acted on."""
+    clock = Clock()
+    cluster = Cluster(IdleLink(), node="a", clock=clock)  # type: ignore[arg-type]
+    hub = Hub(clock, listener=cluster.bus, directory=cluster.roster)
+    cluster.attach(hub)
+    join = {"t": "join", "alias": "bob", "node": "b", "room": "#lobby", "since": 0}
+    with capturedLogs() as events:
+        cluster._received("chatd:events", json.dumps({"n": "a", "m": [join]}))
+    warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+    assert len(warnings) == 1
+    assert hub.online() == ()

@@ -311,6 +311,8 @@ class Bus:
         """A member of another node (``record.node``) came online, or is known to be."""
         hub = self.hub
         key = alias_key(record.alias)
+        if record.node == self._node.node:
+            return  # this node's members are in its hub, never in its roster
         if hub.member_named(record.alias) is not None:
             return  # ours holds it here; the next resynchronisation settles who keeps it
         member = RemoteMember.from_record(record, hub.clock.seconds())
