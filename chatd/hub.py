@@ -586,10 +586,13 @@ class Hub:
         self._remote_spoke("act", alias, room_name, text, at)
 
     def _remote_spoke(self, kind: str, alias: str, room_name: str, text: str, at: float) -> None:
-        if (room := self._rooms.get(room_key(room_name))) is not None:
+        key = room_key(room_name)
+        if (room := self._rooms.get(key)) is not None:
             event = Said(alias, text) if kind == "say" else Acted(alias, text)
             self._queue(room, event, None, alias_key(alias))
-        if self.keep_history:  # its own node writes it to the store
+        # Its own node writes it to the store; kept here only with the room's history
+        # in memory (else a first line would stand for it, and it would not be read).
+        if self.keep_history and (self.store is None or key in self._history):
             entry = HistoryEntry(room_name, kind, alias, text, at)
             self._room_history(room_name).append(entry)
 
