@@ -20,7 +20,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from chatd.bans import BanRefused, ban_target
 from chatd.hub import MAX_TOPIC_CHARS
@@ -253,10 +253,11 @@ class Rename:
 
 
 @dataclass(frozen=True, slots=True)
-class Say:
-    """A member of the sending node said ``text`` in ``room`` at ``at`` (epoch seconds)."""
+class _Spoken:
+    """A line (:class:`Say` or :class:`Act`) a member of the sending node spoke in
+    ``room`` at ``at`` (epoch seconds): the two differ in their type alone."""
 
-    TYPE: ClassVar[str] = "say"
+    TYPE: ClassVar[str]
     alias: str
     room: str
     text: str
@@ -272,36 +273,27 @@ class Say:
         }
 
     @classmethod
-    def from_json(cls, item: Json) -> Say:
+    def from_json(cls: type[_SpokenT], item: Json) -> _SpokenT:
         return cls(
             _str(item, "alias"), _room(item, "room"), _text(item, "text"), _time(item, "at")
         )
+
+
+_SpokenT = TypeVar("_SpokenT", bound=_Spoken)
 
 
 @dataclass(frozen=True, slots=True)
-class Act:
+class Say(_Spoken):
+    """A member of the sending node said ``text`` in ``room`` at ``at``."""
+
+    TYPE: ClassVar[str] = "say"
+
+
+@dataclass(frozen=True, slots=True)
+class Act(_Spoken):
     """A member of the sending node did ``/me text`` in ``room`` at ``at``."""
 
     TYPE: ClassVar[str] = "act"
-    alias: str
-    room: str
-    text: str
-    at: float
-
-    def to_json(self) -> Json:
-        return {
-            "t": self.TYPE,
-            "alias": self.alias,
-            "room": self.room,
-            "text": self.text,
-            "at": self.at,
-        }
-
-    @classmethod
-    def from_json(cls, item: Json) -> Act:
-        return cls(
-            _str(item, "alias"), _room(item, "room"), _text(item, "text"), _time(item, "at")
-        )
 
 
 @dataclass(frozen=True, slots=True)
