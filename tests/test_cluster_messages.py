@@ -198,6 +198,10 @@ BAN_JSON = Banned("op", BAN).to_json()
         {**BAN_JSON, "mask": "10.0.0.0/99", "kind": "cidr"},
         {**BAN_JSON, "mask": "10.0.0.0/8", "kind": "ip"},
         {**BAN_JSON, "mask": "Mallory", "kind": "alias"},
+        # Lines that are blank once cleaned (a member's blank line is never sent).
+        {**SAY, "text": "\x1b[2J"},
+        {"t": "act", "alias": "bob", "room": "#lobby", "text": " ", "at": 3.0},
+        {"t": "whisper", "to": "a", "from": "bob", "recipient": "alice", "text": "\x07"},
     ],
 )
 def test_a_message_whose_fields_break_the_rules_is_refused(item: Any) -> None:

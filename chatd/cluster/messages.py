@@ -79,6 +79,14 @@ def _text(item: Mapping[str, Any], key: str) -> str:
     return clean_text(_str(item, key))
 
 
+def _line(item: Mapping[str, Any], key: str) -> str:
+    """A line a member said or whispered: text that is not blank once cleaned."""
+    value = _text(item, key)
+    if not value:
+        raise MalformedMessage(f"{key!r} is blank")
+    return value
+
+
 def _optional_text(item: Mapping[str, Any], key: str, cut: int | None = None) -> str | None:
     """Text or nothing (an empty string, or one that cleans to nothing, is nothing),
     cut to ``cut`` characters if given."""
@@ -275,7 +283,7 @@ class _Spoken:
     @classmethod
     def from_json(cls: type[_SpokenT], item: Json) -> _SpokenT:
         return cls(
-            _str(item, "alias"), _room(item, "room"), _text(item, "text"), _time(item, "at")
+            _str(item, "alias"), _room(item, "room"), _line(item, "text"), _time(item, "at")
         )
 
 
@@ -378,7 +386,7 @@ class Whisper:
     @classmethod
     def from_json(cls, item: Json) -> Whisper:
         return cls(
-            _str(item, "to"), _alias(item, "from"), _str(item, "recipient"), _text(item, "text")
+            _str(item, "to"), _alias(item, "from"), _str(item, "recipient"), _line(item, "text")
         )
 
 
