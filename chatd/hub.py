@@ -3,7 +3,8 @@
 The hub knows aliases, rooms and members, never sockets or byte formats. Any
 front end joins its sessions here as :class:`~chatd.interfaces.IMember` objects.
 All user text passes :func:`chatd.text.clean_text` here, so no front end can
-forget to sanitise.
+forget to sanitise (text from other nodes passed it as it was read: see
+:mod:`chatd.cluster.messages`).
 
 A cluster plugs in through two seams, without subclassing: the hub tells its
 :class:`~chatd.interfaces.IHubListener` what happened here (once it has), and
