@@ -462,3 +462,15 @@ def test_news_of_a_member_of_this_node_from_elsewhere_is_ignored(cluster: Any) -
     assert node_a.hub.online() == ("alice",)
     assert len(node_a.roster) == 0
     assert alice.text() == ""
+
+
+def test_a_move_into_the_room_a_remote_member_is_in_is_no_move(cluster: Any) -> None:
+    """News of bob moving to the room he is in (in any case) announces nothing: a member
+    here cannot do that, and their room would see him leave and come back."""
+    node_a, node_b = cluster
+    (alice,) = online(node_a.hub, "alice")
+    online(node_b.hub, "bob")
+    settled(alice)
+    receive(node_a, "b", {"t": "move", "alias": "bob", "room": "#LOBBY"})
+    assert alice.text() == ""
+    assert list(node_a.roster.names_in("#lobby")) == ["bob"]

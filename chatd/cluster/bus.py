@@ -262,7 +262,8 @@ class Bus:
                 for alias in message.aliases:
                     self._gone(message.node, alias, message.reason)
             case Move():
-                if (member := self.roster.of(node, message.alias)) is not None:
+                member = self.roster.of(node, message.alias)
+                if member is not None and room_key(member.room) != room_key(message.room):
                     self._moved(member, message.room)
             case Rename():
                 self._renamed_elsewhere(node, message.old, message.new)
