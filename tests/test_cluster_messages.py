@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 
 from chatd.cluster.messages import (
+    LATEST_TIME,
     Act,
     Away,
     Banned,
@@ -41,7 +42,7 @@ from chatd.cluster.messages import (
 from chatd.cluster.node import Cluster
 from chatd.hub import MAX_TOPIC_CHARS, Hub
 from chatd.model import Ban
-from chatd.text import clean_text
+from chatd.text import clean_text, parse_duration, utc_stamp
 
 RECORD = PresenceRecord("alice", "a", "#lobby", 1.5, "lunch", True)
 RECORD_JSON = {
@@ -310,3 +311,14 @@ def test_a_batch_claiming_to_come_from_this_node_is_ignored() -> None:
     warnings = [e for e in events if e["log_level"] == LogLevel.warn]
     assert len(warnings) == 1
     assert hub.online() == ()
+
+
+def test_the_longest_mute_or_ban_an_operator_can_give_crosses_the_bus() -> None:
+    """/mute and /ban take up to 999999999 weeks: their end is a time other nodes take
+    (and can show), however far it is."""
+    longest = 2.0e9 + parse_duration("999999999w")
+    assert parse(Mute("bob", longest).to_json()) == Mute("bob", longest)
+    ban = Ban("mallory", "alias", "spam", "root", 2.0e9, longest)
+    assert parse(Banned("op", ban).to_json()) == Banned("op", ban)
+    assert longest <= LATEST_TIME
+    utc_stamp(LATEST_TIME)  # shown in /bans and mute notices

@@ -28,9 +28,10 @@ from chatd.text import check_room, clean_text, is_valid_name
 
 # A message as JSON, before or after its trip.
 Json = dict[str, Any]
-# The latest time a message may carry: the end of year 9999 (epoch seconds), as
-# far as time.gmtime and datetime go.
-LATEST_TIME = 253402300799.0
+# The latest time a message may carry (epoch seconds, about the year 31 million):
+# past the end of the longest mute or ban (999999999 weeks from now), and within
+# what time.gmtime shows (utc_stamp), as the node that set it shows it too.
+LATEST_TIME = 1e15
 
 
 class MalformedMessage(ValueError):
