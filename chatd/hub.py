@@ -3,7 +3,8 @@
 The hub knows aliases, rooms and members, never sockets or byte formats. Any
 front end joins its sessions here as :class:`~chatd.interfaces.IMember` objects.
 All user text passes :func:`chatd.text.clean_text` here, so no front end can
-forget to sanitise.
+forget to sanitise (text from other nodes passed it as it was read: see
+:mod:`chatd.cluster.messages`).
 
 A cluster plugs in through two seams, without subclassing: the hub tells its
 :class:`~chatd.interfaces.IHubListener` what happened here (once it has), and
@@ -586,10 +587,13 @@ class Hub:
         self._remote_spoke("act", alias, room_name, text, at)
 
     def _remote_spoke(self, kind: str, alias: str, room_name: str, text: str, at: float) -> None:
-        if (room := self._rooms.get(room_key(room_name))) is not None:
+        key = room_key(room_name)
+        if (room := self._rooms.get(key)) is not None:
             event = Said(alias, text) if kind == "say" else Acted(alias, text)
             self._queue(room, event, None, alias_key(alias))
-        if self.keep_history:  # its own node writes it to the store
+        # Its own node writes it to the store; kept here only with the room's history
+        # in memory (else a first line would stand for it, and it would not be read).
+        if self.keep_history and (self.store is None or key in self._history):
             entry = HistoryEntry(room_name, kind, alias, text, at)
             self._room_history(room_name).append(entry)
 

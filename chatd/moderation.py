@@ -196,9 +196,7 @@ def kick(hub: Hub, operator: IMember, alias: str, reason: str) -> None:
         target=target.alias,
         reason=reason,
     )
-    hub.tell(target, Notice(f"You were kicked by {by}: {reason}"))
-    hub.leave(target, f"Kicked by {by}: {reason}")
-    target.disconnect(f"kicked by operator {name}")
+    _kick_out(hub, target, by, reason, f"kicked by operator {name}")
     if target is not operator:
         hub.tell(operator, Notice(f"Kicked {target.alias}."))
 
@@ -237,9 +235,14 @@ def kick_heard(hub: Hub, alias: str, by: str, operator: str, node: str, reason: 
         target=target.alias,
         reason=reason,
     )
+    _kick_out(hub, target, by, reason, f"kicked by operator {operator} on node {node}")
+
+
+def _kick_out(hub: Hub, target: IMember, by: str, reason: str, logged: str) -> None:
+    """Tell ``target`` who kicked them and why, announce it to their room, let them go."""
     hub.tell(target, Notice(f"You were kicked by {by}: {reason}"))
     hub.leave(target, f"Kicked by {by}: {reason}")
-    target.disconnect(f"kicked by operator {operator} on node {node}")
+    target.disconnect(logged)
 
 
 # Mutes.

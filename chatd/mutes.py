@@ -23,9 +23,6 @@ class Mutes:
         self.until: dict[str, float] = {}
         self._hosts: dict[str, str] = {}
 
-    def __contains__(self, key: str) -> bool:
-        return key in self.until
-
     def add(self, key: str, until: float, host: str | None = None) -> None:
         """Mute alias key ``key`` until ``until`` (and ``host``'s address with it)."""
         self.until[key] = until

@@ -3,7 +3,7 @@
 What only Redis can prove is tested here: that two claims of one alias in the
 same instant leave exactly one owner, and that a node taken for dead is reaped
 and then comes back by itself. The rest of the cluster's behaviour is tested
-with an in-memory node (tests/test_clusterhub.py) and with real twistd nodes
+with an in-memory node (tests/test_cluster_bus.py) and with real twistd nodes
 (tests/integration/test_cluster.py).
 """
 

@@ -4,6 +4,7 @@ same JSON on the wire as before they were typed, and nothing malformed let throu
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 
 from chatd.cluster.messages import (
+    LATEST_TIME,
     Act,
     Away,
     Banned,
@@ -38,8 +40,9 @@ from chatd.cluster.messages import (
     parse,
 )
 from chatd.cluster.node import Cluster
-from chatd.hub import Hub
+from chatd.hub import MAX_TOPIC_CHARS, Hub
 from chatd.model import Ban
+from chatd.text import clean_text, parse_duration, utc_stamp
 
 RECORD = PresenceRecord("alice", "a", "#lobby", 1.5, "lunch", True)
 RECORD_JSON = {
@@ -160,6 +163,78 @@ def test_a_malformed_message_is_refused(item: Any) -> None:
         parse(item)
 
 
+SAY = {"t": "say", "alias": "bob", "room": "#lobby", "text": "hi", "at": 3.0}
+JOIN = {"t": "join", **RECORD_JSON}
+BAN_JSON = Banned("op", BAN).to_json()
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        # Times that no clock shows: they would break every stamp and duration made of them.
+        {**SAY, "at": float("nan")},
+        {**SAY, "at": float("inf")},
+        {**SAY, "at": 1e300},
+        {**SAY, "at": -1.0},
+        {**SAY, "at": 10**400},  # JSON's integers have no bound; float() would overflow
+        {**JOIN, "since": float("nan")},
+        {"t": "mute", "alias": "bob", "until": float("inf")},
+        {"t": "mute", "alias": "bob", "until": 1e300},
+        {**BAN_JSON, "created_at": float("nan")},
+        {**BAN_JSON, "expires_at": 1e300},
+        # Aliases that break the alias rule, where they are shown or become someone's.
+        {**JOIN, "alias": "bad alias"},
+        {**JOIN, "alias": "x" * 1000},
+        {"t": "rename", "old": "bob", "new": "b b"},
+        {"t": "whisper", "to": "a", "from": "x\x1by", "recipient": "alice", "text": "hi"},
+        {"t": "topic", "alias": "\x1b[2J", "room": "#lobby", "topic": "t"},
+        {"t": "kick", "to": "a", "by": "b\nb", "operator": "o", "alias": "alice", "reason": "r"},
+        {**BAN_JSON, "by": "op\n"},
+        # Rooms that break the room rule.
+        {**JOIN, "room": "lobby"},
+        {**SAY, "room": "#lob by"},
+        {"t": "move", "alias": "bob", "room": "#"},
+        {"t": "topic", "alias": "bob", "room": "#x\n", "topic": "t"},
+        # Bans whose mask is not one of their kind (enforcing them would raise).
+        {**BAN_JSON, "mask": "not-an-ip", "kind": "ip"},
+        {**BAN_JSON, "mask": "10.0.0.0/99", "kind": "cidr"},
+        {**BAN_JSON, "mask": "10.0.0.0/8", "kind": "ip"},
+        {**BAN_JSON, "mask": "Mallory", "kind": "alias"},
+        # Lines that are blank once cleaned (a member's blank line is never sent).
+        {**SAY, "text": "\x1b[2J"},
+        {"t": "act", "alias": "bob", "room": "#lobby", "text": " ", "at": 3.0},
+        {"t": "whisper", "to": "a", "from": "bob", "recipient": "alice", "text": "\x07"},
+    ],
+)
+def test_a_message_whose_fields_break_the_rules_is_refused(item: Any) -> None:
+    """Nodes check aliases, rooms, times and ban masks as they check what their own
+    members give them: a message breaking those rules is refused, not acted on."""
+    with pytest.raises(MalformedMessage):
+        parse(item)
+
+
+def test_control_characters_in_text_are_removed_and_topics_cut() -> None:
+    """Text from another node passes clean_text as a local member's does, and a topic or
+    away message is cut where a local one would be."""
+    dirty = "hi\x1b[2J\x07 there\r\n"
+    clean = clean_text(dirty)
+    assert "\x1b" not in clean
+    assert parse({**SAY, "text": dirty}) == Say("bob", "#lobby", clean, 3.0)
+    assert parse({"t": "motd", "text": dirty}) == Motd(clean)
+    assert parse({"t": "leave", "alias": "bob", "reason": dirty}) == Leave("bob", clean)
+    whisper = parse({"t": "whisper", "to": "a", "from": "bob", "recipient": "al", "text": dirty})
+    assert whisper == Whisper("a", "bob", "al", clean)
+    kick = {"t": "kick", "to": "a", "by": "op", "operator": "root", "alias": "al", "reason": dirty}
+    assert parse(kick) == Kick("a", "op", "root", "al", clean)
+    long = "x" * (MAX_TOPIC_CHARS + 50)
+    topic = parse({"t": "topic", "alias": "bob", "room": "#lobby", "topic": long + "\x1b"})
+    assert topic == Topic("bob", "#lobby", "x" * MAX_TOPIC_CHARS)
+    assert parse({"t": "away", "alias": "bob", "away": long}) == Away("bob", "x" * MAX_TOPIC_CHARS)
+    assert parse({**JOIN, "away": "\x1b"}) == Join(replace(RECORD, away=None))
+    banned = parse({**BAN_JSON, "reason": dirty})
+    assert isinstance(banned, Banned) and banned.ban.reason == clean
+
+
 def test_an_unknown_type_is_told_apart() -> None:
     """A type this node does not know (a newer node's?) is refused as unknown."""
     with pytest.raises(UnknownMessage):
@@ -221,3 +296,29 @@ def test_a_malformed_message_from_the_bus_is_one_log_line_and_the_next_is_heard(
     assert not any(e.get("log_failure") for e in events)
     assert hub.online() == ("bob",)
     assert cluster.items_received == 4
+
+
+def test_a_batch_claiming_to_come_from_this_node_is_ignored() -> None:
+    """Only this node speaks for itself: a batch under its name that it did not write
+    (not byte for byte its own) is one warning, and none of it is acted on."""
+    clock = Clock()
+    cluster = Cluster(IdleLink(), node="a", clock=clock)  # type: ignore[arg-type]
+    hub = Hub(clock, listener=cluster.bus, directory=cluster.roster)
+    cluster.attach(hub)
+    join = {"t": "join", "alias": "bob", "node": "b", "room": "#lobby", "since": 0}
+    with capturedLogs() as events:
+        cluster._received("chatd:events", json.dumps({"n": "a", "m": [join]}))
+    warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+    assert len(warnings) == 1
+    assert hub.online() == ()
+
+
+def test_the_longest_mute_or_ban_an_operator_can_give_crosses_the_bus() -> None:
+    """/mute and /ban take up to 999999999 weeks: their end is a time other nodes take
+    (and can show), however far it is."""
+    longest = 2.0e9 + parse_duration("999999999w")
+    assert parse(Mute("bob", longest).to_json()) == Mute("bob", longest)
+    ban = Ban("mallory", "alias", "spam", "root", 2.0e9, longest)
+    assert parse(Banned("op", ban).to_json()) == Banned("op", ban)
+    assert longest <= LATEST_TIME
+    utc_stamp(LATEST_TIME)  # shown in /bans and mute notices

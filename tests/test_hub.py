@@ -528,6 +528,22 @@ def test_a_room_history_is_read_when_the_room_opens_and_replayed_once_read() -> 
     ]
 
 
+def test_a_line_heard_from_another_node_does_not_stand_for_a_room_history_not_read() -> None:
+    """A line said elsewhere in a room whose history is not in memory is left to the store
+    (its node writes it there): the room's history is still read when it opens here."""
+    store = SlowHistoryStore()
+    hub = Hub(Clock(), store=store)  # type: ignore[arg-type]
+    (alice,) = joined(hub, "alice")
+    store.reads["#lobby"].callback([])
+    hub.remote_said("bob", "#far", "new", 5.0)
+    hub.move(alice, "#far")
+    old = HistoryEntry("#far", "say", "bob", "old", 1.0)
+    new = HistoryEntry("#far", "say", "bob", "new", 5.0)
+    store.reads["#far"].callback([old, new])
+    assert [entry.text for entry in hub._recent(hub._room(alice), 100)] == ["old", "new"]
+    assert "text='old'" in alice.text()
+
+
 def test_a_room_whose_history_cannot_be_read_is_still_usable() -> None:
     """A store that fails the read costs the replay only; the room works."""
     store = SlowHistoryStore()

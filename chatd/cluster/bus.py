@@ -262,7 +262,8 @@ class Bus:
                 for alias in message.aliases:
                     self._gone(message.node, alias, message.reason)
             case Move():
-                if (member := self.roster.of(node, message.alias)) is not None:
+                member = self.roster.of(node, message.alias)
+                if member is not None and room_key(member.room) != room_key(message.room):
                     self._moved(member, message.room)
             case Rename():
                 self._renamed_elsewhere(node, message.old, message.new)
@@ -311,6 +312,8 @@ class Bus:
         """A member of another node (``record.node``) came online, or is known to be."""
         hub = self.hub
         key = alias_key(record.alias)
+        if record.node == self._node.node:
+            return  # this node's members are in its hub, never in its roster
         if hub.member_named(record.alias) is not None:
             return  # ours holds it here; the next resynchronisation settles who keeps it
         member = RemoteMember.from_record(record, hub.clock.seconds())

@@ -4,7 +4,11 @@ On the wire (see docs/cluster.md) a node publishes ``{"n": node, "m": [items]}``
 each item a JSON object whose ``"t"`` names its type. Each type is one frozen
 dataclass here: :meth:`to_json` gives the object as it goes on the wire, and
 :func:`parse` reads one back, refusing (:class:`MalformedMessage`) whatever is
-not one, so the handlers only ever see well-formed messages. Two types are also
+not one, so the handlers only ever see well-formed messages. Nodes trust each
+other, but a message is held to the rules a node holds its own members to:
+aliases and rooms follow their rules, times are times a clock can show, a ban's
+mask is one of its kind, and text passes :func:`~chatd.text.clean_text` (a topic
+or away message cut as a local one is). Two types are also
 written by the Lua scripts in :mod:`chatd.cluster.node` (``replace`` and
 ``gone``); presence records (:class:`PresenceRecord`) are what Redis keeps of
 each member, and what ``join`` and ``sync`` carry.
@@ -15,12 +19,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+from chatd.bans import BanRefused, ban_target
+from chatd.hub import MAX_TOPIC_CHARS
 from chatd.model import BAN_KINDS, Ban
+from chatd.text import check_room, clean_text, is_valid_name
 
 # A message as JSON, before or after its trip.
 Json = dict[str, Any]
+# The latest time a message may carry (epoch seconds, about the year 31 million):
+# past the end of the longest mute or ban (999999999 weeks from now), and within
+# what time.gmtime shows (utc_stamp), as the node that set it shows it too.
+LATEST_TIME = 1e15
 
 
 class MalformedMessage(ValueError):
@@ -46,15 +57,55 @@ def _optional_str(item: Mapping[str, Any], key: str) -> str | None:
     return value or None
 
 
-def _number(item: Mapping[str, Any], key: str) -> float:
+def _alias(item: Mapping[str, Any], key: str) -> str:
+    """An alias that follows the alias rule (where it is shown, or becomes someone's)."""
+    value = _str(item, key)
+    if not is_valid_name(value):
+        raise MalformedMessage(f"{key!r} breaks the alias rule")
+    return value
+
+
+def _room(item: Mapping[str, Any], key: str) -> str:
+    """A room name that follows the room rule."""
+    value = _str(item, key)
+    try:
+        return check_room(value)
+    except ValueError as refusal:
+        raise MalformedMessage(f"{key!r} breaks the room rule") from refusal
+
+
+def _text(item: Mapping[str, Any], key: str) -> str:
+    """Text a member gave, cleaned as the hub cleans what its own members give."""
+    return clean_text(_str(item, key))
+
+
+def _line(item: Mapping[str, Any], key: str) -> str:
+    """A line a member said or whispered: text that is not blank once cleaned."""
+    value = _text(item, key)
+    if not value:
+        raise MalformedMessage(f"{key!r} is blank")
+    return value
+
+
+def _optional_text(item: Mapping[str, Any], key: str, cut: int | None = None) -> str | None:
+    """Text or nothing (an empty string, or one that cleans to nothing, is nothing),
+    cut to ``cut`` characters if given."""
+    value = _optional_str(item, key)
+    return (clean_text(value)[:cut] or None) if value is not None else None
+
+
+def _time(item: Mapping[str, Any], key: str) -> float:
+    """Seconds since the epoch (or on the clock), from 0 to LATEST_TIME."""
     value = item.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MalformedMessage(f"{key!r} is not a number")
+    if not 0 <= value <= LATEST_TIME:  # NaN compares false; a huge int is not converted
+        raise MalformedMessage(f"{key!r} is no time")
     return float(value)
 
 
-def _optional_number(item: Mapping[str, Any], key: str) -> float | None:
-    return None if item.get(key) is None else _number(item, key)
+def _optional_time(item: Mapping[str, Any], key: str) -> float | None:
+    return None if item.get(key) is None else _time(item, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +135,11 @@ class PresenceRecord:
         if not isinstance(item, dict):
             raise MalformedMessage("a presence record is an object")
         return cls(
-            alias=_str(item, "alias"),
+            alias=_alias(item, "alias"),
             node=_str(item, "node"),
-            room=_str(item, "room"),
-            since=_number(item, "since"),
-            away=_optional_str(item, "away"),
+            room=_room(item, "room"),
+            since=_time(item, "since"),
+            away=_optional_text(item, "away", MAX_TOPIC_CHARS),
             registered=bool(item.get("registered")),
         )
 
@@ -133,7 +184,7 @@ class Leave:
 
     @classmethod
     def from_json(cls, item: Json) -> Leave:
-        return cls(_str(item, "alias"), _str(item, "reason"))
+        return cls(_str(item, "alias"), _text(item, "reason"))
 
     def touched(self) -> tuple[str, ...]:
         """The aliases this news is about."""
@@ -162,7 +213,7 @@ class Gone:
         aliases = item.get("aliases") or []  # Lua's cjson writes an empty list as {}
         if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
             raise MalformedMessage("'aliases' is not a list of strings")
-        return cls(_str(item, "node"), tuple(aliases), _str(item, "reason"))
+        return cls(_str(item, "node"), tuple(aliases), _text(item, "reason"))
 
     def touched(self) -> tuple[str, ...]:
         """The aliases this news is about."""
@@ -182,7 +233,7 @@ class Move:
 
     @classmethod
     def from_json(cls, item: Json) -> Move:
-        return cls(_str(item, "alias"), _str(item, "room"))
+        return cls(_str(item, "alias"), _room(item, "room"))
 
     def touched(self) -> tuple[str, ...]:
         """The aliases this news is about."""
@@ -202,7 +253,7 @@ class Rename:
 
     @classmethod
     def from_json(cls, item: Json) -> Rename:
-        return cls(_str(item, "old"), _str(item, "new"))
+        return cls(_str(item, "old"), _alias(item, "new"))
 
     def touched(self) -> tuple[str, ...]:
         """The aliases this news is about."""
@@ -210,10 +261,11 @@ class Rename:
 
 
 @dataclass(frozen=True, slots=True)
-class Say:
-    """A member of the sending node said ``text`` in ``room`` at ``at`` (epoch seconds)."""
+class _Spoken:
+    """A line (:class:`Say` or :class:`Act`) a member of the sending node spoke in
+    ``room`` at ``at`` (epoch seconds): the two differ in their type alone."""
 
-    TYPE: ClassVar[str] = "say"
+    TYPE: ClassVar[str]
     alias: str
     room: str
     text: str
@@ -229,36 +281,27 @@ class Say:
         }
 
     @classmethod
-    def from_json(cls, item: Json) -> Say:
+    def from_json(cls: type[_SpokenT], item: Json) -> _SpokenT:
         return cls(
-            _str(item, "alias"), _str(item, "room"), _str(item, "text"), _number(item, "at")
+            _str(item, "alias"), _room(item, "room"), _line(item, "text"), _time(item, "at")
         )
+
+
+_SpokenT = TypeVar("_SpokenT", bound=_Spoken)
 
 
 @dataclass(frozen=True, slots=True)
-class Act:
+class Say(_Spoken):
+    """A member of the sending node said ``text`` in ``room`` at ``at``."""
+
+    TYPE: ClassVar[str] = "say"
+
+
+@dataclass(frozen=True, slots=True)
+class Act(_Spoken):
     """A member of the sending node did ``/me text`` in ``room`` at ``at``."""
 
     TYPE: ClassVar[str] = "act"
-    alias: str
-    room: str
-    text: str
-    at: float
-
-    def to_json(self) -> Json:
-        return {
-            "t": self.TYPE,
-            "alias": self.alias,
-            "room": self.room,
-            "text": self.text,
-            "at": self.at,
-        }
-
-    @classmethod
-    def from_json(cls, item: Json) -> Act:
-        return cls(
-            _str(item, "alias"), _str(item, "room"), _str(item, "text"), _number(item, "at")
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +317,7 @@ class Away:
 
     @classmethod
     def from_json(cls, item: Json) -> Away:
-        return cls(_str(item, "alias"), _optional_str(item, "away"))
+        return cls(_str(item, "alias"), _optional_text(item, "away", MAX_TOPIC_CHARS))
 
     def touched(self) -> tuple[str, ...]:
         """The aliases this news is about."""
@@ -314,7 +357,11 @@ class Topic:
 
     @classmethod
     def from_json(cls, item: Json) -> Topic:
-        return cls(_str(item, "alias"), _str(item, "room"), _optional_str(item, "topic"))
+        return cls(
+            _alias(item, "alias"),
+            _room(item, "room"),
+            _optional_text(item, "topic", MAX_TOPIC_CHARS),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +386,7 @@ class Whisper:
     @classmethod
     def from_json(cls, item: Json) -> Whisper:
         return cls(
-            _str(item, "to"), _str(item, "from"), _str(item, "recipient"), _str(item, "text")
+            _str(item, "to"), _alias(item, "from"), _str(item, "recipient"), _line(item, "text")
         )
 
 
@@ -368,10 +415,10 @@ class Kick:
     def from_json(cls, item: Json) -> Kick:
         return cls(
             _str(item, "to"),
-            _str(item, "by"),
-            _str(item, "operator"),
+            _alias(item, "by"),
+            _text(item, "operator"),
             _str(item, "alias"),
-            _str(item, "reason"),
+            _text(item, "reason"),
         )
 
 
@@ -405,7 +452,7 @@ class Mute:
 
     @classmethod
     def from_json(cls, item: Json) -> Mute:
-        return cls(_str(item, "alias"), _optional_number(item, "until"))
+        return cls(_str(item, "alias"), _optional_time(item, "until"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,18 +493,24 @@ class Banned:
 
     @classmethod
     def from_json(cls, item: Json) -> Banned:
-        kind = _str(item, "kind")
+        mask, kind = _str(item, "mask"), _str(item, "kind")
         if kind not in BAN_KINDS:
             raise MalformedMessage(f"no ban kind {kind!r}")
+        try:
+            canonical = ban_target(mask)
+        except BanRefused as refusal:
+            raise MalformedMessage(str(refusal)) from refusal
+        if canonical != (mask, kind):  # as /ban makes them, or enforcing it would fail
+            raise MalformedMessage(f"{mask!r} is no {kind} mask")
         ban = Ban(
-            _str(item, "mask"),
+            mask,
             kind,
-            _str(item, "reason"),
-            _str(item, "set_by"),
-            _number(item, "created_at"),
-            _optional_number(item, "expires_at"),
+            _text(item, "reason"),
+            _text(item, "set_by"),
+            _time(item, "created_at"),
+            _optional_time(item, "expires_at"),
         )
-        return cls(_str(item, "by"), ban)
+        return cls(_alias(item, "by"), ban)
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,7 +540,7 @@ class Motd:
 
     @classmethod
     def from_json(cls, item: Json) -> Motd:
-        return cls(_optional_str(item, "text"))
+        return cls(_optional_text(item, "text"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -512,9 +512,10 @@ class Cluster:
         """Act on one published batch: every message of another node's, in order.
 
         Redis sends a node its own batches too; they are recognised by their
-        first bytes (this node writes the node name first) and not parsed. What
-        cannot be read is logged (one line) and dropped; nothing in a batch can
-        stop the node from reading the next one.
+        first bytes (this node writes the node name first) and not parsed; another
+        batch under this node's name is nobody's, and dropped. What cannot be read
+        is logged (one line) and dropped; nothing in a batch can stop the node from
+        reading the next one.
         """
         if isinstance(message, bytes):  # not UTF-8: txredisapi hands over the bytes
             message = message.decode("utf-8", "replace")
@@ -525,6 +526,12 @@ class Cluster:
         except MalformedMessage:
             self.log.warn(
                 "cluster: unreadable message ignored: {message!r}", message=message[:200]
+            )
+            return
+        if node == self.node:  # not written by this node (its own are recognised above)
+            self.log.warn(
+                "cluster: a batch under this node's name ignored: {message!r}",
+                message=message[:200],
             )
             return
         for item in items:

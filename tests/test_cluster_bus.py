@@ -449,3 +449,28 @@ def test_a_hub_alone_listens_to_nobody_and_knows_nobody_elsewhere() -> None:
     (alice,) = online(hub, "alice")
     hub.whisper(alice, "bob", "hi")
     assert "No such user: bob" in alice.text()
+
+
+def test_news_of_a_member_of_this_node_from_elsewhere_is_ignored(cluster: Any) -> None:
+    """A record naming this node, sent by another (or read back stale), adds nobody here:
+    this node's members are in its hub, never in its roster."""
+    node_a, _ = cluster
+    (alice,) = online(node_a.hub, "alice")
+    settled(alice)
+    receive(node_a, "b", {"t": "join", "alias": "dave", "node": "a", "room": "#lobby", "since": 0})
+    node_a.bus.reconcile(None, [PresenceRecord("erin", "a", "#lobby", 0.0)], drop_missing=False)
+    assert node_a.hub.online() == ("alice",)
+    assert len(node_a.roster) == 0
+    assert alice.text() == ""
+
+
+def test_a_move_into_the_room_a_remote_member_is_in_is_no_move(cluster: Any) -> None:
+    """News of bob moving to the room he is in (in any case) announces nothing: a member
+    here cannot do that, and their room would see him leave and come back."""
+    node_a, node_b = cluster
+    (alice,) = online(node_a.hub, "alice")
+    online(node_b.hub, "bob")
+    settled(alice)
+    receive(node_a, "b", {"t": "move", "alias": "bob", "room": "#LOBBY"})
+    assert alice.text() == ""
+    assert list(node_a.roster.names_in("#lobby")) == ["bob"]
