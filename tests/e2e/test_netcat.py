@@ -83,13 +83,19 @@ def test_netcat_clients_on_two_cluster_nodes_chat(tmp_path: Path) -> None:
         for name in ("a", "b"):
             (tmp_path / name).mkdir()
             nodes.append(start_chatd(tmp_path / name, "--redis", redis.url))
-        alice, bob = Netcat(nodes[0]), Netcat(nodes[1])
+        # carol, on node b, shows when node b has heard of alice's arrival on node
+        # a: only then is bob's welcome there sure to name her (the news goes
+        # through Redis, and a busy machine can take its time).
+        alice, bob, carol = Netcat(nodes[0]), Netcat(nodes[1]), Netcat(nodes[1])
         try:
+            carol.type("carol")
+            carol.expect("*** Welcome, carol!")
             alice.type("alice")
             alice.expect("*** Welcome, alice!")
+            carol.expect("*** alice has joined #lobby (2 here)\r\n")
             bob.type("bob")
-            bob.expect("*** Welcome, bob! You are in #lobby (2): alice, bob\r\n")
-            alice.expect("*** bob has joined #lobby (2 here)\r\n")
+            bob.expect("*** Welcome, bob! You are in #lobby (3): alice, bob, carol\r\n")
+            alice.expect("*** bob has joined #lobby (3 here)\r\n")
             alice.type("hi bob, from the other server")
             bob.expect("<alice> hi bob, from the other server\r\n")
             bob.type("/msg alice psst")
@@ -100,5 +106,6 @@ def test_netcat_clients_on_two_cluster_nodes_chat(tmp_path: Path) -> None:
         finally:
             alice.close()
             bob.close()
+            carol.close()
             for node in nodes:
                 node.stop()
