@@ -44,7 +44,7 @@ MAX_PENDING_BYTES = 8 * 1024 * 1024
 # Room for a few of the longest lines the protocol lets through.
 MIN_PENDING_BYTES = 64 * 1024
 # What a waiting line costs beyond the bytes of its text: its tuple, the headers of
-# its text and time, its buffer slot (about 170 bytes by bench/history_writer.py).
+# its text and time, its buffer slot (145 bytes by bench/history_writer.py).
 PENDING_ENTRY_OVERHEAD_BYTES = 200
 # A write starts before the timer once this fraction of either cap is waiting, so
 # a fast chat is written in batches that grow with the backlog, not dropped.
