@@ -2,14 +2,25 @@
 
     python bench/history_writer.py                       # both measurements
     python bench/history_writer.py --rate 200000 --seconds 3 --text-bytes 64
+    python bench/history_writer.py --skip-memory --rate 0 --relay-us 20 [--no-history]
 
 Throughput: a real :class:`chatd.stores.sqlite.SQLiteStore` (its own database thread, the real
 reactor) in a temporary directory is fed lines at ``--rate`` lines per second,
 ``--chunk`` lines per reactor turn, as a flooding room would feed it through the
 hub, for ``--seconds``; then it is flushed. Reported: the rate offered, the rate
 the lines reached the disk (all of them, from the first append to the last
-commit), lines dropped ("history buffer full") and the batches written. A
-``--rate`` of 0 appends as fast as the reactor can.
+commit), lines dropped ("history buffer full"), the batches written, and the
+process's CPU time per line stored (the appends on the reactor and the database
+thread's work: what history takes from the chat on a one-core server; the loop
+feeding the lines costs some 1 us of it). A ``--rate`` of 0 appends as fast as the
+reactor can. Each room keeps ``--keep`` lines (the daemon's default), so that the
+writes prune as the daemon's do; 0 keeps every line.
+
+``--relay-us N`` has the reactor spin N us of CPU for each line besides
+history, as it would relaying the line to a room (20: some 200 members on this
+VM); with ``--rate 0`` the rate offered is then the most the "chat" sustains, and
+the same run with ``--no-history`` (a stand-in store that keeps nothing) gives the
+rate without history: the difference is what history costs the chat.
 
 With ``--redis``, the same against a :class:`chatd.stores.redis.RedisStore` on a
 throwaway ``redis-server`` (started by tests/redisserver.py).
@@ -33,10 +44,10 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 
@@ -47,6 +58,7 @@ from chatd.cluster.address import RedisAddress
 from chatd.cluster.link import RedisLink
 from chatd.interfaces import IChatStore
 from chatd.model import HistoryEntry
+from chatd.stores.base import HISTORY_PER_ROOM
 from chatd.stores.redis import RedisStore
 from chatd.stores.sqlite import SQLiteStore, run_synchronously
 from tests.redisserver import RedisServer
@@ -64,7 +76,8 @@ def text(n: int, size: int, non_ascii: bool = False) -> str:
 @dataclass(frozen=True)
 class Load:
     """The chat offered: ``total`` lines of ``size`` bytes at ``rate`` lines/s, ``chunk``
-    a reactor turn, over ``rooms`` rooms; ``busy``: no idle time between turns."""
+    a reactor turn, over ``rooms`` rooms; ``busy``: no idle time between turns;
+    ``relay_us``: the reactor's own work per line (relaying it), spun after each turn."""
 
     rate: int
     total: int
@@ -72,6 +85,8 @@ class Load:
     size: int
     rooms: int
     busy: bool
+    keep: int
+    relay_us: float
 
 
 async def feed(store: IChatStore, load: Load) -> str:
@@ -80,14 +95,19 @@ async def feed(store: IChatStore, load: Load) -> str:
     lines = [text(n, size) for n in range(min(total, 10_000))]
     sent = 0
     started = time.monotonic()
+    cpu_started = time.process_time()
     with capturedLogs() as events:
         while sent < total:
-            for _ in range(min(chunk, total - sent)):
+            turn = min(chunk, total - sent)
+            for _ in range(turn):
                 room = f"#room{sent % rooms}"
                 store.append_history(
                     HistoryEntry(room, "say", "alice", lines[sent % len(lines)], time.time())
                 )
                 sent += 1
+            relay_until = time.thread_time() + load.relay_us * 1e-6 * turn
+            while time.thread_time() < relay_until:
+                pass
             delay = 0.0
             if rate:
                 delay = max(0.0, started + sent / rate - time.monotonic())
@@ -100,27 +120,43 @@ async def feed(store: IChatStore, load: Load) -> str:
         offered = time.monotonic() - started
         await store.flush()
         done = time.monotonic() - started
+        cpu = time.process_time() - cpu_started
     lost = sum(e["lost"] for e in events if e.get("log_level") is LogLevel.error and "lost" in e)
     stored = sent - lost
     return (
         f"{type(store).__name__}, {size}-byte lines in {rooms} room(s):"
         f" offered {sent / offered:,.0f} lines/s, stored {stored:,} of {sent:,} in"
         f" {done:.2f}s = {stored / done:,.0f} lines/s; {lost:,} dropped;"
-        f" {store.batches_written} batches"
+        f" {store.batches_written} batches; {cpu / max(stored, 1) * 1e6:.2f} us of CPU per line"
     )
 
 
 async def sqlite_throughput(load: Load) -> None:
     with tempfile.TemporaryDirectory(prefix="chatd-bench-") as directory:
         path = Path(directory) / "chatd.sqlite3"
-        # Room retention is not what is measured: every line is kept.
-        store = SQLiteStore(path, history_per_room=load.total)
+        store = SQLiteStore(path, history_per_room=load.keep or load.total)
         await store.start()
         report = await feed(store, load)
         await store.stop()
         with sqlite3.connect(path) as db:
             (stored,) = db.execute("SELECT COUNT(*) FROM history").fetchone()
     print(f"{report} (in the file: {stored:,})")
+
+
+class NoHistory:
+    """Takes every line and keeps none: what the chat costs without history."""
+
+    batches_written = 0
+
+    def append_history(self, entry: HistoryEntry) -> None:
+        pass
+
+    def flush(self) -> Deferred[None]:
+        return succeed(None)
+
+
+async def no_history(load: Load) -> None:
+    print(await feed(cast(IChatStore, NoHistory()), load))
 
 
 async def redis_throughput(load: Load) -> None:
@@ -131,7 +167,7 @@ async def redis_throughput(load: Load) -> None:
         link.on_up = lambda: up.called or up.callback(None)
         link.start()
         await up
-        store = RedisStore(link, server.url, history_per_room=load.total)
+        store = RedisStore(link, server.url, history_per_room=load.keep or load.total)
         await store.start()
         report = await feed(store, load)
         await store.stop()
@@ -184,8 +220,22 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=500, help="lines per reactor turn")
     parser.add_argument("--text-bytes", type=int, default=64)
     parser.add_argument("--rooms", type=int, default=1)
+    parser.add_argument(
+        "--keep", type=int, default=HISTORY_PER_ROOM, help="lines kept per room (0: all)"
+    )
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--redis", action="store_true", help="a RedisStore, not SQLite")
+    parser.add_argument(
+        "--no-history",
+        action="store_true",
+        help="no store: the same load without history, to compare --relay-us runs with",
+    )
+    parser.add_argument(
+        "--relay-us",
+        type=float,
+        default=0.0,
+        help="CPU the reactor spends on each line besides history (20: a room of 200 relaying)",
+    )
     parser.add_argument(
         "--busy", action="store_true", help="spin between turns, as a saturated reactor"
     )
@@ -196,6 +246,8 @@ def main() -> None:
 
     def run() -> Deferred[None]:
         measure = redis_throughput if options.redis else sqlite_throughput
+        if options.no_history:
+            measure = no_history
         total = int(options.rate * options.seconds) if options.rate else 200_000
         return ensureDeferred(
             measure(
@@ -206,6 +258,8 @@ def main() -> None:
                     options.text_bytes,
                     options.rooms,
                     options.busy,
+                    options.keep,
+                    options.relay_us,
                 )
             )
         )

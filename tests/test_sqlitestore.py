@@ -398,7 +398,8 @@ def test_retention_by_age(path: Path, clock: Clock) -> None:
 
 def test_history_queries_use_the_indexes(path: Path, clock: Clock) -> None:
     """Reading and pruning history search an index; none scans the whole table."""
-    succeeded(started(path, clock).stop())
+    # The index on time is kept only by a store that prunes by age.
+    succeeded(started(path, clock, history_max_age_seconds=60).stop())
     plans = {
         _PRUNE_ROOM_SQL: ("lobby", 3),
         _PRUNE_AGE_SQL: (1.0,),
@@ -415,6 +416,23 @@ def test_history_queries_use_the_indexes(path: Path, clock: Clock) -> None:
         assert all("INDEX" in step for step in rooms), steps
         assert touching or rooms, steps
         assert not any("TEMP B-TREE" in step for step in steps), steps
+
+
+def indexes(path: Path) -> set[str]:
+    return {name for (name,) in query(path, "SELECT name FROM sqlite_master WHERE type='index'")}
+
+
+def test_index_on_time_is_kept_only_with_a_maximum_age(path: Path, clock: Clock) -> None:
+    """Only a store that prunes by age keeps history indexed by time; the others drop it."""
+    succeeded(started(path, clock).stop())
+    assert "history_at" not in indexes(path)
+    assert "history_room_id" in indexes(path)
+    succeeded(started(path, clock, history_max_age_seconds=60).stop())
+    assert "history_at" in indexes(path)
+    succeeded(started(path, clock, history_max_age_seconds=60).stop())
+    assert "history_at" in indexes(path)
+    succeeded(started(path, clock).stop())
+    assert "history_at" not in indexes(path)
 
 
 # History: when the disk fails, and big batches.

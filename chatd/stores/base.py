@@ -44,7 +44,7 @@ MAX_PENDING_BYTES = 8 * 1024 * 1024
 # Room for a few of the longest lines the protocol lets through.
 MIN_PENDING_BYTES = 64 * 1024
 # What a waiting line costs beyond the bytes of its text: its tuple, the headers of
-# its text and time, its buffer slot (about 170 bytes by bench/history_writer.py).
+# its text and time, its buffer slot (145 bytes by bench/history_writer.py).
 PENDING_ENTRY_OVERHEAD_BYTES = 200
 # A write starts before the timer once this fraction of either cap is waiting, so
 # a fast chat is written in batches that grow with the backlog, not dropped.
@@ -79,12 +79,6 @@ text is new, and UTF-8 is the smallest form of it (a str with one emoji takes fo
 bytes per character). A text Python cannot encode (a lone surrogate) is written
 with ``?`` in its place rather than failing every batch it is in.
 """
-
-
-def _pending_row(entry: HistoryEntry) -> PendingRow:
-    """``entry`` as it waits in a store's buffer."""
-    room, kind, alias, text, at = entry
-    return (room, kind, alias, text.encode("utf-8", "replace"), at)
 
 
 def _unpack_row(row: PendingRow) -> HistoryEntry:
@@ -144,39 +138,39 @@ class Backlog:
     change so that capping the buffer by bytes costs nothing per line.
     """
 
-    __slots__ = ("_rows", "size")
+    __slots__ = ("rows", "size")
 
     def __init__(self) -> None:
-        self._rows: deque[PendingRow] = deque()
+        self.rows: deque[PendingRow] = deque()
         self.size = 0
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self.rows)
 
     def __iter__(self) -> Iterator[PendingRow]:
-        return iter(self._rows)
+        return iter(self.rows)
 
     def append(self, row: PendingRow) -> None:
-        self._rows.append(row)
-        self.size += row_bytes(row)
+        self.rows.append(row)
+        self.size += len(row[3]) + PENDING_ENTRY_OVERHEAD_BYTES  # row_bytes, inlined
 
     def take(self, count: int) -> list[PendingRow]:
         """Remove and return the oldest ``count`` lines (all of them if fewer wait)."""
-        if count >= len(self._rows):
-            rows = list(self._rows)
+        if count >= len(self.rows):
+            rows = list(self.rows)
             self.clear()
             return rows
-        rows = [self._rows.popleft() for _ in range(count)]
+        rows = [self.rows.popleft() for _ in range(count)]
         self.size -= sum(map(row_bytes, rows))
         return rows
 
     def put_back(self, rows: list[PendingRow]) -> None:
         """Return ``rows``, older than every line waiting, to the front."""
-        self._rows.extendleft(reversed(rows))
+        self.rows.extendleft(reversed(rows))
         self.size += sum(map(row_bytes, rows))
 
     def clear(self) -> None:
-        self._rows.clear()
+        self.rows.clear()
         self.size = 0
 
 
@@ -258,6 +252,8 @@ class BufferedStore:
         self._flush_interval = flush_interval_seconds
         self._max_pending = max_pending_entries
         self._max_pending_bytes = max_pending_bytes
+        self._early_entries = max_pending_entries * EARLY_WRITE_FRACTION
+        self._early_bytes = max_pending_bytes * EARLY_WRITE_FRACTION
         self._state = _State.NEW
         # History not yet written, oldest first (a subclass may hold more: see _held).
         self._pending = Backlog()
@@ -336,14 +332,29 @@ class BufferedStore:
         the entry is dropped (with one warning), never raised about: a line said
         during shutdown must not break the chat.
         """
-        if entry.kind not in HISTORY_KINDS:
-            raise ValueError(f"history kind must be 'say' or 'act', not {entry.kind!r}")
+        # Paid for every line said, on the reactor: a few operations, no calls but
+        # the encoding while the buffer is under its caps and writes succeed.
+        room, kind, alias, text, at = entry
+        if kind not in HISTORY_KINDS:
+            raise ValueError(f"history kind must be 'say' or 'act', not {kind!r}")
         if self._state is not _State.RUNNING:
             self._refuse_entry()
             return
-        self._pending.append(_pending_row(entry))
-        self._cap_pending()
-        if self._backlogged() and not self._write_lock.locked and not self._failed_writes:
+        pending = self._pending
+        rows = pending.rows
+        row = (room, kind, alias, text.encode("utf-8", "replace"), at)
+        rows.append(row)  # pending.append(row), inlined
+        pending.size += len(row[3]) + PENDING_ENTRY_OVERHEAD_BYTES
+        if (
+            self._failed_writes
+            or len(rows) > self._max_pending
+            or pending.size > self._max_pending_bytes
+        ):
+            # Over a cap, or holding a failed batch beyond _pending (see _held).
+            self._cap_pending()
+        if (len(rows) >= self._early_entries or pending.size >= self._early_bytes) and not (
+            self._write_lock.locked or self._failed_writes
+        ):
             # While writes fail, the backoff timer alone decides when to try again.
             self._flush_due()
         elif self._flush_call is None:
@@ -371,10 +382,7 @@ class BufferedStore:
 
     def _backlogged(self) -> bool:
         """Whether enough is waiting to write it now rather than at the timer."""
-        return (
-            len(self._pending) >= self._max_pending * EARLY_WRITE_FRACTION
-            or self._pending.size >= self._max_pending_bytes * EARLY_WRITE_FRACTION
-        )
+        return len(self._pending) >= self._early_entries or self._pending.size >= self._early_bytes
 
     def _flush_due(self) -> None:
         self._cancel_flush_timer()
@@ -540,7 +548,11 @@ class BufferedStore:
         raise NotImplementedError
 
     def _held(self) -> tuple[int, int]:
-        """The lines held for writing and their bytes, not counting a batch on its way."""
+        """The lines held for writing and their bytes, not counting a batch on its way.
+
+        Beyond ``_pending``, a store may hold only lines whose write failed: while
+        none did, :meth:`append_history` checks the caps against ``_pending`` alone.
+        """
         raise NotImplementedError
 
     def _drop_oldest(self) -> None:
