@@ -57,6 +57,7 @@ def _number(kind: type[int] | type[float], value: str) -> int | float:
 
 def positive(kind: type[int] | type[float]) -> OptionValue[int | float]:
     """A count or a number of seconds that must be above 0 (a limit that cannot be off)."""
+
     def convert(value: str) -> int | float:
         number = _number(kind, value)
         if number <= 0:
@@ -68,6 +69,7 @@ def positive(kind: type[int] | type[float]) -> OptionValue[int | float]:
 
 def not_negative(kind: type[int] | type[float]) -> OptionValue[int | float]:
     """A limit that 0 turns off."""
+
     def convert(value: str) -> int | float:
         number = _number(kind, value)
         if number < 0:
@@ -171,5 +173,3 @@ def _room_name(value: str) -> str:
 
 
 room_name = OptionValue(_room_name, f"A room name: {ROOM_RULE}.")
-
-
