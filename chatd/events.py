@@ -75,6 +75,27 @@ class Left:
 
 
 @dataclass(frozen=True, slots=True)
+class Comings:
+    """Who came into and went from a big room over the last ``seconds``, in one event.
+
+    In a room of more than ``--quiet-joins-above`` members, arrivals and
+    departures are not announced one by one (each would be a line to everyone
+    there) but summed up once per interval. ``joined`` and ``left`` count them;
+    ``joined_names`` and ``left_names`` list at most the first
+    :data:`chatd.hub.LISTED_NAMES` of each, in the order they came or went. Someone
+    who came and went (or went and came back) within the interval is in neither.
+    """
+
+    room: str
+    joined: int
+    left: int
+    joined_names: tuple[str, ...]
+    left_names: tuple[str, ...]
+    present: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Renamed:
     """``old`` is now known as ``new``."""
 
@@ -162,6 +183,7 @@ Event = (
     | Joined
     | Departed
     | Left
+    | Comings
     | Renamed
     | InRoom
     | Roster

@@ -36,6 +36,7 @@ from chatd.bans import Bans
 from chatd.counters import Counters
 from chatd.events import (
     Acted,
+    Comings,
     Departed,
     Error,
     Event,
@@ -56,7 +57,7 @@ from chatd.events import (
 from chatd.interfaces import IChatStore, IDirectory, IHubListener, IMember, IRemoteMember
 from chatd.model import Ban, HistoryEntry, SharedState
 from chatd.mutes import Mutes
-from chatd.room import Presence, Room, deliver
+from chatd.room import Comers, Presence, Room, deliver
 from chatd.text import (
     AliasRefused,
     alias_key,
@@ -84,6 +85,12 @@ HISTORY_ROOMS_KEPT = 200
 # read from the store again when their room opens).
 TOPICS_KEPT = 1000
 DEFAULT_HISTORY_REPLAY = 20
+# In a room of more than this many members (here and elsewhere), arrivals and
+# departures are summed up in one line per COMINGS_SECONDS (a Comings event) rather
+# than announced one by one: each would be a line to everyone there, O(members^2)
+# when a crowd comes in. 0 announces every one, however big the room.
+DEFAULT_QUIET_JOINS_ABOVE = 100
+COMINGS_SECONDS = 5.0
 
 
 @implementer(IHubListener)
@@ -187,6 +194,8 @@ class Hub:
         history_max_age_seconds: float | None = None,
         listener: IHubListener | None = None,
         directory: IDirectory | None = None,
+        quiet_joins_above: int = DEFAULT_QUIET_JOINS_ABOVE,
+        comings_seconds: float = COMINGS_SECONDS,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -231,6 +240,9 @@ class Hub:
         # Rooms with broadcasts waiting for the end of this reactor turn.
         self._pending: list[Room] = []
         self._flush_call: IDelayedCall | None = None
+        # Rooms bigger than this sum up who came and went (0: never; see Comings).
+        self.quiet_joins_above = quiet_joins_above
+        self.comings_seconds = comings_seconds
 
     def __len__(self) -> int:
         return len(self._members)
@@ -364,7 +376,7 @@ class Hub:
             return
         new = self._open_room(room_name)
         self._exit(member, old)
-        self._queue(old, Departed(alias, new.name))
+        self._went(old, alias, Departed(alias, new.name))
         self._close_if_unused(old)
         self._enter(member, new, came_from=old.name)
         self.listener.moved(member, old.name)
@@ -382,7 +394,7 @@ class Hub:
         reason = clean_text(reason) or "left"
         self.log.info("{alias} left ({reason})", alias=alias, reason=reason)
         if not self._closing:
-            self._queue(room, Left(alias, reason))
+            self._went(room, alias, Left(alias, reason))
         self._close_if_unused(room)
         if not self._closing:
             self.listener.left(alias, reason)
@@ -446,7 +458,12 @@ class Hub:
         self._presence[member].alias = new_alias
         self._members[alias_key(new_alias)] = member
         self.log.info("{old} is now known as {new}", old=old, new=new_alias)
-        self._queue(self._room(member), Renamed(old, new_alias))
+        room = self._room(member)
+        if room.comers is not None and room.comers.renamed(old, new_alias):
+            # The room has not heard of them yet: it will, by their new name.
+            self.tell(member, Renamed(old, new_alias))
+        else:
+            self._queue(room, Renamed(old, new_alias))
         self._follow_rename(old, new_alias)
 
     def _follow_rename(self, old: str, new: str) -> None:
@@ -558,23 +575,26 @@ class Hub:
     def remote_joined(self, alias: str, room_name: str) -> None:
         """``alias`` came online elsewhere, in ``room_name`` (the directory knows them now)."""
         if (room := self._rooms.get(room_key(room_name))) is not None:
-            self._queue(room, Joined(alias, room.name, self._present(room), None))
+            present = self._present(room)
+            self._came(room, alias, Joined(alias, room.name, present, None), present)
 
     def remote_left(self, alias: str, room_name: str, reason: str) -> None:
         """``alias``, elsewhere in ``room_name``, went offline (the directory forgot them)."""
         if (room := self._rooms.get(room_key(room_name))) is not None:
-            self._queue(room, Left(alias, clean_text(reason) or "left"))
+            self._went(room, alias, Left(alias, clean_text(reason) or "left"))
 
     def remote_moved(self, alias: str, came_from: str, room_name: str) -> None:
         """``alias``, elsewhere, went from room ``came_from`` to ``room_name``."""
         if (room := self._rooms.get(room_key(came_from))) is not None:
-            self._queue(room, Departed(alias, room_name))
+            self._went(room, alias, Departed(alias, room_name))
         if (room := self._rooms.get(room_key(room_name))) is not None:
-            self._queue(room, Joined(alias, room.name, self._present(room), came_from))
+            present = self._present(room)
+            self._came(room, alias, Joined(alias, room.name, present, came_from), present)
 
     def remote_renamed(self, old: str, new: str, room_name: str) -> None:
         """``old``, elsewhere in ``room_name``, is now known as ``new``."""
-        if (room := self._rooms.get(room_key(room_name))) is not None:
+        room = self._rooms.get(room_key(room_name))
+        if room is not None and (room.comers is None or not room.comers.renamed(old, new)):
             self._queue(room, Renamed(old, new))
         self._follow_rename(old, new)
 
@@ -826,6 +846,8 @@ class Hub:
         pair of members, for news nobody will read.
         """
         self._closing = True
+        for room in self._rooms.values():
+            self._forget_comers(room)  # news nobody will read either
         self.announce(reason)
         self.flush()
         for member in list(self._members.values()):
@@ -968,6 +990,7 @@ class Hub:
     def _close_if_unused(self, room: Room) -> None:
         # The default room stays listed even when empty; a topic outlives its room.
         if not room.members and room.name != self.default_room:
+            self._forget_comers(room)
             room.flush()
             del self._rooms[room_key(room.name)]
 
@@ -987,7 +1010,71 @@ class Hub:
                 waiting.append(member)  # replayed once read (see _history_read)
             elif recent := self._recent(room, self.history_replay):
                 self.tell(member, History(room.name, recent))
-        self._queue(room, Joined(presence.alias, room.name, present, came_from), exclude=member)
+        joined = Joined(presence.alias, room.name, present, came_from)
+        self._came(room, presence.alias, joined, present, exclude=member)
+
+    # Arrivals and departures, one by one in a small room, summed up in a big one.
+
+    def _quiet(self, present: int) -> bool:
+        """Whether a room of ``present`` members sums up who comes and goes."""
+        return 0 < self.quiet_joins_above < present
+
+    def _came(
+        self,
+        room: Room,
+        alias: str,
+        joined: Joined,
+        present: int,
+        exclude: IMember | None = None,
+    ) -> None:
+        """Announce ``alias`` coming into ``room`` (of ``present``, them included)."""
+        if self._quiet(present):
+            self._comers(room).came(alias)
+        else:
+            self._announce_comings(room, exclude)  # what is pending first, in order
+            self._queue(room, joined, exclude)
+
+    def _went(self, room: Room, alias: str, event: Left | Departed) -> None:
+        """Announce ``alias`` going from ``room`` (they are no longer in it)."""
+        if self._quiet(self._present(room) + 1):
+            self._comers(room).went(alias)
+        else:
+            self._announce_comings(room)
+            self._queue(room, event)
+
+    def _comers(self, room: Room) -> Comers:
+        """The comings and goings of ``room`` to sum up, with the timer that will."""
+        if room.comers is None:
+            call = self.clock.callLater(self.comings_seconds, self._announce_comings, room)
+            room.comers = Comers(call)
+        return room.comers
+
+    def _announce_comings(self, room: Room, exclude: IMember | None = None) -> None:
+        """Tell ``room`` (but ``exclude``, just come in) who came and went since its
+        last summary, if anyone did."""
+        comers = room.comers
+        if comers is None:
+            return
+        room.comers = None
+        comers.cancel()
+        if not room.members or not (comers.joined or comers.left):
+            return
+        summary = Comings(
+            room.name,
+            len(comers.joined),
+            len(comers.left),
+            tuple(islice(comers.joined.values(), LISTED_NAMES)),
+            tuple(islice(comers.left.values(), LISTED_NAMES)),
+            self._present(room),
+            self.comings_seconds,
+        )
+        self._queue(room, summary, exclude)
+
+    def _forget_comers(self, room: Room) -> None:
+        """Drop ``room``'s pending summary (the room closes, or the hub does)."""
+        if room.comers is not None:
+            room.comers.cancel()
+            room.comers = None
 
     def _present(self, room: Room) -> int:
         """How many are in ``room`` (on every node, in a cluster)."""

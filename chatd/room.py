@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from chatd.counters import Counters
@@ -82,6 +83,42 @@ class Presence:
         self.operator: str | None = None
 
 
+class Comers:
+    """Who came into and went from a big room since its last summary (see
+    :class:`chatd.events.Comings`), and the one timer that will announce them."""
+
+    __slots__ = ("call", "joined", "left")
+
+    def __init__(self, call: IDelayedCall) -> None:
+        self.call = call
+        # Alias key -> alias, in the order they came (or went).
+        self.joined: dict[str, str] = {}
+        self.left: dict[str, str] = {}
+
+    def came(self, alias: str) -> None:
+        """``alias`` came in: back from having gone (then neither), or new."""
+        key = alias_key(alias)
+        if self.left.pop(key, None) is None:
+            self.joined[key] = alias
+
+    def went(self, alias: str) -> None:
+        """``alias`` went: having just come (then neither), or someone who was there."""
+        key = alias_key(alias)
+        if self.joined.pop(key, None) is None:
+            self.left[key] = alias
+
+    def renamed(self, old: str, new: str) -> bool:
+        """Whether ``old`` came in since the last summary (and is now listed as ``new``)."""
+        if self.joined.pop(alias_key(old), None) is None:
+            return False
+        self.joined[alias_key(new)] = new
+        return True
+
+    def cancel(self) -> None:
+        if self.call.active():
+            self.call.cancel()
+
+
 class Room:
     """Members of one room (in the order they came in) and this turn's broadcasts."""
 
@@ -90,6 +127,7 @@ class Room:
         "_counters",
         "_encoded",
         "_served",
+        "comers",
         "failed",
         "members",
         "name",
@@ -117,6 +155,8 @@ class Room:
         # Members whose delivery raised, for the hub to cut off (see deliver); the
         # hub shares one list between its rooms.
         self.failed: list[Member] = failed if failed is not None else []
+        # In a big room, arrivals and departures waiting for their summary (see the hub).
+        self.comers: Comers | None = None
 
     def __len__(self) -> int:
         return len(self.members)

@@ -22,7 +22,13 @@ from chatd.cluster.address import RedisAddress
 from chatd.config import ConfigFileOptions
 from chatd.files import create_private_directory
 from chatd.flood import FloodLimits
-from chatd.hub import DEFAULT_HISTORY_REPLAY, DEFAULT_ROOM, Hub
+from chatd.hub import (
+    COMINGS_SECONDS,
+    DEFAULT_HISTORY_REPLAY,
+    DEFAULT_QUIET_JOINS_ABOVE,
+    DEFAULT_ROOM,
+    Hub,
+)
 from chatd.interfaces import IChatStore
 from chatd.logs import json_observer, twistd_log_file
 from chatd.passwords import Passwords
@@ -183,6 +189,14 @@ class Options(ConfigFileOptions):
             None,
             "Prune history lines older than this (e.g. 30d); by default only the count limits.",
             values.duration,
+        ],
+        [
+            "quiet-joins-above",
+            None,
+            DEFAULT_QUIET_JOINS_ABOVE,
+            f"In rooms of more than this many, sum up arrivals and departures in one line"
+            f" per {COMINGS_SECONDS:g} s instead of one line each (0: always one each).",
+            values.not_negative(int),
         ],
         [
             "data-dir",
@@ -362,6 +376,7 @@ def makeService(options: Options) -> ChatService:
         accounts=Accounts(store, Passwords(), options["operators"]),
         listener=cluster.bus if cluster is not None else None,
         directory=cluster.roster if cluster is not None else None,
+        quiet_joins_above=options["quiet-joins-above"],
     )
     if cluster is not None:
         cluster.attach(hub)

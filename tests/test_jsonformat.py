@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from chatd.events import Error, History, Joined, Left, RoomList, Said
+from chatd.events import Comings, Error, History, Joined, Left, RoomList, Said
 from chatd.fronts.jsonformat import TYPES, encode
 from chatd.model import HistoryEntry
 
@@ -33,6 +33,21 @@ def test_history_and_room_lists_become_lists_of_objects() -> None:
     assert decoded(encode(RoomList((("#lobby", 3, None),))))["rooms"] == [
         {"name": "#lobby", "members": 3, "topic": None}
     ]
+
+
+def test_comings_carry_counts_and_names() -> None:
+    """A big room's summary of arrivals and departures is one "comings" object."""
+    event = Comings("#lobby", 3, 1, ("ann", "bob"), ("carl",), 120, 5.0)
+    assert decoded(encode(event)) == {
+        "type": "comings",
+        "room": "#lobby",
+        "joined": 3,
+        "left": 1,
+        "joined_names": ["ann", "bob"],
+        "left_names": ["carl"],
+        "present": 120,
+        "seconds": 5.0,
+    }
 
 
 def test_every_event_type_has_a_json_type() -> None:

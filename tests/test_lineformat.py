@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatd.events import History
+from chatd.events import Comings, History
 from chatd.fronts.lineformat import encode
 from chatd.model import HistoryEntry
 
@@ -17,3 +17,39 @@ def test_history_counts_its_lines_in_good_english(count: int, heading: str) -> N
     )
     first = encode(History("#lobby", entries)).split(b"\r\n")[0]
     assert first == f"*** History of #lobby ({heading}):".encode()
+
+
+@pytest.mark.parametrize(
+    ("joined", "left", "line"),
+    [
+        (
+            ("ann", "bob"),
+            (),
+            "*** 2 joined in the last 5s: ann, bob (120 here; /who lists everyone)",
+        ),
+        (
+            (),
+            ("carl",),
+            "*** 1 left in the last 5s: carl (120 here; /who lists everyone)",
+        ),
+        (
+            ("ann",),
+            ("carl",),
+            "*** 1 joined, 1 left in the last 5s: ann joined; carl left"
+            " (120 here; /who lists everyone)",
+        ),
+    ],
+)
+def test_comings_are_one_line(joined: tuple[str, ...], left: tuple[str, ...], line: str) -> None:
+    """A summary of a big room's arrivals and departures reads as one line."""
+    event = Comings("#lobby", len(joined), len(left), joined, left, 120, 5.0)
+    assert encode(event) == f"{line}\r\n".encode()
+
+
+def test_comings_count_those_not_named() -> None:
+    """Names past those listed are counted: "and N more"."""
+    event = Comings("#lobby", 37, 12, ("ann", "bob"), ("carl",), 1204, 5.0)
+    assert encode(event) == (
+        b"*** 37 joined, 12 left in the last 5s: ann, bob and 35 more joined;"
+        b" carl and 11 more left (1204 here; /who lists everyone)\r\n"
+    )

@@ -69,6 +69,8 @@ def test_limits() -> None:
         ["--default-room", "#has space"],
         ["--history-replay", "-1"],
         ["--history-replay", "101"],
+        ["--quiet-joins-above", "-1"],
+        ["--quiet-joins-above", "many"],
     ],
 )
 def test_bad_limits_are_usage_errors(args: list[str]) -> None:
@@ -95,6 +97,13 @@ def test_default_room() -> None:
     assert parse()["default-room"] == "#lobby"
     service = makeService(parse("--default-room", "#main"))
     assert service.sessions.hub.default_room == "#main"
+
+
+def test_quiet_joins_above() -> None:
+    """--quiet-joins-above sets when a room sums up arrivals (100 unless given, 0 never)."""
+    assert parse()["quiet-joins-above"] == 100
+    assert makeService(parse()).sessions.hub.quiet_joins_above == 100
+    assert makeService(parse("--quiet-joins-above", "0")).sessions.hub.quiet_joins_above == 0
 
 
 def test_history_and_data_dir(tmp_path: Path) -> None:

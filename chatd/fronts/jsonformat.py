@@ -14,6 +14,7 @@ from typing import Any
 
 from chatd.events import (
     Acted,
+    Comings,
     Departed,
     Error,
     Event,
@@ -40,6 +41,7 @@ TYPES: dict[type, str] = {
     Joined: "join",
     Departed: "leave",
     Left: "leave",
+    Comings: "comings",
     Renamed: "nick",
     InRoom: "room",
     Roster: "who",

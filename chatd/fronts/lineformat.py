@@ -11,6 +11,7 @@ from functools import lru_cache, singledispatch
 
 from chatd.events import (
     Acted,
+    Comings,
     Departed,
     Error,
     Event,
@@ -85,6 +86,32 @@ def _(event: Departed) -> str:
 @_render.register
 def _(event: Left) -> str:
     return f"*** {event.alias} has left ({event.reason})"
+
+
+@_render.register
+def _(event: Comings) -> str:
+    counts = [
+        f"{event.joined} joined" if event.joined else "",
+        f"{event.left} left" if event.left else "",
+    ]
+    listed = [
+        _listed(event.joined_names, event.joined, "joined" if event.left else ""),
+        _listed(event.left_names, event.left, "left" if event.joined else ""),
+    ]
+    return (
+        f"*** {', '.join(filter(None, counts))} in the last {duration(event.seconds)}:"
+        f" {'; '.join(filter(None, listed))} ({event.present} here; /who lists everyone)"
+    )
+
+
+def _listed(names: tuple[str, ...], count: int, what: str) -> str:
+    """``names`` of ``count`` who came or went: ann, bob and 3 more ``what``."""
+    if not count:
+        return ""
+    listed = ", ".join(names)
+    if count > len(names):
+        listed += f" and {count - len(names)} more"
+    return f"{listed} {what}" if what else listed
 
 
 @_render.register

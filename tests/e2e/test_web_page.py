@@ -413,3 +413,35 @@ def test_a_phone_lists_everyone_in_a_big_room_and_switches_rooms_from_its_panels
             browser.close()
             for line in crowd:
                 line.close()
+
+
+def test_a_big_room_sums_up_who_came_and_went_and_the_member_list_follows(
+    tmp_path: Path,
+) -> None:
+    """Above --quiet-joins-above, the page shows one summary line for who came and went,
+    and its member list takes in the names it gives."""
+    daemon = start_chatd(
+        tmp_path, "--web", "tcp:0:interface=127.0.0.1", "--quiet-joins-above", "2"
+    )
+    crowd: list[socket.socket] = []
+    try:
+        _, web_port = daemon.wait_for_ports(2)
+        crowd.append(line_user(daemon, "u1"))
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                ben = join_page(browser, f"http://127.0.0.1:{web_port}/", "ben")
+                ben.locator("#members .nick", has_text="u1").wait_for()
+                crowd.extend(line_user(daemon, alias) for alias in ("u2", "u3"))
+                crowd[0].sendall(b"/quit\n")
+                ben.get_by_text("2 joined, 1 left in the last 5 s").wait_for()
+                ben.get_by_text("u2, u3 joined; u1 left (3 here)").wait_for()
+                assert members(ben) == ["ben", "u2", "u3"]
+                assert ben.locator("#log .line.join", has_text="has joined").count() == 0
+                assert ben.errors == []
+            finally:
+                browser.close()
+    finally:
+        for line in crowd:
+            line.close()
+        daemon.stop()

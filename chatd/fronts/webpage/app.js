@@ -46,6 +46,11 @@ let quiet = { who: 0, rooms: 0 };
 const members = new Map();
 let rooms = [];
 let roomsAskedAt = 0;
+// When the page last asked /who itself because a big room's summary of who came
+// and went did not name everyone: at most once per WHO_AGAIN_MS, as in a room of
+// thousands each such /who is a long answer, to every page there.
+let whoAskedAt = 0;
+const WHO_AGAIN_MS = 60000;
 let typedAt = Date.now();
 // Lines that came while nobody was looking (tab hidden, or the log scrolled up):
 // chat in the current room, whether one of them named us, and private messages
@@ -423,6 +428,29 @@ const render = {
     show("leave", [nick(e.alias), e.went_to ? " has gone to " + e.went_to : " has left (" + e.reason + ")"]);
     members.delete(e.alias.toLowerCase());
     if (e.went_to) moveCount(e.went_to, 1);
+    renderMembers();
+  },
+  comings: (e) => {  // a big room sums up who came and went (see docs/protocol.md)
+    const named = (names, count) =>
+      names.join(", ") + (count > names.length ? " and " + (count - names.length) + " more" : "");
+    const counts = [];
+    const lists = [];
+    if (e.joined) {
+      counts.push(e.joined + " joined");
+      lists.push(named(e.joined_names, e.joined) + (e.left ? " joined" : ""));
+    }
+    if (e.left) {
+      counts.push(e.left + " left");
+      lists.push(named(e.left_names, e.left) + (e.joined ? " left" : ""));
+    }
+    say("join", counts.join(", ") + " in the last " + e.seconds + " s: " + lists.join("; ") + " (" + e.present + " here)");
+    if (!isCurrent(e.room)) return;
+    for (const name of e.left_names) members.delete(name.toLowerCase());
+    for (const name of e.joined_names) members.set(name.toLowerCase(), name);
+    if (members.size !== e.present && Date.now() - whoAskedAt > WHO_AGAIN_MS) {
+      whoAskedAt = Date.now();
+      quietly("/who");
+    }
     renderMembers();
   },
   nick: (e) => {
