@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from twisted.internet.testing import StringTransport
+import socket
+
+from twisted.internet.protocol import Protocol
+from twisted.internet.tcp import Connection
+from twisted.internet.testing import MemoryReactor, StringTransport
 
 from chatd.sendqueue import CHUNK_BYTES, BoundedSender
 
@@ -52,3 +56,49 @@ def test_past_the_limit_the_queue_is_dropped_and_overflow_reported_once() -> Non
         sender.write(b"y" * 100)
     assert overflowed == [True]
     assert sender.queued_bytes == 0
+
+
+def _tcp_pair() -> tuple[Connection, socket.socket]:
+    """A Twisted TCP transport over one end of a socket pair, and the other end."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.setblocking(False)
+    transport = Connection(ours, Protocol(), MemoryReactor())
+    transport.connected = True
+    return transport, peer
+
+
+def test_a_plain_tcp_transport_with_nothing_buffered_is_written_at_once() -> None:
+    """No wait for the reactor's next turn (and its epoll calls): the socket has it now."""
+    transport, peer = _tcp_pair()
+    try:
+        sender = BoundedSender(transport, 1024 * 1024, lambda: None)
+        sender.write(b"hello\r\n")
+        sender.write(b"again\r\n")
+        assert peer.recv(100) == b"hello\r\nagain\r\n"
+        assert not transport.dataBuffer and not transport._tempDataBuffer
+    finally:
+        transport.socket.close()
+        peer.close()
+
+
+def test_what_the_kernel_does_not_take_is_left_to_the_transport_in_order() -> None:
+    transport, peer = _tcp_pair()
+    try:
+        sender = BoundedSender(transport, 64 * 1024 * 1024, lambda: None)
+        blocks = [bytes([65 + n % 26]) * 100_000 for n in range(100)]  # more than the kernel takes
+        for block in blocks:
+            sender.write(block)
+        assert transport._tempDataBuffer and sender.queued_bytes  # the socket is full
+        received = b""
+        while True:
+            try:
+                received += peer.recv(1 << 20)
+            except BlockingIOError:
+                if not (transport.dataBuffer or transport._tempDataBuffer):
+                    break
+                transport.doWrite()  # resumes the sender once drained
+        assert received == b"".join(blocks)
+    finally:
+        transport.socket.close()
+        peer.close()
