@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 from twisted.internet.protocol import Protocol
 from twisted.internet.tcp import Connection
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from chatd.sendqueue import CHUNK_BYTES, BoundedSender
 
@@ -58,43 +59,66 @@ def test_past_the_limit_the_queue_is_dropped_and_overflow_reported_once() -> Non
     assert sender.queued_bytes == 0
 
 
-def _tcp_pair() -> tuple[Connection, socket.socket]:
-    """A Twisted TCP transport over one end of a socket pair, and the other end."""
+def _tcp_pair() -> tuple[Connection, socket.socket, MemoryReactorClock]:
+    """A Twisted TCP transport over one end of a socket pair, the other end, its reactor."""
     ours, peer = socket.socketpair()
     ours.setblocking(False)
     peer.setblocking(False)
-    transport = Connection(ours, Protocol(), MemoryReactor())
+    reactor = MemoryReactorClock()
+    transport = Connection(ours, Protocol(), reactor)
     transport.connected = True
-    return transport, peer
+    return transport, peer, reactor
 
 
-def test_a_plain_tcp_transport_with_nothing_buffered_is_written_at_once() -> None:
-    """No wait for the reactor's next turn (and its epoll calls): the socket has it now."""
-    transport, peer = _tcp_pair()
+def test_a_turns_writes_to_an_idle_tcp_transport_are_sent_together_at_its_end() -> None:
+    """No wait for the socket to be reported writable (and the epoll calls that costs)."""
+    transport, peer, reactor = _tcp_pair()
     try:
         sender = BoundedSender(transport, 1024 * 1024, lambda: None)
         sender.write(b"hello\r\n")
         sender.write(b"again\r\n")
+        with pytest.raises(BlockingIOError):
+            peer.recv(100)
+        reactor.advance(0)  # the turn ends
         assert peer.recv(100) == b"hello\r\nagain\r\n"
         assert not transport.dataBuffer and not transport._tempDataBuffer
+        assert transport not in reactor.getWriters()
+    finally:
+        transport.socket.close()
+        peer.close()
+
+
+def test_a_close_sends_what_the_turn_wrote_first() -> None:
+    transport, peer, reactor = _tcp_pair()
+    try:
+        sender = BoundedSender(transport, 1024 * 1024, lambda: None)
+        sender.write(b"Goodbye.\r\n")
+        sender.close()
+        sender.write(b"too late\r\n")
+        reactor.advance(0)
+        transport.doWrite()
+        assert peer.recv(100) == b"Goodbye.\r\n"
     finally:
         transport.socket.close()
         peer.close()
 
 
 def test_what_the_kernel_does_not_take_is_left_to_the_transport_in_order() -> None:
-    transport, peer = _tcp_pair()
+    transport, peer, reactor = _tcp_pair()
     try:
         sender = BoundedSender(transport, 64 * 1024 * 1024, lambda: None)
-        blocks = [bytes([65 + n % 26]) * 100_000 for n in range(100)]  # more than the kernel takes
-        for block in blocks:
+        blocks = [bytes([65 + n % 26]) * 10_000 for n in range(1000)]  # more than the kernel takes
+        for n, block in enumerate(blocks):
             sender.write(block)
+            if n % 3 == 0:
+                reactor.advance(0)
         assert transport._tempDataBuffer and sender.queued_bytes  # the socket is full
         received = b""
         while True:
             try:
                 received += peer.recv(1 << 20)
             except BlockingIOError:
+                reactor.advance(0)
                 if not (transport.dataBuffer or transport._tempDataBuffer):
                     break
                 transport.doWrite()  # resumes the sender once drained
