@@ -151,6 +151,7 @@ class BoundedSender:
             and bool(transport.connected)
             and not transport.disconnecting
             and not transport._writeDisconnected
+            and not transport._aborting
         )
 
     def flush_held(self) -> None:

@@ -103,6 +103,18 @@ def test_a_close_sends_what_the_turn_wrote_first() -> None:
         peer.close()
 
 
+def test_an_abort_before_the_turn_ends_sends_nothing_more() -> None:
+    transport, peer, reactor = _tcp_pair()
+    try:
+        sender = BoundedSender(transport, 1024 * 1024, lambda: None)
+        sender.write(b"never sent\r\n")
+        transport.abortConnection()
+        reactor.advance(0)
+        assert peer.recv(100) == b""
+    finally:
+        peer.close()  # the abort closed ours
+
+
 def test_what_the_kernel_does_not_take_is_left_to_the_transport_in_order() -> None:
     transport, peer, reactor = _tcp_pair()
     try:
