@@ -49,6 +49,8 @@ MAX_BYTES_DURING_CHECK = 8192
 CLOSE_GRACE_SECONDS = 10.0
 GREETING = Notice(f"Welcome to chatd {__version__}.\n{ALIAS_PROMPT}")
 PROMPT = Notice(ALIAS_PROMPT)
+# Constant events encoded and kept (see Sessions.encoded): a few per wire format.
+MAX_CONSTANTS_KEPT = 32
 REPLACED = Notice("You logged in again from elsewhere; this session is closed.")
 
 
@@ -154,7 +156,7 @@ class ChatSession:
         if (ban := self.hub.banned(host=self.host)) is not None:
             self._refuse_banned(ban)
             return
-        self.reply(GREETING)
+        self._reply_constant(GREETING)
         self._alias_timer = self._clock.callLater(
             self._sessions.config.alias_timeout_seconds, self._alias_timed_out
         )
@@ -194,6 +196,13 @@ class ChatSession:
         another wire format (JSON over WebSocket) gets these in its own format too.
         """
         data = self.encode(event)
+        self.hub.counters.delivered(data)
+        self._sender.write(data)
+
+    def _reply_constant(self, event: Event) -> None:
+        """:meth:`reply` with one of the constant events (the greeting, the prompt),
+        encoded once per wire format."""
+        data = self._sessions.encoded(self.encode, event)
         self.hub.counters.delivered(data)
         self._sender.write(data)
 
@@ -296,7 +305,7 @@ class ChatSession:
             self.hub.join(self, alias, replay=self._replay)
         except AliasRefused as refusal:
             self.reply(Error(str(refusal)))
-            self.reply(PROMPT)
+            self._reply_constant(PROMPT)
             return
         self._accepted()
 
@@ -383,7 +392,7 @@ class ChatSession:
     def _refuse_alias(self, why: str) -> None:
         if self._closing_reason is None:
             self.reply(Error(why))
-            self.reply(PROMPT)
+            self._reply_constant(PROMPT)
 
     def _refuse_password(self, why: str) -> None:
         """Refuse a password, and drop whatever came while it was checked."""
@@ -393,7 +402,7 @@ class ChatSession:
         self.reply(Error(why))
         if discarded:
             self.reply(discarded_notice(discarded))
-        self.reply(PROMPT)
+        self._reply_constant(PROMPT)
 
     def _end_password_check(self) -> int:
         """The check has answered: typing is no longer a password, and what came
@@ -420,10 +429,10 @@ class ChatSession:
         elif words[0] == "/replay" and words[1:] in (["on"], ["off"]):
             self._replay = words[1] == "on"
             self.reply(Notice(f"History replay is {words[1]}."))
-            self.reply(PROMPT)
+            self._reply_constant(PROMPT)
         else:
             self.reply(Error("Choose an alias first (or /quit, /replay off)."))
-            self.reply(PROMPT)
+            self._reply_constant(PROMPT)
 
     def _chat(self, text: str) -> None:
         """A command or a chat line, told apart by what is left once the line is cleaned.
@@ -520,6 +529,18 @@ class Sessions:
         self._all_closed: Deferred[None] | None = None
         # Why the server is going, once shut_down was called.
         self._shutdown_reason: str | None = None
+        # The greeting and the prompt, encoded by each wire format's encode.
+        self._constants: dict[tuple[Callable[[Event], bytes], Event], bytes] = {}
+
+    def encoded(self, encode: Callable[[Event], bytes], event: Event) -> bytes:
+        """A constant ``event`` (the greeting, the prompt) as ``encode`` makes it, made once."""
+        key = (encode, event)
+        data = self._constants.get(key)
+        if data is None:
+            data = encode(event)
+            if len(self._constants) < MAX_CONSTANTS_KEPT:
+                self._constants[key] = data
+        return data
 
     def open(self, connection: IConnection, encode: Callable[[Event], bytes]) -> ChatSession:
         """A session for a front end's new ``connection``, speaking ``encode``'s format.

@@ -30,7 +30,7 @@ from chatd.hub import (
     Hub,
 )
 from chatd.interfaces import IChatStore
-from chatd.logs import json_observer, twistd_log_file
+from chatd.logs import json_observer, text_observer, twistd_log_file
 from chatd.passwords import Passwords
 from chatd.service import ChatService, LiveSettings
 from chatd.session import ChatConfig, Sessions
@@ -387,6 +387,15 @@ def makeService(options: Options) -> ChatService:
     nodaemon = twistd_options.get("nodaemon", True)
     if options["log-format"] == "json":
         log_observer = partial(_json_log_observer, twistd_options.get("logfile"), nodaemon)
+    elif (
+        options.parent is not None
+        and nodaemon
+        and not twistd_options.get("syslog")
+        and twistd_options.get("logfile") in (None, "", "-")
+    ):
+        # twistd's own text logs to stdout (systemd's journal), formatted faster
+        # (see chatd.logs); files and syslog stay twistd's (rotation, SIGUSR1).
+        log_observer = partial(_text_log_observer, twistd_options.get("logfile"), nodaemon)
     others: list[tuple[str, Any, Refusal]] = []
     if options["web"]:
         from chatd.fronts.web import (
@@ -421,3 +430,7 @@ def makeService(options: Options) -> ChatService:
 
 def _json_log_observer(logfile: str | None, nodaemon: bool) -> ILogObserver:
     return json_observer(twistd_log_file(logfile, nodaemon))
+
+
+def _text_log_observer(logfile: str | None, nodaemon: bool) -> ILogObserver:
+    return text_observer(twistd_log_file(logfile, nodaemon))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from twisted.internet.testing import StringTransport
+import socket
+
+import pytest
+from twisted.internet.protocol import Protocol
+from twisted.internet.tcp import Connection
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from chatd.sendqueue import CHUNK_BYTES, BoundedSender
 
@@ -52,3 +57,84 @@ def test_past_the_limit_the_queue_is_dropped_and_overflow_reported_once() -> Non
         sender.write(b"y" * 100)
     assert overflowed == [True]
     assert sender.queued_bytes == 0
+
+
+def _tcp_pair() -> tuple[Connection, socket.socket, MemoryReactorClock]:
+    """A Twisted TCP transport over one end of a socket pair, the other end, its reactor."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.setblocking(False)
+    reactor = MemoryReactorClock()
+    transport = Connection(ours, Protocol(), reactor)
+    transport.connected = True
+    return transport, peer, reactor
+
+
+def test_a_turns_writes_to_an_idle_tcp_transport_are_sent_together_at_its_end() -> None:
+    """No wait for the socket to be reported writable (and the epoll calls that costs)."""
+    transport, peer, reactor = _tcp_pair()
+    try:
+        sender = BoundedSender(transport, 1024 * 1024, lambda: None)
+        sender.write(b"hello\r\n")
+        sender.write(b"again\r\n")
+        with pytest.raises(BlockingIOError):
+            peer.recv(100)
+        reactor.advance(0)  # the turn ends
+        assert peer.recv(100) == b"hello\r\nagain\r\n"
+        assert not transport.dataBuffer and not transport._tempDataBuffer
+        assert transport not in reactor.getWriters()
+    finally:
+        transport.socket.close()
+        peer.close()
+
+
+def test_a_close_sends_what_the_turn_wrote_first() -> None:
+    transport, peer, reactor = _tcp_pair()
+    try:
+        sender = BoundedSender(transport, 1024 * 1024, lambda: None)
+        sender.write(b"Goodbye.\r\n")
+        sender.close()
+        sender.write(b"too late\r\n")
+        reactor.advance(0)
+        transport.doWrite()
+        assert peer.recv(100) == b"Goodbye.\r\n"
+    finally:
+        transport.socket.close()
+        peer.close()
+
+
+def test_an_abort_before_the_turn_ends_sends_nothing_more() -> None:
+    transport, peer, reactor = _tcp_pair()
+    try:
+        sender = BoundedSender(transport, 1024 * 1024, lambda: None)
+        sender.write(b"never sent\r\n")
+        transport.abortConnection()
+        reactor.advance(0)
+        assert peer.recv(100) == b""
+    finally:
+        peer.close()  # the abort closed ours
+
+
+def test_what_the_kernel_does_not_take_is_left_to_the_transport_in_order() -> None:
+    transport, peer, reactor = _tcp_pair()
+    try:
+        sender = BoundedSender(transport, 64 * 1024 * 1024, lambda: None)
+        blocks = [bytes([65 + n % 26]) * 10_000 for n in range(1000)]  # more than the kernel takes
+        for n, block in enumerate(blocks):
+            sender.write(block)
+            if n % 3 == 0:
+                reactor.advance(0)
+        assert transport._tempDataBuffer and sender.queued_bytes  # the socket is full
+        received = b""
+        while True:
+            try:
+                received += peer.recv(1 << 20)
+            except BlockingIOError:
+                reactor.advance(0)
+                if not (transport.dataBuffer or transport._tempDataBuffer):
+                    break
+                transport.doWrite()  # resumes the sender once drained
+        assert received == b"".join(blocks)
+    finally:
+        transport.socket.close()
+        peer.close()
