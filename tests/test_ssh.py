@@ -38,7 +38,7 @@ from chatd.hub import Hub
 from chatd.interfaces import IConnection
 from chatd.model import Account, Ban
 from chatd.session import ChatConfig, Sessions
-from tests.test_lineeditor import Screen
+from tests.test_editor import Screen
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
 SIZE = (24, 80, 0, 0)  # rows, columns, pixels

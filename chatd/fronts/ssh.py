@@ -5,7 +5,7 @@ for; behind the terminal runs a :class:`~chatd.session.ChatSession`, as
 behind every front end, so the alias rules, registered aliases (their password
 is asked for in the terminal), commands, limits and rooms are those of every
 other front end. The terminal has a line editor
-(:mod:`chatd.fronts.lineeditor`: Unicode, wrapping, readline keys, history):
+(:mod:`chatd.fronts.editor`: Unicode, wrapping, readline keys, history):
 incoming lines are written above the line being typed, which is then drawn
 again, so typing is never interrupted; a password typed at the chat's prompt
 is masked and never kept in the history.
@@ -78,7 +78,7 @@ from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
 from chatd.admission import describe_peer, peer_host
 from chatd.files import create_private
 from chatd.fronts import lineformat
-from chatd.fronts.lineeditor import Keyboard, LineEditor
+from chatd.fronts.editor import Keyboard, LineEditor
 from chatd.interfaces import IConnection
 from chatd.model import Account, Ban
 from chatd.passwords import PasswordsBusy

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import Daemon, read_until, start_chatd
-from tests.test_lineeditor import Screen
+from tests.test_editor import Screen
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ssh") is None or shutil.which("ssh-keygen") is None,

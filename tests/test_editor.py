@@ -10,7 +10,7 @@ import pytest
 from twisted.conch.insults.insults import ServerProtocol
 from twisted.internet.testing import StringTransport
 
-from chatd.fronts.lineeditor import Keyboard, LineBuffer, LineEditor, cell_width, layout
+from chatd.fronts.editor import Keyboard, LineBuffer, LineEditor, cell_width, layout
 
 LEFT, RIGHT, UP, DOWN = b"\x1b[D", b"\x1b[C", b"\x1b[A", b"\x1b[B"
 HOME, END, DELETE = b"\x1b[H", b"\x1b[F", b"\x1b[3~"
