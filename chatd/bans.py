@@ -73,6 +73,8 @@ class Bans:
 
     def match(self, now: float, host: str | None = None, alias: str | None = None) -> Ban | None:
         """The ban in force at ``now`` that covers ``host`` or ``alias``, if any."""
+        if not self._bans:  # the common case, asked twice per session: nothing to look at
+            return None
         for mask in [m for m, ban in self._bans.items() if _expired(ban, now)]:
             self.remove(mask)
         if alias is not None and (ban := self._bans.get(alias_key(alias))) is not None:
