@@ -575,8 +575,7 @@ class Hub:
     def remote_joined(self, alias: str, room_name: str) -> None:
         """``alias`` came online elsewhere, in ``room_name`` (the directory knows them now)."""
         if (room := self._rooms.get(room_key(room_name))) is not None:
-            present = self._present(room)
-            self._came(room, alias, Joined(alias, room.name, present, None), present)
+            self._came(room, alias, self._present(room), None)
 
     def remote_left(self, alias: str, room_name: str, reason: str) -> None:
         """``alias``, elsewhere in ``room_name``, went offline (the directory forgot them)."""
@@ -588,8 +587,7 @@ class Hub:
         if (room := self._rooms.get(room_key(came_from))) is not None:
             self._went(room, alias, Departed(alias, room_name))
         if (room := self._rooms.get(room_key(room_name))) is not None:
-            present = self._present(room)
-            self._came(room, alias, Joined(alias, room.name, present, came_from), present)
+            self._came(room, alias, self._present(room), came_from)
 
     def remote_renamed(self, old: str, new: str, room_name: str) -> None:
         """``old``, elsewhere in ``room_name``, is now known as ``new``."""
@@ -1010,8 +1008,7 @@ class Hub:
                 waiting.append(member)  # replayed once read (see _history_read)
             elif recent := self._recent(room, self.history_replay):
                 self.tell(member, History(room.name, recent))
-        joined = Joined(presence.alias, room.name, present, came_from)
-        self._came(room, presence.alias, joined, present, exclude=member)
+        self._came(room, presence.alias, present, came_from, exclude=member)
 
     # Arrivals and departures, one by one in a small room, summed up in a big one.
 
@@ -1023,16 +1020,17 @@ class Hub:
         self,
         room: Room,
         alias: str,
-        joined: Joined,
         present: int,
+        came_from: str | None,
         exclude: IMember | None = None,
     ) -> None:
-        """Announce ``alias`` coming into ``room`` (of ``present``, them included)."""
+        """Announce ``alias`` coming into ``room`` (of ``present``, them included) from
+        room ``came_from`` (None: they came online)."""
         if self._quiet(present):
             self._comers(room).came(alias)
         else:
             self._announce_comings(room, exclude)  # what is pending first, in order
-            self._queue(room, joined, exclude)
+            self._queue(room, Joined(alias, room.name, present, came_from), exclude)
 
     def _went(self, room: Room, alias: str, event: Left | Departed) -> None:
         """Announce ``alias`` going from ``room`` (they are no longer in it)."""
@@ -1055,8 +1053,7 @@ class Hub:
         comers = room.comers
         if comers is None:
             return
-        room.comers = None
-        comers.cancel()
+        self._forget_comers(room)
         if not room.members or not (comers.joined or comers.left):
             return
         summary = Comings(
