@@ -86,6 +86,7 @@ class BoundedSender:
         "_queue",
         "_queued_bytes",
         "_transport",
+        "_turn_end",
     )
 
     def __init__(
@@ -103,7 +104,10 @@ class BoundedSender:
         self._direct: Connection | None = (
             transport if isinstance(transport, Connection) and not transport.TLS else None
         )
-        # What was written this turn, to be sent at its end (see flush_held).
+        # Who sends what was written this turn at its end, and what was (flush_held).
+        self._turn_end: TurnEnd | None = (
+            None if self._direct is None else _turn_end(cast(IReactorTime, self._direct.reactor))
+        )
         self._held: list[bytes] | None = None
         self._held_bytes = 0
         transport.registerProducer(self, True)
@@ -129,10 +133,11 @@ class BoundedSender:
                 if self._held_bytes > CHUNK_BYTES:  # a big turn: the transport's way
                     self._hand_held_to_transport()
                 return
-            if self._direct is not None and self._idle(self._direct):
+            direct, turn_end = self._direct, self._turn_end
+            if direct is not None and turn_end is not None and self._idle(direct):
                 self._held = [data]
                 self._held_bytes = len(data)
-                _turn_end(cast(IReactorTime, self._direct.reactor)).add(self)
+                turn_end.add(self)
                 return
             self._transport.write(data)
             return
