@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 from chatd.events import Event
-from chatd.model import Account, Ban, HistoryEntry
+from chatd.model import Account, Ban, HistoryEntry, WaitingMessage
 
 # --- the hub and its members (owned by the session work) ---------------------
 
@@ -200,6 +200,45 @@ class IChatStore(Interface):
 
     def topic(room: str) -> Deferred[str | None]:
         """The topic of ``room`` (in any case), or None if it has none."""
+
+    # What waits for a registered alias while it is offline or away (see chatd.offline).
+    # Aliases are compared case-insensitively; times are epoch seconds; what is older
+    # than ``not_before`` is never answered and is deleted on the way.
+
+    def keep_message(
+        recipient: str,
+        message: WaitingMessage,
+        per_recipient: int,
+        per_sender: int,
+        not_before: float,
+    ) -> Deferred[str]:
+        """Keep ``message`` for ``recipient`` unless their box holds ``per_recipient``
+        messages or ``per_sender`` from its sender: answers KEPT, BOX_FULL or
+        SENDER_FULL (chatd.model), checked and kept in one atomic step."""
+
+    def waiting_messages(recipient: str, not_before: float) -> Deferred[list[WaitingMessage]]:
+        """The messages kept for ``recipient``, oldest first, each with its handle."""
+
+    def drop_messages(recipient: str, handles: Iterable[str]) -> Deferred[None]:
+        """Delete the messages of ``recipient`` with these handles (delivered); others stay."""
+
+    def add_mention(
+        account: str, entry: HistoryEntry, limit: int, not_before: float
+    ) -> Deferred[None]:
+        """Keep ``entry``, a line that mentioned ``account`` while away; the newest
+        ``limit`` are kept."""
+
+    def mentions_of(account: str, not_before: float) -> Deferred[list[HistoryEntry]]:
+        """The lines kept as mentioning ``account``, oldest first."""
+
+    def clear_mentions(account: str) -> Deferred[None]:
+        """Forget the lines kept as mentioning ``account``."""
+
+    def set_away_room(account: str, room: str | None, since: float) -> Deferred[None]:
+        """Note that ``account`` went offline from ``room`` at ``since``; None: it is back."""
+
+    def away_rooms() -> Deferred[dict[str, tuple[str, float]]]:
+        """Every account offline with the room it left and when: account key -> (room, since)."""
 
 
 # --- the hub's listener and directory (owned by the hub and cluster work) ---

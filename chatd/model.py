@@ -64,3 +64,25 @@ class SharedState:
     history: dict[str, list[HistoryEntry]]
     bans: list[Ban]
     motd: str | None
+
+
+class WaitingMessage(NamedTuple):
+    """A private message kept for a registered alias while it is offline (``/msg``).
+
+    ``sender`` is the alias it came from, ``at`` when it was sent (epoch
+    seconds); ``handle`` is the store's own name for it, given by the store when
+    it is read, to drop it once delivered ("" before it is stored).
+    """
+
+    sender: str
+    text: str
+    at: float
+    handle: str = ""
+
+
+# What a store answers when asked to keep a waiting message.
+KEPT = "kept"
+# The recipient's box holds as many as it may: the message is not kept.
+BOX_FULL = "box-full"
+# The sender has as many waiting in that box as one sender may: not kept.
+SENDER_FULL = "sender-full"

@@ -32,7 +32,15 @@ from twisted.logger import LogLevel, capturedLogs
 from zope.interface.verify import verifyObject
 
 from chatd.interfaces import IChatStore
-from chatd.model import Account, Ban, HistoryEntry
+from chatd.model import (
+    BOX_FULL,
+    KEPT,
+    SENDER_FULL,
+    Account,
+    Ban,
+    HistoryEntry,
+    WaitingMessage,
+)
 from chatd.stores.base import (
     MIN_PENDING_BYTES,
     PENDING_ENTRY_OVERHEAD_BYTES,
@@ -840,3 +848,119 @@ async def test_everything_survives_close_and_reopen(backend: Backend) -> None:
     assert await again.get_setting("motd") == "Hi"
     assert await again.topics() == {"#lobby": "Chat"}
     await again.stop()
+
+
+# What waits for registered aliases (chatd.offline).
+
+
+def waiting(sender: str, text: str, at: float) -> WaitingMessage:
+    return WaitingMessage(sender, text, at)
+
+
+@pytest_twisted.ensureDeferred
+async def test_waiting_messages_are_kept_read_oldest_first_and_dropped(store: AnyStore) -> None:
+    """Kept messages are read back oldest first by the recipient in any case, and only
+    the ones dropped by their handle go."""
+    for n in range(3):
+        assert (
+            await store.keep_message("Bob", waiting("alice", f"m{n}", 10.0 + n), 5, 5, 0) == KEPT
+        )
+    held = await store.waiting_messages("BOB", 0)
+    assert [(m.sender, m.text, m.at) for m in held] == [
+        ("alice", "m0", 10.0),
+        ("alice", "m1", 11.0),
+        ("alice", "m2", 12.0),
+    ]
+    await store.drop_messages("bob", [held[0].handle, held[2].handle])
+    assert [m.text for m in await store.waiting_messages("bob", 0)] == ["m1"]
+    assert await store.waiting_messages("carol", 0) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_equal_messages_are_two(store: AnyStore) -> None:
+    """The same text sent twice at the same time waits twice, and dropping one keeps the other."""
+    for _ in range(2):
+        await store.keep_message("bob", waiting("alice", "same", 1.0), 5, 5, 0)
+    held = await store.waiting_messages("bob", 0)
+    assert len(held) == 2
+    await store.drop_messages("bob", [held[0].handle])
+    assert [m.text for m in await store.waiting_messages("bob", 0)] == ["same"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_box_refuses_and_so_does_a_senders_share(store: AnyStore) -> None:
+    """A box takes at most its bound, one sender at most their share of it, and a
+    refused message is not kept."""
+    assert await store.keep_message("bob", waiting("alice", "a1", 1.0), 3, 2, 0) == KEPT
+    assert await store.keep_message("bob", waiting("Alice", "a2", 2.0), 3, 2, 0) == KEPT
+    assert await store.keep_message("bob", waiting("alice", "a3", 3.0), 3, 2, 0) == SENDER_FULL
+    assert await store.keep_message("bob", waiting("carol", "c1", 4.0), 3, 2, 0) == KEPT
+    assert await store.keep_message("bob", waiting("dave", "d1", 5.0), 3, 2, 0) == BOX_FULL
+    assert [m.text for m in await store.waiting_messages("bob", 0)] == ["a1", "a2", "c1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_messages_past_the_age_are_neither_read_nor_counted(store: AnyStore) -> None:
+    """A message older than the age is not read, and no longer takes room in the box."""
+    await store.keep_message("bob", waiting("alice", "old", 10.0), 1, 1, 0)
+    assert [m.text for m in await store.waiting_messages("bob", 5.0)] == ["old"]
+    assert await store.waiting_messages("bob", 11.0) == []
+    assert await store.keep_message("bob", waiting("alice", "new", 20.0), 1, 1, 11.0) == KEPT
+    assert [m.text for m in await store.waiting_messages("bob", 0)] == ["new"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_mentions_keep_the_newest_within_the_age(store: AnyStore) -> None:
+    """Mentions are read oldest first, capped to the newest, without those past the
+    age, and cleared per account."""
+    for n in range(5):
+        entry = HistoryEntry("#lobby", "say", "alice", f"bob: {n}", float(n))
+        await store.add_mention("Bob", entry, 3, 0)
+    await store.add_mention("carol", line("carol!", at=1.0), 3, 0)
+    assert texts(await store.mentions_of("bob", 0)) == ["bob: 2", "bob: 3", "bob: 4"]
+    assert (await store.mentions_of("bob", 0))[0] == HistoryEntry(
+        "#lobby", "say", "alice", "bob: 2", 2.0
+    )
+    assert texts(await store.mentions_of("BOB", 3.0)) == ["bob: 3", "bob: 4"]
+    await store.clear_mentions("BOB")
+    assert await store.mentions_of("bob", 0) == []
+    assert texts(await store.mentions_of("carol", 0)) == ["carol!"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_away_rooms_are_set_and_cleared(store: AnyStore) -> None:
+    """The room an account left is kept by key until it is back."""
+    await store.set_away_room("Bob", "#Rust", 5.0)
+    await store.set_away_room("carol", "#lobby", 6.0)
+    await store.set_away_room("bob", "#go", 7.0)
+    assert await store.away_rooms() == {"bob": ("#go", 7.0), "carol": ("#lobby", 6.0)}
+    await store.set_away_room("carol", None, 8.0)
+    assert await store.away_rooms() == {"bob": ("#go", 7.0)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_waits_survives_close_and_reopen(backend: Backend) -> None:
+    """Waiting messages, mentions and away rooms are there for a new store on the same storage."""
+    store = backend.started()
+    await store.keep_message("bob", waiting("alice", "hi bob", 3.0), 5, 5, 0)
+    await store.add_mention("bob", line("bob?", at=4.0), 5, 0)
+    await store.set_away_room("bob", "#lobby", 2.0)
+    await store.stop()
+
+    again = backend.started(clock=Clock())
+    assert [(m.sender, m.text, m.at) for m in await again.waiting_messages("bob", 0)] == [
+        ("alice", "hi bob", 3.0)
+    ]
+    assert texts(await again.mentions_of("bob", 0)) == ["bob?"]
+    assert await again.away_rooms() == {"bob": ("#lobby", 2.0)}
+    await again.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_waits_fails_softly_when_storage_is_gone(backend: Backend) -> None:
+    """Keeping a message on a closed store fails its Deferred (the hub tells the sender),
+    never raises."""
+    store = backend.started()
+    await store.stop()
+    with pytest.raises(StoreClosed):
+        await store.keep_message("bob", waiting("alice", "hi", 1.0), 5, 5, 0)

@@ -50,6 +50,19 @@ installations can share one Redis by prefix:
 ``topics``
     A hash: room key -> JSON ``{"room", "topic", "set_by", "set_at"}``, keyed like
     the history so that two spellings of a room cannot hold two topics.
+``waiting:{alias key}``
+    A list per registered alias: the private messages kept for it while it is
+    offline, oldest first, each JSON ``{"id", "from", "sender", "text", "at"}``
+    (``id`` random, so that two equal messages are two entries; ``from`` the
+    sender's alias key). Kept by one script that checks the bounds first and
+    refuses when they are reached (the sender is told); it expires the list the
+    maximum age after its newest message, and reads skip any older message.
+``mentions:{alias key}``
+    A list per registered alias: the lines that mentioned it while away, as JSON
+    ``{"room", "kind", "alias", "text", "at"}``, trimmed to the newest N at each
+    write and expiring like a box of messages.
+``away-rooms``
+    A hash: alias key of a registered alias offline -> JSON ``[room, since]``.
 
 Every change that reads before it writes (creating an account only if the alias
 is free, changing one only if it exists, deleting only the bans that have
@@ -108,7 +121,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.interfaces import TOPICS_AT_START, IChatStore
-from chatd.model import Account, Ban, HistoryEntry
+from chatd.model import Account, Ban, HistoryEntry, WaitingMessage
 from chatd.stores.base import (
     FLUSH_INTERVAL_SECONDS,
     HISTORY_PER_ROOM,
@@ -210,6 +223,44 @@ return kept
 """
 
 
+# KEYS: the recipient's box. ARGV: the oldest time kept, messages per box, messages
+# per sender in a box, the sender's alias key, the message (JSON), the box's expiry
+# in ms. Drops what is too old from the head (the oldest first), then keeps the
+# message unless a bound is reached; answers what model.KEPT and the others say.
+_KEEP_MESSAGE_LUA = """
+local not_before = tonumber(ARGV[1])
+while true do
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if not head or cjson.decode(head).at >= not_before then break end
+  redis.call('LPOP', KEYS[1])
+end
+local held = redis.call('LRANGE', KEYS[1], 0, -1)
+if #held >= tonumber(ARGV[2]) then return 'box-full' end
+local mine = 0
+for i = 1, #held do
+  if cjson.decode(held[i])['from'] == ARGV[4] then mine = mine + 1 end
+end
+if mine >= tonumber(ARGV[3]) then return 'sender-full' end
+redis.call('RPUSH', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 'kept'
+"""
+
+# KEYS: a box. ARGV: the messages (their JSON, as read) to remove.
+_DROP_MESSAGES_LUA = """
+for i = 1, #ARGV do redis.call('LREM', KEYS[1], 1, ARGV[i]) end
+return 0
+"""
+
+# KEYS: an alias's mentions. ARGV: the line (JSON), how many to keep, expiry in ms.
+_ADD_MENTION_LUA = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 0
+"""
+
+
 class RedisCommands(Protocol):
     """Runs Redis commands on a connection somebody else keeps (and reconnects).
 
@@ -308,6 +359,7 @@ class RedisStore(BufferedStore):
         self._bans_key = f"{prefix}bans"
         self._settings_key = f"{prefix}settings"
         self._topics_key = f"{prefix}topics"
+        self._away_rooms_key = f"{prefix}away-rooms"
         self._writer_key = f"{prefix}history-writer:{secrets.token_hex(8)}"
         # History not yet in Redis, oldest first: a batch being written, or one
         # whose write failed (retried first, as it was), then _pending, not yet sent.
@@ -724,6 +776,148 @@ class RedisStore(BufferedStore):
         stored = await self._execute("HGET", self._topics_key, room_key(room))
         return None if stored is None else str(json.loads(stored)["topic"])
 
+    # What waits for registered aliases while they are offline or away.
+
+    def keep_message(
+        self,
+        recipient: str,
+        message: WaitingMessage,
+        per_recipient: int,
+        per_sender: int,
+        not_before: float,
+    ) -> Deferred[str]:
+        """Keep ``message`` for ``recipient`` unless a bound says no: KEPT, BOX_FULL or
+        SENDER_FULL, checked and kept by one script."""
+        return self._run(
+            "keep_message",
+            self._keep_message,
+            alias_key(recipient),
+            message,
+            per_recipient,
+            per_sender,
+            not_before,
+        )
+
+    async def _keep_message(
+        self,
+        key: str,
+        message: WaitingMessage,
+        per_recipient: int,
+        per_sender: int,
+        not_before: float,
+    ) -> str:
+        value = json.dumps(
+            {
+                "id": secrets.token_hex(8),
+                "from": alias_key(message.sender),
+                "sender": message.sender,
+                "text": message.text,
+                "at": float(message.at),
+            }
+        )
+        answer: str = await self._eval(
+            _KEEP_MESSAGE_LUA,
+            [self._waiting_key(key)],
+            [
+                _float(not_before),
+                per_recipient,
+                per_sender,
+                alias_key(message.sender),
+                value,
+                _expiry_ms(message.at, not_before),
+            ],
+        )
+        return answer
+
+    def waiting_messages(
+        self, recipient: str, not_before: float
+    ) -> Deferred[list[WaitingMessage]]:
+        """The messages kept for ``recipient``, oldest first; each handle is its JSON."""
+        return self._run(
+            "waiting_messages", self._waiting_messages, alias_key(recipient), not_before
+        )
+
+    async def _waiting_messages(self, key: str, not_before: float) -> list[WaitingMessage]:
+        held: list[str] = await self._execute("LRANGE", self._waiting_key(key), 0, -1)
+        messages = []
+        for value in held:
+            fields = json.loads(value)
+            if fields["at"] >= not_before:
+                messages.append(
+                    WaitingMessage(fields["sender"], fields["text"], float(fields["at"]), value)
+                )
+        return messages
+
+    def drop_messages(self, recipient: str, handles: Iterable[str]) -> Deferred[None]:
+        """Delete the messages of ``recipient`` with these handles; others stay."""
+        return self._run("drop_messages", self._drop_messages, alias_key(recipient), list(handles))
+
+    async def _drop_messages(self, key: str, handles: list[str]) -> None:
+        if handles:
+            await self._eval(_DROP_MESSAGES_LUA, [self._waiting_key(key)], handles)
+
+    def add_mention(
+        self, account: str, entry: HistoryEntry, limit: int, not_before: float
+    ) -> Deferred[None]:
+        """Keep ``entry`` as mentioning ``account``; the newest ``limit`` are kept."""
+        return self._run(
+            "add_mention", self._add_mention, alias_key(account), entry, limit, not_before
+        )
+
+    async def _add_mention(
+        self, key: str, entry: HistoryEntry, limit: int, not_before: float
+    ) -> None:
+        value = json.dumps(entry._asdict())
+        await self._eval(
+            _ADD_MENTION_LUA,
+            [self._mentions_key(key)],
+            [value, limit, _expiry_ms(entry.at, not_before)],
+        )
+
+    def mentions_of(self, account: str, not_before: float) -> Deferred[list[HistoryEntry]]:
+        """The lines kept as mentioning ``account``, oldest first."""
+        return self._run("mentions_of", self._mentions_of, alias_key(account), not_before)
+
+    async def _mentions_of(self, key: str, not_before: float) -> list[HistoryEntry]:
+        held: list[str] = await self._execute("LRANGE", self._mentions_key(key), 0, -1)
+        entries = [HistoryEntry(**json.loads(value)) for value in held]
+        return [entry for entry in entries if entry.at >= not_before]
+
+    def clear_mentions(self, account: str) -> Deferred[None]:
+        """Forget the lines kept as mentioning ``account``."""
+        return self._run("clear_mentions", self._clear_mentions, alias_key(account))
+
+    async def _clear_mentions(self, key: str) -> None:
+        await self._execute("DEL", self._mentions_key(key))
+
+    def set_away_room(self, account: str, room: str | None, since: float) -> Deferred[None]:
+        """Note the room ``account`` went offline from, at ``since``; None: it is back."""
+        return self._run("set_away_room", self._set_away_room, alias_key(account), room, since)
+
+    async def _set_away_room(self, key: str, room: str | None, since: float) -> None:
+        if room is None:
+            await self._execute("HDEL", self._away_rooms_key, key)
+        else:
+            await self._execute("HSET", self._away_rooms_key, key, json.dumps([room, since]))
+
+    def away_rooms(self) -> Deferred[dict[str, tuple[str, float]]]:
+        """Every account offline: account key -> (room, since)."""
+        return self._run("away_rooms", self._away_rooms)
+
+    async def _away_rooms(self) -> dict[str, tuple[str, float]]:
+        stored = _pairs(await self._execute("HGETALL", self._away_rooms_key))
+        away = {}
+        for key, value in stored.items():
+            room, since = json.loads(value)
+            away[key] = (str(room), float(since))
+        return away
+
+    def _waiting_key(self, key: str) -> str:
+        return f"{self._prefix}waiting:{key}"
+
+    def _mentions_key(self, key: str) -> str:
+        return f"{self._prefix}mentions:{key}"
+
     # Plumbing.
 
     def _run(
@@ -748,6 +942,12 @@ class RedisStore(BufferedStore):
             self.log.warn(message + ": {problem}", problem=failure.getErrorMessage(), **fields)
         else:
             self.log.failure(message, failure, LogLevel.error, **fields)
+
+
+def _expiry_ms(at: float, not_before: float) -> int:
+    """How long a list whose newest item is of ``at`` stays, when items older than
+    ``not_before`` are no longer wanted: as long as that item is."""
+    return max(1, round((at - not_before) * 1000))
 
 
 def _history_entry(fields: Sequence[str]) -> HistoryEntry:

@@ -6,7 +6,8 @@ never the chat. With one thread, work runs in the order it was asked for and no
 two statements ever race on the connection.
 
 History is buffered by :class:`chatd.stores.base.BufferedStore` and each batch
-is written in one transaction. Accounts, bans, settings and topics are rare and
+is written in one transaction. Accounts, bans, settings, topics and what waits for
+registered aliases (messages, mentions) are rare and
 precious, so each change commits before its Deferred fires.
 
 Durability: the database runs in WAL mode with ``synchronous=NORMAL``. A committed
@@ -44,7 +45,15 @@ from zope.interface import implementer
 
 from chatd.files import create_private
 from chatd.interfaces import TOPICS_AT_START, IChatStore
-from chatd.model import Account, Ban, HistoryEntry
+from chatd.model import (
+    BOX_FULL,
+    KEPT,
+    SENDER_FULL,
+    Account,
+    Ban,
+    HistoryEntry,
+    WaitingMessage,
+)
 from chatd.stores.base import (
     FLUSH_INTERVAL_SECONDS,
     HISTORY_PER_ROOM,
@@ -167,6 +176,42 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """
         INSERT INTO history_rooms (room, last_id)
         SELECT room, MAX(id) FROM history GROUP BY room
+        """,
+    ),
+    (
+        # Private messages kept for a registered alias while it is offline, by its
+        # alias key (a box per recipient, bounded by the caller's limits).
+        """
+        CREATE TABLE waiting_messages (
+            id INTEGER PRIMARY KEY,
+            recipient TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            sender_key TEXT NOT NULL,
+            text TEXT NOT NULL,
+            at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX waiting_messages_recipient ON waiting_messages (recipient, id)",
+        # Lines that mentioned a registered alias while it was away, by its key.
+        """
+        CREATE TABLE mentions (
+            id INTEGER PRIMARY KEY,
+            account TEXT NOT NULL,
+            room TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            alias TEXT NOT NULL,
+            text TEXT NOT NULL,
+            at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX mentions_account ON mentions (account, id)",
+        # The room each registered alias offline was last in, and since when.
+        """
+        CREATE TABLE away_rooms (
+            account TEXT PRIMARY KEY,
+            room TEXT NOT NULL,
+            since REAL NOT NULL
+        ) WITHOUT ROWID
         """,
     ),
 )
@@ -537,6 +582,95 @@ class _Database:
             )
         )
 
+    # What waits for registered aliases.
+
+    def keep_message(
+        self,
+        recipient: str,
+        message: WaitingMessage,
+        per_recipient: int,
+        per_sender: int,
+        not_before: float,
+    ) -> str:
+        """Keep ``message`` unless a bound says no; checked and written in one transaction."""
+        sender_key = alias_key(message.sender)
+        with _transaction(self._db) as db:
+            db.execute(
+                "DELETE FROM waiting_messages WHERE recipient = ? AND at < ?",
+                (recipient, not_before),
+            )
+            ((held, from_sender),) = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(sender_key = ?), 0) FROM waiting_messages"
+                " WHERE recipient = ?",
+                (sender_key, recipient),
+            ).fetchall()
+            if held >= per_recipient:
+                return BOX_FULL
+            if from_sender >= per_sender:
+                return SENDER_FULL
+            db.execute(
+                "INSERT INTO waiting_messages (recipient, sender, sender_key, text, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (recipient, message.sender, sender_key, message.text, message.at),
+            )
+        return KEPT
+
+    def waiting_messages(self, recipient: str, not_before: float) -> list[WaitingMessage]:
+        rows = self._db.execute(
+            "SELECT sender, text, at, id FROM waiting_messages"
+            " WHERE recipient = ? AND at >= ? ORDER BY id",
+            (recipient, not_before),
+        ).fetchall()
+        return [WaitingMessage(sender, text, at, str(row_id)) for sender, text, at, row_id in rows]
+
+    def drop_messages(self, recipient: str, handles: tuple[str, ...]) -> None:
+        with _transaction(self._db) as db:
+            db.executemany(
+                "DELETE FROM waiting_messages WHERE recipient = ? AND id = ?",
+                [(recipient, int(handle)) for handle in handles],
+            )
+
+    def add_mention(
+        self, account: str, entry: HistoryEntry, limit: int, not_before: float
+    ) -> None:
+        with _transaction(self._db) as db:
+            db.execute(
+                "INSERT INTO mentions (account, room, kind, alias, text, at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (account, *entry),
+            )
+            db.execute(
+                "DELETE FROM mentions WHERE account = ? AND (at < ? OR id NOT IN"
+                " (SELECT id FROM mentions WHERE account = ? ORDER BY id DESC LIMIT ?))",
+                (account, not_before, account, limit),
+            )
+
+    def mentions_of(self, account: str, not_before: float) -> list[HistoryEntry]:
+        rows = self._db.execute(
+            "SELECT room, kind, alias, text, at FROM mentions"
+            " WHERE account = ? AND at >= ? ORDER BY id",
+            (account, not_before),
+        ).fetchall()
+        return [_history_entry(row) for row in rows]
+
+    def clear_mentions(self, account: str) -> None:
+        self._db.execute("DELETE FROM mentions WHERE account = ?", (account,))
+
+    def set_away_room(self, account: str, room: str | None, since: float) -> None:
+        if room is None:
+            self._db.execute("DELETE FROM away_rooms WHERE account = ?", (account,))
+        else:
+            self._db.execute(
+                "INSERT INTO away_rooms (account, room, since) VALUES (?, ?, ?)"
+                " ON CONFLICT (account) DO UPDATE"
+                " SET room = excluded.room, since = excluded.since",
+                (account, room, since),
+            )
+
+    def away_rooms(self) -> dict[str, tuple[str, float]]:
+        rows = self._db.execute("SELECT account, room, since FROM away_rooms")
+        return {account: (room, since) for account, room, since in rows}
+
     def topic(self, room: str) -> str | None:
         row = self._db.execute(
             "SELECT topic FROM topics WHERE room = ? COLLATE NOCASE ORDER BY set_at DESC LIMIT 1",
@@ -830,6 +964,66 @@ class SQLiteStore(BufferedStore):
     def topic(self, room: str) -> Deferred[str | None]:
         """The topic of ``room`` (in any case), or None if it has none."""
         return self._call("topic", self._db.topic, room)
+
+    # What waits for registered aliases while they are offline or away.
+
+    def keep_message(
+        self,
+        recipient: str,
+        message: WaitingMessage,
+        per_recipient: int,
+        per_sender: int,
+        not_before: float,
+    ) -> Deferred[str]:
+        """Keep ``message`` for ``recipient`` unless a bound says no: KEPT, BOX_FULL or
+        SENDER_FULL."""
+        return self._call(
+            "keep_message",
+            self._db.keep_message,
+            alias_key(recipient),
+            message,
+            per_recipient,
+            per_sender,
+            not_before,
+        )
+
+    def waiting_messages(
+        self, recipient: str, not_before: float
+    ) -> Deferred[list[WaitingMessage]]:
+        """The messages kept for ``recipient``, oldest first, each with its handle."""
+        return self._call(
+            "waiting_messages", self._db.waiting_messages, alias_key(recipient), not_before
+        )
+
+    def drop_messages(self, recipient: str, handles: Iterable[str]) -> Deferred[None]:
+        """Delete the messages of ``recipient`` with these handles; others stay."""
+        return self._call(
+            "drop_messages", self._db.drop_messages, alias_key(recipient), tuple(handles)
+        )
+
+    def add_mention(
+        self, account: str, entry: HistoryEntry, limit: int, not_before: float
+    ) -> Deferred[None]:
+        """Keep ``entry`` as mentioning ``account``; the newest ``limit`` are kept."""
+        return self._call(
+            "add_mention", self._db.add_mention, alias_key(account), entry, limit, not_before
+        )
+
+    def mentions_of(self, account: str, not_before: float) -> Deferred[list[HistoryEntry]]:
+        """The lines kept as mentioning ``account``, oldest first."""
+        return self._call("mentions_of", self._db.mentions_of, alias_key(account), not_before)
+
+    def clear_mentions(self, account: str) -> Deferred[None]:
+        """Forget the lines kept as mentioning ``account``."""
+        return self._call("clear_mentions", self._db.clear_mentions, alias_key(account))
+
+    def set_away_room(self, account: str, room: str | None, since: float) -> Deferred[None]:
+        """Note the room ``account`` went offline from, at ``since``; None: it is back."""
+        return self._call("set_away_room", self._db.set_away_room, alias_key(account), room, since)
+
+    def away_rooms(self) -> Deferred[dict[str, tuple[str, float]]]:
+        """Every account offline: account key -> (room, since)."""
+        return self._call("away_rooms", self._db.away_rooms)
 
     # Plumbing.
 
