@@ -175,6 +175,24 @@ class Error:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class OfflineMessage:
+    """A private message ``sender`` left at ``at`` (epoch seconds) while its recipient,
+    the member who receives this event, was offline: delivered at their next login."""
+
+    sender: str
+    text: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Mentions:
+    """The answer to ``/mentions``: the lines that mentioned the member while away,
+    oldest first, each with its room."""
+
+    entries: tuple[HistoryEntry, ...]
+
+
 Event = (
     Said
     | Acted
@@ -193,4 +211,6 @@ Event = (
     | History
     | Notice
     | Error
+    | OfflineMessage
+    | Mentions
 )

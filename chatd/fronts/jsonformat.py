@@ -22,7 +22,9 @@ from chatd.events import (
     InRoom,
     Joined,
     Left,
+    Mentions,
     Notice,
+    OfflineMessage,
     Renamed,
     RoomList,
     Roster,
@@ -51,6 +53,8 @@ TYPES: dict[type, str] = {
     History: "history",
     Notice: "notice",
     Error: "error",
+    OfflineMessage: "offline_message",
+    Mentions: "mentions",
 }
 
 
@@ -62,6 +66,11 @@ def as_json(event: Event) -> dict[str, Any]:
     if isinstance(event, History):
         record["entries"] = [
             {"kind": e.kind, "alias": e.alias, "text": e.text, "at": e.at} for e in event.entries
+        ]
+    elif isinstance(event, Mentions):
+        record["entries"] = [
+            {"room": e.room, "kind": e.kind, "alias": e.alias, "text": e.text, "at": e.at}
+            for e in event.entries
         ]
     elif isinstance(event, RoomList):
         record["rooms"] = [

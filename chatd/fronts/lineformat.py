@@ -19,7 +19,9 @@ from chatd.events import (
     InRoom,
     Joined,
     Left,
+    Mentions,
     Notice,
+    OfflineMessage,
     Renamed,
     RoomList,
     Roster,
@@ -196,3 +198,18 @@ def _(event: Notice) -> str:
 @_render.register
 def _(event: Error) -> str:
     return f"!!! {event.text}"
+
+
+@_render.register
+def _(event: OfflineMessage) -> str:
+    return f"{_stamp(event.at)} *{event.sender}* {event.text}"
+
+
+@_render.register
+def _(event: Mentions) -> str:
+    if not event.entries:
+        return "*** No lines mentioned you while you were away."
+    lines = [f"*** Lines that mentioned you while you were away ({len(event.entries)}):"]
+    lines.extend(f"{entry.room} {_history_line(entry)}" for entry in event.entries)
+    lines.append("*** End of mentions ('/mentions clear' forgets them).")
+    return CRLF.join(lines)

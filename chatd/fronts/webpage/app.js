@@ -531,6 +531,21 @@ const render = {
     if (!welcomed && PASSWORD_PROMPT.test(e.text)) askPassword(true);
   },
   error: (e) => say("error", "!!! " + e.text),
+  // A private message left while this user was offline, with the time it was sent.
+  offline_message: (e) =>
+    arrived(show("private", ["*", nick(e.sender), "* ", ...linked(e.text)], e.at), e.sender, e.text, true),
+  mentions: (e) => {
+    if (!e.entries.length) {
+      say("notice", "No lines mentioned you while you were away.");
+      return;
+    }
+    say("notice", "Lines that mentioned you while you were away (" + e.entries.length + "):");
+    for (const m of e.entries) {
+      const parts = m.kind === "act" ? ["* ", nick(m.alias), " "] : ["<", nick(m.alias), "> "];
+      show("history", [m.room + " ", ...parts, ...linked(m.text)], m.at).classList.add("mention");
+    }
+    say("notice", "End of mentions ('/mentions clear' forgets them).");
+  },
 };
 
 function askPassword(asking) {
