@@ -140,6 +140,13 @@ def _away(hub: Hub, member: IMember, args: str) -> None:
     hub.set_away(member, args or None)
 
 
+def _mentions(hub: Hub, member: IMember, args: str) -> None:
+    if args.lower() not in ("", "clear"):
+        _usage(hub, member, "mentions")
+        return
+    hub.offline.show_mentions(member, clear=args.lower() == "clear")
+
+
 def _ignore(hub: Hub, member: IMember, args: str) -> None:
     if (alias := _single_alias(hub, member, args, "ignore")) is not None:
         hub.ignore(member, alias)
@@ -388,7 +395,9 @@ COMMANDS: dict[str, Command] = {
     "join": Command("/join #ROOM", "move to ROOM, opening it if need be", _join),
     "rooms": Command("/rooms", "list the rooms in use", _rooms),
     "topic": Command("/topic [TEXT]", "show or set this room's topic; '/topic -' clears", _topic),
-    "msg": Command("/msg ALIAS TEXT", "send TEXT to ALIAS only", _msg),
+    "msg": Command(
+        "/msg ALIAS TEXT", "send TEXT to ALIAS only (kept for a registered ALIAS offline)", _msg
+    ),
     "me": Command("/me ACTION", "show '* you ACTION' to everyone", _me),
     "nick": Command("/nick NEW", "change your alias to NEW", _nick),
     "history": Command(
@@ -407,6 +416,11 @@ COMMANDS: dict[str, Command] = {
     "oper": Command("/oper NAME PASSWORD", "become an operator", _oper),
     "whois": Command("/whois ALIAS", "where ALIAS is, for how long, idle time, away", _whois),
     "away": Command("/away [TEXT]", "mark yourself away with TEXT, or back without", _away),
+    "mentions": Command(
+        "/mentions [clear]",
+        "(registered) lines that named you while away; 'clear' forgets them",
+        _mentions,
+    ),
     "ignore": Command("/ignore ALIAS", "stop seeing what ALIAS says", _ignore),
     "unignore": Command("/unignore ALIAS", "see what ALIAS says again", _unignore),
     "kick": Command("/kick ALIAS [REASON]", "(operators) disconnect ALIAS", _kick),

@@ -55,8 +55,10 @@ from chatd.events import (
     Whois,
 )
 from chatd.interfaces import IChatStore, IDirectory, IHubListener, IMember, IRemoteMember
+from chatd.mentions import mentioned_keys
 from chatd.model import Ban, HistoryEntry, SharedState
 from chatd.mutes import Mutes
+from chatd.offline import Offline, OfflineLimits
 from chatd.room import Comers, Presence, Room, deliver
 from chatd.text import (
     AliasRefused,
@@ -196,6 +198,7 @@ class Hub:
         directory: IDirectory | None = None,
         quiet_joins_above: int = DEFAULT_QUIET_JOINS_ABOVE,
         comings_seconds: float = COMINGS_SECONDS,
+        offline_limits: OfflineLimits | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -243,6 +246,8 @@ class Hub:
         # Rooms bigger than this sum up who came and went (0: never; see Comings).
         self.quiet_joins_above = quiet_joins_above
         self.comings_seconds = comings_seconds
+        # What waits for registered aliases offline or away (chatd.offline).
+        self.offline = Offline(self, offline_limits or OfflineLimits())
 
     def __len__(self) -> int:
         return len(self._members)
@@ -327,12 +332,19 @@ class Hub:
         self._load_missing_histories()
 
     def join(
-        self, member: IMember, alias: str, registered: bool = False, replay: bool = True
+        self,
+        member: IMember,
+        alias: str,
+        registered: bool = False,
+        replay: bool = True,
+        ignores: Iterable[str] = (),
     ) -> None:
         """Put ``member`` online as ``alias`` in the default room, and welcome it.
 
-        ``registered`` says the front end has checked the alias's password;
-        ``replay`` whether the member wants recent history shown on entering rooms.
+        ``registered`` says the front end has checked the alias's password (then
+        what waited for the alias is handed over); ``replay`` whether the member
+        wants recent history shown on entering rooms; ``ignores`` the alias keys
+        a registered member saved (known before anything waiting is delivered).
         Raises AliasRefused (and changes nothing) if the alias may not be taken.
         """
         account = alias_key(alias) if registered else None
@@ -343,10 +355,14 @@ class Hub:
         member.alias = alias
         self._members[alias_key(alias)] = member
         room = self._open_room(self.default_room)
-        self._presence[member] = Presence(room, self.clock.seconds(), account, replay, alias)
+        presence = Presence(room, self.clock.seconds(), account, replay, alias)
+        presence.ignores.update(alias_key(ignored) for ignored in ignores)
+        self._presence[member] = presence
         self.log.info("{alias} joined from {peer}", alias=alias, peer=member.peer)
         self._enter(member, room, came_from=None)
         self.listener.joined(member)
+        if account is not None:
+            self.offline.welcome(member, account)
 
     def lost_alias(self, member: IMember) -> None:
         """``member``'s alias belongs to a member of another node (who claimed it in the
@@ -379,6 +395,7 @@ class Hub:
         self._went(old, alias, Departed(alias, new.name))
         self._close_if_unused(old)
         self._enter(member, new, came_from=old.name)
+        self.offline.away_changed(member)
         self.listener.moved(member, old.name)
 
     def leave(self, member: IMember, reason: str) -> None:
@@ -391,6 +408,9 @@ class Hub:
         room = presence.room
         self._exit(member, room)
         del self._presence[member]
+        self.offline.away_changed(member)
+        if presence.account is not None:
+            self.offline.went(presence.account, room.name)
         reason = clean_text(reason) or "left"
         self.log.info("{alias} left ({reason})", alias=alias, reason=reason)
         if not self._closing:
@@ -465,6 +485,7 @@ class Hub:
         else:
             self._queue(room, Renamed(old, new_alias))
         self._follow_rename(old, new_alias)
+        self.offline.away_changed(member)
 
     def _follow_rename(self, old: str, new: str) -> None:
         """A mute and an ignore follow the person, not the name they had."""
@@ -497,6 +518,8 @@ class Hub:
         event = Said(alias, text) if kind == "say" else Acted(alias, text)
         self._queue(room, event, member, alias_key(alias))
         self._record(room, kind, alias, text)
+        keys = mentioned_keys(text)
+        self.offline.heard(room.name, kind, alias, text, keys, self.clock.seconds())
         if self._listened:
             told = self.listener.said if kind == "say" else self.listener.acted
             told(alias, room.name, text, self.clock.seconds())
@@ -511,8 +534,10 @@ class Hub:
         if recipient is None:
             if (remote := self.directory.find(recipient_alias)) is not None:
                 self._whisper_elsewhere(member, sender, remote, text)
-                return
-            self.tell(member, Error(f"No such user: {clean_text(recipient_alias)}"))
+            elif self.offline.keeps_for(recipient_alias):
+                self.offline.keep(member, sender, recipient_alias, text)
+            else:
+                self.tell(member, Error(f"No such user: {clean_text(recipient_alias)}"))
             return
         if not text:
             self.tell(member, Error("Empty private message not sent."))
@@ -574,11 +599,13 @@ class Hub:
 
     def remote_joined(self, alias: str, room_name: str) -> None:
         """``alias`` came online elsewhere, in ``room_name`` (the directory knows them now)."""
+        self.offline.came_elsewhere(alias)
         if (room := self._rooms.get(room_key(room_name))) is not None:
             self._came(room, alias, self._present(room), None)
 
     def remote_left(self, alias: str, room_name: str, reason: str) -> None:
         """``alias``, elsewhere in ``room_name``, went offline (the directory forgot them)."""
+        self.offline.gone_elsewhere(alias, room_name)
         if (room := self._rooms.get(room_key(room_name))) is not None:
             self._went(room, alias, Left(alias, clean_text(reason) or "left"))
 
@@ -609,6 +636,7 @@ class Hub:
         if (room := self._rooms.get(key)) is not None:
             event = Said(alias, text) if kind == "say" else Acted(alias, text)
             self._queue(room, event, None, alias_key(alias))
+            self.offline.heard_elsewhere(key, room_name, kind, alias, text, at)
         # Its own node writes it to the store; kept here only with the room's history
         # in memory (else a first line would stand for it, and it would not be read).
         if self.keep_history and (self.store is None or key in self._history):
@@ -714,6 +742,7 @@ class Hub:
             self.tell(member, Notice(f"You are marked as away: {away}"))
         else:
             self.tell(member, Notice("You are no longer marked as away."))
+        self.offline.away_changed(member)
         self.listener.away_set(member)
         return True
 
@@ -746,10 +775,6 @@ class Hub:
     def ignored(self, member: IMember) -> tuple[str, ...]:
         """The alias keys ``member`` ignores (for saving with a registration)."""
         return tuple(sorted(self.presence_of(member).ignores))
-
-    def restore_ignores(self, member: IMember, ignores: tuple[str, ...]) -> None:
-        """Take up the ignore list a registered member saved in an earlier session."""
-        self.presence_of(member).ignores.update(alias_key(alias) for alias in ignores)
 
     def is_registered(self, member: IMember) -> bool:
         """Whether ``member`` is using a registered alias whose password it gave."""

@@ -16,6 +16,7 @@ from twisted.python import usage
 
 from chatd.cluster.address import RedisAddress
 from chatd.hub import HISTORY_KEPT
+from chatd.offline import MAX_OFFLINE_MESSAGES
 from chatd.text import ROOM_RULE, RoomRefused, check_room, parse_duration
 
 T = TypeVar("T")
@@ -158,6 +159,16 @@ def _history_keep(value: str) -> int:
 
 
 history_keep = OptionValue(_history_keep, "0 keeps no history at all.")
+
+
+def _offline_messages(value: str) -> int:
+    messages = int(_number(int, value))
+    if not 0 <= messages <= MAX_OFFLINE_MESSAGES:
+        raise ValueError(f"must be from 0 to {MAX_OFFLINE_MESSAGES}, not {value}")
+    return messages
+
+
+offline_messages = OptionValue(_offline_messages, f"From 0 (none kept) to {MAX_OFFLINE_MESSAGES}.")
 
 
 duration = OptionValue(

@@ -374,11 +374,12 @@ class ChatSession:
             self.hub.leave(ghost, "Replaced by a new login")
             ghost.disconnect("ghost session replaced by a new login")
         try:
-            self.hub.join(self, alias, registered=True, replay=self._replay)
+            self.hub.join(
+                self, alias, registered=True, replay=self._replay, ignores=account.ignores
+            )
         except AliasRefused as refusal:
             self._refuse_alias(str(refusal))
             return False
-        self.hub.restore_ignores(self, account.ignores)
         self._accepted()
         return True
 

@@ -1,9 +1,10 @@
 """The one reader of what every node of a cluster shares through the store.
 
-Accounts, the topics set last, recent history by room, the bans in force and the
-MOTD are read at start (:class:`chatd.service.ChatService`) and again after a
-cluster's link to Redis was down (:class:`chatd.cluster.node.Cluster`): what
-other nodes changed meanwhile was not heard. Both read them here, the same way.
+Accounts, the topics set last, recent history by room, the bans in force, the
+MOTD and which registered aliases are offline from which room are read at start
+(:class:`chatd.service.ChatService`) and again after a cluster's link to Redis was
+down (:class:`chatd.cluster.node.Cluster`): what other nodes changed meanwhile was
+not heard. Both read them here, the same way.
 """
 
 from __future__ import annotations
@@ -23,4 +24,6 @@ async def load_shared_state(store: IChatStore, hub: Hub) -> None:
         await hub.accounts.load()
     bans = await store.active_bans(hub.clock.seconds())
     motd = await store.get_setting(MOTD_SETTING)
+    away_rooms = await store.away_rooms()
     hub.load(SharedState(topics=topics, history=history, bans=bans, motd=motd))
+    hub.offline.load(away_rooms)

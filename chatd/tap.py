@@ -31,6 +31,7 @@ from chatd.hub import (
 )
 from chatd.interfaces import IChatStore
 from chatd.logs import json_observer, text_observer, twistd_log_file
+from chatd.offline import DEFAULT_OFFLINE_MAX_AGE_SECONDS, DEFAULT_OFFLINE_MESSAGES, OfflineLimits
 from chatd.passwords import Passwords
 from chatd.service import ChatService, LiveSettings
 from chatd.session import ChatConfig, Sessions
@@ -188,6 +189,22 @@ class Options(ConfigFileOptions):
             None,
             None,
             "Prune history lines older than this (e.g. 30d); by default only the count limits.",
+            values.duration,
+        ],
+        [
+            "offline-messages",
+            None,
+            DEFAULT_OFFLINE_MESSAGES,
+            "Private messages kept for a registered alias while it is offline, delivered"
+            " at its next login (one sender may fill a fifth of them; 0: none are kept).",
+            values.offline_messages,
+        ],
+        [
+            "offline-max-age",
+            None,
+            DEFAULT_OFFLINE_MAX_AGE_SECONDS,
+            "How long such a message, and a line that mentioned a registered alias"
+            " while it was away, is kept (e.g. 30d; 2592000 seconds unless given).",
             values.duration,
         ],
         [
@@ -377,6 +394,10 @@ def makeService(options: Options) -> ChatService:
         listener=cluster.bus if cluster is not None else None,
         directory=cluster.roster if cluster is not None else None,
         quiet_joins_above=options["quiet-joins-above"],
+        offline_limits=OfflineLimits(
+            messages=options["offline-messages"],
+            max_age_seconds=options["offline-max-age"],
+        ),
     )
     if cluster is not None:
         cluster.attach(hub)
