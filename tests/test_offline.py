@@ -98,6 +98,33 @@ def test_an_unregistered_alias_offline_is_still_no_such_user(server: OfflineServ
     assert alice.lines() == ["!!! No such user: nobody"]
 
 
+def test_nothing_is_kept_when_turned_off(tmp_path: Path) -> None:
+    """With --offline-messages 0 a registered alias offline is no such user, as before."""
+    server = OfflineServer(tmp_path / "db", OfflineLimits(messages=0))
+    server.registered_offline("bob")
+    (alice,) = server.join("alice")
+    alice.type("/msg bob hello\n")
+    assert alice.lines() == ["!!! No such user: bob"]
+    server.store.stop()
+
+
+def test_a_registered_alias_renamed_away_gets_it_at_its_next_login(
+    server: OfflineServer,
+) -> None:
+    """Its owner online under another alias, a registered alias is offline: the message
+    waits for a login as that alias."""
+    bob = register(server, "bob", "correct-horse")
+    bob.type("/nick robert\n")
+    (alice,) = server.join("alice")
+    alice.type("/msg bob hello\n")
+    assert alice.lines()[0].startswith("*** bob is offline")
+    server.offline("robert")
+    assert after_welcome(server.login("bob", "correct-horse")) == [
+        "*** 1 message waited for you:",
+        f"{STAMP} *alice* hello",
+    ]
+
+
 def test_an_online_recipient_gets_it_at_once(server: OfflineServer) -> None:
     """A registered alias online is whispered to as ever, nothing kept."""
     register(server, "bob", "correct-horse")

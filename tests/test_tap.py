@@ -71,6 +71,10 @@ def test_limits() -> None:
         ["--history-replay", "101"],
         ["--quiet-joins-above", "-1"],
         ["--quiet-joins-above", "many"],
+        ["--offline-messages", "-1"],
+        ["--offline-messages", "1001"],
+        ["--offline-max-age", "0"],
+        ["--offline-max-age", "forever"],
     ],
 )
 def test_bad_limits_are_usage_errors(args: list[str]) -> None:
@@ -104,6 +108,14 @@ def test_quiet_joins_above() -> None:
     assert parse()["quiet-joins-above"] == 100
     assert makeService(parse()).sessions.hub.quiet_joins_above == 100
     assert makeService(parse("--quiet-joins-above", "0")).sessions.hub.quiet_joins_above == 0
+
+
+def test_offline_options() -> None:
+    """--offline-messages and --offline-max-age bound what waits (50 and 30 days unless given)."""
+    limits = makeService(parse()).sessions.hub.offline.limits
+    assert (limits.messages, limits.max_age_seconds, limits.per_sender) == (50, 30 * 86400, 10)
+    hub = makeService(parse("--offline-messages", "0", "--offline-max-age", "2d")).sessions.hub
+    assert (hub.offline.limits.messages, hub.offline.limits.max_age_seconds) == (0, 2 * 86400)
 
 
 def test_history_and_data_dir(tmp_path: Path) -> None:
