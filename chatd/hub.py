@@ -408,9 +408,9 @@ class Hub:
         room = presence.room
         self._exit(member, room)
         del self._presence[member]
-        self.offline.away_changed(member)
         if presence.account is not None:
-            self.offline.went(presence.account, room.name)
+            self.offline.went(member, presence.account, room.name)
+        self.offline.away_changed(member)
         reason = clean_text(reason) or "left"
         self.log.info("{alias} left ({reason})", alias=alias, reason=reason)
         if not self._closing:

@@ -110,13 +110,16 @@ class Offline:
             if not self._online_anywhere(account):
                 self._note_offline(account, room, since)
 
-    def went(self, account: str, room: str) -> None:
-        """The member of registered ``account`` went offline here from ``room``."""
-        now = self._hub.clock.seconds()
-        self._note_offline(account, room, now)
+    def went(self, member: IMember, account: str, room: str) -> None:
+        """``member``, of registered ``account``, went offline here from ``room``: away
+        from it since now, or since they were marked away in it."""
+        since = self._hub.clock.seconds()
+        if (away := self._away.get(member)) is not None and away[0] == room_key(room):
+            since = away[2]
+        self._note_offline(account, room, since)
         if (store := self._hub.store) is not None:
             self._in_background(
-                store.set_away_room(account, room, now), "noting {account} away", account
+                store.set_away_room(account, room, since), "noting {account} away", account
             )
 
     def gone_elsewhere(self, alias: str, room: str) -> None:

@@ -382,6 +382,21 @@ def test_an_away_member_is_told_on_coming_back(server: OfflineServer) -> None:
     assert len(bob.lines()) == 4
 
 
+def test_mentions_while_away_then_offline_are_counted_at_login(server: OfflineServer) -> None:
+    """A member marked away who then goes offline is told at login of the lines since
+    they went away, not only since they went offline."""
+    bob = register(server, "bob", "correct-horse")
+    (alice,) = server.join("alice")
+    bob.type("/away lunch\n")
+    alice.type("bob?\n")
+    server.clock.advance(60)
+    server.offline("bob")
+    alice.type("bob??\n")
+    assert after_welcome(server.login("bob", "correct-horse")) == [
+        "*** 2 lines mentioned you while you were away: /mentions shows them."
+    ]
+
+
 def test_mentions_need_a_registered_alias(server: OfflineServer) -> None:
     """/mentions for a guest says registration is needed; a bad argument gets the usage."""
     (alice,) = server.join("alice")
