@@ -13,8 +13,11 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import LogLevel, capturedLogs
 
 from chatd import moderation
+from chatd.events import Mentions, OfflineMessage
+from chatd.fronts.jsonformat import as_json
+from chatd.fronts.lineformat import encode
 from chatd.hub import Hub
-from chatd.model import WaitingMessage
+from chatd.model import HistoryEntry, WaitingMessage
 from chatd.offline import MESSAGES_LEFT_PER_HOUR, OfflineLimits
 from chatd.sharedstate import load_shared_state
 from chatd.stores.sqlite import SQLiteStore
@@ -420,3 +423,33 @@ def test_who_was_offline_where_survives_a_restart(tmp_path: Path) -> None:
         "*** 1 line mentioned you while you were away: /mentions shows them."
     ]
     second.store.stop()
+
+
+# How the new events look on each wire.
+
+
+def test_the_line_format_of_what_waited() -> None:
+    """A message that waited is a private message stamped with its time; /mentions a
+    block with each line's room."""
+    assert encode(OfflineMessage("alice", "hi", START)) == f"{STAMP} *alice* hi\r\n".encode()
+    entry = HistoryEntry("#rust", "act", "alice", "pings bob", START)
+    assert encode(Mentions((entry,))).decode().split("\r\n") == [
+        "*** Lines that mentioned you while you were away (1):",
+        f"#rust {STAMP} * alice pings bob",
+        "*** End of mentions ('/mentions clear' forgets them).",
+        "",
+    ]
+
+
+def test_the_json_of_what_waited() -> None:
+    """The WebSocket gets offline_message with its time, and mentions with each entry's room."""
+    assert as_json(OfflineMessage("alice", "hi", START)) == {
+        "type": "offline_message",
+        "sender": "alice",
+        "text": "hi",
+        "at": START,
+    }
+    entry = HistoryEntry("#rust", "say", "alice", "bob?", START)
+    assert as_json(Mentions((entry,)))["entries"] == [
+        {"room": "#rust", "kind": "say", "alias": "alice", "text": "bob?", "at": START}
+    ]
