@@ -175,9 +175,7 @@ def test_json_ports_are_line_listeners_that_start_in_json(tmp_path: Path) -> Non
         factory = listeners[endpoint].wrapped
         assert isinstance(factory, LineFactory)
         assert factory.connection_type is JSONLineConnection
-    assert listeners["tcp:55555:interface=127.0.0.1"].wrapped.connection_type is (
-        LineConnection
-    )
+    assert listeners["tcp:55555:interface=127.0.0.1"].wrapped.connection_type is (LineConnection)
 
 
 @pytest.mark.parametrize("port", ["bogus:1", "tcp:notaport", "ssl:4000:privateKey=/no/such.pem"])
