@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -53,6 +54,8 @@ PROMPT = Notice(ALIAS_PROMPT)
 # Constant events encoded and kept (see Sessions.encoded): a few per wire format.
 MAX_CONSTANTS_KEPT = 32
 REPLACED = Notice("You logged in again from elsewhere; this session is closed.")
+# The formats of a front end whose wire carries one (the web, SSH): shared, not one each.
+NO_FORMATS: Mapping[str, WireFormat] = MappingProxyType({})
 CANNOT_SWITCH_FORMAT = (
     "This connection has one format: /format switches line connections (nc, telnet:"
     " --port, --json-port). The web page speaks JSON already; SSH is a terminal."
@@ -126,7 +129,7 @@ class ChatSession:
         self.encode = encode
         # What /format can switch between (nothing on a wire of one format), and how
         # the current one reads what comes in (None: typed lines, taken as they are).
-        self._formats = formats or {}
+        self._formats = NO_FORMATS if formats is None else formats
         self._read = _reader(self._formats, encode)
         self.alias: str | None = None
         address = connection.address

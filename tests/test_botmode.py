@@ -13,7 +13,7 @@ from chatd.fronts.jsoninput import HOW
 from chatd.fronts.line import LineFactory
 from chatd.fronts.web import web_site
 from chatd.session import ALIAS_PROMPT, CANNOT_SWITCH_FORMAT
-from tests.test_protocol import Client, RegisteredServer, Server
+from tests.test_protocol import Client, RegisteredServer, Server, whole_line_session
 from tests.test_web import WebUser, tracebacks
 
 
@@ -135,6 +135,20 @@ def test_web_and_other_one_format_connections_refuse_to_switch(server: Server) -
     assert web.events() == [error(CANNOT_SWITCH_FORMAT), notice(ALIAS_PROMPT)]
     web.say("webby\n/format line")
     assert web.events()[-1] == error(CANNOT_SWITCH_FORMAT)
+
+
+def test_a_session_opened_without_formats_refuses_to_switch(server: Server) -> None:
+    """A front end that gives its sessions no formats (SSH's terminal) keeps its format:
+    /format is refused before and after the alias, in that format."""
+    session, transport = whole_line_session(server)
+    transport.clear()
+    session.line_received(b"/format json")
+    session.line_received(b"ann")
+    session.line_received(b"/format")
+    server.clock.advance(0)
+    lines = transport.value().decode().split("\r\n")
+    assert lines[0] == f"!!! {CANNOT_SWITCH_FORMAT}"
+    assert lines[-2] == f"!!! {CANNOT_SWITCH_FORMAT}"
 
 
 # Input, both ways.
