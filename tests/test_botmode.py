@@ -6,13 +6,17 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.logger import capturedLogs
 
 from chatd.flood import FloodLimits
-from chatd.fronts.jsoninput import HOW
+from chatd.fronts.jsoninput import FIELDS, HOW, read_line
 from chatd.fronts.line import LineFactory
 from chatd.fronts.web import web_site
 from chatd.session import ALIAS_PROMPT, CANNOT_SWITCH_FORMAT
+from chatd.text import clean_text
+from chatd.wireformats import InputRefused
 from tests.test_protocol import Client, RegisteredServer, Server, whole_line_session
 from tests.test_web import WebUser, tracebacks
 
@@ -406,3 +410,51 @@ def test_garbage_floods_the_gate_too() -> None:
     bot.type("not json\n" * 10)
     assert bot.events()[-1] == error("Excess flood; goodbye.")
     assert bot.transport.disconnecting
+
+
+# Properties.
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+STAGES = st.sampled_from(["alias", "password", "chat"])
+
+
+@given(
+    record=st.dictionaries(
+        st.sampled_from(["type", "text", "alias", "to", "password", "x"]) | st.text(),
+        st.sampled_from([*FIELDS, "nope"]) | JSON_VALUES,
+        max_size=4,
+    ),
+    expecting=STAGES,
+)
+def test_any_json_object_is_read_or_refused(record: dict[str, Any], expecting: Any) -> None:
+    """Whatever object arrives, reading it gives a line (encodable as UTF-8) or InputRefused,
+    never another exception."""
+    try:
+        typed = read_line(json.dumps(record), expecting)
+    except InputRefused:
+        return
+    assert typed is not None
+    typed.encode("utf-8")
+
+
+@given(line=st.text(), expecting=STAGES)
+def test_any_text_is_read_or_refused(line: str, expecting: Any) -> None:
+    """Any line at all, JSON or not, reads or is refused, never raising anything else."""
+    try:
+        typed = read_line(line, expecting)
+    except InputRefused:
+        return
+    assert typed is None or isinstance(typed, str)
+
+
+@given(text=st.text())
+def test_a_message_is_never_a_command(text: str) -> None:
+    """Whatever a message's text, the typed line it becomes is said, never run as a command."""
+    typed = read_line(json.dumps({"type": "message", "text": text}), "chat")
+    assert typed is not None
+    cleaned = clean_text(typed).lstrip()
+    assert not cleaned.startswith("/") or cleaned.startswith("//")
