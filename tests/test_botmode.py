@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.logger import capturedLogs
 
+from chatd.commands import run_command
+from chatd.events import Error
 from chatd.flood import FloodLimits
 from chatd.fronts.jsoninput import FIELDS, HOW, read_line
 from chatd.fronts.line import LineFactory
@@ -17,6 +19,7 @@ from chatd.fronts.web import web_site
 from chatd.session import ALIAS_PROMPT, CANNOT_SWITCH_FORMAT
 from chatd.text import clean_text
 from chatd.wireformats import InputRefused
+from tests.test_comings import clock, join, make_hub
 from tests.test_protocol import Client, RegisteredServer, Server, whole_line_session
 from tests.test_web import WebUser, tracebacks
 
@@ -458,3 +461,13 @@ def test_a_message_is_never_a_command(text: str) -> None:
     assert typed is not None
     cleaned = clean_text(typed).lstrip()
     assert not cleaned.startswith("/") or cleaned.startswith("//")
+
+
+def test_a_member_that_cannot_switch_is_told_so() -> None:
+    """/format run for a member that is not a session (no IFormatSwitch) is refused to it."""
+    hub = make_hub()
+    (member,) = join(hub, "ann")
+    member.events.clear()
+    run_command(hub, member, "/format json")
+    clock(hub).advance(0)
+    assert member.events == [Error("This connection has one format.")]
