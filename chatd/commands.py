@@ -24,7 +24,7 @@ from chatd.accounts import (
 )
 from chatd.events import Error, Notice
 from chatd.hub import HISTORY_KEPT, Hub
-from chatd.interfaces import IMember
+from chatd.interfaces import IFormatSwitch, IMember
 from chatd.passwords import PasswordsBusy
 from chatd.text import AliasRefused, RoomRefused, clean_text, parse_duration
 
@@ -349,6 +349,14 @@ def _replay(hub: Hub, member: IMember, args: str) -> None:
     hub.set_replay(member, args.lower() == "on")
 
 
+def _format(hub: Hub, member: IMember, args: str) -> None:
+    switch = IFormatSwitch(member, None)
+    if switch is None:  # a member that is not a session (a test's stand-in)
+        hub.tell(member, Error("This connection has one format."))
+    else:
+        switch.switch_format(args)
+
+
 def _ban(hub: Hub, member: IMember, args: str) -> None:
     parts = args.split(None, 2)
     if not parts:
@@ -404,6 +412,11 @@ COMMANDS: dict[str, Command] = {
         "/history [N]", f"show the last N lines of this room (up to {HISTORY_KEPT})", _history
     ),
     "replay": Command("/replay on|off", "show recent history on entering a room, or not", _replay),
+    "format": Command(
+        "/format [line|json]",
+        "show or switch this connection's format (json: bot mode, see docs/bots.md)",
+        _format,
+    ),
     "register": Command(
         "/register PASSWORD", "make your alias yours: it will take PASSWORD to use", _register
     ),

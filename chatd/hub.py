@@ -824,6 +824,13 @@ class Hub:
             member, Notice(f"Message of the day:\n{motd}" if motd else "No message of the day.")
         )
 
+    def catch_up(self, member: IMember) -> None:
+        """Deliver to ``member`` now what its room has queued for it this turn (before
+        its connection switches format, say)."""
+        presence = self._presence.get(member)
+        if presence is not None:
+            presence.room.catch_up(member)
+
     def tell(self, member: IMember, event: Event) -> None:
         """Deliver ``event`` to ``member`` alone, after anything already broadcast to them."""
         presence = self._presence.get(member)

@@ -48,6 +48,18 @@ class IMember(Interface):
         """Close after what was sent has gone out; ``reason`` is for the log."""
 
 
+class IFormatSwitch(Interface):
+    """A member whose connection ``/format`` may switch to another wire format.
+
+    Apart from :class:`IMember` because the hub never switches anyone's format:
+    the command does, for its sender.
+    """
+
+    def switch_format(name: str) -> None:
+        """Tell the member its format (``name`` empty), or switch to format ``name``
+        and confirm in it; refuse a name its connection cannot speak."""
+
+
 class IConnection(Interface):
     """A front end's connection, as its :class:`~chatd.session.ChatSession` uses it.
 

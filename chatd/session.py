@@ -14,8 +14,9 @@ under the same rules.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -30,11 +31,12 @@ from chatd.commands import run_command
 from chatd.events import Error, Event, Notice
 from chatd.flood import FloodGate, FloodLimits
 from chatd.hub import Hub
-from chatd.interfaces import IConnection, IMember
+from chatd.interfaces import IConnection, IFormatSwitch, IMember
 from chatd.model import Account, Ban
 from chatd.passwords import PasswordsBusy
 from chatd.sendqueue import BoundedSender
 from chatd.text import ALIAS_RULE, AliasRefused, clean_text, count_of, decode_line, utc_stamp
+from chatd.wireformats import Expecting, InputRefused, WireFormat
 
 ALIAS_PROMPT = f"Choose an alias ({ALIAS_RULE}):"
 # What a session takes in while a password is checked (each line dropped as it
@@ -52,6 +54,12 @@ PROMPT = Notice(ALIAS_PROMPT)
 # Constant events encoded and kept (see Sessions.encoded): a few per wire format.
 MAX_CONSTANTS_KEPT = 32
 REPLACED = Notice("You logged in again from elsewhere; this session is closed.")
+# The formats of a front end whose wire carries one (the web, SSH): shared, not one each.
+NO_FORMATS: Mapping[str, WireFormat] = MappingProxyType({})
+CANNOT_SWITCH_FORMAT = (
+    "This connection has one format: /format switches line connections (nc, telnet:"
+    " --port, --json-port). The web page speaks JSON already; SSH is a terminal."
+)
 
 
 def discarded_notice(lines: int) -> Error:
@@ -75,7 +83,7 @@ class ChatConfig:
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
-@implementer(IMember)
+@implementer(IMember, IFormatSwitch)
 class ChatSession:
     """One chatter: alias negotiation first, then chat. Made by :meth:`Sessions.open`."""
 
@@ -89,9 +97,11 @@ class ChatSession:
         "_dropped_bytes",
         "_dropped_lines",
         "_expects_password",
+        "_formats",
         "_gate",
         "_handle_line",
         "_max_line_bytes",
+        "_read",
         "_replay",
         "_sender",
         "_sessions",
@@ -106,13 +116,21 @@ class ChatSession:
     log = Logger(namespace="chatd.session")
 
     def __init__(
-        self, sessions: Sessions, connection: IConnection, encode: Callable[[Event], bytes]
+        self,
+        sessions: Sessions,
+        connection: IConnection,
+        encode: Callable[[Event], bytes],
+        formats: Mapping[str, WireFormat] | None = None,
     ) -> None:
         self._sessions = sessions
         self.hub = sessions.hub
         self._clock = sessions.clock
         self.connection = connection
         self.encode = encode
+        # What /format can switch between (nothing on a wire of one format), and how
+        # the current one reads what comes in (None: typed lines, taken as they are).
+        self._formats = NO_FORMATS if formats is None else formats
+        self._read = _reader(self._formats, encode)
         self.alias: str | None = None
         address = connection.address
         self.peer = describe_peer(address)
@@ -140,7 +158,7 @@ class ChatSession:
             self._gate = FloodGate(
                 self._clock,
                 config.flood,
-                handle=self._handle_gated_line,
+                handle=self._take_line,
                 ready=self._ready_for_lines,
                 warn=self._flooding,
                 flood=self._flooded,
@@ -244,7 +262,7 @@ class ChatSession:
             self._refuse_long_line()
             return
         if self._gate is None:
-            self._handle_line(decode_line(line))
+            self._take_line(decode_line(line))
         else:
             self._gate.feed(decode_line(line))
 
@@ -423,7 +441,7 @@ class ChatSession:
         return lines
 
     def _command_before_alias(self, words: list[str]) -> None:
-        """/quit, and /replay for bots that want no history, work before an alias."""
+        """/quit, and /replay and /format for bots (no history, JSON), work before an alias."""
         if words[0] == "/quit":
             self.reply(Notice("Goodbye."))
             self.disconnect("quit before choosing an alias")
@@ -431,9 +449,44 @@ class ChatSession:
             self._replay = words[1] == "on"
             self.reply(Notice(f"History replay is {words[1]}."))
             self._reply_constant(PROMPT)
-        else:
-            self.reply(Error("Choose an alias first (or /quit, /replay off)."))
+        elif words[0] == "/format" and len(words) <= 2:
+            self.switch_format(" ".join(words[1:]))
             self._reply_constant(PROMPT)
+        else:
+            self.reply(Error("Choose an alias first (or /quit, /replay off, /format json)."))
+            self._reply_constant(PROMPT)
+
+    def switch_format(self, name: str) -> None:
+        """``/format``: say which format the connection speaks, or switch to format ``name``.
+
+        What the room queued for this member before goes out in the old format,
+        the answer in the new one: every line after the answer is in the new format.
+        """
+        if not self._formats:
+            self._tell(Error(CANNOT_SWITCH_FORMAT))
+            return
+        names = "|".join(self._formats)
+        name = name.strip().lower()
+        if not name:
+            current = next(n for n, wire in self._formats.items() if wire.encode is self.encode)
+            self._tell(Notice(f"The format is {current} (/format {names} switches)."))
+            return
+        wire = self._formats.get(name)
+        if wire is None:
+            self._tell(Error(f"Usage: /format [{names}]"))
+            return
+        if self.alias is not None:
+            self.hub.catch_up(self)
+        self.encode, self._read = wire.encode, wire.read
+        self._tell(Notice(f"The format is now {name}."))
+
+    def _tell(self, event: Event) -> None:
+        """Answer this member: through the hub once it is in a room (after what the
+        room sent it), directly before."""
+        if self.alias is None:
+            self.reply(event)
+        else:
+            self.hub.tell(self, event)
 
     def _chat(self, text: str) -> None:
         """A command or a chat line, told apart by what is left once the line is cleaned.
@@ -457,8 +510,28 @@ class ChatSession:
         self.hub.counters.disconnects["alias_timeout"] += 1
         self.disconnect("alias timeout")
 
-    def _handle_gated_line(self, text: str) -> None:
+    def _take_line(self, text: str) -> None:
+        """Handle a line (let through by the flood gate, if there is one), read first in
+        the connection's format unless that is typed text.
+
+        Read here, after the gate and the password check's drop, and not by the
+        front end as it arrives: a flood of malformed lines is a flood like any other.
+        """
+        if self._read is not None:
+            try:
+                typed = self._read(text, self._expecting())
+            except InputRefused as refusal:
+                self._tell(Error(str(refusal)))
+                return
+            if typed is None:
+                return
+            text = typed
         self._handle_line(text)
+
+    def _expecting(self) -> Expecting:
+        if self.alias is not None:
+            return "chat"
+        return "password" if self._expects_password else "alias"
 
     def _ready_for_lines(self) -> bool:
         """Whether a line let through by the flood gate can be handled now."""
@@ -504,6 +577,16 @@ class ChatSession:
         self.connection.abort()
 
 
+def _reader(
+    formats: Mapping[str, WireFormat], encode: Callable[[Event], bytes]
+) -> Callable[[str, Expecting], str | None] | None:
+    """How the format of ``formats`` that encodes with ``encode`` reads; None for typed lines."""
+    for wire in formats.values():
+        if wire.encode is encode:
+            return wire.read
+    return None
+
+
 def idle_sweep_interval(timeout: float) -> float:
     """How often idle sessions are looked for: a quarter of the timeout, 1 to 30 s."""
     return max(1.0, min(timeout / 4, 30.0))
@@ -543,15 +626,23 @@ class Sessions:
                 self._constants[key] = data
         return data
 
-    def open(self, connection: IConnection, encode: Callable[[Event], bytes]) -> ChatSession:
+    def open(
+        self,
+        connection: IConnection,
+        encode: Callable[[Event], bytes],
+        formats: Mapping[str, WireFormat] | None = None,
+    ) -> ChatSession:
         """A session for a front end's new ``connection``, speaking ``encode``'s format.
+
+        ``formats`` are those ``/format`` may switch it to, by name (``encode``
+        among them); without them, it keeps its format.
 
         The connection was let in by its listener's AdmittingFactory; the session
         greets it (or refuses a banned address) before this returns. During a
         shutdown (a front end may still open one on a connection it accepted
         before: an SSH shell, a WebSocket) it is told why instead, and closed.
         """
-        session = ChatSession(self, connection, encode)
+        session = ChatSession(self, connection, encode, formats)
         self.live.add(session)
         if self._shutdown_reason is None:
             session.start()

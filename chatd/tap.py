@@ -22,6 +22,7 @@ from chatd.cluster.address import RedisAddress
 from chatd.config import ConfigFileOptions
 from chatd.files import create_private_directory
 from chatd.flood import FloodLimits
+from chatd.fronts.line import LineFactory
 from chatd.hub import (
     COMINGS_SECONDS,
     DEFAULT_HISTORY_REPLAY,
@@ -239,6 +240,7 @@ class Options(ConfigFileOptions):
     def __init__(self) -> None:
         super().__init__()
         self["ports"] = []
+        self["json-ports"] = []
         self["operators"] = {}
         self["web-origins"] = []
 
@@ -293,15 +295,25 @@ class Options(ConfigFileOptions):
 
     opt_p = opt_port
 
+    def opt_json_port(self, port: str) -> None:
+        """Like --port, for bots: its connections speak JSON from the start; repeatable."""
+        if port.startswith("ssl:") and not values.names_tls_files(port):
+            self["json-ports"].append(port)  # checked in postOptions, as for --port
+            return
+        try:
+            self["json-ports"].append(values.endpoint(port))
+        except ValueError as problem:
+            raise usage.UsageError(f"invalid --json-port {problem}") from problem
+
     def postOptions(self) -> None:
         self["motd-text"] = read_motd(self["motd"]) if self["motd"] else None
         ports = self["ports"] or [str(DEFAULT_PORT)]
+        json_ports = self["json-ports"]
         if self["tls-cert"] or self["tls-key"]:
-            ports = values.with_tls_files(ports, self["tls-cert"], self["tls-key"])
-        try:
-            self["ports"] = [values.endpoint(port) for port in ports]
-        except ValueError as problem:
-            raise usage.UsageError(f"invalid --port {problem}") from problem
+            both = values.with_tls_files(ports + json_ports, self["tls-cert"], self["tls-key"])
+            ports, json_ports = both[: len(ports)], both[len(ports) :]
+        self["ports"] = _endpoints(ports, "--port")
+        self["json-ports"] = _endpoints(json_ports, "--json-port")
 
     def config(self) -> ChatConfig:
         """The protocol limits these options ask for."""
@@ -319,6 +331,13 @@ class Options(ConfigFileOptions):
                 max_rate_per_ip=self["max-conn-rate"],
             ),
         )
+
+
+def _endpoints(ports: list[str], option: str) -> list[str]:
+    try:
+        return [values.endpoint(port) for port in ports]
+    except ValueError as problem:
+        raise usage.UsageError(f"invalid {option} {problem}") from problem
 
 
 def live_settings(options: Options) -> LiveSettings:
@@ -355,7 +374,8 @@ def read_motd(path: str) -> str:
 
 
 def makeService(options: Options) -> ChatService:
-    """Build the chat service: its store, its hub, and one listener per ``--port``.
+    """Build the chat service: its store, its hub, and one listener per ``--port`` (and
+    ``--json-port``, ``--web`` ...).
 
     With ``--redis`` the store is Redis and the hub one node of a cluster;
     without it, a single server with its SQLite store in ``--data-dir``.
@@ -417,7 +437,9 @@ def makeService(options: Options) -> ChatService:
         # twistd's own text logs to stdout (systemd's journal), formatted faster
         # (see chatd.logs); files and syslog stay twistd's (rotation, SIGUSR1).
         log_observer = partial(_text_log_observer, twistd_options.get("logfile"), nodaemon)
-    others: list[tuple[str, Any, Refusal]] = []
+    others: list[tuple[str, Any, Refusal]] = [
+        (port, LineFactory(sessions, json=True), refusal_line) for port in options["json-ports"]
+    ]
     if options["web"]:
         from chatd.fronts.web import (
             web_site,  # imports autobahn and twisted.web: only when asked for

@@ -405,6 +405,7 @@ def test_example_examples_are_valid_toml() -> None:
 # Options whose default is "none", which TOML cannot write: the example shows a value.
 NO_DEFAULT = {
     "oper",
+    "json-port",
     "motd",
     "history-max-age",
     "metrics",

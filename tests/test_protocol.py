@@ -172,7 +172,7 @@ def test_accepted_alias_gets_welcome_and_others_a_join_notice(server: Server) ->
         ("server", "!!! The alias server is reserved."),
         ("ALICE", "!!! The alias ALICE is taken."),
         ("\x1b[2Jevil", "!!! Invalid alias"),
-        ("/who", "!!! Choose an alias first (or /quit, /replay off)."),
+        ("/who", "!!! Choose an alias first (or /quit, /replay off, /format json)."),
     ],
 )
 def test_refused_alias_gets_reason_and_new_prompt(server: Server, alias: str, error: str) -> None:

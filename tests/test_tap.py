@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from twisted.python.usage import UsageError
 
+from chatd.fronts.line import JSONLineConnection, LineConnection, LineFactory
 from chatd.service import ChatService
 from chatd.session import ChatConfig
 from chatd.tap import Options, makeService
@@ -171,6 +172,62 @@ def test_tls_cert_and_key_fill_in_ssl_ports(tmp_path: Path) -> None:
         parse("--tls-cert", str(cert), "--tls-key", str(key))
     with pytest.raises(UsageError, match="invalid --port"):
         parse("--port", "ssl:4443:certKey=/nonexistent.pem:privateKey=/nonexistent.pem")
+
+
+def test_json_ports_are_line_listeners_that_start_in_json(tmp_path: Path) -> None:
+    """--json-port takes what --port takes, repeatable (none by default); makeService serves
+    each with a line factory whose connections speak JSON."""
+    assert parse()["json-ports"] == []
+    options = parse("--json-port", "4001", "--json-port", "unix:/tmp/bots.sock")
+    assert options["json-ports"] == ["tcp:4001:interface=127.0.0.1", "unix:/tmp/bots.sock"]
+    assert options["ports"] == ["tcp:55555:interface=127.0.0.1"]
+    service = makeService(options)
+    listeners = dict(service.listeners)
+    for endpoint in options["json-ports"]:
+        factory = listeners[endpoint].wrapped
+        assert isinstance(factory, LineFactory)
+        assert factory.connection_type is JSONLineConnection
+    assert listeners["tcp:55555:interface=127.0.0.1"].wrapped.connection_type is (LineConnection)
+
+
+@pytest.mark.parametrize("port", ["bogus:1", "tcp:notaport", "ssl:4000:privateKey=/no/such.pem"])
+def test_bad_json_port_is_a_usage_error(port: str) -> None:
+    """A --json-port endpoint that cannot be parsed is refused at start, naming the option."""
+    with pytest.raises(UsageError, match="invalid --json-port"):
+        parse("--json-port", port)
+
+
+def test_tls_cert_and_key_fill_in_ssl_json_ports(tmp_path: Path) -> None:
+    """--tls-cert/--tls-key complete an ssl: --json-port as they do an ssl: --port, and one
+    is enough for them to be used."""
+    cert, key = make_certificate(tmp_path)
+    options = parse(
+        "--json-port",
+        "ssl:4443",
+        "--port",
+        "ssl:4444",
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+    )
+    files = f"certKey={cert}:privateKey={key}"
+    assert options["json-ports"] == [f"ssl:4443:{files}"]
+    assert options["ports"] == [f"ssl:4444:{files}"]
+    options = parse("--json-port", "ssl:4443", "--tls-cert", str(cert), "--tls-key", str(key))
+    assert options["json-ports"] == [f"ssl:4443:{files}"]
+    with pytest.raises(UsageError, match="invalid --json-port"):
+        parse("--json-port", "ssl:4443")
+
+
+def test_json_port_in_the_config_file(tmp_path: Path) -> None:
+    """The config file takes json-port like port: a string or an array."""
+    path = tmp_path / "chatd.toml"
+    path.write_text('json-port = ["4001", "unix:/tmp/bots.sock"]\n', encoding="utf-8")
+    assert parse("--config", str(path))["json-ports"] == [
+        "tcp:4001:interface=127.0.0.1",
+        "unix:/tmp/bots.sock",
+    ]
 
 
 def test_web_and_web_origin() -> None:

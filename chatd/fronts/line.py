@@ -1,9 +1,14 @@
-"""The line front end (``--port``): bytes from telnet, nc or chatd-client, split into lines.
+"""The line front end (``--port``, ``--json-port``): bytes from telnet, nc, chatd-client or
+a bot, split into lines.
 
 This module only frames: each line goes to the connection's
 :class:`~chatd.session.ChatSession`, which does everything else, and the
-session's output (:mod:`chatd.fronts.lineformat`) goes straight to the
-transport.
+session's output goes straight to the transport. The output is protocol lines
+(:mod:`chatd.fronts.lineformat`) or, in bot mode (``/format json``, or from the
+start on a ``--json-port``), one JSON object per line both ways
+(:mod:`chatd.fronts.jsonformat` out, :mod:`chatd.fronts.jsoninput` in): the
+session switches between the two :data:`FORMATS` itself, since ``/format`` is
+a line like any other, in order, behind the flood gate.
 
 Lines end in LF or CRLF. LineReceiver does the splitting, with two changes a chat
 daemon needs: telnet negotiation is filtered out first, and an overlong line is
@@ -22,10 +27,17 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatd.fronts import lineformat
+from chatd.fronts import jsonformat, jsoninput, lineformat
 from chatd.fronts.telnet import TelnetFilter
 from chatd.interfaces import IConnection
 from chatd.session import ChatSession, Sessions
+from chatd.wireformats import WireFormat
+
+# What /format switches a line connection between.
+FORMATS: dict[str, WireFormat] = {
+    "line": WireFormat(lineformat.encode),
+    "json": WireFormat(jsonformat.encode, jsoninput.read_line),
+}
 
 
 @implementer(IConnection)
@@ -37,6 +49,10 @@ class LineConnection(LineReceiver):
     # aborted and takes a producer. Typed once here rather than cast at each use.
     transport: ITCPTransport
     session: ChatSession
+
+    # The format the connection starts in, a key of FORMATS (a class attribute: an
+    # instance's would cost every idle connection memory).
+    first_format = "line"
 
     def __init__(self, sessions: Sessions) -> None:
         self._sessions = sessions
@@ -51,7 +67,9 @@ class LineConnection(LineReceiver):
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
-        self.session = self._sessions.open(self, lineformat.encode)
+        self.session = self._sessions.open(
+            self, FORMATS[self.first_format].encode, formats=FORMATS
+        )
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.session.connection_lost(clean=reason.check(ConnectionDone) is not None)
@@ -121,8 +139,15 @@ class LineConnection(LineReceiver):
         self.session.line_received(line)
 
 
+class JSONLineConnection(LineConnection):
+    """A ``--json-port`` connection: in bot mode from the greeting on."""
+
+    first_format = "json"
+
+
 class LineFactory(ServerFactory):
-    """Builds a LineConnection per accepted connection, each with a session of ``sessions``.
+    """Builds a LineConnection per accepted connection, each with a session of ``sessions``;
+    with ``json`` (for --json-port), one that speaks JSON from the start.
 
     Which connections get this far is decided at accept time by the
     :class:`~chatd.admission.AdmittingFactory` around it.
@@ -130,8 +155,9 @@ class LineFactory(ServerFactory):
 
     noisy = False  # the listening port already logs where it listens
 
-    def __init__(self, sessions: Sessions) -> None:
+    def __init__(self, sessions: Sessions, json: bool = False) -> None:
         self.sessions = sessions
+        self.connection_type = JSONLineConnection if json else LineConnection
 
     def buildProtocol(self, addr: IAddress | None) -> LineConnection:
-        return LineConnection(self.sessions)
+        return self.connection_type(self.sessions)
