@@ -264,6 +264,7 @@ class Offline:
             self.limits.messages,
             self.limits.per_sender,
             now - self.limits.max_age_seconds,
+            sender_key=self._sender_key(member, sender),
         )
         kept.addCallbacks(
             self._kept,
@@ -271,6 +272,16 @@ class Offline:
             callbackArgs=(member, name, quota_key),
             errbackArgs=(member, name, quota_key),
         )
+
+    def _sender_key(self, member: IMember, sender: str) -> str:
+        """Who ``member`` is counted as for their share of a box: their account if
+        registered, else their address, else (no address: a UNIX socket) their alias.
+        Not the alias alone, which a /nick or a second connection changes."""
+        if (account := self._hub.presence_of(member).account) is not None:
+            return f"account {account}"
+        if (address := admission_key(member.host)) is not None:
+            return f"address {address}"
+        return f"alias {alias_key(sender)}"
 
     def _kept(self, answer: str, member: IMember, name: str, quota_key: str) -> None:
         if answer == KEPT:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import LogLevel, capturedLogs
 
@@ -41,6 +42,13 @@ class OfflineServer(AccountServer):
         hub.offline.limits = self.limits
         hub.history_replay = 0  # the lines after a welcome are what waited, alone
         return hub
+
+    def join_from(self, alias: str, host: str) -> Client:
+        """Connect from ``host`` and choose ``alias`` (others connect from one address)."""
+        client = Client(self.factory, IPv4Address("TCP", host, 40000))
+        client.type(f"{alias}\n")
+        client.lines()
+        return client
 
     def offline(self, alias: str) -> None:
         """Take ``alias`` offline, as if its connection was lost."""
@@ -141,7 +149,10 @@ def test_a_full_box_and_a_senders_share_are_refused_aloud(tmp_path: Path) -> Non
     """Past a sender's share, or a full box, the sender is told it was not kept."""
     server = OfflineServer(tmp_path / "db", OfflineLimits(messages=5))
     server.registered_offline("bob")
-    alice, carol, dave, erin = server.join("alice", "carol", "dave", "erin")
+    alice, carol, dave, erin = (
+        server.join_from(alias, f"192.0.2.{n}")
+        for n, alias in enumerate(("alice", "carol", "dave", "erin"))
+    )
     alice.type("/msg bob one\n")
     alice.lines()
     alice.type("/msg bob two\n")
@@ -150,13 +161,32 @@ def test_a_full_box_and_a_senders_share_are_refused_aloud(tmp_path: Path) -> Non
     ]
     for sender in (carol, dave, erin):
         sender.type("/msg bob hi\n")
-    (frank,) = server.join("frank")
+    frank = server.join_from("frank", "192.0.2.10")
     frank.type("/msg bob hi\n")
     frank.lines()
-    (gina,) = server.join("gina")
+    gina = server.join_from("gina", "192.0.2.11")
     gina.type("/msg bob hi\n")
     assert gina.lines() == ["!!! bob has too many messages waiting; yours was not kept."]
     assert len(server.store.waiting_messages("bob", 0).result) == 5
+    server.store.stop()
+
+
+def test_a_rename_does_not_open_a_new_share(tmp_path: Path) -> None:
+    """A sender's share of a box counts who they are (their address), not the alias
+    they use: a /nick, or another connection, does not let them leave more."""
+    server = OfflineServer(tmp_path / "db", OfflineLimits(messages=5))
+    server.registered_offline("bob")
+    alice, other = server.join("alice", "mallory")
+    alice.type("/msg bob one\n")
+    alice.lines()
+    alice.type("/nick alice2\n")
+    alice.lines()
+    other.lines()
+    alice.type("/msg bob two\n")
+    other.type("/msg bob three\n")
+    refused = "!!! You have 1 messages waiting for bob already; this one was not kept."
+    assert (alice.lines(), other.lines()) == ([refused], [refused])
+    assert [m.text for m in server.store.waiting_messages("bob", 0).result] == ["one"]
     server.store.stop()
 
 
