@@ -112,7 +112,11 @@ class Offline:
 
     def went(self, member: IMember, account: str, room: str) -> None:
         """``member``, of registered ``account``, went offline here from ``room``: away
-        from it since now, or since they were marked away in it."""
+        from it since now, or since they were marked away in it. Nothing changes if
+        the account is online all the same: ``member`` had been renamed away from
+        it, and its owner logged in as it again."""
+        if self._online_anywhere(account):
+            return
         since = self._hub.clock.seconds()
         if (away := self._away.get(member)) is not None and away[0] == room_key(room):
             since = away[2]

@@ -430,6 +430,22 @@ def test_mentions_while_away_then_offline_are_counted_at_login(server: OfflineSe
     ]
 
 
+def test_a_session_renamed_away_leaving_does_not_take_its_owner_offline(
+    server: OfflineServer,
+) -> None:
+    """The owner back online under their registered alias is not noted offline when an
+    older session of theirs, renamed away from it, leaves: lines naming them are not kept."""
+    robert = register(server, "bob", "correct-horse")
+    robert.type("/nick robert\n")
+    bob = server.login("bob", "correct-horse")
+    server.offline("robert")
+    (alice,) = server.join("alice")
+    alice.type("hi bob\n")
+    bob.lines()
+    assert server.store.mentions_of("bob", 0).result == []
+    assert server.store.away_rooms().result == {}
+
+
 def test_mentions_need_a_registered_alias(server: OfflineServer) -> None:
     """/mentions for a guest says registration is needed; a bad argument gets the usage."""
     (alice,) = server.join("alice")
