@@ -189,22 +189,17 @@ class Offline:
     # Lines that mention someone away (the hot path: see the module doc).
 
     def heard(
-        self,
-        room: str,
-        kind: str,
-        alias: str,
-        text: str,
-        keys: frozenset[str],
-        at: float,
-        here: bool = True,
+        self, room: str, kind: str, alias: str, text: str, at: float, here: bool = True
     ) -> None:
-        """``alias`` said (or did) ``text`` in ``room``, mentioning the alias keys in
-        ``keys``; ``here`` says it was said on this node. Keep it for whoever is away."""
+        """``alias`` said (or did) ``text`` in ``room``; ``here`` says it was said on this
+        node. Keep it for whoever is away that it mentions. The words of the line are
+        read only when somebody is away from its room (most lines, none is)."""
         key = room_key(room)
         away = self._away_in.get(key)
         offline = self._offline_in.get(key) if here else None
         if away is None and offline is None:
             return
+        keys = mentioned_keys(text)
         mentioned: set[str] = set(keys & away.keys()) if away is not None else set()
         if offline is not None:
             mentioned |= keys & offline
@@ -216,14 +211,6 @@ class Offline:
         for account in sorted(mentioned)[:MENTIONED_PER_LINE]:
             written = store.add_mention(account, entry, self.limits.mentions, not_before)
             self._in_background(written, "keeping a mention of {account}", account)
-
-    def heard_elsewhere(
-        self, key: str, room: str, kind: str, alias: str, text: str, at: float
-    ) -> None:
-        """``alias`` said ``text`` on another node in ``room`` (of room key ``key``):
-        keep it for the members here away in that room that it mentions."""
-        if key in self._away_in:
-            self.heard(room, kind, alias, text, mentioned_keys(text), at, here=False)
 
     # Private messages to someone offline.
 

@@ -13,6 +13,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import LogLevel, capturedLogs
 
+from chatd import mentions as mentions_module
 from chatd import moderation
 from chatd.events import Mentions, OfflineMessage
 from chatd.fronts.jsonformat import as_json
@@ -444,6 +445,29 @@ def test_a_session_renamed_away_leaving_does_not_take_its_owner_offline(
     bob.lines()
     assert server.store.mentions_of("bob", 0).result == []
     assert server.store.away_rooms().result == {}
+
+
+def test_a_line_in_a_room_nobody_is_away_from_is_not_read_for_mentions(
+    server: OfflineServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path: where no registered alias is away, a line said costs no pass over
+    its words; where one is, it costs one."""
+    passes: list[str] = []
+    word = mentions_module._WORD
+
+    class CountingWord:
+        def findall(self, text: str) -> list[str]:
+            passes.append(text)
+            return word.findall(text)
+
+    monkeypatch.setattr(mentions_module, "_WORD", CountingWord())
+    server.registered_offline("bob")
+    alice, carol = server.join("alice", "carol")
+    carol.type("/join #elsewhere\n")
+    carol.type("nobody away here\n")
+    assert passes == []
+    alice.type("bob?\n")
+    assert passes == ["bob?"]
 
 
 def test_mentions_need_a_registered_alias(server: OfflineServer) -> None:
