@@ -361,7 +361,7 @@ class Hub:
         self._enter(member, room, came_from=None)
         self.listener.joined(member)
         if account is not None:
-            self.offline.welcome(member, account)
+            self.offline.welcome(account)
 
     def lost_alias(self, member: IMember) -> None:
         """``member``'s alias belongs to a member of another node (who claimed it in the

@@ -307,8 +307,9 @@ class Offline:
 
     # At login.
 
-    def welcome(self, member: IMember, account: str) -> None:
-        """``member`` just logged in as registered ``account``: hand over what waited."""
+    def welcome(self, account: str) -> None:
+        """A member just logged in as registered ``account``: hand over what waited
+        (to whoever is online as it when the store answers)."""
         since = self._forget_offline(account)
         store = self._hub.store
         if store is None:
@@ -318,10 +319,10 @@ class Offline:
             store.set_away_room(account, None, now), "noting {account} back", account
         )
         if account in self._fetching:
-            return  # a read under way delivers to whoever is online as the account then
+            return  # the read under way delivers and counts to whoever is online then
         self._fetching.add(account)
         delivered = ensureDeferred(self._deliver(account))
-        delivered.addCallback(lambda _: self._tell_mentions_since(member, account, since))
+        delivered.addCallback(lambda _: self._tell_mentions_to(account, since))
         delivered.addErrback(
             lambda failure: self.log.failure("delivering to {account}", failure, account=account)
         )
@@ -367,6 +368,12 @@ class Offline:
         return member if member is not None and self._hub.is_registered(member) else None
 
     # Mentions.
+
+    def _tell_mentions_to(self, account: str, since: float | None) -> None:
+        """Tell whoever is online here as ``account`` now how many lines mentioned it
+        since ``since``: a login that came while the messages were read is told too."""
+        if (member := self._online_as(account)) is not None:
+            self._tell_mentions_since(member, account, since)
 
     def _tell_mentions_since(self, member: IMember, account: str, since: float | None) -> None:
         """Tell ``member`` how many lines mentioned ``account`` since ``since`` (None:

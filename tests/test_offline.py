@@ -349,6 +349,27 @@ def test_a_login_while_messages_are_read_gets_them_once(tmp_path: Path) -> None:
     server.store.stop()
 
 
+def test_a_login_while_messages_are_read_is_told_of_its_mentions(tmp_path: Path) -> None:
+    """The session that gets the messages read for an earlier login is also told how
+    many lines mentioned it while away."""
+    server = OfflineServer(tmp_path / "db")
+    server.registered_offline("bob")
+    (alice,) = server.join("alice")
+    alice.type("bob, are you there?\n")
+    alice.type("/msg bob call me\n")
+    server.store.__class__ = HeldStore
+    server.store.held = []  # type: ignore[attr-defined]
+    server.login("bob", "correct-horse")
+    second = server.login("bob", "correct-horse")
+    server.store.release()  # type: ignore[attr-defined]
+    assert after_welcome(second) == [
+        "*** 1 message waited for you:",
+        f"{STAMP} *alice* call me",
+        "*** 1 line mentioned you while you were away: /mentions shows them.",
+    ]
+    server.store.stop()
+
+
 def test_the_recipient_gone_before_the_read_answers_keeps_them(tmp_path: Path) -> None:
     """Messages read after their recipient left again stay for the next login."""
     server = OfflineServer(tmp_path / "db")
