@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.logger import LogLevel, capturedLogs
 
 from chatd import mentions as mentions_module
@@ -22,7 +22,9 @@ from chatd.hub import Hub
 from chatd.model import HistoryEntry, WaitingMessage
 from chatd.offline import MESSAGES_LEFT_PER_HOUR, OfflineLimits
 from chatd.sharedstate import load_shared_state
+from chatd.stores.base import StoreError
 from chatd.stores.sqlite import SQLiteStore
+from tests.storetesting import texts
 from tests.test_accounts import AccountServer, register
 from tests.test_protocol import Client
 
@@ -367,6 +369,39 @@ def test_a_login_while_messages_are_read_is_told_of_its_mentions(tmp_path: Path)
         f"{STAMP} *alice* call me",
         "*** 1 line mentioned you while you were away: /mentions shows them.",
     ]
+    server.store.stop()
+
+
+class UnreadableStore(SQLiteStore):
+    """A store that keeps what waits but cannot read it back (its disk failing)."""
+
+    def waiting_messages(self, recipient: str, not_before: float) -> Deferred[list[Any]]:
+        return fail(StoreError("disk I/O error"))
+
+    def mentions_of(self, account: str, not_before: float) -> Deferred[list[Any]]:
+        return fail(StoreError("disk I/O error"))
+
+
+def test_a_login_while_the_store_cannot_read_keeps_everything(tmp_path: Path) -> None:
+    """A login whose messages cannot be read is told they wait for the next one, nothing
+    is lost, /mentions says it cannot read them, and the log has no traceback."""
+    server = OfflineServer(tmp_path / "db")
+    server.registered_offline("bob")
+    (alice,) = server.join("alice")
+    alice.type("/msg bob still there?\n")
+    alice.type("bob?\n")
+    server.store.__class__ = UnreadableStore
+    with capturedLogs() as events:
+        bob = server.login("bob", "correct-horse")
+        bob.type("/mentions\n")
+    assert after_welcome(bob) == [
+        "!!! Messages left for you cannot be read now; they wait for your next login.",
+        "!!! Your mentions cannot be read now; try again later.",
+    ]
+    assert not [event for event in events if "log_failure" in event]
+    server.store.__class__ = SQLiteStore
+    assert [m.text for m in server.store.waiting_messages("bob", 0).result] == ["still there?"]
+    assert texts(server.store.mentions_of("bob", 0).result) == ["bob?"]
     server.store.stop()
 
 
