@@ -359,6 +359,8 @@ class Offline:
             self._tell(member, Notice(f"{count_of(len(shown), 'message')} waited for you:"))
         for message in shown:
             self._tell(member, OfflineMessage(message.sender, message.text, message.at))
+        if not self._hub.is_online(member):
+            return  # cut off on the way (its send queue overflowed): they wait again
         dropped = store.drop_messages(account, [message.handle for message in messages])
         self._in_background(dropped, "deleting the messages delivered to {account}", account)
 

@@ -5,6 +5,7 @@ with a real SQLite store that answers at once (and a task.Clock)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -369,6 +370,25 @@ def test_a_login_while_messages_are_read_is_told_of_its_mentions(tmp_path: Path)
         f"{STAMP} *alice* call me",
         "*** 1 line mentioned you while you were away: /mentions shows them.",
     ]
+    server.store.stop()
+
+
+def test_a_recipient_cut_off_while_messages_are_handed_over_keeps_them(tmp_path: Path) -> None:
+    """A login whose send queue overflows with the messages that waited is cut off and
+    its messages stay for the next login: none is deleted unread."""
+    server = OfflineServer(tmp_path / "db", OfflineLimits(messages=20))
+    server.registered_offline("bob")
+    for n in range(5):
+        sender = server.join_from(f"sender{n}", f"192.0.2.{n}")
+        for m in range(4):
+            sender.type(f"/msg bob {n}.{m} " + "x" * 300 + "\n")
+    server.sessions.config = replace(server.sessions.config, sendq_bytes=3000)
+    bob = server.connect()
+    bob.lines()
+    bob.transport.producer.pauseProducing()
+    bob.type("bob\ncorrect-horse\n")
+    assert bob.transport.disconnected
+    assert len(server.store.waiting_messages("bob", 0).result) == 20
     server.store.stop()
 
 
