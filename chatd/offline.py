@@ -103,10 +103,15 @@ class Offline:
 
     def load(self, away_rooms: dict[str, tuple[str, float]]) -> None:
         """Take up the offline aliases the store knows of (at start, and after a
-        cluster's outage), but those online here or elsewhere now."""
+        cluster's outage), but those online here or elsewhere now. One known here
+        to be offline that the store does not list stays: the store could not be
+        told during the outage."""
+        unsaved = {
+            account: noted for account, noted in self._offline.items() if account not in away_rooms
+        }
         self._offline_in.clear()
         self._offline.clear()
-        for account, (room, since) in away_rooms.items():
+        for account, (room, since) in (unsaved | away_rooms).items():
             if not self._online_anywhere(account):
                 self._note_offline(account, room, since)
 

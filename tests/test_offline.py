@@ -571,6 +571,29 @@ def test_who_was_offline_where_survives_a_restart(tmp_path: Path) -> None:
     second.store.stop()
 
 
+class AwayRoomsUnwritable(SQLiteStore):
+    """A store that cannot note where an alias went offline (Redis down a moment)."""
+
+    def set_away_room(self, account: str, room: str | None, since: float) -> Deferred[None]:
+        return fail(StoreError("connection lost"))
+
+
+def test_who_went_offline_during_an_outage_is_not_forgotten_at_the_reload(
+    server: OfflineServer,
+) -> None:
+    """An alias that went offline while the store could not note it is still offline
+    from its room after the shared state is read again (a cluster's link back)."""
+    server.registered_offline("bob")
+    server.login("bob", "correct-horse")
+    server.store.__class__ = AwayRoomsUnwritable
+    server.offline("bob")
+    server.store.__class__ = SQLiteStore
+    ensureDeferred(load_shared_state(server.store, server.hub))
+    (alice,) = server.join("alice")
+    alice.type("bob, back yet?\n")
+    assert texts(server.store.mentions_of("bob", 0).result) == ["bob, back yet?"]
+
+
 # How the new events look on each wire.
 
 
