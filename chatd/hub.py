@@ -55,7 +55,6 @@ from chatd.events import (
     Whois,
 )
 from chatd.interfaces import IChatStore, IDirectory, IHubListener, IMember, IRemoteMember
-from chatd.mentions import mentioned_keys
 from chatd.model import Ban, HistoryEntry, SharedState
 from chatd.mutes import Mutes
 from chatd.offline import Offline, OfflineLimits
@@ -362,7 +361,7 @@ class Hub:
         self._enter(member, room, came_from=None)
         self.listener.joined(member)
         if account is not None:
-            self.offline.welcome(member, account)
+            self.offline.welcome(account)
 
     def lost_alias(self, member: IMember) -> None:
         """``member``'s alias belongs to a member of another node (who claimed it in the
@@ -518,8 +517,7 @@ class Hub:
         event = Said(alias, text) if kind == "say" else Acted(alias, text)
         self._queue(room, event, member, alias_key(alias))
         self._record(room, kind, alias, text)
-        keys = mentioned_keys(text)
-        self.offline.heard(room.name, kind, alias, text, keys, self.clock.seconds())
+        self.offline.heard(room.name, kind, alias, text, self.clock.seconds())
         if self._listened:
             told = self.listener.said if kind == "say" else self.listener.acted
             told(alias, room.name, text, self.clock.seconds())
@@ -636,7 +634,8 @@ class Hub:
         if (room := self._rooms.get(key)) is not None:
             event = Said(alias, text) if kind == "say" else Acted(alias, text)
             self._queue(room, event, None, alias_key(alias))
-            self.offline.heard_elsewhere(key, room_name, kind, alias, text, at)
+            # For the members away here only: its own node kept it for those offline.
+            self.offline.heard(room_name, kind, alias, text, at, here=False)
         # Its own node writes it to the store; kept here only with the room's history
         # in memory (else a first line would stand for it, and it would not be read).
         if self.keep_history and (self.store is None or key in self._history):

@@ -223,10 +223,14 @@ class IChatStore(Interface):
         per_recipient: int,
         per_sender: int,
         not_before: float,
+        sender_key: str | None = None,
     ) -> Deferred[str]:
         """Keep ``message`` for ``recipient`` unless their box holds ``per_recipient``
         messages or ``per_sender`` from its sender: answers KEPT, BOX_FULL or
-        SENDER_FULL (chatd.model), checked and kept in one atomic step."""
+        SENDER_FULL (chatd.model), checked and kept in one atomic step.
+
+        ``sender_key`` says who the sender is counted as (by default the alias key
+        of ``message.sender``): the hub passes what a new alias does not change."""
 
     def waiting_messages(recipient: str, not_before: float) -> Deferred[list[WaitingMessage]]:
         """The messages kept for ``recipient``, oldest first, each with its handle."""

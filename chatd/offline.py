@@ -103,16 +103,25 @@ class Offline:
 
     def load(self, away_rooms: dict[str, tuple[str, float]]) -> None:
         """Take up the offline aliases the store knows of (at start, and after a
-        cluster's outage), but those online here or elsewhere now."""
+        cluster's outage), but those online here or elsewhere now. One known here
+        to be offline that the store does not list stays: the store could not be
+        told during the outage."""
+        unsaved = {
+            account: noted for account, noted in self._offline.items() if account not in away_rooms
+        }
         self._offline_in.clear()
         self._offline.clear()
-        for account, (room, since) in away_rooms.items():
+        for account, (room, since) in (unsaved | away_rooms).items():
             if not self._online_anywhere(account):
                 self._note_offline(account, room, since)
 
     def went(self, member: IMember, account: str, room: str) -> None:
         """``member``, of registered ``account``, went offline here from ``room``: away
-        from it since now, or since they were marked away in it."""
+        from it since now, or since they were marked away in it. Nothing changes if
+        the account is online all the same: ``member`` had been renamed away from
+        it, and its owner logged in as it again."""
+        if self._online_anywhere(account):
+            return
         since = self._hub.clock.seconds()
         if (away := self._away.get(member)) is not None and away[0] == room_key(room):
             since = away[2]
@@ -185,22 +194,17 @@ class Offline:
     # Lines that mention someone away (the hot path: see the module doc).
 
     def heard(
-        self,
-        room: str,
-        kind: str,
-        alias: str,
-        text: str,
-        keys: frozenset[str],
-        at: float,
-        here: bool = True,
+        self, room: str, kind: str, alias: str, text: str, at: float, here: bool = True
     ) -> None:
-        """``alias`` said (or did) ``text`` in ``room``, mentioning the alias keys in
-        ``keys``; ``here`` says it was said on this node. Keep it for whoever is away."""
+        """``alias`` said (or did) ``text`` in ``room``; ``here`` says it was said on this
+        node. Keep it for whoever is away that it mentions. The words of the line are
+        read only when somebody is away from its room (most lines, none is)."""
         key = room_key(room)
         away = self._away_in.get(key)
         offline = self._offline_in.get(key) if here else None
         if away is None and offline is None:
             return
+        keys = mentioned_keys(text)
         mentioned: set[str] = set(keys & away.keys()) if away is not None else set()
         if offline is not None:
             mentioned |= keys & offline
@@ -212,14 +216,6 @@ class Offline:
         for account in sorted(mentioned)[:MENTIONED_PER_LINE]:
             written = store.add_mention(account, entry, self.limits.mentions, not_before)
             self._in_background(written, "keeping a mention of {account}", account)
-
-    def heard_elsewhere(
-        self, key: str, room: str, kind: str, alias: str, text: str, at: float
-    ) -> None:
-        """``alias`` said ``text`` on another node in ``room`` (of room key ``key``):
-        keep it for the members here away in that room that it mentions."""
-        if key in self._away_in:
-            self.heard(room, kind, alias, text, mentioned_keys(text), at, here=False)
 
     # Private messages to someone offline.
 
@@ -264,6 +260,7 @@ class Offline:
             self.limits.messages,
             self.limits.per_sender,
             now - self.limits.max_age_seconds,
+            sender_key=self._sender_key(member, sender),
         )
         kept.addCallbacks(
             self._kept,
@@ -271,6 +268,16 @@ class Offline:
             callbackArgs=(member, name, quota_key),
             errbackArgs=(member, name, quota_key),
         )
+
+    def _sender_key(self, member: IMember, sender: str) -> str:
+        """Who ``member`` is counted as for their share of a box: their account if
+        registered, else their address, else (no address: a UNIX socket) their alias.
+        Not the alias alone, which a /nick or a second connection changes."""
+        if (account := self._hub.presence_of(member).account) is not None:
+            return f"account {account}"
+        if (address := admission_key(member.host)) is not None:
+            return f"address {address}"
+        return f"alias {alias_key(sender)}"
 
     def _kept(self, answer: str, member: IMember, name: str, quota_key: str) -> None:
         if answer == KEPT:
@@ -305,8 +312,9 @@ class Offline:
 
     # At login.
 
-    def welcome(self, member: IMember, account: str) -> None:
-        """``member`` just logged in as registered ``account``: hand over what waited."""
+    def welcome(self, account: str) -> None:
+        """A member just logged in as registered ``account``: hand over what waited
+        (to whoever is online as it when the store answers)."""
         since = self._forget_offline(account)
         store = self._hub.store
         if store is None:
@@ -316,10 +324,10 @@ class Offline:
             store.set_away_room(account, None, now), "noting {account} back", account
         )
         if account in self._fetching:
-            return  # a read under way delivers to whoever is online as the account then
+            return  # the read under way delivers and counts to whoever is online then
         self._fetching.add(account)
         delivered = ensureDeferred(self._deliver(account))
-        delivered.addCallback(lambda _: self._tell_mentions_since(member, account, since))
+        delivered.addCallback(lambda _: self._tell_mentions_to(account, since))
         delivered.addErrback(
             lambda failure: self.log.failure("delivering to {account}", failure, account=account)
         )
@@ -356,6 +364,8 @@ class Offline:
             self._tell(member, Notice(f"{count_of(len(shown), 'message')} waited for you:"))
         for message in shown:
             self._tell(member, OfflineMessage(message.sender, message.text, message.at))
+        if not self._hub.is_online(member):
+            return  # cut off on the way (its send queue overflowed): they wait again
         dropped = store.drop_messages(account, [message.handle for message in messages])
         self._in_background(dropped, "deleting the messages delivered to {account}", account)
 
@@ -365,6 +375,12 @@ class Offline:
         return member if member is not None and self._hub.is_registered(member) else None
 
     # Mentions.
+
+    def _tell_mentions_to(self, account: str, since: float | None) -> None:
+        """Tell whoever is online here as ``account`` now how many lines mentioned it
+        since ``since``: a login that came while the messages were read is told too."""
+        if (member := self._online_as(account)) is not None:
+            self._tell_mentions_since(member, account, since)
 
     def _tell_mentions_since(self, member: IMember, account: str, since: float | None) -> None:
         """Tell ``member`` how many lines mentioned ``account`` since ``since`` (None:

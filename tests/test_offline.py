@@ -5,13 +5,16 @@ with a real SQLite store that answers at once (and a task.Clock)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.logger import LogLevel, capturedLogs
 
+from chatd import mentions as mentions_module
 from chatd import moderation
 from chatd.events import Mentions, OfflineMessage
 from chatd.fronts.jsonformat import as_json
@@ -20,7 +23,9 @@ from chatd.hub import Hub
 from chatd.model import HistoryEntry, WaitingMessage
 from chatd.offline import MESSAGES_LEFT_PER_HOUR, OfflineLimits
 from chatd.sharedstate import load_shared_state
+from chatd.stores.base import StoreError
 from chatd.stores.sqlite import SQLiteStore
+from tests.storetesting import texts
 from tests.test_accounts import AccountServer, register
 from tests.test_protocol import Client
 
@@ -41,6 +46,13 @@ class OfflineServer(AccountServer):
         hub.offline.limits = self.limits
         hub.history_replay = 0  # the lines after a welcome are what waited, alone
         return hub
+
+    def join_from(self, alias: str, host: str) -> Client:
+        """Connect from ``host`` and choose ``alias`` (others connect from one address)."""
+        client = Client(self.factory, IPv4Address("TCP", host, 40000))
+        client.type(f"{alias}\n")
+        client.lines()
+        return client
 
     def offline(self, alias: str) -> None:
         """Take ``alias`` offline, as if its connection was lost."""
@@ -141,7 +153,10 @@ def test_a_full_box_and_a_senders_share_are_refused_aloud(tmp_path: Path) -> Non
     """Past a sender's share, or a full box, the sender is told it was not kept."""
     server = OfflineServer(tmp_path / "db", OfflineLimits(messages=5))
     server.registered_offline("bob")
-    alice, carol, dave, erin = server.join("alice", "carol", "dave", "erin")
+    alice, carol, dave, erin = (
+        server.join_from(alias, f"192.0.2.{n}")
+        for n, alias in enumerate(("alice", "carol", "dave", "erin"))
+    )
     alice.type("/msg bob one\n")
     alice.lines()
     alice.type("/msg bob two\n")
@@ -150,13 +165,32 @@ def test_a_full_box_and_a_senders_share_are_refused_aloud(tmp_path: Path) -> Non
     ]
     for sender in (carol, dave, erin):
         sender.type("/msg bob hi\n")
-    (frank,) = server.join("frank")
+    frank = server.join_from("frank", "192.0.2.10")
     frank.type("/msg bob hi\n")
     frank.lines()
-    (gina,) = server.join("gina")
+    gina = server.join_from("gina", "192.0.2.11")
     gina.type("/msg bob hi\n")
     assert gina.lines() == ["!!! bob has too many messages waiting; yours was not kept."]
     assert len(server.store.waiting_messages("bob", 0).result) == 5
+    server.store.stop()
+
+
+def test_a_rename_does_not_open_a_new_share(tmp_path: Path) -> None:
+    """A sender's share of a box counts who they are (their address), not the alias
+    they use: a /nick, or another connection, does not let them leave more."""
+    server = OfflineServer(tmp_path / "db", OfflineLimits(messages=5))
+    server.registered_offline("bob")
+    alice, other = server.join("alice", "mallory")
+    alice.type("/msg bob one\n")
+    alice.lines()
+    alice.type("/nick alice2\n")
+    alice.lines()
+    other.lines()
+    alice.type("/msg bob two\n")
+    other.type("/msg bob three\n")
+    refused = "!!! You have 1 messages waiting for bob already; this one was not kept."
+    assert (alice.lines(), other.lines()) == ([refused], [refused])
+    assert [m.text for m in server.store.waiting_messages("bob", 0).result] == ["one"]
     server.store.stop()
 
 
@@ -318,6 +352,79 @@ def test_a_login_while_messages_are_read_gets_them_once(tmp_path: Path) -> None:
     server.store.stop()
 
 
+def test_a_login_while_messages_are_read_is_told_of_its_mentions(tmp_path: Path) -> None:
+    """The session that gets the messages read for an earlier login is also told how
+    many lines mentioned it while away."""
+    server = OfflineServer(tmp_path / "db")
+    server.registered_offline("bob")
+    (alice,) = server.join("alice")
+    alice.type("bob, are you there?\n")
+    alice.type("/msg bob call me\n")
+    server.store.__class__ = HeldStore
+    server.store.held = []  # type: ignore[attr-defined]
+    server.login("bob", "correct-horse")
+    second = server.login("bob", "correct-horse")
+    server.store.release()  # type: ignore[attr-defined]
+    assert after_welcome(second) == [
+        "*** 1 message waited for you:",
+        f"{STAMP} *alice* call me",
+        "*** 1 line mentioned you while you were away: /mentions shows them.",
+    ]
+    server.store.stop()
+
+
+def test_a_recipient_cut_off_while_messages_are_handed_over_keeps_them(tmp_path: Path) -> None:
+    """A login whose send queue overflows with the messages that waited is cut off and
+    its messages stay for the next login: none is deleted unread."""
+    server = OfflineServer(tmp_path / "db", OfflineLimits(messages=20))
+    server.registered_offline("bob")
+    for n in range(5):
+        sender = server.join_from(f"sender{n}", f"192.0.2.{n}")
+        for m in range(4):
+            sender.type(f"/msg bob {n}.{m} " + "x" * 300 + "\n")
+    server.sessions.config = replace(server.sessions.config, sendq_bytes=3000)
+    bob = server.connect()
+    bob.lines()
+    bob.transport.producer.pauseProducing()
+    bob.type("bob\ncorrect-horse\n")
+    assert bob.transport.disconnected
+    assert len(server.store.waiting_messages("bob", 0).result) == 20
+    server.store.stop()
+
+
+class UnreadableStore(SQLiteStore):
+    """A store that keeps what waits but cannot read it back (its disk failing)."""
+
+    def waiting_messages(self, recipient: str, not_before: float) -> Deferred[list[Any]]:
+        return fail(StoreError("disk I/O error"))
+
+    def mentions_of(self, account: str, not_before: float) -> Deferred[list[Any]]:
+        return fail(StoreError("disk I/O error"))
+
+
+def test_a_login_while_the_store_cannot_read_keeps_everything(tmp_path: Path) -> None:
+    """A login whose messages cannot be read is told they wait for the next one, nothing
+    is lost, /mentions says it cannot read them, and the log has no traceback."""
+    server = OfflineServer(tmp_path / "db")
+    server.registered_offline("bob")
+    (alice,) = server.join("alice")
+    alice.type("/msg bob still there?\n")
+    alice.type("bob?\n")
+    server.store.__class__ = UnreadableStore
+    with capturedLogs() as events:
+        bob = server.login("bob", "correct-horse")
+        bob.type("/mentions\n")
+    assert after_welcome(bob) == [
+        "!!! Messages left for you cannot be read now; they wait for your next login.",
+        "!!! Your mentions cannot be read now; try again later.",
+    ]
+    assert not [event for event in events if "log_failure" in event]
+    server.store.__class__ = SQLiteStore
+    assert [m.text for m in server.store.waiting_messages("bob", 0).result] == ["still there?"]
+    assert texts(server.store.mentions_of("bob", 0).result) == ["bob?"]
+    server.store.stop()
+
+
 def test_the_recipient_gone_before_the_read_answers_keeps_them(tmp_path: Path) -> None:
     """Messages read after their recipient left again stay for the next login."""
     server = OfflineServer(tmp_path / "db")
@@ -382,7 +489,11 @@ def test_an_away_member_is_told_on_coming_back(server: OfflineServer) -> None:
     alice.type("bob, welcome back\n")
     bob.lines()
     bob.type("/mentions\n")
-    assert len(bob.lines()) == 4
+    assert bob.lines()[:3] == [
+        "*** Lines that mentioned you while you were away (2):",
+        f"#lobby {STAMP} <alice> @bob are you back?",
+        f"#lobby {STAMP} * alice waves at Bob",
+    ]
 
 
 def test_mentions_while_away_then_offline_are_counted_at_login(server: OfflineServer) -> None:
@@ -398,6 +509,45 @@ def test_mentions_while_away_then_offline_are_counted_at_login(server: OfflineSe
     assert after_welcome(server.login("bob", "correct-horse")) == [
         "*** 2 lines mentioned you while you were away: /mentions shows them."
     ]
+
+
+def test_a_session_renamed_away_leaving_does_not_take_its_owner_offline(
+    server: OfflineServer,
+) -> None:
+    """The owner back online under their registered alias is not noted offline when an
+    older session of theirs, renamed away from it, leaves: lines naming them are not kept."""
+    robert = register(server, "bob", "correct-horse")
+    robert.type("/nick robert\n")
+    bob = server.login("bob", "correct-horse")
+    server.offline("robert")
+    (alice,) = server.join("alice")
+    alice.type("hi bob\n")
+    bob.lines()
+    assert server.store.mentions_of("bob", 0).result == []
+    assert server.store.away_rooms().result == {}
+
+
+def test_a_line_in_a_room_nobody_is_away_from_is_not_read_for_mentions(
+    server: OfflineServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path: where no registered alias is away, a line said costs no pass over
+    its words; where one is, it costs one."""
+    passes: list[str] = []
+    word = mentions_module._WORD
+
+    class CountingWord:
+        def findall(self, text: str) -> list[str]:
+            passes.append(text)
+            return word.findall(text)
+
+    monkeypatch.setattr(mentions_module, "_WORD", CountingWord())
+    server.registered_offline("bob")
+    alice, carol = server.join("alice", "carol")
+    carol.type("/join #elsewhere\n")
+    carol.type("nobody away here\n")
+    assert passes == []
+    alice.type("bob?\n")
+    assert passes == ["bob?"]
 
 
 def test_mentions_need_a_registered_alias(server: OfflineServer) -> None:
@@ -423,6 +573,29 @@ def test_who_was_offline_where_survives_a_restart(tmp_path: Path) -> None:
         "*** 1 line mentioned you while you were away: /mentions shows them."
     ]
     second.store.stop()
+
+
+class AwayRoomsUnwritable(SQLiteStore):
+    """A store that cannot note where an alias went offline (Redis down a moment)."""
+
+    def set_away_room(self, account: str, room: str | None, since: float) -> Deferred[None]:
+        return fail(StoreError("connection lost"))
+
+
+def test_who_went_offline_during_an_outage_is_not_forgotten_at_the_reload(
+    server: OfflineServer,
+) -> None:
+    """An alias that went offline while the store could not note it is still offline
+    from its room after the shared state is read again (a cluster's link back)."""
+    server.registered_offline("bob")
+    server.login("bob", "correct-horse")
+    server.store.__class__ = AwayRoomsUnwritable
+    server.offline("bob")
+    server.store.__class__ = SQLiteStore
+    ensureDeferred(load_shared_state(server.store, server.hub))
+    (alice,) = server.join("alice")
+    alice.type("bob, back yet?\n")
+    assert texts(server.store.mentions_of("bob", 0).result) == ["bob, back yet?"]
 
 
 # How the new events look on each wire.

@@ -8,6 +8,7 @@ import pytest
 from twisted.internet.address import IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
@@ -47,8 +48,8 @@ class NoDelayTransport(StringTransport):
 class Client:
     """One in-memory connection to the factory under test."""
 
-    def __init__(self, factory: LineFactory) -> None:
-        self.transport = NoDelayTransport()
+    def __init__(self, factory: LineFactory, peer: IAddress | None = None) -> None:
+        self.transport = NoDelayTransport(peerAddress=peer)
         self.connection: LineConnection = factory.buildProtocol(self.transport.getPeer())
         self.connection.makeConnection(self.transport)
         self.session: ChatSession = self.connection.session

@@ -25,7 +25,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 
 from chatd.interfaces import HISTORY_ROOMS_AT_START
-from chatd.model import HistoryEntry
+from chatd.model import HistoryEntry, WaitingMessage
 from chatd.stores.base import StoreError
 from chatd.stores.sqlite import (
     _FORGET_PRUNED_ROOMS_SQL,
@@ -208,6 +208,37 @@ def test_reopening_keeps_schema_version(path: Path, clock: Clock) -> None:
     succeeded(started(path, clock, connect=connect).stop())
     assert connect.count("CREATE") == 0
     assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+def test_a_schema_3_database_is_upgraded_keeping_its_data(path: Path, clock: Clock) -> None:
+    """A database of the schema before messages waited (version 3) opens, keeps its
+    accounts and history, and can then keep messages, mentions and away rooms."""
+    with closing(sqlite3.connect(path)) as db:
+        for migration in _MIGRATIONS[:3]:
+            for statement in migration:
+                db.execute(statement)
+        db.execute("PRAGMA user_version = 3")
+        db.execute(
+            "INSERT INTO accounts (alias_key, alias, password_hash, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            ("bob", "Bob", "fake$pw", 1.0),
+        )
+        db.execute(
+            "INSERT INTO history (room, kind, alias, text, at) VALUES (?, ?, ?, ?, ?)",
+            ("lobby", "say", "alice", "before the upgrade", 2.0),
+        )
+        db.commit()
+    store = started(path, clock)
+    assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(4,)]
+    assert succeeded(store.get_account("bob")).alias == "Bob"
+    assert texts(succeeded(store.recent_history("lobby", 10))) == ["before the upgrade"]
+    assert succeeded(store.keep_message("bob", WaitingMessage("alice", "hi", 3.0), 5, 5, 0))
+    succeeded(store.add_mention("bob", line("bob?", at=4.0), 5, 0))
+    succeeded(store.set_away_room("bob", "lobby", 5.0))
+    assert [m.text for m in succeeded(store.waiting_messages("bob", 0))] == ["hi"]
+    assert texts(succeeded(store.mentions_of("bob", 0))) == ["bob?"]
+    assert succeeded(store.away_rooms()) == {"bob": ("lobby", 5.0)}
+    succeeded(store.stop())
 
 
 def test_newer_schema_is_refused(path: Path, clock: Clock) -> None:

@@ -900,6 +900,19 @@ async def test_a_full_box_refuses_and_so_does_a_senders_share(store: AnyStore) -
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_senders_share_is_counted_by_the_key_given(store: AnyStore) -> None:
+    """Two aliases counted as one sender share one share, and keep their own names."""
+    kept = await store.keep_message("bob", waiting("alice", "a", 1.0), 5, 1, 0, sender_key="x")
+    refused = await store.keep_message("bob", waiting("alice2", "b", 2.0), 5, 1, 0, sender_key="x")
+    other = await store.keep_message("bob", waiting("alice2", "c", 3.0), 5, 1, 0, sender_key="y")
+    assert (kept, refused, other) == (KEPT, SENDER_FULL, KEPT)
+    assert [(m.sender, m.text) for m in await store.waiting_messages("bob", 0)] == [
+        ("alice", "a"),
+        ("alice2", "c"),
+    ]
+
+
+@pytest_twisted.ensureDeferred
 async def test_messages_past_the_age_are_neither_read_nor_counted(store: AnyStore) -> None:
     """A message older than the age is not read, and no longer takes room in the box."""
     await store.keep_message("bob", waiting("alice", "old", 10.0), 1, 1, 0)

@@ -53,10 +53,11 @@ installations can share one Redis by prefix:
 ``waiting:{alias key}``
     A list per registered alias: the private messages kept for it while it is
     offline, oldest first, each JSON ``{"id", "from", "sender", "text", "at"}``
-    (``id`` random, so that two equal messages are two entries; ``from`` the
-    sender's alias key). Kept by one script that checks the bounds first and
-    refuses when they are reached (the sender is told); it expires the list the
-    maximum age after its newest message, and reads skip any older message.
+    (``id`` random, so that two equal messages are two entries; ``from`` who
+    the sender's share of the box is counted against). Kept by one script that
+    checks the bounds first and refuses when they are reached (the sender is
+    told); it expires the list the maximum age after its newest message, and
+    reads skip any older message.
 ``mentions:{alias key}``
     A list per registered alias: the lines that mentioned it while away, as JSON
     ``{"room", "kind", "alias", "text", "at"}``, trimmed to the newest N at each
@@ -224,7 +225,7 @@ return kept
 
 
 # KEYS: the recipient's box. ARGV: the oldest time kept, messages per box, messages
-# per sender in a box, the sender's alias key, the message (JSON), the box's expiry
+# per sender in a box, who the sender is counted as, the message (JSON), the box's expiry
 # in ms. Drops what is too old from the head (the oldest first), then keeps the
 # message unless a bound is reached; answers what model.KEPT and the others say.
 _KEEP_MESSAGE_LUA = """
@@ -785,9 +786,11 @@ class RedisStore(BufferedStore):
         per_recipient: int,
         per_sender: int,
         not_before: float,
+        sender_key: str | None = None,
     ) -> Deferred[str]:
         """Keep ``message`` for ``recipient`` unless a bound says no: KEPT, BOX_FULL or
-        SENDER_FULL, checked and kept by one script."""
+        SENDER_FULL, checked and kept by one script; ``sender_key`` (by default the
+        sender's alias key) is who the sender's share is counted against."""
         return self._run(
             "keep_message",
             self._keep_message,
@@ -796,6 +799,7 @@ class RedisStore(BufferedStore):
             per_recipient,
             per_sender,
             not_before,
+            alias_key(message.sender) if sender_key is None else sender_key,
         )
 
     async def _keep_message(
@@ -805,11 +809,12 @@ class RedisStore(BufferedStore):
         per_recipient: int,
         per_sender: int,
         not_before: float,
+        sender_key: str,
     ) -> str:
         value = json.dumps(
             {
                 "id": secrets.token_hex(8),
-                "from": alias_key(message.sender),
+                "from": sender_key,
                 "sender": message.sender,
                 "text": message.text,
                 "at": float(message.at),
@@ -822,7 +827,7 @@ class RedisStore(BufferedStore):
                 _float(not_before),
                 per_recipient,
                 per_sender,
-                alias_key(message.sender),
+                sender_key,
                 value,
                 _expiry_ms(message.at, not_before),
             ],

@@ -591,9 +591,9 @@ class _Database:
         per_recipient: int,
         per_sender: int,
         not_before: float,
+        sender_key: str,
     ) -> str:
         """Keep ``message`` unless a bound says no; checked and written in one transaction."""
-        sender_key = alias_key(message.sender)
         with _transaction(self._db) as db:
             db.execute(
                 "DELETE FROM waiting_messages WHERE recipient = ? AND at < ?",
@@ -974,9 +974,11 @@ class SQLiteStore(BufferedStore):
         per_recipient: int,
         per_sender: int,
         not_before: float,
+        sender_key: str | None = None,
     ) -> Deferred[str]:
         """Keep ``message`` for ``recipient`` unless a bound says no: KEPT, BOX_FULL or
-        SENDER_FULL."""
+        SENDER_FULL; ``sender_key`` (by default the sender's alias key) is who the
+        sender's share is counted against."""
         return self._call(
             "keep_message",
             self._db.keep_message,
@@ -985,6 +987,7 @@ class SQLiteStore(BufferedStore):
             per_recipient,
             per_sender,
             not_before,
+            alias_key(message.sender) if sender_key is None else sender_key,
         )
 
     def waiting_messages(
