@@ -342,6 +342,13 @@ def _replay(hub: Hub, member: IMember, args: str) -> None:
     hub.set_replay(member, args.lower() == "on")
 
 
+def _bell(hub: Hub, member: IMember, args: str) -> None:
+    if args.lower() not in ("", "on", "off"):
+        _usage(hub, member, "bell")
+        return
+    hub.set_bell(member, None if not args else args.lower() == "on")
+
+
 def _ban(hub: Hub, member: IMember, args: str) -> None:
     parts = args.split(None, 2)
     if not parts:
@@ -395,6 +402,9 @@ COMMANDS: dict[str, Command] = {
         "/history [N]", f"show the last N lines of this room (up to {HISTORY_KEPT})", _history
     ),
     "replay": Command("/replay on|off", "show recent history on entering a room, or not", _replay),
+    "bell": Command(
+        "/bell [on|off]", "ring your terminal for lines that mention you, or not", _bell
+    ),
     "register": Command(
         "/register PASSWORD", "make your alias yours: it will take PASSWORD to use", _register
     ),

@@ -44,6 +44,7 @@ from chatd.events import (
     InRoom,
     Joined,
     Left,
+    Mentioned,
     Notice,
     Renamed,
     RoomList,
@@ -55,9 +56,10 @@ from chatd.events import (
     Whois,
 )
 from chatd.interfaces import IChatStore, IDirectory, IHubListener, IMember, IRemoteMember
+from chatd.mentions import mentioned_keys
 from chatd.model import Ban, HistoryEntry, SharedState
 from chatd.mutes import Mutes
-from chatd.room import Comers, Presence, Room, deliver
+from chatd.room import Comers, Mentions, Presence, Room, deliver
 from chatd.text import (
     AliasRefused,
     alias_key,
@@ -495,11 +497,33 @@ class Hub:
         alias = self._touch(member)
         room = self._room(member)
         event = Said(alias, text) if kind == "say" else Acted(alias, text)
-        self._queue(room, event, member, alias_key(alias))
+        keys = mentioned_keys(text)
+        self._queue(room, event, member, alias_key(alias), self._mentions(room, event, keys))
         self._record(room, kind, alias, text)
         if self._listened:
             told = self.listener.said if kind == "say" else self.listener.acted
             told(alias, room.name, text, self.clock.seconds())
+
+    def _mentions(self, room: Room, line: Said | Acted, keys: frozenset[str]) -> Mentions | None:
+        """The members of ``room`` whom ``line`` mentions (its words are ``keys``), each
+        with the copy they get: marked, and with their bell if they want it.
+
+        A dict lookup per word of the line, whatever the room's size; the sender is
+        never mentioned to themselves. None, the common case, when nobody is.
+        """
+        sender, presence = alias_key(line.sender), self._presence
+        members = self._members
+        mentioned = [
+            member
+            for key in keys
+            if key != sender
+            and (member := members.get(key)) is not None
+            and presence[member].room is room
+        ]
+        if not mentioned:
+            return None
+        copies = (Mentioned(line, bell=False), Mentioned(line, bell=True))
+        return {member: copies[presence[member].bell] for member in mentioned}
 
     def whisper(self, member: IMember, recipient_alias: str, text: str) -> None:
         """Deliver a private message (to any room, on any node) and confirm it to the sender."""
@@ -608,7 +632,8 @@ class Hub:
         key = room_key(room_name)
         if (room := self._rooms.get(key)) is not None:
             event = Said(alias, text) if kind == "say" else Acted(alias, text)
-            self._queue(room, event, None, alias_key(alias))
+            mentions = self._mentions(room, event, mentioned_keys(text))
+            self._queue(room, event, None, alias_key(alias), mentions)
         # Its own node writes it to the store; kept here only with the room's history
         # in memory (else a first line would stand for it, and it would not be read).
         if self.keep_history and (self.store is None or key in self._history):
@@ -664,7 +689,8 @@ class Hub:
         if not self.keep_history:
             self.tell(member, Error("This server keeps no history."))
             return
-        self.tell(member, History(room.name, self._recent(room, min(count, HISTORY_KEPT))))
+        recent = self._recent(room, min(count, HISTORY_KEPT))
+        self.tell(member, History(room.name, recent, reader=self._alias_of(member)))
 
     def set_replay(self, member: IMember, replay: bool) -> None:
         """Whether ``member`` is shown recent history on entering a room."""
@@ -716,6 +742,15 @@ class Hub:
             self.tell(member, Notice("You are no longer marked as away."))
         self.listener.away_set(member)
         return True
+
+    def set_bell(self, member: IMember, bell: bool | None) -> None:
+        """Whether a line that mentions ``member`` rings their terminal (None: just
+        say whether it does). It is still marked for the web page and the client."""
+        presence = self.presence_of(member)
+        if bell is not None:
+            presence.bell = bell
+        state = "on" if presence.bell else "off"
+        self.tell(member, Notice(f"The bell for lines that mention you is {state}."))
 
     def ignore(self, member: IMember, alias: str) -> None:
         """Stop showing ``member`` the chat lines, actions and private messages of ``alias``."""
@@ -969,7 +1004,7 @@ class Hub:
             if presence is None or room_key(presence.room.name) != key:
                 continue
             if recent := self._within_age(older[-self.history_replay :]):
-                self.tell(member, History(presence.room.name, recent))
+                self.tell(member, History(presence.room.name, recent, reader=presence.alias))
 
     def _history_not_read(self, failure: Any, name: str) -> None:
         self._loading.pop(room_key(name), None)
@@ -1007,7 +1042,7 @@ class Hub:
             if waiting is not None:
                 waiting.append(member)  # replayed once read (see _history_read)
             elif recent := self._recent(room, self.history_replay):
-                self.tell(member, History(room.name, recent))
+                self.tell(member, History(room.name, recent, reader=presence.alias))
         self._came(room, presence.alias, present, came_from, exclude=member)
 
     # Arrivals and departures, one by one in a small room, summed up in a big one.
@@ -1145,8 +1180,9 @@ class Hub:
         event: Event,
         exclude: IMember | None = None,
         speaker: str | None = None,
+        mentions: Mentions | None = None,
     ) -> None:
-        if room.queue(event, exclude, speaker):
+        if room.queue(event, exclude, speaker, mentions):
             self._pending.append(room)
             if self._flush_call is None:
                 self._flush_call = self.clock.callLater(0, self.flush)
