@@ -511,8 +511,10 @@ class Hub:
         A dict lookup per word of the line, whatever the room's size; the sender is
         never mentioned to themselves. None, the common case, when nobody is.
         """
-        sender, presence = alias_key(line.sender), self._presence
         members = self._members
+        if members.keys().isdisjoint(keys):  # at C speed: the common case
+            return None
+        sender, presence = alias_key(line.sender), self._presence
         mentioned = [
             member
             for key in keys
