@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
+from chatd.client import NOT_REVERSE, REVERSE, ChatClient
 from chatd.events import Acted, History, Mentioned, Notice, Said
 from chatd.fronts import jsonformat, lineformat
 from chatd.hub import Hub
@@ -331,3 +333,71 @@ def test_the_bell_reaches_an_ssh_terminal_until_bell_off(tmp_path: Path) -> None
     shown = bob_says(b"alice?")
     assert b"<bob> alice?\r" in shown
     assert b"\a" not in shown
+
+
+# chatd-client.
+
+
+def client_at_a_terminal(interactive: bool = True) -> tuple[ChatClient, list[str]]:
+    """A chatd-client connection (at a terminal or not) welcomed as alice."""
+    shown: list[str] = []
+    client = ChatClient(shown.append, Clock(), "alice", interactive=interactive)
+    client.makeConnection(StringTransport())
+    client.dataReceived(b"*** Welcome, alice! You are in #lobby (2): alice, bob\r\n")
+    shown.clear()
+    return client, shown
+
+
+def test_the_client_highlights_a_mention_and_rings_with_the_server_s_bell() -> None:
+    """At a terminal, a line naming us is in reverse video, ringing when the server rang."""
+    client, shown = client_at_a_terminal()
+    client.dataReceived(b"<bob> alice: hi\a\r\n* bob waves at ALICE\r\n<bob> hi all\r\n")
+    assert shown == [
+        f"{REVERSE}<bob> alice: hi{NOT_REVERSE}\a",
+        f"{REVERSE}* bob waves at ALICE{NOT_REVERSE}",  # the bell was off
+        "<bob> hi all",
+    ]
+
+
+def test_the_client_highlights_replayed_mentions_without_a_bell() -> None:
+    """A history line naming us is highlighted; our own, or a longer word, are not."""
+    client, shown = client_at_a_terminal()
+    client.dataReceived(
+        b"[2026-11-24 10:32:05Z] <bob> alice: earlier\r\n"
+        b"[2026-11-24 10:32:06Z] <alice> alice here\r\n"
+        b"[2026-11-24 10:32:07Z] * bob likes alicebot\r\n"
+    )
+    assert shown == [
+        f"{REVERSE}[2026-11-24 10:32:05Z] <bob> alice: earlier{NOT_REVERSE}",
+        "[2026-11-24 10:32:06Z] <alice> alice here",
+        "[2026-11-24 10:32:07Z] * bob likes alicebot",
+    ]
+
+
+def test_a_hostile_server_rings_only_on_a_line_that_mentions_us() -> None:
+    """A bell on a notice, a private message or a line not naming us is stripped, and
+    what the server sends can never carry its own escape sequences."""
+    client, shown = client_at_a_terminal()
+    client.dataReceived(
+        b"*** alice\a\r\n*bob* alice\a\r\n<bob> hello\a\r\n<bob> alice \x1b[31mred\a\r\n"
+    )
+    assert shown == [
+        "*** alice",
+        "*bob* alice",
+        "<bob> hello",
+        f"{REVERSE}<bob> alice red{NOT_REVERSE}\a",
+    ]
+
+
+def test_a_pipe_gets_mentions_as_plain_lines() -> None:
+    """Without a terminal, a line naming us is shown as it is: no video, no bell."""
+    client, shown = client_at_a_terminal(interactive=False)
+    client.dataReceived(b"<bob> alice: hi\a\r\n")
+    assert shown == ["<bob> alice: hi"]
+
+
+def test_the_client_follows_its_renamed_alias_for_mentions() -> None:
+    """After /nick, a line naming the new alias is highlighted and the old one is not."""
+    client, shown = client_at_a_terminal()
+    client.dataReceived(b"*** alice is now known as ann\r\n<bob> alice?\r\n<bob> ann!\a\r\n")
+    assert shown[1:] == ["<bob> alice?", f"{REVERSE}<bob> ann!{NOT_REVERSE}\a"]
