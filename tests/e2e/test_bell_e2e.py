@@ -1,15 +1,18 @@
-"""End-to-end: the bell of a mention through a real daemon, to nc and to chatd-client."""
+"""End-to-end: the bell and the mark of a mention through a real daemon, to nc,
+chatd-client in a terminal and a WebSocket client."""
 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
 from chatd.client import NOT_REVERSE, REVERSE
-from tests.daemon import Daemon, read_until
+from tests.daemon import Daemon, read_until, start_chatd
 from tests.e2e.test_client_e2e import Terminal, client_command
 from tests.e2e.test_netcat import Netcat
+from tests.wsclient import WebSocketClient
 
 
 @pytest.mark.skipif(shutil.which("nc") is None, reason="netcat is not installed")
@@ -62,3 +65,36 @@ def test_chatd_client_highlights_and_rings_at_a_terminal(chatd: Daemon) -> None:
     finally:
         alice.close()
         bob.close()
+
+
+def test_a_websocket_user_gets_the_mark_whatever_the_bell(tmp_path: Path) -> None:
+    """Over the real --web WebSocket, a line naming its user carries "mention": true, with
+    the bell on or off, a line that does not name them nothing, and history marks it."""
+    daemon = start_chatd(tmp_path, "--web", "tcp:0:interface=127.0.0.1")
+    try:
+        _, web_port = daemon.wait_for_ports(2)
+        web = WebSocketClient(web_port, origin=f"http://127.0.0.1:{web_port}")
+        web.send("webby")
+        web.until(lambda e: e["type"] == "room")
+        line = daemon.connect(timeout=15)
+        read_until(line, b"Choose an alias")
+        line.sendall(b"liner\n")
+        web.until(lambda e: e["type"] == "join")
+        line.sendall(b"hi all\n@Webby: look\n")
+        assert web.until(lambda e: e["type"] == "message") == {
+            "type": "message", "sender": "liner", "text": "hi all"
+        }  # fmt: skip
+        assert web.until(lambda e: e["type"] == "message") == {
+            "type": "message", "sender": "liner", "text": "@Webby: look", "mention": True
+        }  # fmt: skip
+        web.send("/bell off")
+        web.until(lambda e: e["type"] == "notice" and "bell" in e["text"])
+        line.sendall(b"/me pings webby\n")
+        assert web.until(lambda e: e["type"] == "action")["mention"] is True
+        web.send("/history 3")
+        entries = web.until(lambda e: e["type"] == "history")["entries"]
+        assert [entry.get("mention", False) for entry in entries] == [False, True, True]
+        web.close()
+        line.close()
+    finally:
+        daemon.stop()
