@@ -27,7 +27,11 @@ alias, so a piped line is never taken as the password; if it refuses the alias
 (taken, or a wrong password) the client exits 1.
 Every server line is stripped of control characters and escape sequences
 (:func:`chatd.text.clean_text`) before it is shown, so a hostile server cannot
-drive the user's terminal.
+drive the user's terminal. At the prompt, someone else's chat line or action
+(live or in a history replay) that mentions your alias, as
+:mod:`chatd.mentions` defines it, is shown in reverse video, and rings the
+terminal's bell if the server ended it with one (a live line, unless you said
+``/bell off``); a pipe gets every line as it is, without either.
 
 Exit status: 0 when the server closed the connection after we sent ``/quit``
 (ours at end of input or on Ctrl-D/Ctrl-C, or one you typed); 1 when it closed
@@ -81,6 +85,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd.mentions import mentions
 from chatd.text import alias_key, clean_text, decode_line
 
 if TYPE_CHECKING:
@@ -109,6 +114,11 @@ _WELCOME = re.compile(r"\*\*\* Welcome, (?P<alias>[^!\s]+)! ")
 _RENAMED = re.compile(r"\*\*\* (?P<old>\S+) is now known as (?P<new>\S+)")
 _PASSWORD_PROMPT = re.compile(r"\*\*\* (?P<alias>\S+) is registered\. Password:")
 _ALIAS_PROMPT = "*** Choose an alias ("
+# Someone's chat line or action, live or replayed ("[2026-11-24 10:32:05Z] " first).
+_SPOKEN = re.compile(r"(?:\[[^\]]*\] )?(?:<(?P<said>[^>\s]+)>|\* (?P<acted>\S+)) (?P<text>.*)")
+# How a line that mentions us is shown at the prompt: in reverse video, then back.
+REVERSE, NOT_REVERSE = "\x1b[7m", "\x1b[27m"
+BEL = "\a"
 
 ShowLine = Callable[[str], None]
 
@@ -142,6 +152,11 @@ def local_echo(alias: str | None, line: str) -> str | None:
         return None
     text = clean_text(line[1:] if line.startswith("//") else line)
     return f"<{alias}> {text}" if text else None
+
+
+def highlighted(text: str, ring: bool) -> str:
+    """``text`` (already clean) in reverse video, followed by the terminal bell if ``ring``."""
+    return f"{REVERSE}{text}{NOT_REVERSE}{BEL if ring else ''}"
 
 
 def exit_status(quit_sent: bool, problem: str | None) -> int:
@@ -202,7 +217,9 @@ class ChatClient(LineReceiver):
     """The connection to the server: shows its lines, sends ours, tracks our alias.
 
     Knows nothing of terminals or pipes: server lines, already made safe, go to
-    ``show``; the front end decides where that is.
+    ``show``; the front end decides where that is. ``interactive`` says a person
+    is at a terminal: a password can be typed at the prompt, and the lines that
+    mention us are highlighted (see :func:`highlighted`).
     """
 
     delimiter = b"\n"
@@ -248,7 +265,11 @@ class ChatClient(LineReceiver):
             line = line[:-1]
         text = clean_text(decode_line(line))
         self.track_alias(text)
-        self.show(text)
+        if self._interactive and self.mentions_us(text):
+            # The server ends a live line that mentions us with a bell (unless /bell off).
+            self.show(highlighted(text, ring=line.endswith(BEL.encode())))
+        else:
+            self.show(text)
         self._follow_login(text)
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -282,6 +303,15 @@ class ChatClient(LineReceiver):
             and alias_key(renamed["old"]) == alias_key(self.alias)
         ):
             self.alias = renamed["new"]
+
+    def mentions_us(self, text: str) -> bool:
+        """Whether the (clean) server line ``text`` is someone else's chat line or action
+        that mentions our alias."""
+        spoken = _SPOKEN.fullmatch(text)
+        if spoken is None or self.alias is None:
+            return False
+        sender = spoken["said"] or spoken["acted"]
+        return alias_key(sender) != alias_key(self.alias) and mentions(spoken["text"], self.alias)
 
     def send_line(self, text: str) -> None:
         """Send one line of text (LF-terminated, as the server accepts)."""
@@ -647,8 +677,9 @@ async def run_interactive(reactor: IReactorTime, options: argparse.Namespace) ->
     except (ConnectError, DNSLookupError) as error:
         print(connect_failure_message(options.host, options.port, error), file=sys.stderr)
         return EXIT_CANNOT_CONNECT
-    # Server lines are printed (by the client's show=print) above the prompt.
-    with patch_stdout():
+    # Server lines are printed (by the client's show=print) above the prompt, raw: they
+    # are clean, and a line that mentions us carries our own reverse video and bell.
+    with patch_stdout(raw=True):
         session: PromptSession[None] = PromptSession(
             lambda: prompt_text(client.alias, client.expects_password),
             is_password=Condition(lambda: client.expects_password),

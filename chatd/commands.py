@@ -357,6 +357,13 @@ def _format(hub: Hub, member: IMember, args: str) -> None:
         switch.switch_format(args)
 
 
+def _bell(hub: Hub, member: IMember, args: str) -> None:
+    if args.lower() not in ("", "on", "off"):
+        _usage(hub, member, "bell")
+        return
+    hub.set_bell(member, None if not args else args.lower() == "on")
+
+
 def _ban(hub: Hub, member: IMember, args: str) -> None:
     parts = args.split(None, 2)
     if not parts:
@@ -416,6 +423,9 @@ COMMANDS: dict[str, Command] = {
         "/format [line|json]",
         "show or switch this connection's format (json: bot mode, see docs/bots.md)",
         _format,
+    ),
+    "bell": Command(
+        "/bell [on|off]", "ring your terminal for lines that mention you, or not", _bell
     ),
     "register": Command(
         "/register PASSWORD", "make your alias yours: it will take PASSWORD to use", _register

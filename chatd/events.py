@@ -155,10 +155,16 @@ class Whois:
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """Recent lines of ``room``, oldest first, shown on arrival or asked for with /history."""
+    """Recent lines of ``room``, oldest first, shown on arrival or asked for with /history.
+
+    ``reader`` is the alias of the one member it is shown to, so that a format
+    that marks mentions (JSON) can mark the lines that mention them; replayed
+    lines never ring a bell.
+    """
 
     room: str
     entries: tuple[HistoryEntry, ...]
+    reader: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +199,19 @@ class Mentions:
     entries: tuple[HistoryEntry, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Mentioned:
+    """``line`` as the one member it mentions gets it (see :mod:`chatd.mentions`).
+
+    Everyone else in the room gets ``line`` itself; this copy is marked (the
+    web page and the client highlight it) and, if ``bell``, rings the member's
+    terminal (``/bell off`` turns that off, the mark stays).
+    """
+
+    line: Said | Acted
+    bell: bool
+
+
 Event = (
     Said
     | Acted
@@ -213,4 +232,5 @@ Event = (
     | Error
     | OfflineMessage
     | Mentions
+    | Mentioned
 )

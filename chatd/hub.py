@@ -44,6 +44,7 @@ from chatd.events import (
     InRoom,
     Joined,
     Left,
+    Mentioned,
     Notice,
     Renamed,
     RoomList,
@@ -55,10 +56,11 @@ from chatd.events import (
     Whois,
 )
 from chatd.interfaces import IChatStore, IDirectory, IHubListener, IMember, IRemoteMember
+from chatd.mentions import mentioned_keys
 from chatd.model import Ban, HistoryEntry, SharedState
 from chatd.mutes import Mutes
 from chatd.offline import Offline, OfflineLimits
-from chatd.room import Comers, Presence, Room, deliver
+from chatd.room import Comers, MentionCopies, Presence, Room, deliver
 from chatd.text import (
     AliasRefused,
     alias_key,
@@ -515,12 +517,38 @@ class Hub:
         alias = self._touch(member)
         room = self._room(member)
         event = Said(alias, text) if kind == "say" else Acted(alias, text)
-        self._queue(room, event, member, alias_key(alias))
+        keys = mentioned_keys(text)
+        self._queue(room, event, member, alias_key(alias), self._mentions(room, event, keys))
         self._record(room, kind, alias, text)
-        self.offline.heard(room.name, kind, alias, text, self.clock.seconds())
+        self.offline.heard(room.name, kind, alias, text, self.clock.seconds(), keys)
         if self._listened:
             told = self.listener.said if kind == "say" else self.listener.acted
             told(alias, room.name, text, self.clock.seconds())
+
+    def _mentions(
+        self, room: Room, line: Said | Acted, keys: frozenset[str]
+    ) -> MentionCopies | None:
+        """The members of ``room`` whom ``line`` mentions (its words are ``keys``), each
+        with the copy they get: marked, and with their bell if they want it.
+
+        A dict lookup per word of the line, whatever the room's size; the sender is
+        never mentioned to themselves. None, the common case, when nobody is.
+        """
+        members = self._members
+        if members.keys().isdisjoint(keys):  # at C speed: the common case
+            return None
+        sender, presence = alias_key(line.sender), self._presence
+        mentioned = [
+            member
+            for key in keys
+            if key != sender
+            and (member := members.get(key)) is not None
+            and presence[member].room is room
+        ]
+        if not mentioned:
+            return None
+        copies = (Mentioned(line, bell=False), Mentioned(line, bell=True))
+        return {member: copies[presence[member].bell] for member in mentioned}
 
     def whisper(self, member: IMember, recipient_alias: str, text: str) -> None:
         """Deliver a private message (to any room, on any node) and confirm it to the sender."""
@@ -633,9 +661,10 @@ class Hub:
         key = room_key(room_name)
         if (room := self._rooms.get(key)) is not None:
             event = Said(alias, text) if kind == "say" else Acted(alias, text)
-            self._queue(room, event, None, alias_key(alias))
+            keys = mentioned_keys(text)
+            self._queue(room, event, None, alias_key(alias), self._mentions(room, event, keys))
             # For the members away here only: its own node kept it for those offline.
-            self.offline.heard(room_name, kind, alias, text, at, here=False)
+            self.offline.heard(room_name, kind, alias, text, at, keys, here=False)
         # Its own node writes it to the store; kept here only with the room's history
         # in memory (else a first line would stand for it, and it would not be read).
         if self.keep_history and (self.store is None or key in self._history):
@@ -691,7 +720,8 @@ class Hub:
         if not self.keep_history:
             self.tell(member, Error("This server keeps no history."))
             return
-        self.tell(member, History(room.name, self._recent(room, min(count, HISTORY_KEPT))))
+        recent = self._recent(room, min(count, HISTORY_KEPT))
+        self.tell(member, History(room.name, recent, reader=self._alias_of(member)))
 
     def set_replay(self, member: IMember, replay: bool) -> None:
         """Whether ``member`` is shown recent history on entering a room."""
@@ -744,6 +774,15 @@ class Hub:
         self.offline.away_changed(member)
         self.listener.away_set(member)
         return True
+
+    def set_bell(self, member: IMember, bell: bool | None) -> None:
+        """Whether a line that mentions ``member`` rings their terminal (None: just
+        say whether it does). It is still marked for the web page and the client."""
+        presence = self.presence_of(member)
+        if bell is not None:
+            presence.bell = bell
+        state = "on" if presence.bell else "off"
+        self.tell(member, Notice(f"The bell for lines that mention you is {state}."))
 
     def ignore(self, member: IMember, alias: str) -> None:
         """Stop showing ``member`` the chat lines, actions and private messages of ``alias``."""
@@ -1000,7 +1039,7 @@ class Hub:
             if presence is None or room_key(presence.room.name) != key:
                 continue
             if recent := self._within_age(older[-self.history_replay :]):
-                self.tell(member, History(presence.room.name, recent))
+                self.tell(member, History(presence.room.name, recent, reader=presence.alias))
 
     def _history_not_read(self, failure: Any, name: str) -> None:
         self._loading.pop(room_key(name), None)
@@ -1038,7 +1077,7 @@ class Hub:
             if waiting is not None:
                 waiting.append(member)  # replayed once read (see _history_read)
             elif recent := self._recent(room, self.history_replay):
-                self.tell(member, History(room.name, recent))
+                self.tell(member, History(room.name, recent, reader=presence.alias))
         self._came(room, presence.alias, present, came_from, exclude=member)
 
     # Arrivals and departures, one by one in a small room, summed up in a big one.
@@ -1176,8 +1215,9 @@ class Hub:
         event: Event,
         exclude: IMember | None = None,
         speaker: str | None = None,
+        mentions: MentionCopies | None = None,
     ) -> None:
-        if room.queue(event, exclude, speaker):
+        if room.queue(event, exclude, speaker, mentions):
             self._pending.append(room)
             if self._flush_call is None:
                 self._flush_call = self.clock.callLater(0, self.flush)

@@ -37,7 +37,6 @@ from twisted.logger import Logger
 
 from chatd.admission import admission_key
 from chatd.events import Error, Event, Mentions, Notice, OfflineMessage
-from chatd.mentions import mentioned_keys
 from chatd.model import BOX_FULL, KEPT, SENDER_FULL, HistoryEntry, WaitingMessage
 from chatd.text import alias_key, clean_text, count_of, duration, room_key
 from chatd.throttle import Quota
@@ -194,17 +193,25 @@ class Offline:
     # Lines that mention someone away (the hot path: see the module doc).
 
     def heard(
-        self, room: str, kind: str, alias: str, text: str, at: float, here: bool = True
+        self,
+        room: str,
+        kind: str,
+        alias: str,
+        text: str,
+        at: float,
+        keys: frozenset[str],
+        here: bool = True,
     ) -> None:
-        """``alias`` said (or did) ``text`` in ``room``; ``here`` says it was said on this
-        node. Keep it for whoever is away that it mentions. The words of the line are
-        read only when somebody is away from its room (most lines, none is)."""
+        """``alias`` said (or did) ``text`` in ``room``, which may mention ``keys`` (see
+        :func:`chatd.mentions.mentioned_keys`: the hub reads a line's words once, for
+        the bell and for this); ``here`` says it was said on this node. Keep it for
+        whoever is away that it mentions: a set intersection, and only when somebody
+        is away from the room (from most rooms, nobody is)."""
         key = room_key(room)
         away = self._away_in.get(key)
         offline = self._offline_in.get(key) if here else None
         if away is None and offline is None:
             return
-        keys = mentioned_keys(text)
         mentioned: set[str] = set(keys & away.keys()) if away is not None else set()
         if offline is not None:
             mentioned |= keys & offline

@@ -4,6 +4,11 @@ Broadcasts to a room are coalesced per reactor turn: everything said during one
 turn is encoded once and reaches each member as a single write when the hub
 flushes at the end of the turn. Under load a turn carries many lines, so the cost
 per recipient is paid per turn rather than per line.
+
+A line that mentions members (see :mod:`chatd.mentions`) reaches each of them as
+their own copy (:class:`chatd.events.Mentioned`: marked, and a bell if they
+want one), in its place among the others; the rest of the room gets the same
+bytes as ever, so a turn in which nobody is mentioned costs nothing more.
 """
 
 from __future__ import annotations
@@ -15,16 +20,19 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from chatd.counters import Counters
-from chatd.events import Event
+from chatd.events import Event, Mentioned
 from chatd.text import alias_key
 
 if TYPE_CHECKING:
     from chatd.interfaces import IMember as Member
 
 
-# This turn's broadcasts: each event with the member it skips and the alias key
-# of whoever said it.
-Batch = list[tuple[Event, "Member | None", "str | None"]]
+# This turn's broadcasts: each event with the member it skips, the alias key of
+# whoever said it, and the members it mentions with the copy each of them gets.
+MentionCopies = dict["Member", Mentioned]
+Batch = list[tuple[Event, "Member | None", "str | None", "MentionCopies | None"]]
+# Per wire format, each member's copy of a line that mentions them, encoded.
+Copies = dict[Callable[[Event], bytes], dict[Mentioned, bytes]]
 log = Logger(namespace="chatd.room")
 
 
@@ -57,6 +65,7 @@ class Presence:
         "active_at",
         "alias",
         "away",
+        "bell",
         "ignores",
         "operator",
         "replay",
@@ -75,6 +84,8 @@ class Presence:
         self.away: str | None = None
         # Alias keys whose chat lines and actions this member does not see.
         self.ignores: set[str] = set()
+        # Whether a line that mentions this member rings their terminal (/bell).
+        self.bell = True
         # The alias key of the registered account whose password this member gave.
         self.account = account
         # Whether a room's recent history is shown on entering it (bots say no).
@@ -124,8 +135,10 @@ class Room:
 
     __slots__ = (
         "_batch",
+        "_copies",
         "_counters",
         "_encoded",
+        "_mentioned",
         "_served",
         "comers",
         "failed",
@@ -149,6 +162,9 @@ class Room:
         self._batch: Batch = []
         # The batch encoded so far, per wire format (see Member.encode).
         self._encoded: dict[Callable[[Event], bytes], list[bytes]] = {}
+        # Members some line of the batch mentions, and their copies encoded so far.
+        self._mentioned: set[Member] = set()
+        self._copies: Copies = {}
         # Members who must not get the start of the batch: how many of its events
         # they already had (caught up) or came in after (arrived mid-turn).
         self._served: dict[Member, int] = {}
@@ -166,13 +182,20 @@ class Room:
         return tuple(sorted((p.alias for p in self.members.values()), key=alias_key))
 
     def queue(
-        self, event: Event, exclude: Member | None = None, speaker: str | None = None
+        self,
+        event: Event,
+        exclude: Member | None = None,
+        speaker: str | None = None,
+        mentions: MentionCopies | None = None,
     ) -> bool:
         """Add ``event`` to this turn's batch; True if the batch was empty before.
 
-        ``speaker`` is the alias key of whoever said it, for those who ignore them.
+        ``speaker`` is the alias key of whoever said it, for those who ignore them;
+        ``mentions`` gives the members it mentions their own copy of it instead.
         """
-        self._batch.append((event, exclude, speaker))
+        self._batch.append((event, exclude, speaker, mentions))
+        if mentions:
+            self._mentioned.update(mentions)
         return len(self._batch) == 1
 
     def enter(self, member: Member, presence: Presence) -> None:
@@ -202,8 +225,10 @@ class Room:
         if start == len(batch):
             return
         self._served[member] = len(batch)
-        lines = _encoded(batch, self._encoded, member.encode)
-        data = _selection(member, self.members[member], batch, lines, start)
+        encode = member.encode
+        lines = _encoded(batch, self._encoded, encode)
+        copies = self._copies.setdefault(encode, {})
+        data = _selection(member, self.members[member], batch, lines, start, encode, copies)
         if data and deliver(member, data, self.failed):
             self._counters.delivered(data)
 
@@ -211,16 +236,20 @@ class Room:
         """Deliver this turn's batch: one write per member.
 
         The batch is encoded once per wire format. Members who skip none of its
-        events (everyone but this turn's speakers, those ignoring somebody, and
-        those caught up or arrived mid-turn) all get the same bytes object; the
-        others get their own selection of it. What is queued while this runs (a
-        recipient cut off and leaving) goes into the next batch.
+        events and are mentioned by none (everyone but this turn's speakers, the
+        mentioned, those ignoring somebody, and those caught up or arrived
+        mid-turn) all get the same bytes object; the others get their own
+        selection of it. What is queued while this runs (a recipient cut off and
+        leaving) goes into the next batch.
         """
-        batch, encoded, served = self._batch, self._encoded, self._served
+        batch, encoded, served, copies = self._batch, self._encoded, self._served, self._copies
         if not batch:
             return
-        self._batch, self._encoded, self._served = [], {}, {}
-        skipping = {skipped for _, skipped, _ in batch if skipped is not None}
+        self._batch, self._encoded, self._served, self._copies = [], {}, {}, {}
+        skipping = {skipped for _, skipped, _, _ in batch if skipped is not None}
+        if self._mentioned:
+            skipping |= self._mentioned
+            self._mentioned = set()
         # Per wire format: the whole batch encoded, and how many got it.
         whole: dict[Callable[[Event], bytes], list[Any]] = {}
         counters = self._counters
@@ -229,7 +258,9 @@ class Room:
             encode = member.encode
             if member in skipping or presence.ignores or member in served:
                 lines = _encoded(batch, encoded, encode)
-                data = _selection(member, presence, batch, lines, served.get(member, 0))
+                start = served.get(member, 0)
+                own = copies.setdefault(encode, {})
+                data = _selection(member, presence, batch, lines, start, encode, own)
                 if data and deliver(member, data, self.failed):
                     counters.delivered(data)
                 continue
@@ -254,17 +285,35 @@ def _encoded(
     """``batch`` encoded with ``encode``, each event once (cached in ``encoded``)."""
     lines = encoded.setdefault(encode, [])
     if len(lines) < len(batch):
-        lines.extend(encode(event) for event, _, _ in batch[len(lines) :])
+        lines.extend(encode(event) for event, _, _, _ in batch[len(lines) :])
     return lines
 
 
 def _selection(
-    member: Member, presence: Presence, batch: Batch, lines: list[bytes], start: int
+    member: Member,
+    presence: Presence,
+    batch: Batch,
+    lines: list[bytes],
+    start: int,
+    encode: Callable[[Event], bytes],
+    copies: dict[Mentioned, bytes],
 ) -> bytes:
-    """What ``member`` gets of ``batch`` from ``start``: not its own lines, not the ignored."""
+    """What ``member`` gets of ``batch`` from ``start``: not its own lines, not the
+    ignored, and its own copy of each line that mentions it.
+
+    ``lines`` is the batch encoded with ``encode``; ``copies`` keeps the mentioned
+    copies it encodes, shared by the members who get the same one (the copies
+    are at most two per line: with the bell and without).
+    """
     ignores = presence.ignores
-    return b"".join(
-        line
-        for line, (_, skipped, speaker) in zip(lines[start:], batch[start:], strict=True)
-        if skipped is not member and speaker not in ignores
-    )
+    selected = []
+    for line, (_, skipped, speaker, mentions) in zip(lines[start:], batch[start:], strict=True):
+        if skipped is member or speaker in ignores:
+            continue
+        copy = mentions.get(member) if mentions is not None else None
+        if copy is not None:
+            if copy not in copies:
+                copies[copy] = encode(copy)
+            line = copies[copy]
+        selected.append(line)
+    return b"".join(selected)

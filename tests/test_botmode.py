@@ -187,8 +187,8 @@ def test_a_line_user_is_answered_in_json(server: Server) -> None:
     """What a line user says reaches a bot as the WebSocket's JSON message object."""
     (bob,) = server.join("bob")
     bot = joined_bot(server)
-    bob.type("hello bot\n")
-    assert bot.events() == [{"type": "message", "sender": "bob", "text": "hello bot"}]
+    bob.type("hello there\n")
+    assert bot.events() == [{"type": "message", "sender": "bob", "text": "hello there"}]
 
 
 def test_a_blank_line_is_a_keep_alive(server: Server) -> None:

@@ -26,13 +26,14 @@ class Screen:
     LF (scrolling at the bottom), cursor up/down/forward, erase to the end of
     the screen, and the clear screen sequence; writing the last column leaves
     the cursor pending at the margin, as VT100s do. Resizing does not re-wrap
-    (as xterm).
+    (as xterm). A BEL (the bell of a mention) moves nothing and is counted.
     """
 
     def __init__(self, width: int, height: int = 24) -> None:
         self.width, self.height = width, height
         self.cells = [[" "] * width for _ in range(height)]
         self.row = self.column = 0
+        self.bells = 0
 
     def feed(self, data: bytes) -> None:
         position = 0
@@ -50,6 +51,8 @@ class Screen:
                 self.column = 0
             elif char == "\n":
                 self._line_feed()
+            elif char == "\a":
+                self.bells += 1
             else:
                 assert char >= " ", f"control character {char!r} written"
                 self._put(char)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from twisted.internet.error import ConnectionLost
 
 from chatd.flood import FloodLimits
+from chatd.mentions import mentions
 from chatd.text import alias_key
 from tests.test_protocol import Client, RegisteredServer, Server
 
@@ -77,6 +78,7 @@ _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _JOIN = re.compile(r"\*\*\* (\S+) has joined #lobby")
 _LEAVE = re.compile(r"\*\*\* (\S+) has (?:left \(|gone to #)")
 _RENAME = re.compile(r"\*\*\* (\S+) is now known as (\S+)$")
+_SPOKEN = re.compile(r"(?:<\S+>|\* \S+) (.*)")
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -200,6 +202,12 @@ def check_invariants(
     text = raw.decode("utf-8")  # strict: nothing invalid was relayed
     present: set[str] = set()  # aliases the watcher has been told are in its room
     for line in text.split("\r\n")[:-1]:
+        # The one control character: the bell at the end of a line that mentions the
+        # watcher, which every such line has.
+        rang = line.endswith("\a")
+        line = line.removesuffix("\a")
+        spoken = _SPOKEN.fullmatch(line)
+        assert rang == bool(spoken and mentions(spoken.group(1), "watcher")), line
         assert not _FORBIDDEN.search(line), line
         if joined := _JOIN.match(line):
             key = alias_key(joined.group(1))

@@ -53,7 +53,9 @@ def test_comings_carry_counts_and_names() -> None:
 def test_every_event_type_has_a_json_type() -> None:
     from chatd import events
 
+    # A Mentioned copy of a line takes the type of its line.
     event_classes = {cls for cls in vars(events).values() if isinstance(cls, type)} - {
-        events.HistoryEntry
+        events.HistoryEntry,
+        events.Mentioned,
     }
     assert event_classes == set(TYPES)

@@ -4,6 +4,10 @@ Each event becomes one JSON object on one line, with a ``type`` and the event's
 fields; a WebSocket message carries one or more of them (everything a room said
 in one reactor turn), one per line. The text in them is already clean (see
 :mod:`chatd.events`); the page that shows them still escapes it.
+
+A chat line or action that mentions its recipient carries ``"mention": true``
+(as do the history entries that mention the member they are shown to), for
+the page and for bots to highlight; there is no bell in JSON.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from chatd.events import (
     InRoom,
     Joined,
     Left,
+    Mentioned,
     Mentions,
     Notice,
     OfflineMessage,
@@ -34,6 +39,9 @@ from chatd.events import (
     WhisperSent,
     Whois,
 )
+from chatd.mentions import mentioned_keys
+from chatd.model import HistoryEntry
+from chatd.text import alias_key
 
 TYPES: dict[type, str] = {
     Said: "message",
@@ -60,13 +68,14 @@ TYPES: dict[type, str] = {
 
 def as_json(event: Event) -> dict[str, Any]:
     """The JSON object for ``event``: its type and its fields."""
+    if isinstance(event, Mentioned):
+        return {**as_json(event.line), "mention": True}
     record: dict[str, Any] = {"type": TYPES[type(event)]}
     for field in fields(event):
         record[field.name] = getattr(event, field.name)
     if isinstance(event, History):
-        record["entries"] = [
-            {"kind": e.kind, "alias": e.alias, "text": e.text, "at": e.at} for e in event.entries
-        ]
+        del record["reader"]
+        record["entries"] = _history_entries(event)
     elif isinstance(event, Mentions):
         record["entries"] = [
             {"room": e.room, "kind": e.kind, "alias": e.alias, "text": e.text, "at": e.at}
@@ -83,3 +92,26 @@ def as_json(event: Event) -> dict[str, Any]:
 def encode(event: Event) -> bytes:
     """``event`` as one line of JSON, newline included."""
     return json.dumps(as_json(event), ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _history_entries(event: History) -> list[dict[str, Any]]:
+    """The lines of ``event``, each marked that mentions its reader (and is not theirs)."""
+    reader = alias_key(event.reader) if event.reader is not None else None
+    entries = []
+    for e in event.entries:
+        record: dict[str, Any] = {"kind": e.kind, "alias": e.alias, "text": e.text, "at": e.at}
+        if reader is not None and _mentions(e, reader):
+            record["mention"] = True
+        entries.append(record)
+    return entries
+
+
+def _mentions(entry: HistoryEntry, reader: str) -> bool:
+    """Whether ``entry`` mentions the alias key ``reader`` and is not their own line.
+
+    A mention is an ASCII word, so the alias must be in the lower-cased text: that
+    test, at C speed, spares the word scan on most lines.
+    """
+    if reader not in entry.text.lower() or reader == alias_key(entry.alias):
+        return False
+    return reader in mentioned_keys(entry.text)

@@ -3,6 +3,10 @@
 The prefixes let people and scripts tell lines apart at a glance:
 ``<alias> text`` is chat, ``* alias text`` an action, ``*alias* text`` a private
 message, ``*** `` a server notice and ``!!! `` an error meant for you alone.
+
+A chat line or action that mentions you ends in a BEL (``\a``, before the CRLF)
+unless you said ``/bell off``: the terminal of an nc, telnet or SSH user beeps
+once the line is shown, and the prefix stays the first thing on the line.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from chatd.events import (
     InRoom,
     Joined,
     Left,
+    Mentioned,
     Mentions,
     Notice,
     OfflineMessage,
@@ -35,6 +40,7 @@ from chatd.model import HistoryEntry
 from chatd.text import count_of, duration, utc_stamp
 
 CRLF = "\r\n"
+BEL = "\a"
 
 
 def encode(event: Event) -> bytes:
@@ -62,6 +68,12 @@ def _(event: Said) -> str:
 @_render.register
 def _(event: Acted) -> str:
     return f"* {event.sender} {event.text}"
+
+
+@_render.register
+def _(event: Mentioned) -> str:
+    line = _render(event.line)
+    return line + BEL if event.bell else line
 
 
 @_render.register

@@ -129,7 +129,7 @@ def test_piped_client_chats_both_ways_and_exits_zero_at_eof(
     bob.sendall(b"hi alice\n")
     piped_alice.stdout.expect(b"<bob> hi alice\n")
     piped_alice.type("hello bob")
-    read_until(bob, b"<alice> hello bob\r\n")
+    read_until(bob, b"<alice> hello bob\a\r\n")  # it mentions bob: his bell
     piped_alice.type("/me waves")
     read_until(bob, b"* alice waves\r\n")
     piped_alice.end_input()
@@ -257,7 +257,7 @@ def test_interactive_client_in_a_terminal(chatd: Daemon, bob: socket.socket) -> 
         # The half-typed line is drawn again below the incoming one, and still there.
         alice.expect(b"alice> hel", shown)
         alice.type(b"lo bob\r")
-        read_until(bob, b"<alice> hello bob\r\n")
+        read_until(bob, b"<alice> hello bob\a\r\n")  # it mentions bob: his bell
         alice.expect(b"<alice> hello bob", shown)  # the local echo of our own line
         alice.type(b"\x04")  # Ctrl-D on an empty line
         assert alice.wait() == 0

@@ -62,7 +62,7 @@ def test_two_netcat_clients_chat(chatd: Daemon) -> None:
         bob.expect("*** Welcome, bob! You are in #lobby (2): alice, bob\r\n")
         alice.expect("*** bob has joined #lobby (2 here)\r\n")
         alice.type("hi bob")
-        bob.expect("<alice> hi bob\r\n")
+        bob.expect("<alice> hi bob\a\r\n")  # it mentions bob: his terminal's bell
         bob.type("/me waves back")
         alice.expect("* bob waves back\r\n")
         bob.type("/quit bye")
@@ -97,7 +97,8 @@ def test_netcat_clients_on_two_cluster_nodes_chat(tmp_path: Path) -> None:
             bob.expect("*** Welcome, bob! You are in #lobby (3): alice, bob, carol\r\n")
             alice.expect("*** bob has joined #lobby (3 here)\r\n")
             alice.type("hi bob, from the other server")
-            bob.expect("<alice> hi bob, from the other server\r\n")
+            # It mentions bob: his bell rings, whichever node the line was said on.
+            bob.expect("<alice> hi bob, from the other server\a\r\n")
             bob.type("/msg alice psst")
             alice.expect("*bob* psst\r\n")
             bob.type("/quit bye")

@@ -343,9 +343,10 @@ def test_the_editor_takes_unicode_readline_keys_resizes_and_masks_the_password(
         terminal.type(typed.encode())
         time.sleep(0.3)
         line.sendall(b"hi pia\n")
-        terminal.expect(b"<liner> hi pia")
+        terminal.expect(b"<liner> hi pia\a")  # it mentions pia: her terminal's bell
         terminal.drain(0.3)
         screen.feed(terminal.output[shown:])
+        assert screen.bells == 1
         lines = screen.lines()
         assert lines[-4:] == ["<liner> hi pia", "> " + typed[:18], typed[18:38], typed[38:]]
         assert lines.count("> " + typed[:18]) == 1

@@ -249,7 +249,8 @@ def test_members_rooms_links_times_and_mentions_follow_the_chat_on_a_desktop(
 ) -> None:
     """The member list follows joins, renames and departures; the room list switches rooms on
     a click; only http(s) addresses are links, opening apart; every line has a short time; a
-    mention and a private message are marked, counted and notified while the tab is hidden;
+    mention and a private message are marked, counted and notified while the tab is hidden,
+    and the mention (as the server marks it, not a longer word) again in a replay;
     /whois reads in minutes and seconds; /quit clears the header and the lists."""
     daemon, web_port = web_chatd
     url = f"http://127.0.0.1:{web_port}/"
@@ -296,6 +297,15 @@ def test_members_rooms_links_times_and_mentions_follow_the_chat_on_a_desktop(
             ann.evaluate(SET_HIDDEN, False)
             assert ann.title() == "#lobby · chatd"
             assert ann.locator("#rooms .badge, #privates .badge").count() == 0
+            # The server marks mentions (chatd.mentions): a longer word names nobody.
+            cat.sendall(b"x.ann, annie and ann_b are others\n")
+            others = ann.locator("#log .line.message", has_text="annie and ann_b")
+            others.wait_for()
+            assert "mention" not in (others.get_attribute("class") or "")
+            say_from(ann, "/history 3")
+            ann.locator("#log .line.history.mention", has_text="are you there?").wait_for()
+            assert ann.locator("#log .line.history").count() == 3
+            assert ann.locator("#log .line.history.mention").count() == 1
             screenshots(ann, "desktop")
 
             times = ann.evaluate(

@@ -107,12 +107,6 @@ function linked(text) {
   return nodes;
 }
 
-function mentions(text) {
-  if (!alias) return false;
-  const escaped = alias.replace(/[.\\]/g, "\\$&");
-  return new RegExp("(^|[^A-Za-z0-9_-])" + escaped + "($|[^A-Za-z0-9_-])", "i").test(text);
-}
-
 function two(n) {
   return String(n).padStart(2, "0");
 }
@@ -171,9 +165,10 @@ function looking() {
 }
 
 // A line for us from someone else: counted and announced if nobody is looking.
-function arrived(line, from, text, isPrivate) {
-  const named = isPrivate || mentions(text);
-  if (named && !isPrivate) line.classList.add("mention");
+// ``mention``: the server says it names us (chatd's one definition of a mention).
+function arrived(line, from, text, isPrivate, mention) {
+  const named = isPrivate || mention === true;
+  if (mention === true) line.classList.add("mention");
   if (isPrivate) {
     const key = from.toLowerCase();
     const entry = privates.get(key) || { alias: from, unread: 0 };
@@ -407,9 +402,9 @@ function moveCount(name, delta) {
 }
 
 const render = {
-  message: (e) => arrived(show("message", ["<", nick(e.sender), "> ", ...linked(e.text)]), e.sender, e.text, false),
-  action: (e) => arrived(show("action", ["* ", nick(e.sender), " ", ...linked(e.text)]), e.sender, e.text, false),
-  private: (e) => arrived(show("private", ["*", nick(e.sender), "* ", ...linked(e.text)]), e.sender, e.text, true),
+  message: (e) => arrived(show("message", ["<", nick(e.sender), "> ", ...linked(e.text)]), e.sender, e.text, false, e.mention),
+  action: (e) => arrived(show("action", ["* ", nick(e.sender), " ", ...linked(e.text)]), e.sender, e.text, false, e.mention),
+  private: (e) => arrived(show("private", ["*", nick(e.sender), "* ", ...linked(e.text)]), e.sender, e.text, true, false),
   private_sent: (e) => {
     show("private", ["-> *", nick(e.recipient), "* ", ...linked(e.text)]);
     const key = e.recipient.toLowerCase();
@@ -522,7 +517,7 @@ const render = {
     for (const h of e.entries) {
       const parts = h.kind === "act" ? ["* ", nick(h.alias), " "] : ["<", nick(h.alias), "> "];
       const line = show("history", [...parts, ...linked(h.text)], h.at);
-      if (h.alias !== alias && mentions(h.text)) line.classList.add("mention");
+      if (h.mention === true) line.classList.add("mention");
     }
     say("notice", "End of history.");
   },
