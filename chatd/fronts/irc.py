@@ -525,7 +525,7 @@ class IrcConnection(Protocol):
                 self._reply(view.numeric("904", "SASL authentication failed"))
                 return
             self._sasl = b""
-            self._reply(line(None, "AUTHENTICATE", "+"))
+            self._reply("AUTHENTICATE +\r\n")  # as the specification spells it
             return
         if argument != "+":
             self._sasl += argument.encode("utf-8", "replace")

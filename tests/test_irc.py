@@ -1,0 +1,729 @@
+"""Tests for the IRC front end (chatd.fronts.irc, ircformat, ircwire), with StringTransport
+and Clock: IRC clients beside line users in the same rooms, under the same rules."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface.verify import verifyObject
+
+from chatd.admission import Admission, AdmittingFactory, ConnectionLimits, refusal_irc
+from chatd.flood import FloodLimits
+from chatd.fronts.irc import IrcConnection, IrcFactory
+from chatd.fronts.ircformat import IrcFormat, iso_time
+from chatd.fronts.ircwire import Message, TooLong, check_length, parse, split_text
+from chatd.fronts.line import LineFactory
+from chatd.hub import Hub
+from chatd.interfaces import IConnection
+from chatd.model import Ban
+from chatd.session import ChatConfig, Sessions
+from tests.test_protocol import Client as LineClient
+from tests.test_protocol import ClockedAccounts
+
+WELCOME_NUMERICS = ["001", "002", "003", "004", "005", "422"]
+
+
+class IrcClient:
+    """One in-memory IRC connection to the factory under test."""
+
+    def __init__(self, factory: IrcFactory) -> None:
+        self.transport = StringTransport()
+        self.connection: IrcConnection = factory.buildProtocol(self.transport.getPeer())
+        self.connection.makeConnection(self.transport)
+        self.clock = factory.sessions.clock
+
+    def send(self, *lines: str | bytes) -> None:
+        """Send ``lines`` to the server, each with its CRLF."""
+        for line in lines:
+            data = line.encode() if isinstance(line, str) else line
+            self.connection.dataReceived(data + b"\r\n")
+
+    def lines(self) -> list[str]:
+        """Every line the server has sent since the last call, the turn's end passed."""
+        self.clock.advance(0)
+        raw = self.transport.value()
+        self.transport.clear()
+        assert raw.endswith(b"\r\n") or raw == b""
+        return raw.decode("utf-8").split("\r\n")[:-1]
+
+    def commands(self) -> list[str]:
+        """What :meth:`lines` returns, as the command (or numeric) of each line."""
+        return [command_of(line) for line in self.lines()]
+
+    def register(self, nick: str) -> list[str]:
+        self.send(f"NICK {nick}", f"USER {nick} 0 * :{nick} here")
+        return self.lines()
+
+    def drop(self) -> None:
+        self.connection.connectionLost(Failure(ConnectionDone()))
+
+
+def command_of(line: str) -> str:
+    words = line.split(" ")
+    if words[0].startswith("@"):
+        words = words[1:]
+    return words[1] if words[0].startswith(":") else words[0]
+
+
+class Server:
+    """A hub with an IRC and a line factory on one Sessions, and a clock."""
+
+    def __init__(self, accounts: Any = None, **limits: Any) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_780_000_000)  # a date in 2026, for the history's times
+        self.hub = Hub(self.clock, accounts=accounts)
+        limits.setdefault("flood", FloodLimits(rate=0))
+        limits.setdefault("connections", ConnectionLimits(0, 0, 0))
+        self.sessions = Sessions(self.hub, ChatConfig(**limits))
+        self.irc = IrcFactory(self.sessions)
+        self.line = LineFactory(self.sessions)
+
+    def irc_user(self, nick: str) -> IrcClient:
+        client = IrcClient(self.irc)
+        client.register(nick)
+        return client
+
+    def line_user(self, alias: str) -> LineClient:
+        client = LineClient(self.line)
+        client.type(f"{alias}\r\n")
+        client.lines()
+        return client
+
+
+@pytest.fixture
+def server() -> Server:
+    return Server()
+
+
+# The wire.
+
+
+def test_parse_drops_tags_and_prefix_and_keeps_the_trailing_parameter() -> None:
+    """A message's tags and prefix are dropped; the trailing parameter keeps its spaces."""
+    assert parse("@time=x;a=b :nick!u@h privmsg #lobby :hello  there :)") == Message(
+        "PRIVMSG", ("#lobby", "hello  there :)")
+    )
+    assert parse("PING :") == Message("PING", ("",))
+    assert parse("  ") is None
+    assert parse("@only=tags") is None
+
+
+def test_parse_folds_parameters_past_fifteen_into_the_last() -> None:
+    """More than 15 parameters are folded into the 15th, as RFC 2812 allows no more."""
+    message = parse("X " + " ".join(str(n) for n in range(20)))
+    assert message is not None
+    assert len(message.params) == 15
+    assert message.params[-1] == "14 15 16 17 18 19"
+
+
+def test_check_length_holds_messages_to_512_bytes_and_tags_to_8191() -> None:
+    """A message of 510 bytes (512 with CRLF) passes, 511 does not; tags have their own limit."""
+    check_length(b"x" * 510)
+    check_length(b"@" + b"t" * 8189 + b" " + b"x" * 510)
+    with pytest.raises(TooLong):
+        check_length(b"x" * 511)
+    with pytest.raises(TooLong):
+        check_length(b"@" + b"t" * 8190 + b" PING x")
+
+
+def test_split_text_cuts_between_characters() -> None:
+    """Long text is cut into pieces within the byte limit, never inside a character."""
+    pieces = split_text("é" * 300, 101)
+    assert all(len(piece.encode()) <= 101 for piece in pieces)
+    assert "".join(pieces) == "é" * 300
+
+
+def test_the_connection_provides_iconnection(server: Server) -> None:
+    """The IRC connection is a session's IConnection, like every front end's."""
+    client = IrcClient(server.irc)
+    assert verifyObject(IConnection, client.connection)
+
+
+# Registration.
+
+
+def test_registration_welcomes_and_joins_the_default_channel(server: Server) -> None:
+    """NICK and USER get 001-005, the MOTD's 422, then a JOIN of #lobby with its names."""
+    client = IrcClient(server.irc)
+    assert client.lines() == [":chatd NOTICE * :*** chatd 0.1.0: welcome"]
+    lines = client.register("alice")
+    assert [command_of(line) for line in lines] == [*WELCOME_NUMERICS, "JOIN", "353", "366"]
+    assert lines[0] == ":chatd 001 alice :Welcome to chatd, alice"
+    assert "CHANLIMIT=#:1" in lines[4] and "NICKLEN=24" in lines[4]
+    assert lines[-3:] == [
+        ":alice!alice@chatd JOIN :#lobby",
+        ":chatd 353 alice = #lobby :alice",
+        ":chatd 366 alice #lobby :End of /NAMES list.",
+    ]
+    assert server.hub.online() == ("alice",)
+
+
+def test_the_motd_comes_with_the_welcome_once(server: Server) -> None:
+    """A message of the day is sent as 375/372/376 with the welcome, and not again after it."""
+    server.hub.motd_file_text = "Be nice.\nNo spam."
+    client = IrcClient(server.irc)
+    client.lines()
+    lines = client.register("alice")
+    assert lines[5:9] == [
+        ":chatd 375 alice :- chatd Message of the day -",
+        ":chatd 372 alice :- Be nice.",
+        ":chatd 372 alice :- No spam.",
+        ":chatd 376 alice :End of /MOTD command.",
+    ]
+    assert [command_of(line) for line in lines[9:]] == ["JOIN", "353", "366"]
+    client.send("MOTD")
+    assert client.commands() == ["375", "372", "372", "376"]
+
+
+def test_cap_negotiation_holds_registration_until_cap_end(server: Server) -> None:
+    """CAP LS 302 offers server-time, message-tags and sasl; registration waits for CAP END."""
+    client = IrcClient(server.irc)
+    client.lines()
+    client.send("CAP LS 302", "NICK alice", "USER a 0 * :A")
+    assert client.lines() == [":chatd CAP * LS :message-tags server-time sasl=PLAIN"]
+    client.send("CAP REQ :server-time message-tags", "CAP REQ :server-time bogus")
+    assert client.lines() == [
+        ":chatd CAP * ACK :server-time message-tags",
+        ":chatd CAP * NAK :server-time bogus",
+    ]
+    client.send("CAP LIST", "CAP FROB")
+    assert client.lines() == [
+        ":chatd CAP * LIST :message-tags server-time",
+        ":chatd 410 * FROB :Invalid CAP command",
+    ]
+    client.send("CAP END")
+    assert client.commands()[:1] == ["001"]
+
+
+def test_a_nick_that_breaks_the_alias_rule_gets_432(server: Server) -> None:
+    """An invalid or reserved nick is refused with 432, and a valid one then registers."""
+    client = IrcClient(server.irc)
+    client.lines()
+    client.send("NICK -bad", "NICK admin", "USER a 0 * :A")
+    lines = client.lines()
+    assert [command_of(line) for line in lines] == ["432", "432"]
+    assert lines[1].startswith(
+        ":chatd 432 * admin :Erroneous nickname: The alias admin is reserved"
+    )
+    client.send("NICK good")
+    assert client.commands()[0] == "001"
+
+
+def test_a_taken_nick_gets_433_and_another_can_be_chosen(server: Server) -> None:
+    """A nick someone has (on any front end, in any case) gets 433 before the welcome."""
+    server.line_user("bob")
+    client = IrcClient(server.irc)
+    client.lines()
+    assert client.register("BOB") == [":chatd 433 * BOB :Nickname is already in use"]
+    client.send("NICK bob2")
+    assert client.commands()[0] == "001"
+
+
+def test_commands_before_registration_get_451_and_unknown_ones_421(server: Server) -> None:
+    """Only registration commands work before the welcome; garbage gets 421 then too."""
+    client = IrcClient(server.irc)
+    client.lines()
+    client.send("PRIVMSG #lobby :hi", "JOIN #x", "FROBNICATE", "PING :t")
+    assert client.lines() == [
+        ":chatd 451 * :You have not registered",
+        ":chatd 451 * :You have not registered",
+        ":chatd 421 * FROBNICATE :Unknown command",
+        ":chatd PONG chatd :t",
+    ]
+    assert server.hub.online() == ()
+
+
+def test_missing_parameters_get_461(server: Server) -> None:
+    """USER with too few parameters, and commands without theirs, get 461."""
+    client = IrcClient(server.irc)
+    client.lines()
+    client.send("USER a", "NICK", "PASS")
+    assert client.lines() == [
+        ":chatd 461 * USER :Not enough parameters",
+        ":chatd 431 * :No nickname given",
+        ":chatd 461 * PASS :Not enough parameters",
+    ]
+
+
+def test_a_client_that_never_sends_user_is_closed_at_the_alias_timeout() -> None:
+    """NICK without USER (or CAP without END) never registers: the alias timeout ends it."""
+    server = Server(alias_timeout_seconds=5)
+    client = IrcClient(server.irc)
+    client.send("CAP LS", "NICK alice", "USER a 0 * :A")
+    client.lines()
+    server.clock.advance(5)
+    assert client.lines()[-2:] == [
+        ":chatd NOTICE * :No alias chosen within 5 seconds; goodbye.",
+        "ERROR :Closing link",
+    ]
+    assert client.transport.disconnecting
+
+
+def test_quit_before_registration_closes(server: Server) -> None:
+    """QUIT before the welcome ends the connection with ERROR."""
+    client = IrcClient(server.irc)
+    client.lines()
+    client.send("QUIT :bye")
+    assert client.lines() == ["ERROR :Closing link"]
+    assert client.transport.disconnecting
+
+
+def test_user_and_pass_after_registration_get_462(server: Server) -> None:
+    """Registering again is refused."""
+    client = server.irc_user("alice")
+    client.send("USER a 0 * :A", "PASS x")
+    assert client.commands() == ["462", "462"]
+
+
+# Registered aliases.
+
+
+def registered_server() -> tuple[Server, ClockedAccounts]:
+    accounts = ClockedAccounts()
+    return Server(accounts=accounts), accounts
+
+
+def test_a_registered_nick_with_its_server_password_logs_in() -> None:
+    """PASS with the password of registered 'owner' logs the client in as owner."""
+    server, _ = registered_server()
+    client = IrcClient(server.irc)
+    client.lines()
+    client.send("PASS secret", "NICK owner", "USER o 0 * :O")
+    server.clock.advance(0)
+    assert client.commands() == [*WELCOME_NUMERICS, "JOIN", "353", "366"]
+    assert server.hub.online() == ("owner",)
+    assert server.hub.is_registered(server.hub.member_named("owner"))  # type: ignore[arg-type]
+
+
+def test_a_registered_nick_cannot_be_taken_without_its_password() -> None:
+    """Without a password the client is welcomed but not in: NickServ asks for it, chat
+    is refused, a wrong IDENTIFY gets 464, and the right one joins."""
+    server, _ = registered_server()
+    client = IrcClient(server.irc)
+    client.lines()
+    lines = client.register("owner")
+    assert [command_of(line) for line in lines] == [*WELCOME_NUMERICS, "NOTICE"]
+    assert lines[-1].startswith(":NickServ!NickServ@services NOTICE owner :owner is registered.")
+    assert server.hub.online() == ()
+    client.send("PRIVMSG #lobby :let me in", "WHO #lobby")
+    assert client.commands() == ["NOTICE", "NOTICE"]
+    client.send("PRIVMSG NickServ :IDENTIFY wrong")
+    server.clock.advance(1)
+    lines = client.lines()
+    assert lines == [
+        ":chatd 464 owner :Password incorrect",
+        ":NickServ!NickServ@services NOTICE owner :Wrong password for owner.",
+    ]
+    assert server.hub.online() == ()
+    client.send("NICKSERV IDENTIFY secret")
+    server.clock.advance(0)
+    assert client.commands() == ["JOIN", "353", "366"]
+    assert server.hub.online() == ("owner",)
+
+
+def test_a_wrong_server_password_leaves_the_client_out() -> None:
+    """PASS with a wrong password for a registered nick: 464, and still not in."""
+    server, _ = registered_server()
+    client = IrcClient(server.irc)
+    client.lines()
+    client.send("PASS nope", "NICK owner", "USER o 0 * :O")
+    server.clock.advance(1)
+    assert client.commands()[-2:] == ["464", "NOTICE"]
+    assert server.hub.online() == ()
+
+
+def test_a_client_waiting_for_its_password_may_take_another_nick() -> None:
+    """A client told its nick is registered changes nick and joins as a guest."""
+    server, _ = registered_server()
+    client = IrcClient(server.irc)
+    client.lines()
+    client.register("owner")
+    client.send("NICK guest")
+    lines = client.lines()
+    assert lines[0] == ":owner!owner@chatd NICK :guest"
+    assert [command_of(line) for line in lines[1:]] == ["JOIN", "353", "366"]
+    assert server.hub.online() == ("guest",)
+
+
+def sasl(*words: str) -> str:
+    return base64.b64encode("\0".join(words).encode()).decode()
+
+
+def test_sasl_plain_logs_a_registered_alias_in_before_the_welcome() -> None:
+    """SASL PLAIN with the right password: 900 and 903, then the welcome as the account."""
+    server, _ = registered_server()
+    client = IrcClient(server.irc)
+    client.lines()
+    client.send("CAP LS 302", "NICK someone", "USER o 0 * :O", "CAP REQ :sasl")
+    client.send("AUTHENTICATE PLAIN")
+    assert client.lines()[-1] == "AUTHENTICATE +"
+    client.send(f"AUTHENTICATE {sasl('owner', 'owner', 'secret')}")
+    server.clock.advance(0)
+    lines = client.lines()
+    assert lines == [
+        ":chatd 900 * owner!owner@chatd owner :You are now logged in as owner",
+        ":chatd 903 * :SASL authentication successful",
+    ]
+    client.send("CAP END")
+    lines = client.lines()
+    assert lines[0] == ":chatd 001 owner :Welcome to chatd, owner"
+    assert server.hub.online() == ("owner",)
+
+
+@pytest.mark.parametrize(
+    ("steps", "answer"),
+    [
+        (["AUTHENTICATE SCRAM-SHA-256"], ["908", "904"]),
+        (["AUTHENTICATE PLAIN", "AUTHENTICATE not*base64"], ["AUTHENTICATE", "904"]),
+        (["AUTHENTICATE PLAIN", "AUTHENTICATE *"], ["AUTHENTICATE", "906"]),
+        (["AUTHENTICATE PLAIN", *["AUTHENTICATE " + "A" * 400] * 4], ["AUTHENTICATE", "905"]),
+        (
+            ["AUTHENTICATE PLAIN", f"AUTHENTICATE {sasl('owner', 'owner', 'bad')}"],
+            ["AUTHENTICATE", "904"],
+        ),
+        (
+            ["AUTHENTICATE PLAIN", f"AUTHENTICATE {sasl('x', 'nobody', 'pw')}"],
+            ["AUTHENTICATE", "904"],
+        ),
+    ],
+)
+def test_sasl_failures_are_answered(steps: list[str], answer: list[str]) -> None:
+    """An unknown mechanism, bad base64, an abort, an endless response, a wrong password
+    and an unregistered alias each get their SASL numeric, and nobody is logged in."""
+    server, _ = registered_server()
+    client = IrcClient(server.irc)
+    client.lines()
+    client.send("CAP LS 302", "NICK x1", "USER o 0 * :O", *steps)
+    server.clock.advance(1)
+    assert client.commands()[1:] == answer
+    client.send("CAP END")
+    assert client.commands()[0] == "001"
+    assert server.hub.online() == ("x1",)
+
+
+# Chat between an IRC client and a line user.
+
+
+def test_irc_and_line_users_see_each_others_chat(server: Server) -> None:
+    """An IRC user and a line user in #lobby see each other's lines, actions and joins."""
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    assert alice.lines() == [":bob!bob@chatd JOIN :#lobby"]
+    alice.send("PRIVMSG #lobby :hello bob", "PRIVMSG #LOBBY :\x01ACTION waves\x01")
+    assert bob.lines() == ["<alice> hello bob", "* alice waves"]
+    assert alice.lines() == []  # not echoed
+    bob.type("hi alice\n/me bows\n")
+    assert alice.lines() == [
+        ":bob!bob@chatd PRIVMSG #lobby :hi alice",
+        ":bob!bob@chatd PRIVMSG #lobby :\x01ACTION bows\x01",
+    ]
+
+
+def test_topic_and_nick_changes_and_quits_reach_both(server: Server) -> None:
+    """Topic and nick changes and quits of either are seen by the other."""
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    alice.lines()
+    alice.send("TOPIC #lobby :Tea time", "NICK alicia")
+    assert bob.lines() == ["*** alice set the topic: Tea time", "*** alice is now known as alicia"]
+    assert alice.lines() == [
+        ":alice!alice@chatd TOPIC #lobby :Tea time",
+        ":alice!alice@chatd NICK :alicia",
+    ]
+    alice.send("TOPIC #lobby")
+    assert alice.lines() == [":chatd 332 alicia #lobby :Tea time"]
+    bob.type("/topic Coffee\n/nick robert\n/quit off\n")
+    assert alice.lines() == [
+        ":bob!bob@chatd TOPIC #lobby :Coffee",
+        ":bob!bob@chatd NICK :robert",
+        ":robert!robert@chatd QUIT :Quit: off",
+    ]
+    alice.send("QUIT :later")
+    assert alice.lines() == [":chatd NOTICE alicia :Goodbye.", "ERROR :Closing link"]
+    assert alice.transport.disconnecting
+
+
+def test_private_messages_both_ways(server: Server) -> None:
+    """/msg from IRC reaches a line user privately, and a line user's /msg reaches IRC."""
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    alice.lines()
+    alice.send("PRIVMSG bob :just you", "PRIVMSG bob :\x01ACTION winks\x01")
+    assert bob.lines() == ["*alice* just you", "*alice* * alice winks"]
+    bob.type("/msg alice back at you\n")
+    assert alice.lines() == [":bob!bob@chatd PRIVMSG alice :back at you"]
+    alice.send("PRIVMSG nobody :hello?")
+    assert alice.lines() == [":chatd NOTICE alice :No such user: nobody"]
+
+
+def test_a_line_starting_with_a_slash_is_chat_and_formatting_is_stripped(server: Server) -> None:
+    """Text sent to a channel is chat, even '/quit'; mIRC colour codes never reach anyone."""
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    alice.send("PRIVMSG #lobby :/quit is a command", "PRIVMSG #lobby :\x0304red\x03 \x02bold\x02")
+    assert bob.lines() == ["<alice> /quit is a command", "<alice> 04red bold"]
+    assert server.hub.online() == ("alice", "bob")
+
+
+def test_long_lines_from_line_users_are_split_for_irc() -> None:
+    """A line user's 2000-byte line reaches IRC as messages of at most 512 bytes, whole."""
+    server = Server()
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    alice.lines()
+    bob.type("x" * 2000 + "\n")
+    lines = alice.lines()
+    assert len(lines) == 5
+    assert all(len(line) + 2 <= 512 for line in lines)
+    assert "".join(line.partition(" :")[2] for line in lines) == "x" * 2000
+
+
+def test_chat_errors_get_their_numerics(server: Server) -> None:
+    """No recipient (411), no text (412), several targets (407), another channel (404)."""
+    alice = server.irc_user("alice")
+    alice.send("PRIVMSG", "PRIVMSG #lobby", "PRIVMSG a,b :x", "PRIVMSG #elsewhere :x")
+    assert alice.commands() == ["411", "412", "407", "404"]
+
+
+# Channels.
+
+
+def test_joining_another_channel_moves_and_parts_the_old_one(server: Server) -> None:
+    """JOIN #other parts #lobby first; the line user sees the move; PART goes back."""
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    alice.lines()
+    alice.send("JOIN #tea,#coffee")
+    assert alice.lines() == [
+        ":chatd 405 alice #coffee :You can be in one channel at a time",
+        ":alice!alice@chatd PART #lobby :gone to #tea",
+        ":alice!alice@chatd JOIN :#tea",
+        ":chatd 353 alice = #tea :alice",
+        ":chatd 366 alice #tea :End of /NAMES list.",
+    ]
+    assert bob.lines() == ["*** alice has gone to #tea"]
+    bob.type("/join #tea\n")
+    assert alice.lines() == [":bob!bob@chatd JOIN :#tea"]
+    bob.type("/join #lobby\n")
+    assert alice.lines() == [":bob!bob@chatd PART #tea :gone to #lobby"]
+    alice.send("PART #tea :bye")
+    assert [command_of(line) for line in alice.lines()] == ["PART", "JOIN", "353", "366"]
+    assert server.hub.room_of(alice.connection.session) == "#lobby"
+
+
+def test_the_default_channel_cannot_be_parted_and_others_are_not_joined(server: Server) -> None:
+    """PART #lobby is refused with a notice; PART of a channel one is not in gets 442;
+    JOIN of the channel one is in does nothing; a bad channel name gets 403."""
+    alice = server.irc_user("alice")
+    alice.send("PART #lobby", "PART #nowhere", "JOIN #lobby", "JOIN &bad")
+    lines = alice.lines()
+    assert [command_of(line) for line in lines] == ["NOTICE", "442", "403"]
+    assert server.hub.room_of(alice.connection.session) == "#lobby"
+
+
+def test_names_who_whois_and_list(server: Server) -> None:
+    """NAMES, WHO, WHOIS and LIST are answered with their numerics."""
+    alice = server.irc_user("alice")
+    server.line_user("bob")
+    alice.lines()
+    alice.send("NAMES #lobby", "WHO #lobby", "WHO bob", "WHOIS bob", "WHOIS ghost", "LIST")
+    lines = alice.lines()
+    assert [command_of(line) for line in lines] == [
+        "353", "366",
+        "352", "352", "315",
+        "352", "315",
+        "311", "319", "312", "317", "318",
+        "401", "318",
+        "321", "322", "323",
+    ]  # fmt: skip
+    assert lines[0] == ":chatd 353 alice = #lobby :alice bob"
+    assert lines[4] == ":chatd 315 alice #lobby :End of /WHO list."
+    assert lines[15] == ":chatd 322 alice #lobby 2 :"
+
+
+def test_away_motd_ping_and_mode(server: Server) -> None:
+    """AWAY sets and clears (306, 305), PING gets PONG (409 without a token), and MODE
+    queries get harmless answers."""
+    alice = server.irc_user("alice")
+    alice.send("AWAY :lunch", "AWAY", "PING :abc", "PING", "MODE #lobby", "MODE #lobby +o x")
+    alice.send("MODE alice", "MODE bob +i", "MODE #lobby b")
+    assert alice.lines() == [
+        ":chatd 306 alice :You are marked as away: lunch",
+        ":chatd 305 alice :You are no longer marked as away.",
+        ":chatd PONG chatd :abc",
+        ":chatd 409 alice :No origin specified",
+        ":chatd 324 alice #lobby :+nt",
+        ":chatd 482 alice #lobby :Channel modes are chatd's own",
+        ":chatd 221 alice :+",
+        ":chatd 502 alice :Can't change mode for other users",
+        ":chatd 368 alice #lobby :End of channel ban list",
+    ]
+
+
+def test_nick_changes_are_checked_like_aliases(server: Server) -> None:
+    """A taken nick gets 433, an invalid one 432; a free one renames."""
+    alice = server.irc_user("alice")
+    server.line_user("bob")
+    alice.lines()
+    alice.send("NICK Bob", "NICK no!", "NICK Alice")
+    assert alice.lines() == [
+        ":chatd 433 alice Bob :Nickname is already in use",
+        ":chatd 432 alice no! :Erroneous nickname: Invalid alias: use 1-24 characters:"
+        " ASCII letters, digits, '_', '-' and '.', starting with a letter or digit.",
+        ":alice!alice@chatd NICK :Alice",
+    ]
+    alice.send("WHOIS alice")
+    assert alice.lines()[0] == ":chatd 311 Alice Alice Alice chatd * :Alice"
+
+
+def test_history_is_replayed_with_server_time_or_the_time_in_the_text(server: Server) -> None:
+    """History replays with an IRCv3 time tag to a client that asked for server-time,
+    and with the time at the start of the text to one that did not."""
+    bob = server.line_user("bob")
+    bob.type("first\n/me second\n")
+    at = server.clock.seconds()
+    timed = IrcClient(server.irc)
+    timed.send("CAP REQ :server-time", "NICK alice", "USER a 0 * :A", "CAP END")
+    stamp = iso_time(at)
+    assert timed.lines()[-2:] == [
+        f"@time={stamp} :bob!bob@chatd PRIVMSG #lobby :first",
+        f"@time={stamp} :bob!bob@chatd PRIVMSG #lobby :\x01ACTION second\x01",
+    ]
+    untimed = IrcClient(server.irc)
+    lines = untimed.register("dave")
+    assert lines[-2:] == [
+        ":bob!bob@chatd PRIVMSG #lobby :[2026-05-28 20:26:40Z] first",
+        ":bob!bob@chatd PRIVMSG #lobby :\x01ACTION [2026-05-28 20:26:40Z] second\x01",
+    ]
+
+
+def test_chatd_commands_work_by_name(server: Server) -> None:
+    """chatd's own commands without an IRC name (HISTORY, MUTE ...) are sent on as they are."""
+    alice = server.irc_user("alice")
+    alice.send("MUTE bob 10m")
+    assert alice.lines() == [":chatd NOTICE alice :Not permitted: operators only."]
+
+
+# Hostile clients.
+
+
+def test_an_overlong_line_gets_417_and_the_next_line_is_read(server: Server) -> None:
+    """A message over 512 bytes, or tags over 8191, gets 417; the stream goes on."""
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    alice.lines()
+    alice.send(
+        "PRIVMSG #lobby :" + "x" * 600, b"@" + b"t" * 9000 + b" PING x", "PRIVMSG #lobby :ok"
+    )
+    assert alice.commands() == ["417", "417"]
+    assert bob.lines() == ["<alice> ok"]
+
+
+def test_a_line_without_end_past_the_limit_is_skipped_to_its_end(server: Server) -> None:
+    """Bytes without a line end past the framing limit get 417 once and are skipped."""
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    alice.lines()
+    for _ in range(10):
+        alice.connection.dataReceived(b"A" * 1000)
+    alice.connection.dataReceived(b"still the long line\r\nPRIVMSG #lobby :after\r\n")
+    assert alice.commands() == ["417"]
+    assert bob.lines() == ["<alice> after"]
+
+
+def test_bytes_that_are_not_utf8_become_replacement_characters(server: Server) -> None:
+    """Invalid UTF-8 in a message becomes U+FFFD, and never an error."""
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    alice.send(b"PRIVMSG #lobby :caf\xe9 \xff")
+    assert bob.lines() == ["<alice> caf\ufffd \ufffd"]
+
+
+def test_the_sessions_line_limit_holds_for_the_text(server: Server) -> None:
+    """--max-line-bytes holds for what an IRC client says, as for everyone."""
+    server = Server(max_line_bytes=20)
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    alice.lines()
+    alice.send("PRIVMSG #lobby :" + "y" * 30)
+    assert alice.lines() == [":chatd NOTICE alice :Line too long (over 20 bytes); dropped."]
+    assert bob.lines() == []
+
+
+def test_a_ping_flood_is_held_back_and_then_cut_off() -> None:
+    """Every IRC line takes a flood-control token: a PING flood is delayed, warned, then
+    disconnected with Excess flood."""
+    server = Server(flood=FloodLimits(burst=5, rate=1, queue_cap=10))
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    server.clock.advance(10)  # the registration's tokens back
+    alice.lines()
+    alice.send(*[f"PING :{n}" for n in range(16)])
+    lines = alice.lines()
+    assert [command_of(line) for line in lines] == ["PONG"] * 5 + ["NOTICE"]
+    assert "sending too fast" in lines[-1]
+    alice.send(*[f"PING :{n}" for n in range(10)])
+    assert alice.lines()[-2:] == [
+        ":chatd NOTICE alice :Excess flood; goodbye.",
+        "ERROR :Closing link",
+    ]
+    alice.drop()
+    assert bob.lines() == ["*** alice has left (Excess flood)"]
+    assert server.hub.counters.disconnects["flood"] == 1
+
+
+def test_a_reader_that_does_not_read_is_cut_off_at_its_send_queue() -> None:
+    """The session's send queue bounds what waits for a stalled IRC client."""
+    server = Server(sendq_bytes=4096)
+    alice = server.irc_user("alice")
+    alice.connection.session._sender.pauseProducing()  # the transport is full
+    bob = server.line_user("bob")
+    for _ in range(50):
+        bob.type("z" * 200 + "\n")
+    server.clock.advance(0)
+    assert server.hub.online() == ("bob",)
+    assert server.hub.counters.disconnects["sendq"] == 1
+
+
+def test_irc_encoders_are_not_kept_among_the_shared_constants(server: Server) -> None:
+    """However many IRC clients come and go, the constants cache keeps none of their encoders."""
+    for n in range(40):
+        client = IrcClient(server.irc)
+        client.register(f"user{n}")
+        client.drop()
+    server.line_user("bob")
+    assert not any(isinstance(encode, IrcFormat) for encode, _ in server.sessions._constants)
+    assert len(server.sessions._constants) == 1  # the line format's greeting
+
+
+def test_a_refused_connection_is_told_in_irc() -> None:
+    """A connection over the per-address limit is refused with an IRC ERROR line."""
+    server = Server(connections=ConnectionLimits(max_conns=0, max_per_ip=1, max_rate_per_ip=0))
+    admission = Admission(server.clock, server.sessions.config.connections)
+    factory = AdmittingFactory(server.irc, admission, refusal_irc)
+    first = factory.buildProtocol(StringTransport().getPeer())
+    assert first is not None
+    refused = factory.buildProtocol(StringTransport().getPeer())
+    assert refused is not None
+    transport = StringTransport()
+    refused.makeConnection(transport)
+    assert (
+        transport.value()
+        == b"ERROR :Closing link: Too many connections from 192.168.1.1 (at most 1).\r\n"
+    )
+
+
+def test_a_banned_address_is_refused_at_once() -> None:
+    """A banned address is told why and closed before registration."""
+    server = Server()
+    server.hub.bans.add(Ban("192.168.1.1", "ip", "spam", "op", 0.0, None))
+    client = IrcClient(server.irc)
+    lines = client.lines()
+    assert lines[0] == ":chatd NOTICE * :You are banned from this server: spam"
+    assert lines[-1] == "ERROR :Closing link"
