@@ -88,7 +88,7 @@ def with_tls_files(ports: list[str], cert: str | None, key: str | None) -> list[
         raise usage.UsageError("give both --tls-cert and --tls-key, or neither")
     if not any(port.startswith("ssl:") for port in ports):
         raise usage.UsageError(
-            "--tls-cert and --tls-key need a --port (or --irc) ssl:PORT to serve"
+            "--tls-cert and --tls-key need a --port ssl:PORT (or --irc ssl:PORT) to serve"
         )
     files = f"certKey={_escape(cert)}:privateKey={_escape(key)}"
     return [

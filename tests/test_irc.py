@@ -4,6 +4,7 @@ and Clock: IRC clients beside line users in the same rooms, under the same rules
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
 from zope.interface.verify import verifyObject
 
 from chatd.admission import Admission, AdmittingFactory, ConnectionLimits, refusal_irc
@@ -23,8 +25,10 @@ from chatd.hub import Hub
 from chatd.interfaces import IConnection
 from chatd.model import Ban
 from chatd.session import ChatConfig, Sessions
+from chatd.tap import Options, makeService
 from tests.test_protocol import Client as LineClient
 from tests.test_protocol import ClockedAccounts
+from tests.tls import make_certificate
 
 WELCOME_NUMERICS = ["001", "002", "003", "004", "005", "422"]
 
@@ -727,3 +731,38 @@ def test_a_banned_address_is_refused_at_once() -> None:
     lines = client.lines()
     assert lines[0] == ":chatd NOTICE * :You are banned from this server: spam"
     assert lines[-1] == "ERROR :Closing link"
+
+
+# The --irc option.
+
+
+def test_the_irc_option_takes_an_endpoint(tmp_path: Path) -> None:
+    """--irc is off by default, takes a port or an endpoint, and refuses a bad one."""
+    assert parse_options()["irc"] is None
+    assert parse_options("--irc", "6667")["irc"] == "tcp:6667:interface=127.0.0.1"
+    with pytest.raises(UsageError, match="invalid --irc"):
+        parse_options("--irc", "nonsense:1")
+
+
+def test_irc_over_tls_takes_the_tls_files(tmp_path: Path) -> None:
+    """--irc ssl:PORT is completed by --tls-cert and --tls-key, as an ssl: --port is."""
+    cert, key = make_certificate(tmp_path)
+    options = parse_options("--irc", "ssl:6697", "--tls-cert", str(cert), "--tls-key", str(key))
+    assert options["irc"] == f"ssl:6697:certKey={cert}:privateKey={key}"
+    assert options["ports"] == ["tcp:55555:interface=127.0.0.1"]
+
+
+def test_make_service_listens_for_irc_behind_admission(tmp_path: Path) -> None:
+    """With --irc, the service has an IRC listener, under the shared admission."""
+    service = makeService(parse_options("--irc", "6667", "--data-dir", str(tmp_path)))
+    factories = dict(service.listeners)
+    irc = factories["tcp:6667:interface=127.0.0.1"]
+    assert isinstance(irc, AdmittingFactory)
+    assert isinstance(irc.wrapped, IrcFactory)
+    assert irc.admission is service.sessions.admission
+
+
+def parse_options(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
