@@ -16,6 +16,7 @@ from twisted.python.usage import UsageError
 from zope.interface.verify import verifyObject
 
 from chatd.admission import Admission, AdmittingFactory, ConnectionLimits, refusal_irc
+from chatd.events import Departed, Renamed, Said
 from chatd.flood import FloodLimits
 from chatd.fronts.irc import IrcConnection, IrcFactory
 from chatd.fronts.ircformat import IrcFormat, iso_time
@@ -766,3 +767,18 @@ def parse_options(*args: str) -> Options:
     options = Options()
     options.parseOptions(list(args))
     return options
+
+
+def test_a_channels_broadcasts_are_made_once_for_all_its_irc_members(server: Server) -> None:
+    """IRC members of one channel get the very same bytes for a line said there, and the
+    same event in another channel is made for that channel."""
+    alice, bob = server.irc_user("alice"), server.irc_user("bob")
+    one, two = alice.connection.view, bob.connection.view
+    said = Said("carol", "hi")
+    assert one(said) is two(said)
+    two.channel = "#tea"
+    assert two(Departed("carol", "#x")) == b":carol!carol@chatd PART #tea :gone to #x\r\n"
+    assert one(Departed("carol", "#x")) == b":carol!carol@chatd PART #lobby :gone to #x\r\n"
+    two.channel = "#lobby"
+    assert one(Renamed("alice", "alicia")) is two(Renamed("alice", "alicia"))
+    assert (one.nick, two.nick) == ("alicia", "bob")  # each follows its own nick

@@ -10,9 +10,11 @@ channel's topic, and the queries it asked that an event answers (``NAMES`` and
 ``WHO`` are both chatd's ``/who``; which one was asked decides the numerics).
 
 The price is in the fan-out: a room encodes its batch once per IRC member
-rather than once per wire format (see :class:`chatd.room.Room`); the sessions'
-cache of constant events passes such per-connection encoders by
-(:meth:`chatd.session.Sessions.encoded`).
+rather than once per wire format (see :class:`chatd.room.Room`). Broadcasts
+whose form depends on the channel alone (chat lines, actions, joins, quits ...)
+are made once per channel and event, in a small shared cache, so what each IRC
+member costs is a lookup. The sessions' cache of constant events passes such
+per-connection encoders by (:meth:`chatd.session.Sessions.encoded`).
 """
 
 from __future__ import annotations
@@ -97,7 +99,22 @@ class IrcFormat:
         self.queries: deque[Query] = deque()
 
     def __call__(self, event: Event) -> bytes:
-        return "".join(_RENDER[type(event)](self, event)).encode("utf-8")
+        kind = type(event)
+        channel = self.channel
+        if kind in _SAME_IN_A_CHANNEL and channel is not None:
+            if kind is Renamed:
+                self._follow_rename(event)  # type: ignore[arg-type]
+            elif kind is TopicChanged:
+                self.topic = event.topic  # type: ignore[union-attr]
+            # The room's other IRC members make the same bytes: made once for them all.
+            key = (channel, event)
+            data = _shared.get(key)
+            if data is None:
+                if len(_shared) >= MAX_SHARED_KEPT:
+                    _shared.clear()
+                data = _shared[key] = "".join(_RENDER[kind](self, event)).encode("utf-8")
+            return data
+        return "".join(_RENDER[kind](self, event)).encode("utf-8")
 
     # Lines.
 
@@ -165,9 +182,12 @@ class IrcFormat:
         text = f"{'; '.join(parts)} in the last {event.seconds:g}s; {event.present} here"
         return [line(SERVER_NAME, "NOTICE", event.room, f"{text} (/names lists them)")]
 
-    def _renamed(self, event: Renamed) -> list[str]:
+    def _follow_rename(self, event: Renamed) -> None:
         if alias_key(event.old) == alias_key(self.nick):
             self.nick = event.new
+
+    def _renamed(self, event: Renamed) -> list[str]:
+        self._follow_rename(event)
         return [line(user_prefix(event.old), "NICK", event.new)]
 
     def _in_room(self, event: InRoom) -> list[str]:
@@ -322,6 +342,16 @@ class IrcFormat:
             ]
         return self.server_notice(event.text)
 
+
+# Broadcasts whose IRC form depends on the channel alone, never on who receives them;
+# what is said in a channel is made once for all its IRC members (see __call__).
+_SAME_IN_A_CHANNEL = frozenset(
+    {Said, Acted, Joined, Departed, Left, Comings, Renamed, TopicChanged}
+)
+# Their last renderings, by channel and event; emptied when full (a turn's worth
+# of lines in the busiest rooms is far less).
+MAX_SHARED_KEPT = 1024
+_shared: dict[tuple[str, Event], bytes] = {}
 
 _RENDER: dict[type, Callable[[IrcFormat, Any], list[str]]] = {
     Said: IrcFormat._said,
