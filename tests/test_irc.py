@@ -782,3 +782,14 @@ def test_a_channels_broadcasts_are_made_once_for_all_its_irc_members(server: Ser
     two.channel = "#lobby"
     assert one(Renamed("alice", "alicia")) is two(Renamed("alice", "alicia"))
     assert (one.nick, two.nick) == ("alicia", "bob")  # each follows its own nick
+
+
+def test_no_message_the_server_sends_is_over_512_bytes(server: Server) -> None:
+    """A topic of 300 four-byte characters is cut to fit an IRC message, between characters."""
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    alice.lines()
+    bob.type("/topic " + "\U0001f600" * 300 + "\n")
+    (topic,) = alice.lines()
+    assert len(topic.encode()) + 2 <= 512
+    assert topic.startswith(":bob!bob@chatd TOPIC #lobby :\U0001f600")

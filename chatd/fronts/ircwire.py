@@ -72,17 +72,21 @@ def line(prefix: str | None, command: str, *params: str, tags: str | None = None
 
     The last parameter is always sent as the trailing one (text may be empty, or
     have spaces, or start with ':'; clients parse a trailing nick or channel
-    alike); the others are single words by construction (aliases, room names,
-    numbers).
+    alike), cut if need be so that the message fits in :data:`MAX_MESSAGE_BYTES`
+    (a topic of 300 characters can be 1200 bytes); the others are single words by
+    construction (aliases, room names, numbers).
     """
-    parts = [f"@{tags}"] if tags else []
-    if prefix:
-        parts.append(f":{prefix}")
+    parts = [f":{prefix}"] if prefix else []
     parts.append(command)
     if params:
         parts.extend(params[:-1])
         parts.append(f":{params[-1]}")
-    return " ".join(parts) + CRLF
+    message = " ".join(parts)
+    if len(message) * 4 > MAX_MESSAGE_BYTES - 2:  # it may not fit: measure it
+        encoded = message.encode("utf-8")
+        if len(encoded) > MAX_MESSAGE_BYTES - 2:
+            message = split_text(message, MAX_MESSAGE_BYTES - 2)[0]
+    return (f"@{tags} " if tags else "") + message + CRLF
 
 
 def split_text(text: str, limit_bytes: int) -> list[str]:
