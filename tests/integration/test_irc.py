@@ -3,6 +3,8 @@ real loopback sockets, against the real ``twistd -n chatd --irc``."""
 
 from __future__ import annotations
 
+import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +18,8 @@ from twisted.internet.task import deferLater
 from twisted.protocols.basic import LineReceiver
 from twisted.words.protocols.irc import IRCClient
 
-from tests.daemon import Daemon, start_chatd
+from tests.daemon import Daemon, read_until, start_chatd
+from tests.tls import make_certificate
 
 WAIT_SECONDS = 15.0
 PASSWORD = "correct-horse-battery-staple"
@@ -203,3 +206,32 @@ async def test_a_registered_alias_cannot_be_taken_over_irc_without_its_password(
     intruder.transport.loseConnection()
     rightful.quit()
     watcher.transport.loseConnection()
+
+
+def test_irc_over_tls_takes_the_tls_options(tmp_path: Path) -> None:
+    """--irc ssl:PORT with --tls-cert and --tls-key: an IRC client registers over TLS, and
+    sees a line user's line."""
+    cert, key = make_certificate(tmp_path)
+    chatd = start_chatd(
+        tmp_path,
+        "--irc",
+        "ssl:0:interface=127.0.0.1",
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+    )
+    try:
+        _, irc_port = chatd.wait_for_ports(2)
+        context = ssl.create_default_context(cafile=str(cert))
+        raw = socket.create_connection(("127.0.0.1", irc_port), timeout=10)
+        with context.wrap_socket(raw, server_hostname="localhost") as secure:
+            secure.sendall(b"NICK tina\r\nUSER t 0 * :T\r\n")
+            read_until(secure, b":chatd 366 tina #lobby :End of /NAMES list.\r\n")
+            line_user = chatd.connect()
+            read_until(line_user, b"Choose an alias")
+            line_user.sendall(b"lee\nhello tina\n")
+            read_until(secure, b":lee!lee@chatd PRIVMSG #lobby :hello tina\r\n")
+            line_user.close()
+    finally:
+        chatd.stop()
