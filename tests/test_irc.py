@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.defer import succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -793,3 +794,64 @@ def test_no_message_the_server_sends_is_over_512_bytes(server: Server) -> None:
     (topic,) = alice.lines()
     assert len(topic.encode()) + 2 <= 512
     assert topic.startswith(":bob!bob@chatd TOPIC #lobby :\U0001f600")
+
+
+class OperatorAccounts(ClockedAccounts):
+    """ClockedAccounts with one operator, ``root`` (password ``opsecret``)."""
+
+    def check_operator(self, name: str, password: str, host: str | None = None) -> Any:
+        return succeed(name == "root" and password == "opsecret")
+
+
+def test_an_irc_operator_kicks_and_mutes_with_irc_commands() -> None:
+    """OPER makes an IRC user an operator; KICK then disconnects a line user, and MUTE
+    (chatd's own command, by name) silences one."""
+    server = Server(accounts=OperatorAccounts())
+    alice = server.irc_user("alice")
+    bob, carol = server.line_user("bob"), server.line_user("carol")
+    alice.lines()
+    alice.send("OPER root wrong")
+    server.clock.advance(1)
+    assert alice.lines() == [":chatd NOTICE alice :Wrong operator name or password."]
+    alice.send("OPER root opsecret", "KICK #lobby bob :spam", "MUTE carol 10m")
+    lines = alice.lines()
+    assert lines[0] == ":chatd NOTICE alice :You are now an operator (root)."
+    assert ":bob!bob@chatd QUIT :Kicked by alice: spam" in lines
+    assert bob.transport.disconnecting
+    carol.type("can anyone hear me\n")
+    assert alice.lines() == []
+
+
+def test_a_line_operator_kicks_an_irc_user() -> None:
+    """An IRC user kicked by an operator elsewhere is told why and closed with ERROR."""
+    server = Server(accounts=OperatorAccounts())
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    bob.type("/oper root opsecret\n/kick alice flooding\n")
+    lines = alice.lines()
+    assert lines[-1] == "ERROR :Closing link"
+    assert any("flooding" in line for line in lines[:-1])
+    assert alice.transport.disconnecting
+
+
+def test_a_big_room_sums_up_arrivals_for_irc_clients_too() -> None:
+    """In a room over --quiet-joins-above, arrivals reach IRC clients as one notice."""
+    server = Server()
+    server.hub.quiet_joins_above = 2
+    alice = server.irc_user("alice")
+    server.line_user("bob")
+    alice.lines()
+    server.line_user("carol")
+    server.line_user("dave")
+    assert alice.lines() == []
+    server.clock.advance(server.hub.comings_seconds)
+    (notice,) = alice.lines()
+    assert notice.startswith(":chatd NOTICE #lobby :2 joined (carol, dave) in the last")
+
+
+def test_a_notice_to_the_channel_is_chat(server: Server) -> None:
+    """NOTICE to the channel reaches the others as a chat line (chatd has no notices)."""
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    alice.send("NOTICE #lobby :heads up")
+    assert bob.lines() == ["<alice> heads up"]
