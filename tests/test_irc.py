@@ -443,7 +443,7 @@ def test_topic_and_nick_changes_and_quits_reach_both(server: Server) -> None:
         ":alice!alice@chatd NICK :alicia",
     ]
     alice.send("TOPIC #lobby")
-    assert alice.lines() == [":chatd 332 alicia #lobby :Tea time"]
+    assert alice.lines()[0] == ":chatd 332 alicia #lobby :Tea time"
     bob.type("/topic Coffee\n/nick robert\n/quit off\n")
     assert alice.lines() == [
         ":bob!bob@chatd TOPIC #lobby :Coffee",
@@ -855,3 +855,32 @@ def test_a_notice_to_the_channel_is_chat(server: Server) -> None:
     bob = server.line_user("bob")
     alice.send("NOTICE #lobby :heads up")
     assert bob.lines() == ["<alice> heads up"]
+
+
+def test_chatd_command_text_sent_to_the_server_runs_as_a_command(server: Server) -> None:
+    """/msg chatd with chatd's own command text (slash or not) runs it, never says it."""
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    alice.lines()
+    alice.send("PRIVMSG chatd :/mute bob", "PRIVMSG chatd :help", "PRIVMSG chatd :/")
+    lines = alice.lines()
+    assert lines[0] == ":chatd NOTICE alice :Not permitted: operators only."
+    assert lines[1] == ":chatd NOTICE alice :Commands:"
+    assert lines.count(":chatd NOTICE alice :Commands:") == 2
+    assert bob.lines() == []
+
+
+def test_a_topic_seen_set_is_shown_with_who_set_it(server: Server) -> None:
+    """TOPIC asks for the topic: 332, with 333 (who, when) once the client saw it set."""
+    alice = server.irc_user("alice")
+    bob = server.line_user("bob")
+    alice.lines()
+    alice.send("TOPIC #lobby")
+    assert alice.lines() == [":chatd 331 alice #lobby :No topic is set"]
+    bob.type("/topic Soup\n")
+    alice.lines()
+    alice.send("TOPIC #lobby")
+    assert alice.lines() == [
+        ":chatd 332 alice #lobby :Soup",
+        f":chatd 333 alice #lobby bob!bob@chatd :{int(server.clock.seconds())}",
+    ]

@@ -479,7 +479,7 @@ class IrcConnection(Protocol):
 
     def _ask_for_password(self, nick: str) -> None:
         self._nickserv_notice(
-            f"{nick} is registered. Identify with /msg {'NickServ'} IDENTIFY <password>"
+            f"{nick} is registered. Identify with /msg NickServ IDENTIFY <password>"
             " (or connect with it as the server password, or SASL), or change nick with /nick."
         )
 
@@ -646,6 +646,12 @@ class IrcConnection(Protocol):
         if not view.welcomed:
             self._identify_first()
             return
+        if alias_key(target) == SERVER_NAME:
+            # chatd's own command text, slash or not (/msg chatd /mute bob 10m): a
+            # command, never a chat line (the server's name is no member's alias).
+            command = text.strip().lstrip("/")
+            self._hand(f"/{command}" if command else "/help")
+            return
         action = text.startswith("\x01ACTION ")
         if text.startswith("\x01") and not action:
             return  # other CTCP (VERSION, PING ...): chatd answers none and relays none
@@ -769,10 +775,7 @@ class IrcConnection(Protocol):
             shown = clean_text(channel)[: MAX_ALIAS_CHARS + 1] or "*"
             self._reply(view.numeric("442", shown, "You're not on that channel"))
         elif len(params) == 1:
-            if view.topic:
-                self._reply(view.numeric("332", view.channel, view.topic))
-            else:
-                self._reply(view.numeric("331", view.channel, "No topic is set"))
+            self._reply(*view.topic_lines())
         else:
             self._hand(f"/topic {params[1]}" if params[1].strip() else "/topic -")
 

@@ -81,7 +81,17 @@ class IrcFormat:
     it makes, so what it remembers (nick, channel, topic) is what the client knows.
     """
 
-    __slots__ = ("asks_alias", "caps", "channel", "clock", "nick", "queries", "topic", "welcomed")
+    __slots__ = (
+        "asks_alias",
+        "caps",
+        "channel",
+        "clock",
+        "nick",
+        "queries",
+        "topic",
+        "topic_set",
+        "welcomed",
+    )
 
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
@@ -90,6 +100,8 @@ class IrcFormat:
         # The channel the client is in, and its topic, as it was told.
         self.channel: str | None = None
         self.topic: str | None = None
+        # Who set it and when (for 333), if the client saw it set.
+        self.topic_set: tuple[str, int] | None = None
         # The IRCv3 capabilities the client asked for.
         self.caps: set[str] = set()
         # The session has joined (the welcome arrived): chatting, not negotiating.
@@ -105,7 +117,7 @@ class IrcFormat:
             if kind is Renamed:
                 self._follow_rename(event)  # type: ignore[arg-type]
             elif kind is TopicChanged:
-                self.topic = event.topic  # type: ignore[union-attr]
+                self._follow_topic(event)  # type: ignore[arg-type]
             # The room's other IRC members make the same bytes: made once for them all.
             key = (channel, event)
             data = _shared.get(key)
@@ -201,7 +213,7 @@ class IrcFormat:
             lines.append(
                 line(user_prefix(self.nick), "PART", self.channel, f"gone to {event.room}")
             )
-        self.channel, self.topic = event.room, event.topic
+        self.channel, self.topic, self.topic_set = event.room, event.topic, None
         lines.append(line(user_prefix(self.nick), "JOIN", event.room))
         if event.topic:
             lines.append(self.numeric("332", event.room, event.topic))
@@ -248,8 +260,23 @@ class IrcFormat:
             lines.append(self.numeric("322", name, str(present), topic or ""))
         return [*lines, self.numeric("323", "End of /LIST")]
 
-    def _topic_changed(self, event: TopicChanged) -> list[str]:
+    def _follow_topic(self, event: TopicChanged) -> None:
         self.topic = event.topic
+        self.topic_set = (event.alias, int(self.clock.seconds()))
+
+    def topic_lines(self) -> list[str]:
+        """The topic of the client's channel: 332 and, if it saw it set, 333; or 331."""
+        channel = self.channel or "*"
+        if not self.topic:
+            return [self.numeric("331", channel, "No topic is set")]
+        lines = [self.numeric("332", channel, self.topic)]
+        if self.topic_set is not None:
+            alias, at = self.topic_set
+            lines.append(self.numeric("333", channel, user_prefix(alias), str(at)))
+        return lines
+
+    def _topic_changed(self, event: TopicChanged) -> list[str]:
+        self._follow_topic(event)
         channel = self.channel or "*"
         return [line(user_prefix(event.alias), "TOPIC", channel, event.topic or "")]
 
