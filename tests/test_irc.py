@@ -21,7 +21,14 @@ from chatd.events import Departed, Renamed, Said
 from chatd.flood import FloodLimits
 from chatd.fronts.irc import IrcConnection, IrcFactory
 from chatd.fronts.ircformat import IrcFormat, iso_time
-from chatd.fronts.ircwire import Message, TooLong, check_length, parse, split_text
+from chatd.fronts.ircwire import (
+    Message,
+    TooLong,
+    check_length,
+    parse,
+    split_text,
+    strip_formatting,
+)
 from chatd.fronts.line import LineFactory
 from chatd.hub import Hub
 from chatd.interfaces import IConnection
@@ -136,6 +143,13 @@ def test_check_length_holds_messages_to_512_bytes_and_tags_to_8191() -> None:
         check_length(b"x" * 511)
     with pytest.raises(TooLong):
         check_length(b"@" + b"t" * 8190 + b" PING x")
+
+
+def test_strip_formatting_removes_mirc_codes_and_colour_numbers() -> None:
+    """Bold, colours with their numbers (both kinds), reverse and reset go; text stays."""
+    assert strip_formatting("\x02b\x02 \x0304,12red\x03 \x04ff0000hex\x0f \x16r 4,5") == (
+        "b red hex r 4,5"
+    )
 
 
 def test_split_text_cuts_between_characters() -> None:
@@ -473,7 +487,7 @@ def test_a_line_starting_with_a_slash_is_chat_and_formatting_is_stripped(server:
     alice = server.irc_user("alice")
     bob = server.line_user("bob")
     alice.send("PRIVMSG #lobby :/quit is a command", "PRIVMSG #lobby :\x0304red\x03 \x02bold\x02")
-    assert bob.lines() == ["<alice> /quit is a command", "<alice> 04red bold"]
+    assert bob.lines() == ["<alice> /quit is a command", "<alice> red bold"]
     assert server.hub.online() == ("alice", "bob")
 
 

@@ -27,8 +27,9 @@ What IRC does differently here, and why:
   the session's limits): PING floods and ``WHO`` floods are floods too.
 - Lines longer than IRC allows (512 bytes with CRLF, plus up to 8191 of tags) are
   answered with 417 and dropped; the session's ``--max-line-bytes`` still holds
-  for the text inside. Bytes that are not UTF-8 become U+FFFD; control codes
-  (mIRC colours too) are removed by the session's clean_text, as for everyone.
+  for the text inside. Bytes that are not UTF-8 become U+FFFD; mIRC formatting
+  and colour codes are removed here, and other control codes by the session's
+  clean_text, as for everyone.
 - chatd's own commands that IRC has no name for (``MUTE``, ``BAN``, ``HISTORY``
   ...) work as IRC commands of the same name, e.g. ``/quote MUTE bob 10m``.
 """
@@ -61,6 +62,7 @@ from chatd.fronts.ircwire import (
     check_length,
     line,
     parse,
+    strip_formatting,
 )
 from chatd.hub import MAX_TOPIC_CHARS
 from chatd.interfaces import IConnection
@@ -243,7 +245,7 @@ class IrcConnection(Protocol):
         except TooLong:
             self._too_long()
             return
-        text = raw.decode("utf-8", "replace")
+        text = strip_formatting(raw.decode("utf-8", "replace"))
         if self._gate is None:
             self._handle(text)
         else:

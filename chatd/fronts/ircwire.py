@@ -8,6 +8,7 @@ front of it at most 8191 more (IRCv3 message-tags).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # RFC 1459 2.3: a message, CRLF included, without the tags in front of it.
@@ -29,6 +30,24 @@ class Message:
 
     command: str
     params: tuple[str, ...]
+
+
+# mIRC formatting: bold, italics, underline, strike-through, monospace, reverse, reset,
+# and colours with their numbers (\x03 fg[,bg]; \x04 hex fg[,bg]).
+_FORMATTING = re.compile(
+    r"[\x02\x0f\x11\x16\x1d\x1e\x1f]"
+    r"|\x03(?:\d{1,2}(?:,\d{1,2})?)?"
+    r"|\x04(?:[0-9a-fA-F]{6}(?:,[0-9a-fA-F]{6})?)?"
+)
+
+
+def strip_formatting(text: str) -> str:
+    """``text`` without mIRC formatting codes, colour numbers included.
+
+    clean_text would remove the control characters but leave a colour's numbers
+    stuck to the text ("04red"); chatd's other users see plain text.
+    """
+    return _FORMATTING.sub("", text) if _FORMATTING.search(text) else text
 
 
 class TooLong(ValueError):
