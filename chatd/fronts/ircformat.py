@@ -108,16 +108,17 @@ class IrcFormat:
         self.welcomed = False
         # The session waits for an alias: at the start, and after refusing one.
         self.asks_alias = True
+        # What the client asked that the hub's next answer is for (see expect).
         self.queries: deque[Query] = deque()
 
     def __call__(self, event: Event) -> bytes:
         kind = type(event)
+        if kind is Renamed:
+            self._follow_rename(event)  # type: ignore[arg-type]
+        elif kind is TopicChanged:
+            self._follow_topic(event)  # type: ignore[arg-type]
         channel = self.channel
         if kind in _SAME_IN_A_CHANNEL and channel is not None:
-            if kind is Renamed:
-                self._follow_rename(event)  # type: ignore[arg-type]
-            elif kind is TopicChanged:
-                self._follow_topic(event)  # type: ignore[arg-type]
             # The room's other IRC members make the same bytes: made once for them all.
             key = (channel, event)
             data = _shared.get(key)
@@ -199,7 +200,6 @@ class IrcFormat:
             self.nick = event.new
 
     def _renamed(self, event: Renamed) -> list[str]:
-        self._follow_rename(event)
         return [line(user_prefix(event.old), "NICK", event.new)]
 
     def _in_room(self, event: InRoom) -> list[str]:
@@ -276,7 +276,6 @@ class IrcFormat:
         return lines
 
     def _topic_changed(self, event: TopicChanged) -> list[str]:
-        self._follow_topic(event)
         channel = self.channel or "*"
         return [line(user_prefix(event.alias), "TOPIC", channel, event.topic or "")]
 
