@@ -235,3 +235,39 @@ def test_irc_over_tls_takes_the_tls_options(tmp_path: Path) -> None:
             line_user.close()
     finally:
         chatd.stop()
+
+
+def test_the_connection_limits_and_flood_control_hold_on_the_irc_port(tmp_path: Path) -> None:
+    """A connection past --max-per-ip is refused with an IRC ERROR line, and a client that
+    floods PINGs is cut off with Excess flood; the daemon logs no traceback."""
+    chatd = start_chatd(
+        tmp_path,
+        "--irc",
+        "tcp:0:interface=127.0.0.1",
+        "--max-per-ip",
+        "2",
+        "--flood-burst",
+        "5",
+        "--flood-rate",
+        "1",
+        "--flood-queue",
+        "10",
+    )
+    try:
+        _, irc_port = chatd.wait_for_ports(2)
+        flooder = socket.create_connection(("127.0.0.1", irc_port), timeout=10)
+        other = socket.create_connection(("127.0.0.1", irc_port), timeout=10)
+        refused = socket.create_connection(("127.0.0.1", irc_port), timeout=10)
+        assert read_until(refused, b"\r\n") == (
+            b"ERROR :Closing link: Too many connections from 127.0.0.1 (at most 2).\r\n"
+        )
+        flooder.sendall(b"NICK flo\r\nUSER f 0 * :F\r\n")
+        read_until(flooder, b" 366 flo #lobby ")
+        flooder.sendall(b"".join(b"PING :%d\r\n" % n for n in range(100)))
+        received = read_until(flooder, b"ERROR :Closing link\r\n")
+        assert b":chatd NOTICE flo :Excess flood; goodbye.\r\n" in received
+        for client in (flooder, other, refused):
+            client.close()
+    finally:
+        chatd.stop()
+    assert "Traceback" not in chatd.log_text()
