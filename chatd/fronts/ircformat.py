@@ -20,7 +20,6 @@ per-connection encoders by (:meth:`chatd.session.Sessions.encoded`).
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -108,8 +107,9 @@ class IrcFormat:
         self.welcomed = False
         # The session waits for an alias: at the start, and after refusing one.
         self.asks_alias = True
-        # What the client asked that the hub's next answer is for (see expect).
-        self.queries: deque[Query] = deque()
+        # What the client asked that the hub's next answer is for (see expect): a
+        # list, as it holds one query at most for a moment (an empty deque is 600 bytes).
+        self.queries: list[Query] = []
 
     def __call__(self, event: Event) -> bytes:
         kind = type(event)
@@ -158,7 +158,7 @@ class IrcFormat:
     def _answered(self, *kinds: str) -> Query | None:
         """The client's oldest query, if it is one of ``kinds`` (it is then answered)."""
         if self.queries and self.queries[0][0] in kinds:
-            return self.queries.popleft()
+            return self.queries.pop(0)
         return None
 
     # Events.
