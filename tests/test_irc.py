@@ -35,6 +35,7 @@ from chatd.interfaces import IConnection
 from chatd.model import Ban
 from chatd.session import ChatConfig, Sessions
 from chatd.tap import Options, makeService
+from chatd.text import AliasRefused
 from tests.test_protocol import Client as LineClient
 from tests.test_protocol import ClockedAccounts
 from tests.tls import make_certificate
@@ -898,3 +899,31 @@ def test_a_topic_seen_set_is_shown_with_who_set_it(server: Server) -> None:
         ":chatd 332 alice #lobby :Soup",
         f":chatd 333 alice #lobby bob!bob@chatd :{int(server.clock.seconds())}",
     ]
+
+
+def test_a_nick_refused_by_the_session_after_the_welcome_can_be_changed(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the session refuses the nick after all (another server took it in the same
+    instant), the client is told, is in no room, and gets in with another nick."""
+    checks = iter([None, AliasRefused("The alias alice is taken.")])
+    real_check = server.hub.check_available
+
+    def check_available(alias: str, account: str | None = None) -> str:
+        if (refusal := next(checks, None)) is not None:
+            raise refusal
+        return real_check(alias, account)
+
+    monkeypatch.setattr(server.hub, "check_available", check_available)
+    client = IrcClient(server.irc)
+    client.lines()
+    lines = client.register("alice")
+    assert [command_of(line) for line in lines] == [*WELCOME_NUMERICS, "NOTICE"]
+    assert lines[-1] == ":chatd NOTICE alice :The alias alice is taken."
+    client.send("PRIVMSG #lobby :hello?")
+    assert client.lines() == [
+        ":chatd NOTICE alice :alice could not be had: change nick with /nick."
+    ]
+    client.send("NICK alice2")
+    assert client.commands() == ["NICK", "JOIN", "353", "366"]
+    assert server.hub.online() == ("alice2",)

@@ -604,10 +604,22 @@ class IrcConnection(Protocol):
         self._try_to_register()
 
     def _identify_first(self) -> None:
-        self._nickserv_notice(
-            f"{self.view.nick} is registered: /msg NickServ IDENTIFY <password> first,"
-            " or change nick with /nick."
-        )
+        """Tell a client not in a room yet why (chat and queries wait for that)."""
+        nick = self.view.nick
+        if self._registered_alias(nick):
+            self._nickserv_notice(
+                f"{nick} is registered: /msg NickServ IDENTIFY <password> first,"
+                " or change nick with /nick."
+            )
+        else:  # the session refused the nick after all (another server took it)
+            self._reply(
+                line(
+                    SERVER_NAME,
+                    "NOTICE",
+                    nick,
+                    f"{nick} could not be had: change nick with /nick.",
+                )
+            )
 
     def _nickserv(self, text: str) -> None:
         """What was sent to NickServ: IDENTIFY (before joining), REGISTER, HELP."""
