@@ -927,3 +927,15 @@ def test_a_nick_refused_by_the_session_after_the_welcome_can_be_changed(
     client.send("NICK alice2")
     assert client.commands() == ["NICK", "JOIN", "353", "366"]
     assert server.hub.online() == ("alice2",)
+
+
+def test_what_a_client_sent_is_sent_back_as_one_safe_word(server: Server) -> None:
+    """A nick or channel with spaces, a leading ':' or controls comes back in a reply as
+    one clean word, so the reply parses."""
+    client = IrcClient(server.irc)
+    client.lines()
+    client.send("NICK :two words", "NICK ::colon", "FOO\x1b[2J")
+    lines = client.lines()
+    assert lines[0].startswith(":chatd 432 * two_words :Erroneous nickname")
+    assert lines[1].startswith(":chatd 432 * colon :Erroneous nickname")
+    assert lines[2] == ":chatd 421 * FOO :Unknown command"

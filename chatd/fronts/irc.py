@@ -297,7 +297,7 @@ class IrcConnection(Protocol):
             self._unknown(command)
 
     def _unknown(self, command: str) -> None:
-        shown = clean_text(command)[:32] or "?"
+        shown = shown_word(command)
         self._reply(self.view.numeric("421", shown, "Unknown command"))
 
     def _reply(self, *lines: str) -> None:
@@ -366,7 +366,7 @@ class IrcConnection(Protocol):
                 self._negotiating_caps = False
                 self._try_to_register()
         else:
-            shown = clean_text(params[0])[:32] or "?"
+            shown = shown_word(params[0])
             self._reply(self.view.numeric("410", shown, "Invalid CAP command"))
 
     def _pass(self, params: tuple[str, ...]) -> None:
@@ -390,7 +390,7 @@ class IrcConnection(Protocol):
         try:
             check_alias(nick)
         except AliasRefused as refusal:
-            shown = clean_text(nick)[: MAX_ALIAS_CHARS + 8] or "*"
+            shown = shown_word(nick)
             self._reply(self.view.numeric("432", shown, f"Erroneous nickname: {refusal}"))
             return
         if not self._registered:
@@ -563,12 +563,12 @@ class IrcConnection(Protocol):
     async def _check(self, alias: str, password: str, sasl: bool) -> None:
         accounts = self._sessions.hub.accounts
         account = None
-        why = f"Wrong password for {clean_text(alias)[:MAX_ALIAS_CHARS]}."
+        why = f"Wrong password for {shown_word(alias)}."
         try:
             if accounts is not None and accounts.is_registered(alias):
                 account = await accounts.authenticate(alias, password, host=self.session.host)
             else:
-                why = f"{clean_text(alias)[:MAX_ALIAS_CHARS]} is not registered."
+                why = f"{shown_word(alias)} is not registered."
         except PasswordsBusy as busy:  # too many guesses lately: refused unchecked
             why = str(busy)
         except Exception:  # the store cannot answer (Redis down, disk error)
@@ -651,7 +651,7 @@ class IrcConnection(Protocol):
             return
         target, text = params[0], params[1]
         if "," in target:
-            shown = clean_text(target)[:64]
+            shown = shown_word(target)
             self._reply(view.numeric("407", shown, "Too many targets; send to one at a time"))
             return
         if alias_key(target) == "nickserv":
@@ -673,7 +673,7 @@ class IrcConnection(Protocol):
         if target.startswith("#"):
             channel = view.channel
             if channel is None or room_key(target) != room_key(channel):
-                shown = clean_text(target)[: MAX_ALIAS_CHARS + 1]
+                shown = shown_word(target)
                 self._reply(
                     view.numeric("404", shown, f"You are in {channel}; /join {shown} first")
                 )
@@ -698,7 +698,7 @@ class IrcConnection(Protocol):
         first, *others = params[0].split(",")
         view = self.view
         for other in others:
-            shown = clean_text(other)[: MAX_ALIAS_CHARS + 1] or "*"
+            shown = shown_word(other)
             self._reply(view.numeric("405", shown, "You can be in one channel at a time"))
         if not view.welcomed:
             return  # the client joins the default channel once in
@@ -707,7 +707,7 @@ class IrcConnection(Protocol):
         try:
             check_room(first)
         except RoomRefused as refusal:
-            shown = clean_text(first)[: MAX_ALIAS_CHARS + 1] or "*"
+            shown = shown_word(first)
             self._reply(view.numeric("403", shown, str(refusal)))
             return
         self._hand(f"/join {first}")
@@ -719,7 +719,7 @@ class IrcConnection(Protocol):
         default = self._sessions.hub.default_room
         for channel in params[0].split(","):
             if view.channel is None or room_key(channel) != room_key(view.channel):
-                shown = clean_text(channel)[: MAX_ALIAS_CHARS + 1] or "*"
+                shown = shown_word(channel)
                 self._reply(view.numeric("442", shown, "You're not on that channel"))
             elif room_key(channel) == room_key(default):
                 self._reply(
@@ -744,7 +744,7 @@ class IrcConnection(Protocol):
         ):
             self._ask("names", channel, "/who")
         else:
-            shown = clean_text(channel or "*")[: MAX_ALIAS_CHARS + 1]
+            shown = shown_word(channel or "*")
             self._reply(view.numeric("366", shown, "End of /NAMES list."))
 
     def _who(self, params: tuple[str, ...]) -> None:
@@ -755,7 +755,7 @@ class IrcConnection(Protocol):
         elif not mask.startswith("#") and self._valid_alias(mask):
             self._ask("who", mask, f"/whois {mask}")
         else:
-            shown = clean_text(mask)[: MAX_ALIAS_CHARS + 1] or "*"
+            shown = shown_word(mask)
             self._reply(view.numeric("315", shown, "End of /WHO list."))
 
     def _whois(self, params: tuple[str, ...]) -> None:
@@ -766,7 +766,7 @@ class IrcConnection(Protocol):
         if self._valid_alias(nick):
             self._ask("whois", nick, f"/whois {nick}")
         else:
-            shown = clean_text(nick)[: MAX_ALIAS_CHARS + 1] or "*"
+            shown = shown_word(nick)
             self._reply(
                 self.view.numeric("401", shown, "No such nick"),
                 self.view.numeric("318", shown, "End of /WHOIS list."),
@@ -786,7 +786,7 @@ class IrcConnection(Protocol):
         view = self.view
         channel = params[0]
         if view.channel is None or room_key(channel) != room_key(view.channel):
-            shown = clean_text(channel)[: MAX_ALIAS_CHARS + 1] or "*"
+            shown = shown_word(channel)
             self._reply(view.numeric("442", shown, "You're not on that channel"))
         elif len(params) == 1:
             self._reply(*view.topic_lines())
@@ -824,7 +824,7 @@ class IrcConnection(Protocol):
         view = self.view
         target = params[0]
         if target.startswith("#"):
-            shown = clean_text(target)[: MAX_ALIAS_CHARS + 1]
+            shown = shown_word(target)
             if len(params) == 1:
                 self._reply(view.numeric("324", shown, "+nt"))
             elif params[1].lstrip("+") == "b":
@@ -896,6 +896,13 @@ COMMANDS: dict[str, Callable[[IrcConnection, tuple[str, ...]], None]] = {
     "NICKSERV": IrcConnection._nickserv_command,
     "NS": IrcConnection._nickserv_command,
 }
+
+
+def shown_word(text: str) -> str:
+    """What a client sent (a nick, a channel, a command) made fit to be sent back as one
+    parameter of a reply: clean, one word, not starting with ':', short."""
+    word = clean_text(text).replace(" ", "_").lstrip(":")[: MAX_ALIAS_CHARS + 8]
+    return word or "*"
 
 
 class IrcFactory(ServerFactory):
