@@ -217,6 +217,12 @@ class IrcConnection(Protocol):
     # Framing.
 
     def dataReceived(self, data: bytes) -> None:
+        """Split on LF (a CR before it dropped), as line.py's LineReceiver does.
+
+        Framed here rather than by LineReceiver: each line is held to IRC's two
+        limits (the message and the tags in front of it), and a line with no end
+        in sight is answered with IRC's 417 once and skipped to its end.
+        """
         if self._skipping_to_line_end:
             end = data.find(b"\n")
             if end < 0:
