@@ -939,3 +939,17 @@ def test_what_a_client_sent_is_sent_back_as_one_safe_word(server: Server) -> Non
     assert lines[0].startswith(":chatd 432 * two_words :Erroneous nickname")
     assert lines[1].startswith(":chatd 432 * colon :Erroneous nickname")
     assert lines[2] == ":chatd 421 * FOO :Unknown command"
+
+
+def test_kick_and_kill_name_one_nick() -> None:
+    """KICK and KILL take the first nick they name; an empty one gets 461."""
+    server = Server(accounts=OperatorAccounts())
+    alice = server.irc_user("alice")
+    bob, carol = server.line_user("bob"), server.line_user("carol")
+    alice.send("OPER root opsecret")
+    server.clock.advance(0)
+    alice.lines()
+    alice.send("KICK #lobby :", "KICK #lobby :bob,carol", "KILL :carol went too far")
+    lines = alice.lines()
+    assert lines[0] == ":chatd 461 alice KICK :Not enough parameters"
+    assert bob.transport.disconnecting and carol.transport.disconnecting

@@ -860,13 +860,19 @@ class IrcConnection(Protocol):
 
     def _kick(self, params: tuple[str, ...]) -> None:
         if self._need(params, 2, "KICK"):
-            reason = params[2] if len(params) > 2 else ""
-            self._hand(f"/kick {params[1].split(',')[0]} {reason}".rstrip())
+            self._kick_out(params[1], params[2] if len(params) > 2 else "")
 
     def _kill(self, params: tuple[str, ...]) -> None:
         if self._need(params, 1, "KILL"):
-            reason = params[1] if len(params) > 1 else ""
-            self._hand(f"/kick {params[0]} {reason}".rstrip())
+            self._kick_out(params[0], params[1] if len(params) > 1 else "")
+
+    def _kick_out(self, nicks: str, reason: str) -> None:
+        """chatd's /kick of the first of ``nicks`` (one nick is all a KICK may name here)."""
+        nick = nicks.replace(",", " ").split(" ")[0]
+        if not nick:
+            self._reply(self.view.numeric("461", "KICK", "Not enough parameters"))
+            return
+        self._hand(f"/kick {nick} {reason}".rstrip())
 
     def _nickserv_command(self, params: tuple[str, ...]) -> None:
         self._nickserv(" ".join(params))
