@@ -25,9 +25,12 @@ class IMember(Interface):
     """A session as the hub sees it: someone it can send to and disconnect.
 
     The hub sets :attr:`alias` when a member joins or is renamed; the rest is the
-    member's own. ``encode`` must be the same object for every member of one front
+    member's own. ``encode`` should be the same object for every member of one front
     end (a plain function, not a bound method): the hub uses it as the key under
     which it encodes each broadcast event once and hands the same bytes to all of them.
+    A format that depends on its recipient (IRC's: the nick, the channel) gives each
+    member an encoder object of its own, called in the order the member receives
+    what it makes; its members then cost an encoding each.
     """
 
     # The alias the hub gave the member (on join and rename); None before it joined.

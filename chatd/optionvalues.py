@@ -88,7 +88,9 @@ def with_tls_files(ports: list[str], cert: str | None, key: str | None) -> list[
     if not (cert and key):
         raise usage.UsageError("give both --tls-cert and --tls-key, or neither")
     if not any(port.startswith("ssl:") for port in ports):
-        raise usage.UsageError("--tls-cert and --tls-key need a --port ssl:PORT to serve")
+        raise usage.UsageError(
+            "--tls-cert and --tls-key need a --port ssl:PORT (or --irc ssl:PORT) to serve"
+        )
     files = f"certKey={_escape(cert)}:privateKey={_escape(key)}"
     return [
         f"{port}:{files}" if port.startswith("ssl:") and not names_tls_files(port) else port

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import FunctionType, MappingProxyType
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -617,7 +617,14 @@ class Sessions:
         self._constants: dict[tuple[Callable[[Event], bytes], Event], bytes] = {}
 
     def encoded(self, encode: Callable[[Event], bytes], event: Event) -> bytes:
-        """A constant ``event`` (the greeting, the prompt) as ``encode`` makes it, made once."""
+        """A constant ``event`` (the greeting, the prompt) as ``encode`` makes it, made once.
+
+        Only for a wire format's plain function: an encoder object of one
+        connection's own (IRC's, which knows its client's nick) makes it anew,
+        so that no connection's encoder is kept here, nor takes a shared place.
+        """
+        if not isinstance(encode, FunctionType):
+            return encode(event)
         key = (encode, event)
         data = self._constants.get(key)
         if data is None:

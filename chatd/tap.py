@@ -17,7 +17,7 @@ from twisted.python import usage
 
 from chatd import optionvalues as values
 from chatd.accounts import Accounts
-from chatd.admission import ConnectionLimits, Refusal, refusal_http, refusal_line
+from chatd.admission import ConnectionLimits, Refusal, refusal_http, refusal_irc, refusal_line
 from chatd.cluster.address import RedisAddress
 from chatd.config import ConfigFileOptions
 from chatd.files import create_private_directory
@@ -243,6 +243,7 @@ class Options(ConfigFileOptions):
         self["json-ports"] = []
         self["operators"] = {}
         self["web-origins"] = []
+        self["irc"] = None
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """Parse the arguments; under twistd, one that is refused is one line and exit status 1.
@@ -305,15 +306,31 @@ class Options(ConfigFileOptions):
         except ValueError as problem:
             raise usage.UsageError(f"invalid --json-port {problem}") from problem
 
+    def opt_irc(self, endpoint: str) -> None:
+        """Let IRC clients in here (e.g. tcp:6667:interface=127.0.0.1; ssl: as --port)."""
+        if endpoint.startswith("ssl:") and not values.names_tls_files(endpoint):
+            self["irc"] = endpoint  # checked in postOptions, with its TLS files
+            return
+        try:
+            self["irc"] = values.endpoint(endpoint)
+        except ValueError as problem:
+            raise usage.UsageError(f"invalid --irc {problem}") from problem
+
     def postOptions(self) -> None:
         self["motd-text"] = read_motd(self["motd"]) if self["motd"] else None
         ports = self["ports"] or [str(DEFAULT_PORT)]
         json_ports = self["json-ports"]
+        irc = [self["irc"]] if self["irc"] else []
         if self["tls-cert"] or self["tls-key"]:
-            both = values.with_tls_files(ports + json_ports, self["tls-cert"], self["tls-key"])
-            ports, json_ports = both[: len(ports)], both[len(ports) :]
+            filled = values.with_tls_files(
+                [*ports, *json_ports, *irc], self["tls-cert"], self["tls-key"]
+            )
+            ports = filled[: len(ports)]
+            json_ports = filled[len(ports) : len(ports) + len(json_ports)]
+            irc = filled[len(ports) + len(json_ports) :]
         self["ports"] = _endpoints(ports, "--port")
         self["json-ports"] = _endpoints(json_ports, "--json-port")
+        self["irc"] = _endpoints(irc, "--irc")[0] if irc else None
 
     def config(self) -> ChatConfig:
         """The protocol limits these options ask for."""
@@ -454,6 +471,10 @@ def makeService(options: Options) -> ChatService:
         others.append(
             (options["ssh"], ssh_factory(sessions, Path(options["data-dir"])), refusal_line)
         )
+    if options["irc"]:
+        from chatd.fronts.irc import IrcFactory
+
+        others.append((options["irc"], IrcFactory(sessions), refusal_irc))
     if options["metrics"]:
         from chatd.metrics import metrics_site  # imports twisted.web: only when asked for
 

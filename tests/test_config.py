@@ -413,6 +413,7 @@ NO_DEFAULT = {
     "tls-cert",
     "tls-key",
     "web",
+    "irc",
     "web-origin",
     "ssh",
 }
