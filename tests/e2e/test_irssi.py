@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import shlex
 import shutil
 import subprocess
@@ -80,7 +79,8 @@ set -g default-terminal screen
 
 
 class Irssi:
-    """irssi in a detached tmux session on a tmux server of its own."""
+    """irssi in a detached tmux session on a tmux server of its own (its socket in
+    ``directory``: tmux leaves it behind when the server is killed)."""
 
     def __init__(self, directory: Path, nick: str) -> None:
         home = directory / "irssi"
@@ -88,7 +88,7 @@ class Irssi:
         (home / "config").write_text(IRSSI_CONFIG % {"nick": nick})
         tmux_config = directory / "tmux.conf"
         tmux_config.write_text(TMUX_CONFIG)
-        self._socket_name = f"chatd-e2e-{os.getpid()}-{secrets.token_hex(4)}"
+        self._socket = directory / "tmux.socket"
         self._env = {
             **{name: value for name, value in os.environ.items() if name != "TMUX"},
             "LANG": "C.UTF-8",
@@ -102,7 +102,7 @@ class Irssi:
 
     def _tmux(self, *args: str, check: bool = True) -> str:
         result = subprocess.run(
-            ["tmux", "-L", self._socket_name, *args],
+            ["tmux", "-S", str(self._socket), *args],
             env=self._env,
             capture_output=True,
             text=True,
