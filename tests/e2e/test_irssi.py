@@ -29,9 +29,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 TIMEOUT_SECONDS = 15.0
-# A pane tall enough that nothing scrolls off during a test: irssi scrolls inside a
-# region above its status bar, and tmux keeps no history of lines scrolled that way.
-PANE_COLUMNS, PANE_ROWS = 200, 150
+# A pane tall enough that nothing scrolls off during a test (the longest shows about
+# 100 lines): irssi scrolls inside a region above its status bar, and tmux keeps no
+# history of lines scrolled that way.
+PANE_COLUMNS, PANE_ROWS = 200, 300
 # irssi's status bar and input line, the pane's last two rows, which change all the time.
 _BOTTOM_ROWS = 2
 
@@ -120,8 +121,10 @@ class Irssi:
     def screen(self) -> str:
         """Everything irssi has shown, wrapped lines joined, without the status rows."""
         rows = self._tmux("capture-pane", "-p", "-J", "-S", "-", "-t", "irssi").splitlines()
-        shown = "".join(row.rstrip() + "\n" for row in rows[:-_BOTTOM_ROWS])
-        return shown.rstrip("\n") + "\n"
+        window = [row.rstrip() for row in rows[:-_BOTTOM_ROWS]]
+        if window and window[-1]:
+            raise AssertionError("irssi's window is full, lines may be lost: raise PANE_ROWS")
+        return "".join(row + "\n" for row in window).rstrip("\n") + "\n"
 
     def expect(self, text: str, start: int = 0) -> int:
         """Wait until ``text`` shows at or after ``start``; return where it ends."""
