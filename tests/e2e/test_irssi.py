@@ -176,6 +176,7 @@ def irssi(tmp_path: Path) -> Iterator[Irssi]:
 
 
 def irc_port(daemon: Daemon) -> int:
+    """The daemon's --irc port, the second it listens on."""
     return daemon.wait_for_ports(2)[1]
 
 
