@@ -70,12 +70,13 @@ def test_the_documented_bot_answers_a_netcat_user(daemon: Daemon, tmp_path: Path
         )
         read_until(user, b"timebot has joined #lobby")
         say(user, "!time")
-        said = read_until(user, b" UTC\r\n")
+        # The answer names ann, so her terminal rings (the BEL before the line end).
+        said = read_until(user, b" UTC\a\r\n")
         say(user, "/msg timebot !time")
         said += read_until(user, b"*timebot* it is ")
         if not said.endswith(b" UTC\r\n"):
             said += read_until(user, b" UTC\r\n")
-        answers = re.findall(rb"<timebot> ann: it is \d\d:\d\d:\d\d UTC\r\n", said)
+        answers = re.findall(rb"<timebot> ann: it is \d\d:\d\d:\d\d UTC\a\r\n", said)
         assert len(answers) == 1, said
         assert re.search(rb"\*timebot\* it is \d\d:\d\d:\d\d UTC\r\n", said), said
     finally:
@@ -111,9 +112,9 @@ def test_a_json_port_speaks_json_both_ways_and_refuses_garbage(daemon: Daemon) -
         assert json_events(bot, b'"type":"room"')[-1]["welcome"] == "robo"
         say(bot, '{"type":"message","text":"beep \\u001b[31mred"}')
         read_until(user, b"<robo> beep red\r\n")
-        say(user, "hello robo")
+        say(user, "hello robo")  # robo is named: a mention
         assert json_events(bot, b"hello robo") == [
-            {"type": "message", "sender": "ann", "text": "hello robo"}
+            {"type": "message", "sender": "ann", "text": "hello robo", "mention": True}
         ]
         hostile = [
             '{"type":"message","text":"' + "x" * 70000 + '"}',

@@ -244,7 +244,7 @@ def test_an_irssi_user_and_an_nc_user_see_each_other(irc_daemon: Daemon, irssi: 
         nora.type("hi ivan")
         shown = irssi.expect("<nadia> hi ivan\n", shown)
         irssi.type("hi nadia")
-        nora.expect("<ivan> hi nadia\r\n")
+        nora.expect("<ivan> hi nadia\a\r\n")  # she is named: her bell
 
         irssi.type("/disconnect * back soon")
         nora.expect("*** ivan has left (Quit: back soon)\r\n")

@@ -145,7 +145,7 @@ async def test_an_irc_user_and_a_line_user_see_each_other(daemon: Daemon) -> Non
 
     ike.say("#lobby", "hi nelly")
     ike.describe("#lobby", "bows")
-    await until(heard(nelly, "<ike> hi nelly"), "ike's line")
+    await until(heard(nelly, "<ike> hi nelly\a"), "ike's line")
     await until(heard(nelly, "* ike bows"), "ike's action")
 
     ike.topic("#lobby", "IRC and nc")
