@@ -974,6 +974,7 @@ def render(report: dict[str, Any]) -> str:
     if settings["chatd_args"]:
         out.append("Extra chatd options: " + " ".join(settings["chatd_args"]))
     results = report["results"]
+    notes = list(report["notes"])  # drawn again from a saved run, it must not grow
 
     fan_rows = []
     for name, res in results.items():
@@ -1139,10 +1140,10 @@ def render(report: dict[str, Any]) -> str:
             ),
         ]
     elif profile and profile.get("error"):
-        report["notes"].append(f"profile: {profile['error']}")
+        notes.append(f"profile: {profile['error']}")
 
-    if report["notes"]:
-        out += ["", "Notes:"] + [f"- {note}" for note in report["notes"]]
+    if notes:
+        out += ["", "Notes:"] + [f"- {note}" for note in notes]
     return "\n".join(out) + "\n"
 
 
@@ -1263,6 +1264,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="FILE",
         help="also profile chatd with py-spy at its max sustained rate; raw stacks go to FILE",
     )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.svg",
+        help="also draw the run (fan-out ladders, capacity and churn bars) into this SVG "
+        "(needs matplotlib: pip install -r bench/requirements.txt)",
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="RUN.json",
+        help="measure nothing: print the report of a run saved with --json (and --plot it)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show generator commands")
     return parser.parse_args(argv)
 
@@ -1270,6 +1284,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; the report goes to stdout, progress to stderr."""
     args = parse_args(argv)
+    if args.from_json:
+        return report_saved_run(args.from_json, args.plot)
+    if args.plot:
+        check_plotting()
     settings = Settings.from_args(args)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(scenarios) - {"fanout", "capacity", "churn"}
@@ -1308,6 +1326,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "chatd_args": list(settings.chatd_args),
             },
             "environment": environment(placement, fd_limit),
+            "fanout": {
+                "clients": FANOUT_CLIENTS,
+                "senders": FANOUT_SENDERS,
+                "msg_bytes": MESSAGE_BYTES,
+                "max_p99_ms": MAX_P99_MS,
+            },
             "targets": [{"name": t.name, "version": t.version} for t in targets],
             "results": {},
             "notes": notes,
@@ -1379,6 +1403,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text, end="")
         if args.json:
             args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        if args.plot:
+            import plot
+
+            plot.write_svg(report, args.plot)
+            progress(f"plot written to {args.plot}")
         return 0
     except BenchError as problem:
         print(f"bench: {problem}", file=sys.stderr)
@@ -1388,6 +1417,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         processes.stop_all()
+
+
+def check_plotting() -> None:
+    """Fail before measuring, not after minutes of it, when --plot cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "--plot needs matplotlib: pip install -r bench/requirements.txt"
+        ) from None
+
+
+def report_saved_run(path: Path, plot_path: Path | None) -> int:
+    """Print the report of a run saved with ``--json`` and, with ``--plot``, draw it.
+
+    So the documentation's tables and picture can be made again from the run they
+    came from, after a change to how they are drawn, without measuring again.
+    """
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as problem:
+        print(f"bench: cannot read {path}: {problem}", file=sys.stderr)
+        return 1
+    print(render(report), end="")
+    if plot_path:
+        check_plotting()
+        import plot
+
+        plot.write_svg(report, plot_path)
+        progress(f"plot written to {plot_path}")
+    return 0
 
 
 def environment(placement: Placement, fd_limit: int) -> dict[str, Any]:
