@@ -53,6 +53,7 @@ from typing import IO, Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 LOADGEN_SOURCE = BENCH_DIR / "loadgen.c"
+CSERVER_SOURCE = BENCH_DIR / "cserver.c"
 REFERENCE_SERVER = BENCH_DIR / "reference_server.py"
 
 FANOUT_CLIENTS = 200
@@ -268,26 +269,34 @@ def cache_dir() -> Path:
 
 
 def build_loadgen() -> Path:
-    """Compile bench/loadgen.c once per source version; the hash is in the file name."""
-    source = LOADGEN_SOURCE.read_bytes()
+    """The load generator, compiled from bench/loadgen.c."""
+    return build_c(LOADGEN_SOURCE)
+
+
+def build_c(source_path: Path) -> Path:
+    """Compile one of bench/'s C programs once per source version; the hash is in the
+    file name, so an edited source is rebuilt and an old binary never runs."""
+    source = source_path.read_bytes()
     digest = hashlib.sha256(source).hexdigest()[:16]
-    binary = cache_dir() / f"loadgen-{digest}"
+    binary = cache_dir() / f"{source_path.stem}-{digest}"
     if binary.exists():
         return binary
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
-        raise BenchError("gcc not found: it is needed to build bench/loadgen.c")
+        raise BenchError(f"gcc not found: it is needed to build {source_path}")
     binary.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=binary.parent, prefix="loadgen-", delete=False) as tmp:
+    with tempfile.NamedTemporaryFile(
+        dir=binary.parent, prefix=f"{source_path.stem}-", delete=False
+    ) as tmp:
         partial = Path(tmp.name)
     try:
         result = subprocess.run(
-            [gcc, "-O2", "-Wall", "-o", str(partial), str(LOADGEN_SOURCE)],
+            [gcc, "-O2", "-Wall", "-o", str(partial), str(source_path)],
             capture_output=True,
             text=True,
         )
         if result.returncode != 0:
-            raise BenchError(f"compiling {LOADGEN_SOURCE} failed:\n{result.stderr}")
+            raise BenchError(f"compiling {source_path} failed:\n{result.stderr}")
         partial.chmod(0o755)
         partial.replace(binary)
     finally:
@@ -443,6 +452,16 @@ class ReferenceTarget(Target):
         return [sys.executable, str(REFERENCE_SERVER), "--port", str(port)]
 
 
+@dataclass
+class CServerTarget(Target):
+    """bench/cserver.c: the reference's protocol in one C epoll loop, the physical limit."""
+
+    binary: Path = CSERVER_SOURCE
+
+    def command(self, port: int, workdir: Path) -> list[str]:
+        return [str(build_c(self.binary)), "--port", str(port)]
+
+
 NGIRCD_CONFIG = """\
 # Written by chatd's bench/run.py for one benchmark run; not for real use.
 [Global]
@@ -508,6 +527,59 @@ class NgircdTarget(Target):
             if count:
                 found.append(f"ngircd: {needle} ({count}x)")
         return found
+
+
+INSPIRCD_CONFIG = """\
+# Written by chatd's bench/run.py for one benchmark run; not for real use.
+<server name="bench.invalid" description="chatd benchmark reference" network="bench">
+<admin name="chatd benchmark" nick="bench" email="nobody@bench.invalid">
+<path configdir="{workdir}" datadir="{workdir}" logdir="{workdir}">
+<bind address="127.0.0.1" port="{port}" type="clients">
+<connect name="bench" allow="*" maxchans="20" timeout="600" pingfreq="10m"
+         hardsendq="{sendq_bytes}" softsendq="{sendq_bytes}" recvq="1048576"
+         threshold="1000000000" commandrate="1000000000" fakelag="no"
+         localmax="1000000" globalmax="1000000" maxconnwarn="no" limit="1000000"
+         resolvehostnames="no" useident="no">
+<performance netbuffersize="65536" somaxconn="4096" softlimit="1000000"
+             clonesonconnect="no" quietbursts="yes">
+<security hideserver="" userstats="Pu" customversion="" flatlinks="no" hidesplits="no"
+          hideulines="no" hidebans="no" maxtargets="20">
+<options prefixquit="Quit: " syntaxhints="no" announcets="no" hostintopic="no"
+         pingwarning="15" splitwhois="no" exemptchanops="">
+<channels users="20" opers="60">
+<dns timeout="1">
+<files motd="{motd}">
+"""
+
+
+@dataclass
+class InspircdTarget(Target):
+    """InspIRCd, a single-threaded C++ IRC server, with every flood limit off.
+
+    Its connect class allows any rate (``commandrate`` and ``threshold`` of a billion,
+    no fakelag), any number of connections per address, send queues as large as
+    chatd's, and no DNS or ident lookups; no optional module is loaded. That leaves
+    nothing for the senders to OPER for. It refuses to run as root without
+    ``--runasroot``, which the benchmark passes, since everything here runs as
+    whoever started it.
+    """
+
+    binary: str = "inspircd"
+    sendq_bytes: int = DEFAULT_SENDQ_BYTES
+
+    def command(self, port: int, workdir: Path) -> list[str]:
+        motd = workdir / "motd"
+        motd.write_text("chatd benchmark\n")
+        config = workdir / "inspircd.conf"
+        config.write_text(
+            INSPIRCD_CONFIG.format(
+                port=port, workdir=workdir, motd=motd, sendq_bytes=self.sendq_bytes
+            )
+        )
+        argv = [self.binary, "--nofork", "--nopid", "--config", str(config)]
+        if os.geteuid() == 0:
+            argv.append("--runasroot")
+        return argv
 
 
 def find_twistd() -> str:
@@ -590,6 +662,40 @@ def available_targets(settings: Settings) -> tuple[list[Target], list[str]]:
                 binary=ngircd,
             )
         )
+    inspircd = shutil.which("inspircd") or (
+        "/usr/sbin/inspircd" if Path("/usr/sbin/inspircd").exists() else None
+    )
+    if inspircd is None:
+        notes.append("inspircd skipped: not installed (apt-get install -y inspircd)")
+    else:
+        version = subprocess.run(
+            [inspircd, "--version"], capture_output=True, text=True
+        ).stdout.split()
+        targets.append(
+            InspircdTarget(
+                name="inspircd",
+                proto="irc",
+                # It completes registrations in a once-a-second sweep, so each join
+                # takes up to a second: only many in flight keep joins from taking
+                # ages (100: 1,000 users in 10 s; more in flight raise its RSS per user, the
+                # high-water mark of many NAMES replies at once). Churn keeps its 50 in
+                # flight: that wait is part of a session there.
+                join_concurrency=100,
+                version=version[0].split("-")[1] if version and "-" in version[0] else "?",
+                # Each join answers with the channel's NAMES, O(members) as on ngircd.
+                idle_cap=settings.irc_idle_cap,
+                binary=inspircd,
+                sendq_bytes=settings.sendq_bytes,
+            )
+        )
+    if shutil.which("gcc") or shutil.which("cc"):
+        targets.append(
+            CServerTarget(
+                name="cserver", proto="ref", join_concurrency=16, version="bench/cserver.c"
+            )
+        )
+    else:
+        notes.append("cserver skipped: no C compiler (it is built from bench/cserver.c)")
     return targets, notes
 
 
@@ -948,6 +1054,11 @@ def ratio(chatd: float | None, other: float | None) -> str:
     return f"{chatd / other:.2f}x"
 
 
+def first_line(text: str | None) -> str:
+    """The first line of an error, for a table cell (the notes below have all of it)."""
+    return (text or "").strip().split("\n", 1)[0]
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A markdown table with aligned columns."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
@@ -1043,7 +1154,7 @@ def render(report: dict[str, Any]) -> str:
                 f"{cap.get('rss_per_conn_kib', -1):.2f}",
                 fmt_num(cap.get("broadcast_p50_ms")),
                 fmt_num(cap.get("broadcast_all_ms")),
-                "; ".join(x for x in (cap.get("capped_by"), cap.get("error")) if x) or "",
+                "; ".join(x for x in (cap.get("capped_by"), first_line(cap.get("error"))) if x),
             ]
         )
     if cap_rows:
@@ -1083,7 +1194,7 @@ def render(report: dict[str, Any]) -> str:
                 f"{ch.get('server_cpu_pct', -1):.0f}%",
                 f"{ch.get('gen_cpu_pct', -1):.0f}%",
                 ("INVALID: generator >90% CPU " if ch.get("gen_bound") else "")
-                + (ch.get("error") or ""),
+                + first_line(ch.get("error")),
             ]
         )
     if churn_rows:
@@ -1233,7 +1344,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="a run of under a minute")
     parser.add_argument(
-        "--only", help="comma-separated targets: chatd,reference,ngircd (default: all)"
+        "--only",
+        help="comma-separated targets: chatd,reference,ngircd,inspircd,cserver (default: all)",
     )
     parser.add_argument(
         "--scenarios", default="fanout,capacity,churn", help="comma-separated scenarios"
@@ -1307,7 +1419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets, notes = available_targets(settings)
         if args.only:
             wanted = {name.strip() for name in args.only.split(",") if name.strip()}
-            known = {t.name for t in targets} | {"ngircd"}
+            known = {t.name for t in targets} | {"ngircd", "inspircd", "cserver"}
             if wanted - known:
                 raise SystemExit(f"unknown target(s): {', '.join(sorted(wanted - known))}")
             targets = [t for t in targets if t.name in wanted]
