@@ -67,6 +67,12 @@ DEFAULT_SENDQ_BYTES = 16 * 1024 * 1024
 SERVER_START_TIMEOUT_SECONDS = 30.0
 STOP_GRACE_SECONDS = 5.0
 IDLE_CPU_PCT = 5.0
+# Descriptors beyond one per idle user: listeners, logs, the database, pipes.
+FD_SLACK = 1024
+# Loopback connections from one source address to one server port, well inside the
+# ~28,000 ephemeral ports of Linux's default ip_local_port_range; more users connect
+# from 127.0.0.2, 127.0.0.3, ... too (loadgen --source-addrs).
+USERS_PER_SOURCE_ADDRESS = 20_000
 IRC_OPER = ("bench", "bench-oper-password")
 
 
@@ -218,11 +224,24 @@ def free_port() -> int:
         return port
 
 
-def raise_fd_limit() -> int:
-    """Raise RLIMIT_NOFILE to the hard limit; children (servers, generator) inherit it."""
+def raise_fd_limit(wanted: int = 0) -> int:
+    """Raise RLIMIT_NOFILE to the hard limit; children (servers, generator) inherit it.
+
+    If ``wanted`` descriptors are more than the hard limit allows, try to raise the
+    hard limit too, as far as the kernel's ``fs.nr_open``: only root (CAP_SYS_RESOURCE)
+    may, so anyone else keeps the hard limit and the capacity scenario is capped by it.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
         hard = 1 << 20
+    if wanted > hard:
+        try:
+            ceiling = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            ceiling = hard
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, ceiling),) * 2)
+            return min(wanted, ceiling)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
@@ -878,8 +897,9 @@ def run_capacity(bench: Bench, target: Target, fd_limit: int) -> dict[str, Any]:
     capped_by = ""
     if target.idle_cap is not None and users > target.idle_cap:
         users, capped_by = target.idle_cap, f"capped at {target.idle_cap} (slow joins)"
-    if users + 64 > fd_limit:
-        users, capped_by = fd_limit - 64, f"capped at {fd_limit - 64} by RLIMIT_NOFILE"
+    if users + FD_SLACK > fd_limit:
+        users = fd_limit - FD_SLACK
+        capped_by = f"capped at {users} by RLIMIT_NOFILE"
     with bench.server(target, "capacity") as server:
         time.sleep(0.5)  # let the server finish starting before taking its base RSS
         args = options(
@@ -895,6 +915,8 @@ def run_capacity(bench: Bench, target: Target, fd_limit: int) -> dict[str, Any]:
             timeout=900,
             settle=0.5 if bench.settings.quick else 1,
         )
+        if users > USERS_PER_SOURCE_ADDRESS:
+            args += options(source_addrs=math.ceil(users / USERS_PER_SOURCE_ADDRESS))
         result = bench.generator.run(args, timeout=1000)
     result["capped_by"] = capped_by
     progress(
@@ -1426,7 +1448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             notes = [n for n in notes if n.split()[0] in wanted]
         if not any(t.name == "chatd" for t in targets):
             notes.append("chatd not selected: no ratios")
-        fd_limit = raise_fd_limit()
+        # Each server gets one descriptor per idle user; so does the generator.
+        fd_limit = raise_fd_limit(settings.idle_users + FD_SLACK)
         placement = Placement.choose()
         placement.pin_self()
         if placement.server_cpu is None:
