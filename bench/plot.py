@@ -123,9 +123,16 @@ def draw_ladders(
         offered = [s["offered"] for s in steps]
         highest = max(highest, *offered)
         ok = [bool(s.get("passed")) and not s.get("gen_bound") for s in steps]
+        # The maximum goes into the legend: labels on the lines overlap where the
+        # best servers end close together.
+        best = (res.get("fanout") or {}).get("max_sustained_deliveries_per_s")
+        labels = {
+            "deliveries_per_s": f"{name} (max {best / 1e6:.2f} M/s)" if best else name,
+            "lat_p99_ms": name,
+        }
         for axes, key in ((delivered, "deliveries_per_s"), (latency, "lat_p99_ms")):
             values = [s.get(key) or float("nan") for s in steps]
-            axes.plot(offered, values, "-", color=colour(name), label=name, linewidth=1.4)
+            axes.plot(offered, values, "-", color=colour(name), label=labels[key], linewidth=1.4)
             for x, y, good in zip(offered, values, ok, strict=True):
                 axes.plot(
                     x,
@@ -135,17 +142,6 @@ def draw_ladders(
                     markerfacecolor=colour(name) if good else "white",
                     markersize=4.5,
                 )
-        best = (res.get("fanout") or {}).get("max_sustained_deliveries_per_s")
-        if best:
-            delivered.annotate(
-                f"{best / 1e6:.2f} M",
-                (next(s["offered"] for s in steps if s.get("deliveries_per_s") == best), best),
-                textcoords="offset points",
-                xytext=(-6, 6),
-                ha="right",
-                fontsize=8,
-                color=colour(name),
-            )
     if highest:
         start = min(settings.get("ladder_start") or 100.0, highest)
         delivered.plot(
@@ -201,6 +197,6 @@ def draw_bars(
     plain = [tick.split("\n")[0] for tick in names]
     drawn = axes.bar(range(len(values)), values, color=[colour(n) for n in plain])
     axes.bar_label(drawn, labels=[label(v) for v in values], fontsize=8, padding=2)
-    axes.set_xticks(range(len(values)), names, fontsize=8)
+    axes.set_xticks(range(len(values)), names, fontsize=7.5, rotation=30, ha="right")
     axes.set_ylim(0, max(values) * 1.18)
     axes.grid(True, axis="y", linewidth=0.4, alpha=0.6)
