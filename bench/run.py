@@ -3,14 +3,16 @@
     python bench/run.py            # full run, a few minutes
     python bench/run.py --quick    # under a minute
     python bench/run.py --only chatd,reference --json results.json
+    python bench/run.py --from-json results.json --plot results.svg
 
 Absolute numbers depend on the machine, so every run also measures reference servers
 on the same machine in the same invocation and reports chatd as a ratio to them: a
-minimal Twisted fan-out server (bench/reference_server.py, always) and ngircd (when
-it is installed). Each server is started here on a free loopback port, pinned to one
-CPU, and driven by a load generator (bench/loadgen.c, compiled with gcc into a cache
-directory on first use) pinned to another, so the generator never competes with the
-server for a core. Three scenarios:
+minimal Twisted fan-out server (bench/reference_server.py, always), the same in one C
+epoll loop (bench/cserver.c, when gcc is there, which it must be for the generator),
+and ngircd and InspIRCd (when they are installed). Each server is started here on a
+free loopback port, pinned to one CPU, and driven by a load generator
+(bench/loadgen.c, compiled with gcc into a cache directory on first use) pinned to
+another, so the generator never competes with the server for a core. Three scenarios:
 
   fanout    200 clients in one room, 20 of them sending 64-byte messages open-loop at
             a total rate that steps up until deliveries fall below 99.9 % or the p99
