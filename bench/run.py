@@ -71,6 +71,8 @@ STOP_GRACE_SECONDS = 5.0
 IDLE_CPU_PCT = 5.0
 # The light load whose latency the documentation quotes (msg/s into the fan-out room).
 LIGHT_RATE = 1000.0
+# chatd's --max-conns default: more idle users need a --chatd-arg raising it.
+CHATD_MAX_CONNS = 20_000
 # Descriptors beyond one per idle user: listeners, logs, the database, pipes.
 FD_SLACK = 1024
 # Loopback connections from one source address to one server port, well inside the
@@ -926,6 +928,15 @@ def run_capacity(bench: Bench, target: Target, fd_limit: int) -> dict[str, Any]:
     if users + FD_SLACK > fd_limit:
         users = fd_limit - FD_SLACK
         capped_by = f"capped at {users} by RLIMIT_NOFILE"
+    if (
+        isinstance(target, ChatdTarget)
+        and users > CHATD_MAX_CONNS
+        and not any(arg.startswith("--max-conns") for arg in target.extra_args)
+    ):
+        raise BenchError(
+            f"chatd takes at most {CHATD_MAX_CONNS:,} connections by default: "
+            f"add --chatd-arg=--max-conns={users + FD_SLACK} for {users:,} idle users"
+        )
     with bench.server(target, "capacity") as server:
         time.sleep(0.5)  # let the server finish starting before taking its base RSS
         args = options(
