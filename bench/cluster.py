@@ -65,6 +65,7 @@ from run import (
     Processes,
     build_loadgen,
     classify_step,
+    cpu_busy_seconds,
     environment,
     find_twistd,
     fmt_int,
@@ -427,17 +428,6 @@ def redis_log_findings(path: Path) -> list[str]:
 
 
 # Measuring -----------------------------------------------------------------------------
-
-
-def cpu_busy_seconds(cpu: int | None) -> float | None:
-    """user + nice + system time of one CPU from /proc/stat, in seconds (None: unpinned)."""
-    if cpu is None:
-        return None
-    for line in Path("/proc/stat").read_text().splitlines():
-        fields = line.split()
-        if fields and fields[0] == f"cpu{cpu}":
-            return sum(int(value) for value in fields[1:4]) / os.sysconf("SC_CLK_TCK")
-    return None
 
 
 def processes_cpu_seconds(pids: Sequence[int]) -> list[float]:

@@ -25,7 +25,9 @@
  * Protocols: chatd (README's line protocol), ref (bench/reference_server.py: first line is
  * the alias, no replies), irc (NICK/USER, JOIN #bench, PRIVMSG #bench).
  *
- * It only ever connects to the host given (run.py passes 127.0.0.1). --port may list
+ * It only ever connects to the host given (run.py passes 127.0.0.1), from 127.0.0.1 to
+ * 127.0.0.N with --source-addrs N (for more connections than one source address has
+ * ephemeral ports: run.py passes it for over 20,000 idle users). --port may list
  * several ports (the nodes of a chatd cluster, bench/cluster.py): client i connects to
  * port i % count, so the senders (clients 0 to S-1) are split the same way. Each
  * delivery is then also counted per port, and timed apart by whether it crossed from a
@@ -112,6 +114,7 @@ static int o_pids[MAX_PIDS], o_npids;
 static const char *o_prefix = "u";
 static const char *o_oper;  /* irc: "name:password" for the senders' OPER, then MODE +F */
 static int o_progress;
+static int o_source_addrs; /* >0: client i binds to 127.0.0.(1 + i % N) before connecting */
 
 /* State. */
 static int ep;
@@ -645,6 +648,24 @@ static void conn_close(conn_t *c)
 	c->ccap = 0;
 }
 
+/* One source address gives the kernel ~28,000 ephemeral ports (ip_local_port_range)
+ * to reach one server port with; past that, connect() fails with EADDRNOTAVAIL. The
+ * whole of 127.0.0.0/8 is loopback, so client i connects from 127.0.0.(1 + i % N):
+ * N times the connections. IP_BIND_ADDRESS_NO_PORT leaves the port to connect(), which
+ * then picks it for the whole address pair instead of reserving one at bind(). */
+static int bind_source(int fd, int idx)
+{
+	int one = 1;
+	setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+	struct sockaddr_in src = {.sin_family = AF_INET};
+	src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(idx % o_source_addrs));
+	if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
+		note_error("bind 127.0.0.%d: %s", 1 + idx % o_source_addrs, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 static int conn_open(conn_t *c)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -662,6 +683,12 @@ static int conn_open(conn_t *c)
 	c->oper_ok = 0;
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
 	struct sockaddr_in *addr = &server_addrs[c->idx % o_nports];
+	if (o_source_addrs > 0 && bind_source(fd, c->idx) < 0) {
+		close(fd);
+		c->fd = -1;
+		c->state = ST_FREE;
+		return -1;
+	}
 	if (connect(fd, (struct sockaddr *)addr, sizeof *addr) < 0 &&
 	    errno != EINPROGRESS) {
 		note_error("connect: %s", strerror(errno));
@@ -1233,7 +1260,7 @@ static void usage(void)
 		"  [--host 127.0.0.1] [--clients N] [--senders S] [--rate MSGS_PER_S]\n"
 		"  [--duration S] [--drain S] [--msg-bytes B] [--concurrency C] [--timeout S]\n"
 		"  [--settle S] [--server-pid PID[,PID...]] [--alias-prefix P] [--oper NAME:PASS]\n"
-		"  [--progress]\n");
+		"  [--source-addrs N] [--progress]\n");
 	exit(2);
 }
 
@@ -1254,7 +1281,8 @@ int main(int argc, char **argv)
 		{"rate", 1, 0, 'r'},	 {"duration", 1, 0, 'd'}, {"drain", 1, 0, 'D'},
 		{"msg-bytes", 1, 0, 'b'}, {"concurrency", 1, 0, 'c'}, {"timeout", 1, 0, 't'},
 		{"settle", 1, 0, 'S'},	 {"server-pid", 1, 0, 'x'}, {"alias-prefix", 1, 0, 'a'},
-		{"oper", 1, 0, 'o'},	 {"progress", 0, 0, 'v'}, {0, 0, 0, 0},
+		{"oper", 1, 0, 'o'},	 {"progress", 0, 0, 'v'}, {"source-addrs", 1, 0, 'A'},
+		{0, 0, 0, 0},
 	};
 	int ch;
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -1289,12 +1317,13 @@ int main(int argc, char **argv)
 		case 'a': o_prefix = optarg; break;
 		case 'o': o_oper = strchr(optarg, ':') ? optarg : NULL; break;
 		case 'v': o_progress = 1; break;
+		case 'A': o_source_addrs = atoi(optarg); break;
 		default: usage();
 		}
 	}
 	if (o_mode < 0 || o_proto < 0 || o_nports <= 0 || o_server_pid < 0 || o_clients < 2 ||
 	    o_senders < 1 || o_senders > o_clients || o_rate <= 0 || o_msg_bytes < TAIL_LEN + 1 ||
-	    o_msg_bytes > 4000 || o_concurrency < 1)
+	    o_msg_bytes > 4000 || o_concurrency < 1 || o_source_addrs < 0 || o_source_addrs > 254)
 		usage();
 	signal(SIGPIPE, SIG_IGN);
 	struct rlimit rl;

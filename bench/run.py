@@ -3,14 +3,16 @@
     python bench/run.py            # full run, a few minutes
     python bench/run.py --quick    # under a minute
     python bench/run.py --only chatd,reference --json results.json
+    python bench/run.py --from-json results.json --plot results.svg
 
 Absolute numbers depend on the machine, so every run also measures reference servers
 on the same machine in the same invocation and reports chatd as a ratio to them: a
-minimal Twisted fan-out server (bench/reference_server.py, always) and ngircd (when
-it is installed). Each server is started here on a free loopback port, pinned to one
-CPU, and driven by a load generator (bench/loadgen.c, compiled with gcc into a cache
-directory on first use) pinned to another, so the generator never competes with the
-server for a core. Three scenarios:
+minimal Twisted fan-out server (bench/reference_server.py, always), the same in one C
+epoll loop (bench/cserver.c, when gcc is there, which it must be for the generator),
+and ngircd and InspIRCd (when they are installed). Each server is started here on a
+free loopback port, pinned to one CPU, and driven by a load generator
+(bench/loadgen.c, compiled with gcc into a cache directory on first use) pinned to
+another, so the generator never competes with the server for a core. Three scenarios:
 
   fanout    200 clients in one room, 20 of them sending 64-byte messages open-loop at
             a total rate that steps up until deliveries fall below 99.9 % or the p99
@@ -53,6 +55,7 @@ from typing import IO, Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 LOADGEN_SOURCE = BENCH_DIR / "loadgen.c"
+CSERVER_SOURCE = BENCH_DIR / "cserver.c"
 REFERENCE_SERVER = BENCH_DIR / "reference_server.py"
 
 FANOUT_CLIENTS = 200
@@ -66,6 +69,16 @@ DEFAULT_SENDQ_BYTES = 16 * 1024 * 1024
 SERVER_START_TIMEOUT_SECONDS = 30.0
 STOP_GRACE_SECONDS = 5.0
 IDLE_CPU_PCT = 5.0
+# The light load whose latency the documentation quotes (msg/s into the fan-out room).
+LIGHT_RATE = 1000.0
+# chatd's --max-conns default: more idle users need a --chatd-arg raising it.
+CHATD_MAX_CONNS = 20_000
+# Descriptors beyond one per idle user: listeners, logs, the database, pipes.
+FD_SLACK = 1024
+# Loopback connections from one source address to one server port, well inside the
+# ~28,000 ephemeral ports of Linux's default ip_local_port_range; more users connect
+# from 127.0.0.2, 127.0.0.3, ... too (loadgen --source-addrs).
+USERS_PER_SOURCE_ADDRESS = 20_000
 IRC_OPER = ("bench", "bench-oper-password")
 
 
@@ -195,6 +208,17 @@ def proc_rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_busy_seconds(cpu: int | None) -> float | None:
+    """user + nice + system time of one CPU from /proc/stat, in seconds (None: unpinned)."""
+    if cpu is None:
+        return None
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == f"cpu{cpu}":
+            return sum(int(value) for value in fields[1:4]) / os.sysconf("SC_CLK_TCK")
+    return None
+
+
 def wait_idle(pid: int, max_wait: float = 10.0) -> None:
     """Wait until ``pid`` has finished the work the previous step left behind.
 
@@ -217,11 +241,24 @@ def free_port() -> int:
         return port
 
 
-def raise_fd_limit() -> int:
-    """Raise RLIMIT_NOFILE to the hard limit; children (servers, generator) inherit it."""
+def raise_fd_limit(wanted: int = 0) -> int:
+    """Raise RLIMIT_NOFILE to the hard limit; children (servers, generator) inherit it.
+
+    If ``wanted`` descriptors are more than the hard limit allows, try to raise the
+    hard limit too, as far as the kernel's ``fs.nr_open``: only root (CAP_SYS_RESOURCE)
+    may, so anyone else keeps the hard limit and the capacity scenario is capped by it.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
         hard = 1 << 20
+    if wanted > hard:
+        try:
+            ceiling = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            ceiling = hard
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, ceiling),) * 2)
+            return min(wanted, ceiling)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
@@ -268,26 +305,34 @@ def cache_dir() -> Path:
 
 
 def build_loadgen() -> Path:
-    """Compile bench/loadgen.c once per source version; the hash is in the file name."""
-    source = LOADGEN_SOURCE.read_bytes()
+    """The load generator, compiled from bench/loadgen.c."""
+    return build_c(LOADGEN_SOURCE)
+
+
+def build_c(source_path: Path) -> Path:
+    """Compile one of bench/'s C programs once per source version; the hash is in the
+    file name, so an edited source is rebuilt and an old binary never runs."""
+    source = source_path.read_bytes()
     digest = hashlib.sha256(source).hexdigest()[:16]
-    binary = cache_dir() / f"loadgen-{digest}"
+    binary = cache_dir() / f"{source_path.stem}-{digest}"
     if binary.exists():
         return binary
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
-        raise BenchError("gcc not found: it is needed to build bench/loadgen.c")
+        raise BenchError(f"gcc not found: it is needed to build {source_path}")
     binary.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=binary.parent, prefix="loadgen-", delete=False) as tmp:
+    with tempfile.NamedTemporaryFile(
+        dir=binary.parent, prefix=f"{source_path.stem}-", delete=False
+    ) as tmp:
         partial = Path(tmp.name)
     try:
         result = subprocess.run(
-            [gcc, "-O2", "-Wall", "-o", str(partial), str(LOADGEN_SOURCE)],
+            [gcc, "-O2", "-Wall", "-o", str(partial), str(source_path)],
             capture_output=True,
             text=True,
         )
         if result.returncode != 0:
-            raise BenchError(f"compiling {LOADGEN_SOURCE} failed:\n{result.stderr}")
+            raise BenchError(f"compiling {source_path} failed:\n{result.stderr}")
         partial.chmod(0o755)
         partial.replace(binary)
     finally:
@@ -443,6 +488,16 @@ class ReferenceTarget(Target):
         return [sys.executable, str(REFERENCE_SERVER), "--port", str(port)]
 
 
+@dataclass
+class CServerTarget(Target):
+    """bench/cserver.c: the reference's protocol in one C epoll loop, the physical limit."""
+
+    binary: Path = CSERVER_SOURCE
+
+    def command(self, port: int, workdir: Path) -> list[str]:
+        return [str(build_c(self.binary)), "--port", str(port)]
+
+
 NGIRCD_CONFIG = """\
 # Written by chatd's bench/run.py for one benchmark run; not for real use.
 [Global]
@@ -508,6 +563,59 @@ class NgircdTarget(Target):
             if count:
                 found.append(f"ngircd: {needle} ({count}x)")
         return found
+
+
+INSPIRCD_CONFIG = """\
+# Written by chatd's bench/run.py for one benchmark run; not for real use.
+<server name="bench.invalid" description="chatd benchmark reference" network="bench">
+<admin name="chatd benchmark" nick="bench" email="nobody@bench.invalid">
+<path configdir="{workdir}" datadir="{workdir}" logdir="{workdir}">
+<bind address="127.0.0.1" port="{port}" type="clients">
+<connect name="bench" allow="*" maxchans="20" timeout="600" pingfreq="10m"
+         hardsendq="{sendq_bytes}" softsendq="{sendq_bytes}" recvq="1048576"
+         threshold="1000000000" commandrate="1000000000" fakelag="no"
+         localmax="1000000" globalmax="1000000" maxconnwarn="no" limit="1000000"
+         resolvehostnames="no" useident="no">
+<performance netbuffersize="65536" somaxconn="4096" softlimit="1000000"
+             clonesonconnect="no" quietbursts="yes">
+<security hideserver="" userstats="Pu" customversion="" flatlinks="no" hidesplits="no"
+          hideulines="no" hidebans="no" maxtargets="20">
+<options prefixquit="Quit: " syntaxhints="no" announcets="no" hostintopic="no"
+         pingwarning="15" splitwhois="no" exemptchanops="">
+<channels users="20" opers="60">
+<dns timeout="1">
+<files motd="{motd}">
+"""
+
+
+@dataclass
+class InspircdTarget(Target):
+    """InspIRCd, a single-threaded C++ IRC server, with every flood limit off.
+
+    Its connect class allows any rate (``commandrate`` and ``threshold`` of a billion,
+    no fakelag), any number of connections per address, send queues as large as
+    chatd's, and no DNS or ident lookups; no optional module is loaded. That leaves
+    nothing for the senders to OPER for. It refuses to run as root without
+    ``--runasroot``, which the benchmark passes, since everything here runs as
+    whoever started it.
+    """
+
+    binary: str = "inspircd"
+    sendq_bytes: int = DEFAULT_SENDQ_BYTES
+
+    def command(self, port: int, workdir: Path) -> list[str]:
+        motd = workdir / "motd"
+        motd.write_text("chatd benchmark\n")
+        config = workdir / "inspircd.conf"
+        config.write_text(
+            INSPIRCD_CONFIG.format(
+                port=port, workdir=workdir, motd=motd, sendq_bytes=self.sendq_bytes
+            )
+        )
+        argv = [self.binary, "--nofork", "--nopid", "--config", str(config)]
+        if os.geteuid() == 0:
+            argv.append("--runasroot")
+        return argv
 
 
 def find_twistd() -> str:
@@ -590,6 +698,40 @@ def available_targets(settings: Settings) -> tuple[list[Target], list[str]]:
                 binary=ngircd,
             )
         )
+    inspircd = shutil.which("inspircd") or (
+        "/usr/sbin/inspircd" if Path("/usr/sbin/inspircd").exists() else None
+    )
+    if inspircd is None:
+        notes.append("inspircd skipped: not installed (apt-get install -y inspircd)")
+    else:
+        version = subprocess.run(
+            [inspircd, "--version"], capture_output=True, text=True
+        ).stdout.split()
+        targets.append(
+            InspircdTarget(
+                name="inspircd",
+                proto="irc",
+                # It completes registrations in a once-a-second sweep, so each join
+                # takes up to a second: only many in flight keep joins from taking
+                # ages (100: 1,000 users in 10 s; more in flight raise its RSS per user, the
+                # high-water mark of many NAMES replies at once). Churn keeps its 50 in
+                # flight: that wait is part of a session there.
+                join_concurrency=100,
+                version=version[0].split("-")[1] if version and "-" in version[0] else "?",
+                # Each join answers with the channel's NAMES, O(members) as on ngircd.
+                idle_cap=settings.irc_idle_cap,
+                binary=inspircd,
+                sendq_bytes=settings.sendq_bytes,
+            )
+        )
+    if shutil.which("gcc") or shutil.which("cc"):
+        targets.append(
+            CServerTarget(
+                name="cserver", proto="ref", join_concurrency=16, version="bench/cserver.c"
+            )
+        )
+    else:
+        notes.append("cserver skipped: no C compiler (it is built from bench/cserver.c)")
     return targets, notes
 
 
@@ -701,10 +843,20 @@ def run_fanout(bench: Bench, target: Target) -> dict[str, Any]:
                 alias_prefix=prefix,
                 timeout=120,
             )
+            busy0 = cpu_busy_seconds(bench.placement.server_cpu)
+            own0, wall0 = proc_cpu_seconds(server.pid), time.monotonic()
             result = bench.generator.run(
                 [*args, *target.generator_args],
                 timeout=settings.step_seconds + settings.drain_seconds + 180,
             )
+            busy1 = cpu_busy_seconds(bench.placement.server_cpu)
+            if busy0 is not None and busy1 is not None:
+                # Others on the server's core (the machine may be shared): what its
+                # latency figures owe to them rather than to the server.
+                foreign = (busy1 - busy0) - (proc_cpu_seconds(server.pid) - own0)
+                result["foreign_cpu_pct"] = round(
+                    max(0.0, 100 * foreign / (time.monotonic() - wall0)), 1
+                )
             result["offered"] = round(rate)
             classify_step(result)
             steps.append(result)
@@ -713,6 +865,7 @@ def run_fanout(bench: Bench, target: Target) -> dict[str, Any]:
                 f"{result.get('deliveries_per_s', 0):>11,.0f} deliveries/s, "
                 f"{result['fraction']:.2%}, p99 {result.get('lat_p99_ms', -1):.1f} ms, "
                 f"server {result.get('server_cpu_pct', -1):.0f}% "
+                f"others {fmt_pct(result.get('foreign_cpu_pct'))} "
                 f"gen {result.get('gen_cpu_pct', -1):.0f}%"
                 + ("" if result["passed"] else f"  FAIL: {result['why']}")
                 + ("  GENERATOR-BOUND" if result["gen_bound"] else "")
@@ -772,8 +925,18 @@ def run_capacity(bench: Bench, target: Target, fd_limit: int) -> dict[str, Any]:
     capped_by = ""
     if target.idle_cap is not None and users > target.idle_cap:
         users, capped_by = target.idle_cap, f"capped at {target.idle_cap} (slow joins)"
-    if users + 64 > fd_limit:
-        users, capped_by = fd_limit - 64, f"capped at {fd_limit - 64} by RLIMIT_NOFILE"
+    if users + FD_SLACK > fd_limit:
+        users = fd_limit - FD_SLACK
+        capped_by = f"capped at {users} by RLIMIT_NOFILE"
+    if (
+        isinstance(target, ChatdTarget)
+        and users > CHATD_MAX_CONNS
+        and not any(arg.startswith("--max-conns") for arg in target.extra_args)
+    ):
+        raise BenchError(
+            f"chatd takes at most {CHATD_MAX_CONNS:,} connections by default: "
+            f"add --chatd-arg=--max-conns={users + FD_SLACK} for {users:,} idle users"
+        )
     with bench.server(target, "capacity") as server:
         time.sleep(0.5)  # let the server finish starting before taking its base RSS
         args = options(
@@ -789,6 +952,8 @@ def run_capacity(bench: Bench, target: Target, fd_limit: int) -> dict[str, Any]:
             timeout=900,
             settle=0.5 if bench.settings.quick else 1,
         )
+        if users > USERS_PER_SOURCE_ADDRESS:
+            args += options(source_addrs=math.ceil(users / USERS_PER_SOURCE_ADDRESS))
         result = bench.generator.run(args, timeout=1000)
     result["capped_by"] = capped_by
     progress(
@@ -941,11 +1106,21 @@ def fmt_num(value: float | None) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
+def fmt_pct(value: float | None) -> str:
+    """12% or n/a."""
+    return "n/a" if value is None else f"{value:.0f}%"
+
+
 def ratio(chatd: float | None, other: float | None) -> str:
     """chatd / other as '0.42x', or n/a."""
     if chatd is None or other is None or other <= 0 or chatd < 0:
         return "n/a"
     return f"{chatd / other:.2f}x"
+
+
+def first_line(text: str | None) -> str:
+    """The first line of an error, for a table cell (the notes below have all of it)."""
+    return (text or "").strip().split("\n", 1)[0]
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -974,6 +1149,7 @@ def render(report: dict[str, Any]) -> str:
     if settings["chatd_args"]:
         out.append("Extra chatd options: " + " ".join(settings["chatd_args"]))
     results = report["results"]
+    notes = list(report["notes"])  # drawn again from a saved run, it must not grow
 
     fan_rows = []
     for name, res in results.items():
@@ -994,6 +1170,7 @@ def render(report: dict[str, Any]) -> str:
                     fmt_num(s.get("lat_p99_ms")),
                     fmt_num(s.get("lat_max_ms")),
                     f"{s.get('server_cpu_pct', -1):.0f}%",
+                    fmt_pct(s.get("foreign_cpu_pct")),
                     f"{s.get('gen_cpu_pct', -1):.0f}%",
                     f"{s.get('server_rss_kib', 0) / 1024:.1f}",
                     verdict,
@@ -1007,7 +1184,9 @@ def render(report: dict[str, Any]) -> str:
             "",
             f"Each message should reach the {FANOUT_CLIENTS - 1} other clients. A step passes "
             f"with >= {MIN_DELIVERED_FRACTION:.1%} delivered and p99 <= {MAX_P99_MS:.0f} ms; "
-            "latency is measured on every delivery.",
+            "latency is measured on every delivery. Others' CPU: what other processes "
+            "used of the server's core during the step (the machine may be shared); "
+            "latency figures of a step where that is high say little about the server.",
             "",
             table(
                 [
@@ -1019,6 +1198,7 @@ def render(report: dict[str, Any]) -> str:
                     "p99 ms",
                     "max ms",
                     "server CPU",
+                    "others' CPU",
                     "gen CPU",
                     "RSS MiB",
                     "result",
@@ -1027,84 +1207,22 @@ def render(report: dict[str, Any]) -> str:
             ),
         ]
 
-    cap_rows = []
-    for name, res in results.items():
-        cap = res.get("capacity")
-        if not cap:
-            continue
-        cap_rows.append(
-            [
-                name,
-                fmt_int(cap.get("clients")),
-                fmt_num(cap.get("join_drain_s")),
-                f"{cap.get('rss_before_kib', 0) / 1024:.1f}",
-                f"{cap.get('rss_after_kib', 0) / 1024:.1f}",
-                f"{cap.get('rss_per_conn_kib', -1):.2f}",
-                fmt_num(cap.get("broadcast_p50_ms")),
-                fmt_num(cap.get("broadcast_all_ms")),
-                "; ".join(x for x in (cap.get("capped_by"), cap.get("error")) if x) or "",
-            ]
-        )
-    if cap_rows:
+    capacity = capacity_table(results)
+    if capacity:
         out += [
             "",
             "## Capacity: idle users who chose an alias (and, on IRC, joined #bench)",
             "",
-            table(
-                [
-                    "server",
-                    "users",
-                    "join s",
-                    "RSS before MiB",
-                    "RSS after MiB",
-                    "KiB/conn",
-                    "bcast p50 ms",
-                    "bcast all ms",
-                    "note",
-                ],
-                cap_rows,
-            ),
+            capacity,
         ]
-
-    churn_rows = []
-    for name, res in results.items():
-        ch = res.get("churn")
-        if not ch:
-            continue
-        churn_rows.append(
-            [
-                name,
-                fmt_int(ch.get("sessions_per_s")),
-                fmt_int(ch.get("completed")),
-                str(ch.get("failed", "n/a")),
-                fmt_num(ch.get("session_p50_ms")),
-                fmt_num(ch.get("session_p99_ms")),
-                f"{ch.get('server_cpu_pct', -1):.0f}%",
-                f"{ch.get('gen_cpu_pct', -1):.0f}%",
-                ("INVALID: generator >90% CPU " if ch.get("gen_bound") else "")
-                + (ch.get("error") or ""),
-            ]
-        )
-    if churn_rows:
+    churn = churn_table(results)
+    if churn:
         out += [
             "",
             f"## Churn: connect, alias, one line, quit, wait for close; "
             f"{CHURN_CONCURRENCY} sessions in flight",
             "",
-            table(
-                [
-                    "server",
-                    "sessions/s",
-                    "sessions",
-                    "failed",
-                    "p50 ms",
-                    "p99 ms",
-                    "server CPU",
-                    "gen CPU",
-                    "note",
-                ],
-                churn_rows,
-            ),
+            churn,
         ]
 
     out += [
@@ -1113,10 +1231,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         summary_table(results),
         "",
-        ">=: the generator was above 90% CPU (or the ladder reached its ceiling), so the "
-        "figure only bounds that server from below. The reference server sends no prompt, "
-        "welcome or join notice, so its join and churn figures are for less work than "
-        "chatd's.",
+        summary_footnote(results),
     ]
 
     profile = results.get("chatd", {}).get("profile")
@@ -1139,11 +1254,212 @@ def render(report: dict[str, Any]) -> str:
             ),
         ]
     elif profile and profile.get("error"):
-        report["notes"].append(f"profile: {profile['error']}")
+        notes.append(f"profile: {profile['error']}")
 
-    if report["notes"]:
-        out += ["", "Notes:"] + [f"- {note}" for note in report["notes"]]
+    if notes:
+        out += ["", "Notes:"] + [f"- {note}" for note in notes]
     return "\n".join(out) + "\n"
+
+
+def capacity_table(results: dict[str, Any]) -> str:
+    """One row per target of the capacity scenario ('' if none ran it)."""
+    cap_rows = []
+    for name, res in results.items():
+        cap = res.get("capacity")
+        if not cap:
+            continue
+        cap_rows.append(
+            [
+                name,
+                fmt_int(cap.get("clients")),
+                fmt_num(cap.get("join_drain_s")),
+                f"{cap.get('rss_before_kib', 0) / 1024:.1f}",
+                f"{cap.get('rss_after_kib', 0) / 1024:.1f}",
+                f"{cap.get('rss_per_conn_kib', -1):.2f}",
+                fmt_num(cap.get("broadcast_p50_ms")),
+                fmt_num(cap.get("broadcast_all_ms")),
+                "; ".join(x for x in (cap.get("capped_by"), first_line(cap.get("error"))) if x),
+            ]
+        )
+    if not cap_rows:
+        return ""
+    return table(
+        [
+            "server",
+            "users",
+            "join s",
+            "RSS before MiB",
+            "RSS after MiB",
+            "KiB/conn",
+            "bcast p50 ms",
+            "bcast all ms",
+            "note",
+        ],
+        cap_rows,
+    )
+
+
+def churn_table(results: dict[str, Any]) -> str:
+    """One row per target of the churn scenario ('' if none ran it)."""
+    churn_rows = []
+    for name, res in results.items():
+        ch = res.get("churn")
+        if not ch:
+            continue
+        churn_rows.append(
+            [
+                name,
+                fmt_int(ch.get("sessions_per_s")),
+                fmt_int(ch.get("completed")),
+                str(ch.get("failed", "n/a")),
+                fmt_num(ch.get("session_p50_ms")),
+                fmt_num(ch.get("session_p99_ms")),
+                f"{ch.get('server_cpu_pct', -1):.0f}%",
+                f"{ch.get('gen_cpu_pct', -1):.0f}%",
+                ("INVALID: generator >90% CPU " if ch.get("gen_bound") else "")
+                + first_line(ch.get("error")),
+            ]
+        )
+    if not churn_rows:
+        return ""
+    return table(
+        [
+            "server",
+            "sessions/s",
+            "sessions",
+            "failed",
+            "p50 ms",
+            "p99 ms",
+            "server CPU",
+            "gen CPU",
+            "note",
+        ],
+        churn_rows,
+    )
+
+
+def fanout_table(results: dict[str, Any]) -> str:
+    """Per target: the ladder's best passing step, and the step nearest 1,000 msg/s.
+
+    The short form of the per-step table, for the documentation beside the plot:
+    the maximum, and the latency at a light load (the step whose offered rate is
+    nearest LIGHT_RATE on a log scale, as the ladder's rates are not round).
+    """
+    rows = []
+    for name, res in results.items():
+        fanout = res.get("fanout") or {}
+        steps = [s for s in fanout.get("steps", []) if s.get("offered")]
+        if not steps:
+            continue
+        for step in steps:
+            classify_step(step)
+        good = [s for s in steps if s["passed"] and not s["gen_bound"]]
+        best = max(good, key=lambda s: s["deliveries_per_s"]) if good else None
+        light = min(steps, key=lambda s: abs(math.log(s["offered"] / LIGHT_RATE)))
+        bound = ">=" if fanout.get("ended_by") in ("generator", "max-rate") else ""
+        rows.append(
+            [
+                name,
+                bound + fmt_int(best["deliveries_per_s"]) if best else "n/a",
+                fmt_int(best["offered"]) if best else "n/a",
+                fmt_num(best.get("lat_p99_ms")) if best else "n/a",
+                fmt_int(light["offered"]),
+                fmt_num(light.get("lat_p50_ms")),
+                fmt_num(light.get("lat_p99_ms")),
+                f"{light.get('server_cpu_pct', -1):.0f}%",
+                fmt_pct(light.get("foreign_cpu_pct")),
+            ]
+        )
+    if not rows:
+        return ""
+    return table(
+        [
+            "server",
+            "max deliveries/s",
+            "at msg/s",
+            "p99 ms there",
+            "light step msg/s",
+            "p50 ms",
+            "p99 ms",
+            "server CPU",
+            "others' CPU",
+        ],
+        rows,
+    )
+
+
+def render_doc(report: dict[str, Any], image: str) -> str:
+    """The block of docs/performance.md that a run fills in (see --update-doc)."""
+    settings = report["settings"]
+    env = report["environment"]
+    results = report["results"]
+    out = [
+        f"Run of {env['date']} ({'quick' if settings['quick'] else 'full'}): "
+        f"{env['cpu']} x{env['cpus']}, Linux {env['kernel']}, Python {env['python']}; "
+        f"{env['placement']}.",
+        "",
+        "Servers: " + ", ".join(f"{t['name']} {t['version']}" for t in report["targets"]) + ".",
+        "",
+        f"![The run: fan-out ladders, capacity and churn]({image})",
+        "",
+        summary_table(results),
+        "",
+        summary_footnote(results),
+    ]
+    sections = [
+        (
+            f"Fan-out ({FANOUT_CLIENTS} clients in one room, {FANOUT_SENDERS} senders, "
+            f"{MESSAGE_BYTES}-byte lines): the best step that passed, and the step nearest "
+            f"{LIGHT_RATE:,.0f} msg/s",
+            fanout_table(results),
+        ),
+        (
+            "Capacity (idle users who chose an alias; on IRC, who joined #bench)",
+            capacity_table(results),
+        ),
+        (
+            "Churn (connect, alias, one line, quit, wait for close; "
+            f"{CHURN_CONCURRENCY} in flight)",
+            churn_table(results),
+        ),
+    ]
+    for title, text in sections:
+        if text:
+            out += ["", title + ":", "", text]
+    if report["notes"]:
+        out += ["", "Notes of the run:", ""] + [f"- {first_line(n)}" for n in report["notes"]]
+    return "\n".join(out) + "\n"
+
+
+DOC_BEGIN = "<!-- figures of bench/run.py: begin -->"
+DOC_END = "<!-- figures of bench/run.py: end -->"
+
+
+def update_doc(report: dict[str, Any], doc: Path, image: Path | None) -> None:
+    """Replace what stands between the markers in ``doc`` with this run's figures."""
+    text = doc.read_text()
+    begin, end = text.find(DOC_BEGIN), text.find(DOC_END)
+    if begin < 0 or end < begin:
+        raise BenchError(f"{doc} has no {DOC_BEGIN} ... {DOC_END} block to fill in")
+    link = os.path.relpath(image, doc.parent) if image else "performance.svg"
+    block = render_doc(report, link)
+    doc.write_text(text[: begin + len(DOC_BEGIN)] + "\n" + block + text[end:])
+
+
+def summary_footnote(results: dict[str, Any]) -> str:
+    """How to read the summary: bounds, and figures that are not like-for-like."""
+    text = (
+        ">=: the generator was above 90% CPU (or the ladder reached its ceiling), so the "
+        "figure only bounds that server from below. The reference server and cserver send "
+        "no prompt, welcome or join notice, so their join and churn figures are for less "
+        "work than chatd's."
+    )
+    if "inspircd" in results:
+        text += (
+            " InspIRCd completes registrations in a sweep once a second: its churn (50 in "
+            "flight) and join figures measure that wait, not its work."
+        )
+    return text
 
 
 def summary_table(results: dict[str, Any]) -> str:
@@ -1232,7 +1548,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="a run of under a minute")
     parser.add_argument(
-        "--only", help="comma-separated targets: chatd,reference,ngircd (default: all)"
+        "--only",
+        help="comma-separated targets: chatd,reference,ngircd,inspircd,cserver (default: all)",
     )
     parser.add_argument(
         "--scenarios", default="fanout,capacity,churn", help="comma-separated scenarios"
@@ -1263,6 +1580,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="FILE",
         help="also profile chatd with py-spy at its max sustained rate; raw stacks go to FILE",
     )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.svg",
+        help="also draw the run (fan-out ladders, capacity and churn bars) into this SVG "
+        "(needs matplotlib: pip install -r bench/requirements.txt)",
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="RUN.json",
+        help="measure nothing: print the report of a run saved with --json (and --plot it)",
+    )
+    parser.add_argument(
+        "--update-doc",
+        type=Path,
+        metavar="FILE.md",
+        help="also write the run's tables (and a link to the --plot image) into FILE.md, "
+        f"between the lines {DOC_BEGIN} and {DOC_END}",
+    )
     parser.add_argument("--verbose", action="store_true", help="show generator commands")
     return parser.parse_args(argv)
 
@@ -1270,6 +1607,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; the report goes to stdout, progress to stderr."""
     args = parse_args(argv)
+    if args.from_json:
+        return report_saved_run(args.from_json, args.plot, args.update_doc)
+    if args.plot:
+        check_plotting()
+    if args.update_doc and DOC_BEGIN not in args.update_doc.read_text():
+        raise SystemExit(f"{args.update_doc} has no {DOC_BEGIN} line to write after")
     settings = Settings.from_args(args)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(scenarios) - {"fanout", "capacity", "churn"}
@@ -1289,14 +1632,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets, notes = available_targets(settings)
         if args.only:
             wanted = {name.strip() for name in args.only.split(",") if name.strip()}
-            known = {t.name for t in targets} | {"ngircd"}
+            known = {t.name for t in targets} | {"ngircd", "inspircd", "cserver"}
             if wanted - known:
                 raise SystemExit(f"unknown target(s): {', '.join(sorted(wanted - known))}")
             targets = [t for t in targets if t.name in wanted]
             notes = [n for n in notes if n.split()[0] in wanted]
         if not any(t.name == "chatd" for t in targets):
             notes.append("chatd not selected: no ratios")
-        fd_limit = raise_fd_limit()
+        # Each server gets one descriptor per idle user; so does the generator.
+        fd_limit = raise_fd_limit(settings.idle_users + FD_SLACK)
         placement = Placement.choose()
         placement.pin_self()
         if placement.server_cpu is None:
@@ -1308,6 +1652,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "chatd_args": list(settings.chatd_args),
             },
             "environment": environment(placement, fd_limit),
+            "fanout": {
+                "clients": FANOUT_CLIENTS,
+                "senders": FANOUT_SENDERS,
+                "msg_bytes": MESSAGE_BYTES,
+                "max_p99_ms": MAX_P99_MS,
+            },
             "targets": [{"name": t.name, "version": t.version} for t in targets],
             "results": {},
             "notes": notes,
@@ -1379,6 +1729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text, end="")
         if args.json:
             args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        publish(report, args.plot, args.update_doc)
         return 0
     except BenchError as problem:
         print(f"bench: {problem}", file=sys.stderr)
@@ -1388,6 +1739,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         processes.stop_all()
+
+
+def check_plotting() -> None:
+    """Fail before measuring, not after minutes of it, when --plot cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "--plot needs matplotlib: pip install -r bench/requirements.txt"
+        ) from None
+
+
+def publish(report: dict[str, Any], plot_path: Path | None, doc: Path | None) -> None:
+    """Draw the run (--plot) and write its tables into the documentation (--update-doc)."""
+    if plot_path:
+        check_plotting()
+        import plot
+
+        plot.write_svg(report, plot_path)
+        progress(f"plot written to {plot_path}")
+    if doc:
+        update_doc(report, doc, plot_path)
+        progress(f"tables written into {doc}")
+
+
+def report_saved_run(path: Path, plot_path: Path | None, doc: Path | None) -> int:
+    """Print the report of a run saved with ``--json`` and, with ``--plot``, draw it.
+
+    So the documentation's tables and picture can be made again from the run they
+    came from, after a change to how they are drawn, without measuring again.
+    """
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as problem:
+        print(f"bench: cannot read {path}: {problem}", file=sys.stderr)
+        return 1
+    print(render(report), end="")
+    try:
+        publish(report, plot_path, doc)
+    except BenchError as problem:
+        print(f"bench: {problem}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def environment(placement: Placement, fd_limit: int) -> dict[str, Any]:

@@ -108,7 +108,10 @@ class BoundedSender:
         self._turn_end: TurnEnd | None = (
             None if self._direct is None else _turn_end(cast(IReactorTime, self._direct.reactor))
         )
-        self._held: list[bytes] | None = None
+        # This turn's writes: the one write most turns have as it is (a broadcast
+        # to 10,000 then makes no list per recipient for the collector to count),
+        # a list from the second.
+        self._held: bytes | list[bytes] | None = None
         self._held_bytes = 0
         transport.registerProducer(self, True)
 
@@ -128,6 +131,8 @@ class BoundedSender:
         if not self._paused:
             held = self._held
             if held is not None:
+                if isinstance(held, bytes):
+                    held = self._held = [held]
                 held.append(data)
                 self._held_bytes += len(data)
                 if self._held_bytes > CHUNK_BYTES:  # a big turn: the transport's way
@@ -135,7 +140,7 @@ class BoundedSender:
                 return
             direct, turn_end = self._direct, self._turn_end
             if direct is not None and turn_end is not None and self._idle(direct):
-                self._held = [data]
+                self._held = data
                 self._held_bytes = len(data)
                 turn_end.add(self)
                 return
@@ -167,21 +172,29 @@ class BoundedSender:
         if held is None:
             return
         self._held = None
-        data = held[0] if len(held) == 1 else b"".join(held)
+        data = held if isinstance(held, bytes) else b"".join(held)
         direct = self._direct
         assert direct is not None
         if self._idle(direct):
-            sent = direct.writeSomeData(data)
-            if isinstance(sent, int) and sent > 0:
-                if sent == len(data):
-                    return
+            # The socket's own send, not the transport's writeSomeData: that one
+            # slices a memoryview and loops on EINTR (which Python's send already
+            # retries) around the same call, a tenth of a broadcast's CPU per
+            # recipient. Whatever the send does not take, an error included, goes
+            # to the transport, which sends it or reports the connection lost.
+            try:
+                sent = direct.socket.send(data)
+            except OSError:
+                sent = 0
+            if sent == len(data):
+                return
+            if sent:
                 data = data[sent:]
         self._transport.write(data)
 
     def _hand_held_to_transport(self) -> None:
         held, self._held = self._held, None
         if held:
-            self._transport.write(b"".join(held))
+            self._transport.write(held if isinstance(held, bytes) else b"".join(held))
 
     def close(self) -> None:
         """Hand everything queued to the transport and stop producing.
@@ -191,7 +204,8 @@ class BoundedSender:
         """
         if self._closed:
             return
-        pending = b"".join([*(self._held or ()), *self._queue])
+        held = self._held
+        pending = b"".join([*([held] if isinstance(held, bytes) else held or ()), *self._queue])
         self._discard()
         self._transport.unregisterProducer()
         if pending:

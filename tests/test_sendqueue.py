@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Protocol
 from twisted.internet.tcp import Connection
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -138,3 +139,17 @@ def test_what_the_kernel_does_not_take_is_left_to_the_transport_in_order() -> No
     finally:
         transport.socket.close()
         peer.close()
+
+
+def test_a_failed_send_at_the_turns_end_is_left_to_the_transport_to_report() -> None:
+    """A peer gone before the turn ends costs no exception: the transport finds the loss."""
+    transport, peer, reactor = _tcp_pair()
+    try:
+        sender = BoundedSender(transport, 1024 * 1024, lambda: None)
+        sender.write(b"to nobody\r\n")
+        peer.close()
+        reactor.advance(0)  # the send fails (EPIPE); the bytes go to the transport
+        assert transport.dataBuffer or transport._tempDataBuffer
+        assert isinstance(transport.doWrite(), ConnectionLost)
+    finally:
+        transport.socket.close()
