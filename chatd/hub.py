@@ -94,6 +94,11 @@ DEFAULT_HISTORY_REPLAY = 20
 # when a crowd comes in. 0 announces every one, however big the room.
 DEFAULT_QUIET_JOINS_ABOVE = 100
 COMINGS_SECONDS = 5.0
+# A member's bell rings for the first line naming them, then not again for this long:
+# lines naming them still come, marked, but a crowd (or a flooder's many connections)
+# naming someone must not turn their terminal into a buzzer. One ring says "you are
+# wanted"; more within seconds add nothing but noise.
+BELL_INTERVAL_SECONDS = 5.0
 
 
 @implementer(IHubListener)
@@ -532,23 +537,30 @@ class Hub:
         with the copy they get: marked, and with their bell if they want it.
 
         A dict lookup per word of the line, whatever the room's size; the sender is
-        never mentioned to themselves. None, the common case, when nobody is.
+        never mentioned to themselves, nor to those who ignore them (the line does
+        not reach them, and must not use up their bell). The bell rings at most
+        once per :data:`BELL_INTERVAL_SECONDS` for each member. None, the common
+        case, when nobody is mentioned.
         """
         members = self._members
         if members.keys().isdisjoint(keys):  # at C speed: the common case
             return None
-        sender, presence = alias_key(line.sender), self._presence
-        mentioned = [
-            member
-            for key in keys
-            if key != sender
-            and (member := members.get(key)) is not None
-            and presence[member].room is room
-        ]
-        if not mentioned:
-            return None
+        sender, presences = alias_key(line.sender), self._presence
         copies = (Mentioned(line, bell=False), Mentioned(line, bell=True))
-        return {member: copies[presence[member].bell] for member in mentioned}
+        now = self.clock.seconds()
+        mentioned: MentionCopies = {}
+        for key in keys:
+            member = members.get(key)
+            if member is None or key == sender:
+                continue
+            presence = presences[member]
+            if presence.room is not room or sender in presence.ignores:
+                continue
+            ring = presence.bell and now >= presence.bell_rests_until
+            if ring:
+                presence.bell_rests_until = now + BELL_INTERVAL_SECONDS
+            mentioned[member] = copies[ring]
+        return mentioned or None
 
     def whisper(self, member: IMember, recipient_alias: str, text: str) -> None:
         """Deliver a private message (to any room, on any node) and confirm it to the sender."""
@@ -781,6 +793,7 @@ class Hub:
         presence = self.presence_of(member)
         if bell is not None:
             presence.bell = bell
+            presence.bell_rests_until = 0.0  # asked for now: the next mention rings
         state = "on" if presence.bell else "off"
         self.tell(member, Notice(f"The bell for lines that mention you is {state}."))
 

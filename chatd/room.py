@@ -66,6 +66,7 @@ class Presence:
         "alias",
         "away",
         "bell",
+        "bell_rests_until",
         "ignores",
         "operator",
         "replay",
@@ -86,6 +87,8 @@ class Presence:
         self.ignores: set[str] = set()
         # Whether a line that mentions this member rings their terminal (/bell).
         self.bell = True
+        # Until when the bell stays quiet, having rung (see chatd.hub.BELL_INTERVAL_SECONDS).
+        self.bell_rests_until = 0.0
         # The alias key of the registered account whose password this member gave.
         self.account = account
         # Whether a room's recent history is shown on entering it (bots say no).

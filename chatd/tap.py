@@ -17,7 +17,14 @@ from twisted.python import usage
 
 from chatd import optionvalues as values
 from chatd.accounts import Accounts
-from chatd.admission import ConnectionLimits, Refusal, refusal_http, refusal_irc, refusal_line
+from chatd.admission import (
+    ConnectionLimits,
+    Refusal,
+    refusal_http,
+    refusal_irc,
+    refusal_json,
+    refusal_line,
+)
 from chatd.cluster.address import RedisAddress
 from chatd.config import ConfigFileOptions
 from chatd.files import create_private_directory
@@ -455,7 +462,7 @@ def makeService(options: Options) -> ChatService:
         # (see chatd.logs); files and syslog stay twistd's (rotation, SIGUSR1).
         log_observer = partial(_text_log_observer, twistd_options.get("logfile"), nodaemon)
     others: list[tuple[str, Any, Refusal]] = [
-        (port, LineFactory(sessions, json=True), refusal_line) for port in options["json-ports"]
+        (port, LineFactory(sessions, json=True), refusal_json) for port in options["json-ports"]
     ]
     if options["web"]:
         from chatd.fronts.web import (

@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 from chatd.client import NOT_REVERSE, REVERSE, ChatClient
 from chatd.events import Acted, History, Mentioned, Notice, Said
 from chatd.fronts import jsonformat, lineformat
-from chatd.hub import Hub
+from chatd.hub import BELL_INTERVAL_SECONDS, Hub
 from chatd.model import HistoryEntry
 from tests.test_hub import ENCODINGS, RecordingMember, joined
 from tests.test_protocol import Server
@@ -118,7 +118,8 @@ def test_with_the_bell_off_the_copy_is_still_marked_without_the_bell(hub: Hub) -
 
 def test_a_mention_keeps_its_place_among_the_lines_and_what_is_told_alone(hub: Hub) -> None:
     """Caught up mid-turn, bob gets the lines before, his copy, then what he alone is told,
-    then the rest of the turn: in the order it all happened."""
+    then the rest of the turn: in the order it all happened (the second copy without a
+    bell: the first rang it)."""
     alice, bob, carol = joined(hub, "alice", "bob", "carol")
     hub.say(alice, "one")
     hub.say(carol, "bob: two")
@@ -128,7 +129,7 @@ def test_a_mention_keeps_its_place_among_the_lines_and_what_is_told_alone(hub: H
     assert bob.delivered() == [
         said("alice", "one") + mentioned("carol", "bob: two"),
         repr(Notice("alone")).encode(),
-        mentioned("alice", "three, bob") + said("alice", "four"),
+        mentioned("alice", "three, bob", bell=False) + said("alice", "four"),
     ]
     assert carol.received == [
         said("alice", "one") + said("alice", "three, bob") + said("alice", "four")
@@ -182,6 +183,69 @@ def test_a_mention_survives_a_member_cut_off_mid_flush(hub: Hub) -> None:
     hub.say(alice, "bob and carol")
     assert carol.delivered()[0] == mentioned("alice", "bob and carol")
     assert bob.disconnected == "delivery failed"
+
+
+# A bell flood: one member's bell rings at most once per BELL_INTERVAL_SECONDS.
+
+
+def test_lines_naming_someone_again_soon_are_marked_without_another_bell(hub: Hub) -> None:
+    """Hostile: many lines naming bob, from one sender or several, ring him once per
+    interval; every line still reaches him marked, and the bell rings again after it."""
+    alice, bob, carol = joined(hub, "alice", "bob", "carol")
+    hub.say(alice, "bob")
+    hub.say(carol, "bob!")
+    hub.say(alice, "@bob")
+    assert bob.delivered() == [
+        mentioned("alice", "bob")
+        + mentioned("carol", "bob!", bell=False)
+        + mentioned("alice", "@bob", bell=False)
+    ]
+    bob.received.clear()
+    hub.clock.advance(BELL_INTERVAL_SECONDS - 0.5)  # type: ignore[attr-defined]
+    hub.say(carol, "bob?")
+    assert bob.delivered() == [mentioned("carol", "bob?", bell=False)]
+    bob.received.clear()
+    hub.clock.advance(0.5)  # type: ignore[attr-defined]
+    hub.say(carol, "bob??")
+    assert bob.delivered() == [mentioned("carol", "bob??")]
+
+
+def test_each_member_has_a_bell_interval_of_their_own(hub: Hub) -> None:
+    """bob's bell having rung does not keep carol's quiet."""
+    alice, bob, carol = joined(hub, "alice", "bob", "carol")
+    hub.say(alice, "bob")
+    hub.say(alice, "carol")
+    assert bob.delivered() == [mentioned("alice", "bob") + said("alice", "carol")]
+    assert carol.received == [said("alice", "bob") + mentioned("alice", "carol")]
+
+
+def test_a_line_from_someone_ignored_does_not_use_up_the_bell(hub: Hub) -> None:
+    """Hostile: someone bob ignores cannot silence the next line that names him by naming
+    him first (their line never reaches him, so it must not take his bell)."""
+    alice, bob, carol = joined(hub, "alice", "bob", "carol")
+    hub.ignore(bob, "alice")
+    bob.delivered()
+    bob.received.clear()
+    hub.say(alice, "bob bob bob")
+    hub.say(carol, "bob: real question")
+    assert bob.delivered() == [mentioned("carol", "bob: real question")]
+
+
+def test_bell_on_rings_at_the_next_mention(hub: Hub) -> None:
+    """/bell on is asked for now: the next line naming bob rings, however recent the last."""
+    alice, bob = joined(hub, "alice", "bob")
+    hub.say(alice, "bob")
+    hub.set_bell(bob, True)
+    hub.say(alice, "bob again")
+    assert bob.delivered()[-1] == mentioned("alice", "bob again")
+
+
+def test_a_line_naming_someone_500_times_rings_once(server: Server) -> None:
+    """Hostile: one line naming bob 500 times ends in one BEL on his terminal."""
+    alice, bob = server.join("alice", "bob")
+    alice.type(" ".join(["bob"] * 500) + "\n")
+    (line,) = bob.lines()
+    assert line.count("\a") == 1 and line.endswith("\a")
 
 
 # The line protocol and JSON.

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from twisted.logger import capturedLogs
 
@@ -452,6 +452,109 @@ def test_any_text_is_read_or_refused(line: str, expecting: Any) -> None:
     except InputRefused:
         return
     assert typed is None or isinstance(typed, str)
+
+
+# What a bot may send at any moment (either format, any stage, a password check
+# running or not), what someone else in its room may do meanwhile, and time passing.
+SWITCHES = st.sampled_from(
+    [
+        "/format json",
+        "/format line",
+        '{"type":"command","text":"/format line"}',
+        '{"type":"command","text":"/format json"}',
+        '{"type":"command","text":"/format"}',
+    ]
+)
+BOT_LINES = SWITCHES | st.sampled_from(
+    [
+        "owner",
+        "secret",
+        '{"type":"alias","alias":"owner"}',
+        '{"type":"alias","alias":"bot"}',
+        '{"type":"password","password":"secret"}',
+        '{"type":"password","password":"wrong"}',
+        "bot",
+        '{"type":"message","text":"hi bob"}',
+        "/join #two",
+        '{"type":"command","text":"/join #lobby"}',
+        "/bell off",
+        "not json",
+        "{",
+        "/replay off",
+        '{"type":"command","text":"/nick bot2"}',
+        "/quit",
+        "x" * 3000,
+    ]
+)
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("bot"), st.lists(BOT_LINES, min_size=1, max_size=4)),
+        st.tuples(
+            st.just("bob"),
+            st.sampled_from(["bob: hi bot", "bot bot2 owner", "/me pokes bot", "/join #two"]),
+        ),
+        st.tuples(st.just("time"), st.sampled_from([0, 2, 6])),
+    ),
+    max_size=20,
+)
+
+
+def formats_in_turn(raw: bytes, json_first: bool) -> None:
+    """Assert that ``raw`` is protocol lines (CRLF) and JSON objects (LF), each only while its
+    format is on: the answer to a switch is the first line in the new format."""
+    current = "json" if json_first else "line"
+    for line in raw.decode("utf-8").split("\n")[:-1]:
+        if line == "*** The format is now line.\r":
+            current = "line"
+        elif line == json.dumps(notice("The format is now json."), separators=(",", ":")):
+            current = "json"
+        elif line.endswith("\r"):
+            assert current == "line", line
+            assert "\a" not in line[:-2] and (not line.endswith("\a\r") or line[0] in "<*"), line
+        else:
+            assert current == "json", line
+            assert isinstance(json.loads(line), dict) and "\\u0007" not in line, line
+
+
+@settings(max_examples=300)
+@given(steps=STEPS, json_first=st.booleans(), hold=st.booleans(), joined=st.booleans())
+@example(
+    steps=[("bob", "bob: hi bot"), ("bot", ["/format json"])],
+    json_first=False,
+    hold=False,
+    joined=True,
+)
+@example(
+    steps=[("bob", "hi"), ("bot", ['{"type":"command","text":"/format line"}'])],
+    json_first=True,
+    hold=False,
+    joined=True,
+)
+def test_whatever_a_bot_sends_whenever_each_line_out_is_in_the_format_of_its_moment(
+    steps: list[tuple[str, Any]], json_first: bool, hold: bool, joined: bool
+) -> None:
+    """Any mix of both formats' lines, switches, a registered alias's password check, moves,
+    mentions and time: the bot's output changes format exactly at each switch's answer, a
+    BEL only ends a chat line, and nothing is logged as a traceback."""
+    server = RegisteredServer(flood=FloodLimits(burst=5, rate=2, queue_cap=6))
+    (bob,) = server.join("bob")
+    bot = connect_bot(server, json_port=json_first)
+    server.accounts.hold = hold
+    if joined:  # in the room from the start (else only if the steps choose an alias)
+        bot.type('{"type":"alias","alias":"bot"}\n' if json_first else "bot\n")
+    with capturedLogs() as logged:
+        for who, what in steps:
+            if who == "bot" and not bot.transport.disconnecting:
+                bot.type("".join(line + "\n" for line in what))
+            elif who == "bob":
+                bob.type(what + "\n")
+            elif who == "time":
+                server.accounts.answer()
+                server.clock.advance(what)
+        server.accounts.answer()
+        server.clock.advance(10)
+    assert tracebacks(list(logged)) == []
+    formats_in_turn(bot.transport.value(), json_first)
 
 
 @given(text=st.text())

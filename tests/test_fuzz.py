@@ -201,13 +201,17 @@ def check_invariants(
     assert raw == b"" or raw.endswith(b"\r\n")
     text = raw.decode("utf-8")  # strict: nothing invalid was relayed
     present: set[str] = set()  # aliases the watcher has been told are in its room
+    named = False  # whether a line has mentioned the watcher yet
     for line in text.split("\r\n")[:-1]:
         # The one control character: the bell at the end of a line that mentions the
-        # watcher, which every such line has.
+        # watcher; the first such line has it (later ones within the bell's interval not).
         rang = line.endswith("\a")
         line = line.removesuffix("\a")
         spoken = _SPOKEN.fullmatch(line)
-        assert rang == bool(spoken and mentions(spoken.group(1), "watcher")), line
+        mentioned = bool(spoken and mentions(spoken.group(1), "watcher"))
+        assert mentioned or not rang, line
+        assert rang or named or not mentioned, line
+        named |= mentioned
         assert not _FORBIDDEN.search(line), line
         if joined := _JOIN.match(line):
             key = alias_key(joined.group(1))

@@ -8,8 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
 from twisted.python.usage import UsageError
 
+from chatd.events import Error
+from chatd.fronts import jsonformat
 from chatd.fronts.line import JSONLineConnection, LineConnection, LineFactory
 from chatd.service import ChatService
 from chatd.session import ChatConfig
@@ -188,6 +192,19 @@ def test_json_ports_are_line_listeners_that_start_in_json(tmp_path: Path) -> Non
         assert isinstance(factory, LineFactory)
         assert factory.connection_type is JSONLineConnection
     assert listeners["tcp:55555:interface=127.0.0.1"].wrapped.connection_type is (LineConnection)
+
+
+def test_a_json_port_refuses_a_connection_in_json() -> None:
+    """A --json-port connection turned away at accept time (too many from its address) is
+    told why as one JSON error event, as everything on that port is, not as a text line."""
+    service = makeService(parse("--json-port", "4001", "--max-per-ip", "1"))
+    listener = dict(service.listeners)["tcp:4001:interface=127.0.0.1"]
+    assert service.sessions.admission.admit("192.0.2.1") is None  # its one connection
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.1", 40000))
+    listener.buildProtocol(transport.getPeer()).makeConnection(transport)
+    too_many = Error("Too many connections from 192.0.2.1 (at most 1).")
+    assert transport.value() == jsonformat.encode(too_many)
+    assert transport.disconnecting
 
 
 @pytest.mark.parametrize("port", ["bogus:1", "tcp:notaport", "ssl:4000:privateKey=/no/such.pem"])

@@ -41,6 +41,29 @@ def test_an_nc_user_named_in_a_line_hears_the_bell_until_bell_off(chatd: Daemon)
         bob.close()
 
 
+@pytest.mark.skipif(shutil.which("nc") is None, reason="netcat is not installed")
+def test_an_nc_user_named_by_a_burst_of_lines_hears_one_bell(chatd: Daemon) -> None:
+    """Hostile, over real nc: three senders' lines naming bob, one naming him 200 times,
+    ring his terminal once; every line still reaches him."""
+    users = [Netcat(chatd) for _ in range(4)]
+    bob, *others = users
+    try:
+        for user, alias in zip(users, ["bob", "ann", "cid", "dee"], strict=True):
+            user.expect("Choose an alias")
+            user.type(alias)
+            user.expect("*** Type /help for commands.")
+        for user in others:
+            user.type("bob " * 200)
+            user.type("@bob!")
+        for alias in ("ann", "cid", "dee"):
+            bob.expect(f"<{alias}> @bob!")
+        assert bob.output.count(b"\a") == 1
+        assert bob.output.count(b"> bob bob") == 3
+    finally:
+        for user in users:
+            user.close()
+
+
 def test_chatd_client_highlights_and_rings_at_a_terminal(chatd: Daemon) -> None:
     """In a terminal, chatd-client shows a line naming its alias in reverse video and rings."""
     bob = chatd.connect(timeout=15)
