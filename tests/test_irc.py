@@ -1000,3 +1000,26 @@ def test_the_mentions_list_comes_as_server_notices() -> None:
     assert rendered(Mentions(())).decode() == (
         ":chatd NOTICE ivy :No lines mentioned you while you were away.\r\n"
     )
+
+
+# Found by the adversarial review of the IRC front end.
+
+
+def test_every_irc_line_keeps_a_client_alive_as_an_empty_line_does() -> None:
+    """--idle-timeout counts any line, as it does a line user's empty one: an IRC client
+    sending only its PINGs (or ISON, MODE) stays, a silent one is closed."""
+    server = Server(idle_timeout_seconds=60)
+    server.sessions.start()
+    alice = server.irc_user("alice")
+    bob = server.irc_user("bob")
+    for _ in range(3):
+        server.clock.advance(45)
+        alice.send("PING :lag-check", "ISON bob", "MODE #lobby")
+    server.clock.advance(30)
+    assert not alice.transport.disconnecting
+    assert bob.transport.disconnecting
+    assert bob.lines()[-2:] == [
+        ":chatd NOTICE bob :Idle for more than 60 seconds; goodbye.",
+        "ERROR :Closing link",
+    ]
+    server.sessions.stop()

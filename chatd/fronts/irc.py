@@ -251,6 +251,9 @@ class IrcConnection(Protocol):
         except TooLong:
             self._too_long()
             return
+        # Any line keeps a client alive for --idle-timeout, as a line user's empty
+        # one does: a client's own PINGs (irssi's lag check) are its "still here".
+        self.session.last_line_at = self._sessions.clock.seconds()
         text = strip_formatting(raw.decode("utf-8", "replace"))
         if self._gate is None:
             self._handle(text)
