@@ -1023,3 +1023,29 @@ def test_every_irc_line_keeps_a_client_alive_as_an_empty_line_does() -> None:
         "ERROR :Closing link",
     ]
     server.sessions.stop()
+
+
+def test_a_notice_is_never_answered_not_even_with_an_error(server: Server) -> None:
+    """RFC 2812 3.3.2: no automatic reply to a NOTICE, so a bot that answers notices
+    cannot loop with chatd; a NOTICE that can be delivered still is."""
+    alice = server.irc_user("alice")
+    bob = server.irc_user("bob")
+    bob.send("AWAY :out")
+    alice.lines()
+    bob.lines()
+    alice.send(
+        "NOTICE",
+        "NOTICE bob",
+        "NOTICE a,b :x",
+        "NOTICE chatd :hello",
+        "NOTICE NickServ :hello",
+        "NOTICE nobody :x",
+        "NOTICE #elsewhere :x",
+        "NOTICE bob :psst",
+        "NOTICE #lobby :hi all",
+    )
+    assert alice.lines() == []
+    assert bob.lines() == [
+        ":alice!alice@chatd PRIVMSG bob :psst",
+        ":alice!alice@chatd PRIVMSG #lobby :hi all",
+    ]

@@ -650,10 +650,10 @@ class IrcConnection(Protocol):
 
     # Chat.
 
-    def _privmsg(self, params: tuple[str, ...], command: str = "PRIVMSG") -> None:
+    def _privmsg(self, params: tuple[str, ...]) -> None:
         view = self.view
         if not params:
-            self._reply(view.numeric("411", f"No recipient given ({command})"))
+            self._reply(view.numeric("411", "No recipient given (PRIVMSG)"))
             return
         if len(params) < 2 or not params[1]:
             self._reply(view.numeric("412", "No text to send"))
@@ -675,29 +675,47 @@ class IrcConnection(Protocol):
             command = text.strip().lstrip("/")
             self._hand(f"/{command}" if command else "/help")
             return
+        if target.startswith("#") and not self._in_channel(target):
+            shown = shown_word(target)
+            self._reply(
+                view.numeric("404", shown, f"You are in {view.channel}; /join {shown} first")
+            )
+            return
+        self._say(target, text)
+
+    def _notice(self, params: tuple[str, ...]) -> None:
+        """A NOTICE is said as a PRIVMSG is, but never answered, not even with an error
+        (RFC 2812 3.3.2): a bot that answers notices cannot go on answering chatd's."""
+        if len(params) < 2 or not params[1] or not self.view.welcomed:
+            return
+        target, text = params[0], params[1]
+        if (
+            "," in target
+            or alias_key(target) in (SERVER_NAME, "nickserv")
+            or (target.startswith("#") and not self._in_channel(target))
+        ):
+            return
+        self.view.expect("notice")  # the session's answers to it are dropped
+        self._say(target, text)
+        self.view.queries.clear()
+
+    def _in_channel(self, channel: str) -> bool:
+        return self.view.channel is not None and room_key(channel) == room_key(self.view.channel)
+
+    def _say(self, target: str, text: str) -> None:
+        """Hand ``text`` for ``target`` (the client's channel, or a nick) to the session."""
         action = text.startswith("\x01ACTION ")
         if text.startswith("\x01") and not action:
             return  # other CTCP (VERSION, PING ...): chatd answers none and relays none
         body = text[8:].removesuffix("\x01") if action else text
-        if target.startswith("#"):
-            channel = view.channel
-            if channel is None or room_key(target) != room_key(channel):
-                shown = shown_word(target)
-                self._reply(
-                    view.numeric("404", shown, f"You are in {channel}; /join {shown} first")
-                )
-                return
-            if action:
-                self._hand(f"/me {body}")
-            else:
-                cleaned = clean_text(body).lstrip()
-                # A line that starts with '/' is chat here: the client ran its commands.
-                self._hand(f"/{cleaned}" if cleaned.startswith("/") else body)
+        if not target.startswith("#"):
+            self._hand(f"/msg {target} {f'* {self.view.nick} {body}' if action else body}")
+        elif action:
+            self._hand(f"/me {body}")
         else:
-            self._hand(f"/msg {target} {f'* {view.nick} {body}' if action else body}")
-
-    def _notice(self, params: tuple[str, ...]) -> None:
-        self._privmsg(params, "NOTICE")
+            cleaned = clean_text(body).lstrip()
+            # A line that starts with '/' is chat here: the client ran its commands.
+            self._hand(f"/{cleaned}" if cleaned.startswith("/") else body)
 
     def _join(self, params: tuple[str, ...]) -> None:
         if not self._need(params, 1, "JOIN"):

@@ -365,6 +365,8 @@ class IrcFormat:
             return []
         if not self.welcomed:
             return self.server_notice(text)
+        if self._answered("notice") is not None:
+            return []  # "bob is away": no automatic reply to a NOTICE (see IrcConnection)
         if self._answered("away") is not None:
             away = text.startswith("You are marked as away")
             return [self.numeric("306" if away else "305", text)]
@@ -384,7 +386,9 @@ class IrcFormat:
         return [*lines, self.numeric("376", "End of /MOTD command.")]
 
     def _error(self, event: Error) -> list[str]:
-        query = self._answered("whois", "who", "names", "away", "list")
+        query = self._answered("whois", "who", "names", "away", "list", "notice")
+        if query is not None and query[0] == "notice":
+            return []  # no automatic reply to a NOTICE, not even an error (see IrcConnection)
         if query is not None and query[0] == "whois" and event.text.startswith("No such user"):
             return [
                 self.numeric("401", query[1], "No such nick"),
