@@ -1049,3 +1049,19 @@ def test_a_notice_is_never_answered_not_even_with_an_error(server: Server) -> No
         ":alice!alice@chatd PRIVMSG bob :psst",
         ":alice!alice@chatd PRIVMSG #lobby :hi all",
     ]
+
+
+def test_nobody_can_be_nickserv(server: Server) -> None:
+    """NickServ is who speaks for the server to IRC clients: no member may take the name
+    (on any front end), nor could IRC clients write to them."""
+    alice = server.irc_user("alice")
+    alice.send("NICK NickServ", "NICK nickserv")
+    lines = alice.lines()
+    assert [command_of(line) for line in lines] == ["432", "432"]
+    assert lines[0].startswith(":chatd 432 alice NickServ :Erroneous nickname:")
+    client = IrcClient(server.irc)
+    assert command_of(client.register("NickServ")[-1]) == "432"
+    bob = LineClient(server.line)
+    bob.type("NickServ\r\n")
+    assert "reserved" in bob.lines()[-2]
+    assert server.hub.online() == ("alice",)
