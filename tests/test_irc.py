@@ -1065,3 +1065,13 @@ def test_nobody_can_be_nickserv(server: Server) -> None:
     bob.type("NickServ\r\n")
     assert "reserved" in bob.lines()[-2]
     assert server.hub.online() == ("alice",)
+
+
+def test_nick_changes_sent_together_are_checked_against_the_latest(server: Server) -> None:
+    """A second NICK sent before the first's answer arrived is checked against the nick
+    the first gave (a case change of it is no 'nickname in use'), and answered after it."""
+    alice = server.irc_user("alice")
+    alice.lines()
+    alice.send("NICK Zed", "NICK zed")
+    assert alice.lines() == [":alice!alice@chatd NICK :Zed", ":Zed!Zed@chatd NICK :zed"]
+    assert server.hub.online() == ("zed",)

@@ -412,7 +412,9 @@ class IrcConnection(Protocol):
 
     def _rename(self, nick: str) -> None:
         """A nick change in chat: refused here if taken (433), else asked of the hub."""
-        current = self.view.nick
+        # The session's alias, not the client's: a NICK sent just before may have
+        # changed it, its NICK line not sent yet (the room sends at the turn's end).
+        current = self.session.alias or self.view.nick
         if nick == current:
             return
         if alias_key(nick) != alias_key(current):
