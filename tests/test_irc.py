@@ -1075,3 +1075,15 @@ def test_nick_changes_sent_together_are_checked_against_the_latest(server: Serve
     alice.send("NICK Zed", "NICK zed")
     assert alice.lines() == [":alice!alice@chatd NICK :Zed", ":Zed!Zed@chatd NICK :zed"]
     assert server.hub.online() == ("zed",)
+
+
+def test_what_ping_and_cap_req_echo_carries_no_control_characters(server: Server) -> None:
+    """A PING token and a CAP REQ are sent back without the lone CR, NUL or other control
+    characters in them (a lone CR ends a line for some clients)."""
+    alice = server.irc_user("alice")
+    alice.lines()
+    alice.send(b"PING :a\rb\x00c\x1b[2J", b"CAP REQ :sasl\x0bserver-time\x1c")
+    assert alice.lines() == [
+        ":chatd PONG chatd :abc",
+        ":chatd CAP alice ACK :sasl server-time",
+    ]

@@ -367,7 +367,7 @@ class IrcConnection(Protocol):
                         self.view.caps.discard(name[1:])
                     else:
                         self.view.caps.add(name)
-                self._reply(line(SERVER_NAME, "CAP", target, "ACK", asked))
+                self._reply(line(SERVER_NAME, "CAP", target, "ACK", " ".join(names)))
             else:
                 self._reply(line(SERVER_NAME, "CAP", target, "NAK", clean_text(asked)[:400]))
         elif subcommand == "END":
@@ -842,7 +842,8 @@ class IrcConnection(Protocol):
         if not params:
             self._reply(self.view.numeric("409", "No origin specified"))
         else:
-            self._reply(line(SERVER_NAME, "PONG", SERVER_NAME, params[0]))
+            # The token as it came, but for control characters (a lone CR, a NUL).
+            self._reply(line(SERVER_NAME, "PONG", SERVER_NAME, clean_text(params[0])))
 
     def _ignore(self, params: tuple[str, ...]) -> None:
         """PONG, TAGMSG: nothing to answer (chatd relays no tags)."""
