@@ -1087,3 +1087,15 @@ def test_what_ping_and_cap_req_echo_carries_no_control_characters(server: Server
         ":chatd PONG chatd :abc",
         ":chatd CAP alice ACK :sasl server-time",
     ]
+
+
+def test_a_join_or_part_of_many_channels_gets_one_refusal_not_one_each(server: Server) -> None:
+    """JOIN and PART take one channel (TARGMAX): a list of a hundred is answered with one
+    line for the rest, not a hundred (a 500-byte line was 6 KB of answers)."""
+    alice = server.irc_user("alice")
+    alice.lines()
+    many = ",".join(f"#c{n}" for n in range(100))
+    alice.send(f"JOIN #tea,{many}")
+    assert [command_of(line) for line in alice.lines()] == ["405", "PART", "JOIN", "353", "366"]
+    alice.send(f"PART #tea,{many}")
+    assert [command_of(line) for line in alice.lines()] == ["407", "PART", "JOIN", "353", "366"]

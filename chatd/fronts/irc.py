@@ -726,8 +726,8 @@ class IrcConnection(Protocol):
             return  # "part every channel": a member is always in one
         first, *others = params[0].split(",")
         view = self.view
-        for other in others:
-            shown = shown_word(other)
+        if others:  # one answer for them all: a list of a hundred is no reason for a hundred
+            shown = shown_word(others[0])
             self._reply(view.numeric("405", shown, "You can be in one channel at a time"))
         if not view.welcomed:
             return  # the client joins the default channel once in
@@ -746,22 +746,25 @@ class IrcConnection(Protocol):
             return
         view = self.view
         default = self._sessions.hub.default_room
-        for channel in params[0].split(","):
-            if view.channel is None or room_key(channel) != room_key(view.channel):
-                shown = shown_word(channel)
-                self._reply(view.numeric("442", shown, "You're not on that channel"))
-            elif room_key(channel) == room_key(default):
-                self._reply(
-                    line(
-                        SERVER_NAME,
-                        "NOTICE",
-                        view.nick,
-                        f"You are always in a channel, and {default} is where chatd starts:"
-                        " /join another, or /quit.",
-                    )
+        channel, *others = params[0].split(",")
+        if others:  # TARGMAX=PART:1; one answer for the rest, however many
+            shown = shown_word(others[0])
+            self._reply(view.numeric("407", shown, "Too many targets; part one at a time"))
+        if view.channel is None or room_key(channel) != room_key(view.channel):
+            shown = shown_word(channel)
+            self._reply(view.numeric("442", shown, "You're not on that channel"))
+        elif room_key(channel) == room_key(default):
+            self._reply(
+                line(
+                    SERVER_NAME,
+                    "NOTICE",
+                    view.nick,
+                    f"You are always in a channel, and {default} is where chatd starts:"
+                    " /join another, or /quit.",
                 )
-            else:
-                self._hand(f"/join {default}")
+            )
+        else:
+            self._hand(f"/join {default}")
 
     def _names(self, params: tuple[str, ...]) -> None:
         view = self.view
