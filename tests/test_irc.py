@@ -1099,3 +1099,19 @@ def test_a_join_or_part_of_many_channels_gets_one_refusal_not_one_each(server: S
     assert [command_of(line) for line in alice.lines()] == ["405", "PART", "JOIN", "353", "366"]
     alice.send(f"PART #tea,{many}")
     assert [command_of(line) for line in alice.lines()] == ["407", "PART", "JOIN", "353", "366"]
+
+
+def test_sasl_asking_to_act_as_another_identity_fails() -> None:
+    """SASL PLAIN with an authorization identity other than the account (RFC 4616: acting
+    for someone else) is refused with 904, even with the right password: chatd has no
+    such proxying, and must not log in as the account the client did not ask for."""
+    server, _ = registered_server()
+    client = IrcClient(server.irc)
+    client.lines()
+    client.send("CAP LS 302", "NICK x1", "USER o 0 * :O", "CAP REQ :sasl")
+    client.send("AUTHENTICATE PLAIN", f"AUTHENTICATE {sasl('admin', 'owner', 'secret')}")
+    server.clock.advance(1)
+    assert client.commands()[-1] == "904"
+    client.send("AUTHENTICATE PLAIN", f"AUTHENTICATE {sasl('Owner', 'owner', 'secret')}")
+    server.clock.advance(1)
+    assert client.commands()[-2:] == ["900", "903"]

@@ -550,13 +550,16 @@ class IrcConnection(Protocol):
             return  # more to come
         response, self._sasl = self._sasl, None
         try:
-            _, alias, password = base64.b64decode(response, validate=True).split(b"\0")
+            decoded = base64.b64decode(response, validate=True).decode("utf-8", "replace")
+            identity, alias, password = decoded.split("\0")
         except (binascii.Error, ValueError):
             self._reply(view.numeric("904", "SASL authentication failed"))
             return
-        self._start_check(
-            alias.decode("utf-8", "replace"), password.decode("utf-8", "replace"), sasl=True
-        )
+        if identity and alias_key(identity) != alias_key(alias):
+            # To act for another identity (RFC 4616): chatd has no such thing.
+            self._reply(view.numeric("904", "SASL authentication failed"))
+            return
+        self._start_check(alias, password, sasl=True)
 
     def _identify(self, alias: str, password: str) -> None:
         """Check ``password`` for registered ``alias``, then log the session in as it."""
