@@ -19,6 +19,7 @@ from zope.interface.verify import verifyObject
 from chatd.admission import Admission, AdmittingFactory, ConnectionLimits, refusal_irc
 from chatd.events import Departed, Mentions, OfflineMessage, Renamed, Said
 from chatd.flood import FloodLimits
+from chatd.fronts import ircformat
 from chatd.fronts.irc import IrcConnection, IrcFactory
 from chatd.fronts.ircformat import IrcFormat, iso_time
 from chatd.fronts.ircwire import (
@@ -1115,3 +1116,15 @@ def test_sasl_asking_to_act_as_another_identity_fails() -> None:
     client.send("AUTHENTICATE PLAIN", f"AUTHENTICATE {sasl('Owner', 'owner', 'secret')}")
     server.clock.advance(1)
     assert client.commands()[-2:] == ["900", "903"]
+
+
+def test_the_shared_renderings_are_bounded_in_bytes_too() -> None:
+    """The cache of channel broadcasts holds a few MB at most, whatever --max-line-bytes
+    allows: a thousand lines of 100 KB were kept (200 MB) until the thousand-and-first."""
+    view = IrcFormat(Clock())
+    view.channel = "#lobby"
+    for n in range(200):
+        view(Said("carol", f"{n} " + "x" * 100_000))
+    assert ircformat._shared.size <= ircformat.MAX_SHARED_BYTES
+    assert 0 < len(ircformat._shared) < 200
+    assert view(Said("carol", "hi")) is view(Said("carol", "hi"))

@@ -126,9 +126,8 @@ class IrcFormat:
             key = (channel, event)
             data = _shared.get(key)
             if data is None:
-                if len(_shared) >= MAX_SHARED_KEPT:
-                    _shared.clear()
-                data = _shared[key] = "".join(_RENDER[kind](self, event)).encode("utf-8")
+                data = "".join(_RENDER[kind](self, event)).encode("utf-8")
+                _shared.put(key, data)
             return data
         return "".join(_RENDER[kind](self, event)).encode("utf-8")
 
@@ -407,10 +406,41 @@ class IrcFormat:
 _SAME_IN_A_CHANNEL = frozenset(
     {Said, Acted, Joined, Departed, Left, Comings, Renamed, TopicChanged}
 )
-# Their last renderings, by channel and event; emptied when full (a turn's worth
-# of lines in the busiest rooms is far less).
+# How many of their last renderings are kept, and how many bytes they may hold
+# (a turn's worth of lines in the busiest rooms is far less of either).
 MAX_SHARED_KEPT = 1024
-_shared: dict[tuple[str, Event], bytes] = {}
+MAX_SHARED_BYTES = 4 * 1024 * 1024
+
+
+class SharedRenderings:
+    """The last renderings of channel broadcasts, by channel and event; emptied when
+    full, by count or by size: --max-line-bytes can make a line 1 MB."""
+
+    __slots__ = ("_kept", "size")
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, Event], bytes] = {}
+        # What the renderings and the events' texts (kept in the keys) hold, about:
+        # an event's text is no longer than its rendering.
+        self.size = 0
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def get(self, key: tuple[str, Event]) -> bytes | None:
+        return self._kept.get(key)
+
+    def put(self, key: tuple[str, Event], data: bytes) -> None:
+        cost = 2 * len(data)
+        if len(self._kept) >= MAX_SHARED_KEPT or self.size + cost > MAX_SHARED_BYTES:
+            self._kept.clear()
+            self.size = 0
+        if cost <= MAX_SHARED_BYTES:
+            self._kept[key] = data
+            self.size += cost
+
+
+_shared = SharedRenderings()
 
 _RENDER: dict[type, Callable[[IrcFormat, Any], list[str]]] = {
     Said: IrcFormat._said,
