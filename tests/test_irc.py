@@ -1128,3 +1128,24 @@ def test_the_shared_renderings_are_bounded_in_bytes_too() -> None:
     assert ircformat._shared.size <= ircformat.MAX_SHARED_BYTES
     assert 0 < len(ircformat._shared) < 200
     assert view(Said("carol", "hi")) is view(Said("carol", "hi"))
+
+
+def test_identify_once_in_the_chat_says_what_it_can_and_cannot_do() -> None:
+    """IDENTIFY from a client already chatting: a registered one is told it is logged in,
+    a guest is not told so (it is not), but how to use its registered nick instead."""
+    server, _ = registered_server()
+    guest = server.irc_user("guest")
+    owner = IrcClient(server.irc)
+    owner.send("PASS secret")
+    owner.register("owner")
+    server.clock.advance(0)
+    guest.lines()
+    owner.lines()
+    guest.send("PRIVMSG NickServ :IDENTIFY owner secret")
+    owner.send("PRIVMSG NickServ :IDENTIFY secret")
+    (told,) = guest.lines()
+    assert "logged in" not in told
+    assert "reconnect" in told
+    assert owner.lines() == [
+        ":NickServ!NickServ@services NOTICE owner :You are logged in as owner already."
+    ]

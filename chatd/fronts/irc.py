@@ -641,10 +641,16 @@ class IrcConnection(Protocol):
         command = words[0].upper() if words else "HELP"
         if command == "IDENTIFY" and len(words) in (2, 3):
             alias = words[1] if len(words) == 3 else self.view.nick
-            if self.view.welcomed:
-                self._nickserv_notice(f"You are logged in as {self.view.nick} already.")
-            else:
+            if not self.view.welcomed:
                 self._identify(alias, words[-1])
+            elif self._logged_in():
+                self._nickserv_notice(f"You are logged in as {self.view.nick} already.")
+            else:  # chatd has no logging in from the chat, on any front end
+                self._nickserv_notice(
+                    "IDENTIFY is for the nick you connect with: to use a registered nick,"
+                    " reconnect with it (and its password as the server password, by SASL,"
+                    " or IDENTIFY then)."
+                )
         elif command == "REGISTER" and len(words) >= 2 and self.view.welcomed:
             self._hand(f"/register {words[1]}")
         else:
@@ -652,6 +658,13 @@ class IrcConnection(Protocol):
                 "NickServ understands IDENTIFY [nick] <password> (to use a registered nick)"
                 " and REGISTER <password> (to make yours registered)."
             )
+
+    def _logged_in(self) -> bool:
+        """Whether the client chats under a registered alias whose password it gave."""
+        try:
+            return self._sessions.hub.is_registered(self.session)
+        except LookupError:  # gone from the hub, its connection closing
+            return False
 
     # Chat.
 
