@@ -1149,3 +1149,18 @@ def test_identify_once_in_the_chat_says_what_it_can_and_cannot_do() -> None:
     assert owner.lines() == [
         ":NickServ!NickServ@services NOTICE owner :You are logged in as owner already."
     ]
+
+
+def test_a_join_sent_while_the_password_is_checked_is_made_once_in() -> None:
+    """A client that autojoins after the welcome (irssi, WeeChat) while its server password
+    is still being checked ends up in that channel, not silently in the default one."""
+    server, accounts = registered_server()
+    accounts.hold = True
+    client = IrcClient(server.irc)
+    client.lines()
+    client.send("PASS secret", "NICK owner", "USER o 0 * :O", "JOIN #tea,#x", "JOIN &bad")
+    assert client.commands()[-2:] == ["405", "403"]
+    accounts.answer()
+    server.clock.advance(0)
+    assert client.commands() == ["JOIN", "353", "366", "PART", "JOIN", "353", "366"]
+    assert server.hub.room_of(server.hub.member_named("owner")) == "#tea"  # type: ignore[arg-type]

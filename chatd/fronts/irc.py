@@ -163,6 +163,7 @@ class IrcConnection(Protocol):
         self._sasl_account: Account | None = None
         self._checking = False  # a password (SASL, PASS, IDENTIFY) is being checked
         self._registered = False  # the client was welcomed (001)
+        self._join_once_in: str | None = None  # a JOIN sent before the session joined
         self._gate: FloodGate | None = None
         flood = sessions.config.flood
         if flood.enabled:
@@ -511,6 +512,7 @@ class IrcConnection(Protocol):
             self._ask_for_password(nick)
         else:
             self._take_alias(nick)
+            self._make_waiting_join()
 
     # Passwords: SASL PLAIN, PASS and NickServ IDENTIFY, checked here as the SSH
     # front end checks its logins, then the session is logged in (log_in_verified).
@@ -601,6 +603,7 @@ class IrcConnection(Protocol):
             self._nickserv_notice(why)
         elif not self.view.welcomed:
             self.session.log_in_verified(account.alias, account)
+            self._make_waiting_join()
 
     def _sasl_answered(self, account: Account | None, why: str) -> None:
         view = self.view
@@ -745,9 +748,7 @@ class IrcConnection(Protocol):
         if others:  # one answer for them all: a list of a hundred is no reason for a hundred
             shown = shown_word(others[0])
             self._reply(view.numeric("405", shown, "You can be in one channel at a time"))
-        if not view.welcomed:
-            return  # the client joins the default channel once in
-        if view.channel is not None and room_key(first) == room_key(view.channel):
+        if self._in_channel(first):
             return
         try:
             check_room(first)
@@ -755,7 +756,16 @@ class IrcConnection(Protocol):
             shown = shown_word(first)
             self._reply(view.numeric("403", shown, str(refusal)))
             return
-        self._hand(f"/join {first}")
+        if view.welcomed:
+            self._hand(f"/join {first}")
+        else:  # welcomed, its password being checked: an autojoin, made once in
+            self._join_once_in = first
+
+    def _make_waiting_join(self) -> None:
+        """The session has just joined: the JOIN that waited for that is made."""
+        wanted, self._join_once_in = self._join_once_in, None
+        if wanted is not None and self.view.welcomed and not self._in_channel(wanted):
+            self._hand(f"/join {wanted}")
 
     def _part(self, params: tuple[str, ...]) -> None:
         if not self._need(params, 1, "PART"):
