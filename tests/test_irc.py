@@ -12,6 +12,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from zope.interface.verify import verifyObject
@@ -1164,3 +1165,19 @@ def test_a_join_sent_while_the_password_is_checked_is_made_once_in() -> None:
     server.clock.advance(0)
     assert client.commands() == ["JOIN", "353", "366", "PART", "JOIN", "353", "366"]
     assert server.hub.room_of(server.hub.member_named("owner")) == "#tea"  # type: ignore[arg-type]
+
+
+def test_a_wrong_password_is_logged_with_the_address_that_tried_it() -> None:
+    """As for a line user, a wrong PASS, SASL or IDENTIFY password is logged with the
+    client's address, so an operator sees who is guessing (and fail2ban can)."""
+    server, _ = registered_server()
+    client = IrcClient(server.irc)
+    client.lines()
+    with capturedLogs() as events:
+        client.send("PASS wrong", "NICK owner", "USER o 0 * :O")
+        server.clock.advance(1)
+        client.send("NICKSERV IDENTIFY again")
+        server.clock.advance(1)
+    texts = [formatEvent(event) for event in events]
+    peer = f"{client.transport.getPeer().host}:{client.transport.getPeer().port}"
+    assert texts.count(f"{peer}: wrong password for owner") == 2

@@ -583,6 +583,10 @@ class IrcConnection(Protocol):
         try:
             if accounts is not None and accounts.is_registered(alias):
                 account = await accounts.authenticate(alias, password, host=self.session.host)
+                if account is None:  # who guesses, logged as the line front end does
+                    log.info(
+                        "{peer}: wrong password for {alias}", peer=self.session.peer, alias=alias
+                    )
             else:
                 why = f"{shown_word(alias)} is not registered."
         except PasswordsBusy as busy:  # too many guesses lately: refused unchecked
