@@ -412,31 +412,26 @@ MAX_SHARED_KEPT = 1024
 MAX_SHARED_BYTES = 4 * 1024 * 1024
 
 
-class SharedRenderings:
+class SharedRenderings(dict[tuple[str, Event], bytes]):
     """The last renderings of channel broadcasts, by channel and event; emptied when
-    full, by count or by size: --max-line-bytes can make a line 1 MB."""
+    full, by count or by size: --max-line-bytes can make a line 1 MB. A dict, so that
+    the lookup each IRC member of a channel costs is dict.get's."""
 
-    __slots__ = ("_kept", "size")
+    __slots__ = ("size",)
 
     def __init__(self) -> None:
-        self._kept: dict[tuple[str, Event], bytes] = {}
+        super().__init__()
         # What the renderings and the events' texts (kept in the keys) hold, about:
         # an event's text is no longer than its rendering.
         self.size = 0
 
-    def __len__(self) -> int:
-        return len(self._kept)
-
-    def get(self, key: tuple[str, Event]) -> bytes | None:
-        return self._kept.get(key)
-
     def put(self, key: tuple[str, Event], data: bytes) -> None:
         cost = 2 * len(data)
-        if len(self._kept) >= MAX_SHARED_KEPT or self.size + cost > MAX_SHARED_BYTES:
-            self._kept.clear()
+        if len(self) >= MAX_SHARED_KEPT or self.size + cost > MAX_SHARED_BYTES:
+            self.clear()
             self.size = 0
         if cost <= MAX_SHARED_BYTES:
-            self._kept[key] = data
+            self[key] = data
             self.size += cost
 
 
