@@ -1181,3 +1181,36 @@ def test_a_wrong_password_is_logged_with_the_address_that_tried_it() -> None:
     texts = [formatEvent(event) for event in events]
     peer = f"{client.transport.getPeer().host}:{client.transport.getPeer().port}"
     assert texts.count(f"{peer}: wrong password for owner") == 2
+
+
+@pytest.mark.parametrize(
+    ("sent", "answer"),
+    [
+        (":", []),
+        (": PING x", [":chatd PONG chatd :x"]),
+        ("@a=b\\:c\\s;d :x!y@z PING y", [":chatd PONG chatd :y"]),
+        ("PING " + " ".join(map(str, range(20))), [":chatd PONG chatd :0"]),
+        ("PING :" + "t" * 490, [":chatd PONG chatd :" + "t" * 490]),
+        ("JOIN 0", []),
+        ("ISON " + " ".join(f"n{n}" for n in range(90)) + " bob", [":chatd 303 alice :"]),
+        ("ISON bob nobody", [":chatd 303 alice :bob"]),
+        ("USERHOST bob x y", [":chatd 302 alice :bob=+bob@chatd"]),
+        ("MODE alice +i", []),
+        ("MODE #lobby b", [":chatd 368 alice #lobby :End of channel ban list"]),
+        ("PRIVMSG " + ",".join("abcdefgh") + " :amplify?", ["407"]),
+        ("CAP END", []),
+        ("AUTHENTICATE PLAIN", [":chatd 907 alice :You have already authenticated"]),
+    ],
+)
+def test_odd_lines_get_a_defined_answer(server: Server, sent: str, answer: list[str]) -> None:
+    """Empty prefixes, tags with escapes, 15+ parameters, a PING token as long as a line
+    holds, JOIN 0, ISON past its 32 nicks, a PRIVMSG to many targets: one defined answer
+    each (a numeric's code stands for its line), never more lines than a line sent."""
+    alice = server.irc_user("alice")
+    server.irc_user("bob")
+    alice.lines()
+    alice.send(sent)
+    lines = alice.lines()
+    assert len(lines) == len(answer)
+    for line, want in zip(lines, answer, strict=True):
+        assert (command_of(line) if len(want) == 3 else line) == want
