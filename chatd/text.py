@@ -54,6 +54,7 @@ RESERVED_ALIASES = frozenset(
         "everyone",
         "mod",
         "moderator",
+        "nickserv",  # who the IRC front end speaks as about passwords
         "nobody",
         "oper",
         "operator",

@@ -12,6 +12,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from zope.interface.verify import verifyObject
@@ -19,6 +20,7 @@ from zope.interface.verify import verifyObject
 from chatd.admission import Admission, AdmittingFactory, ConnectionLimits, refusal_irc
 from chatd.events import Departed, Mentions, OfflineMessage, Renamed, Said
 from chatd.flood import FloodLimits
+from chatd.fronts import ircformat
 from chatd.fronts.irc import IrcConnection, IrcFactory
 from chatd.fronts.ircformat import IrcFormat, iso_time
 from chatd.fronts.ircwire import (
@@ -1000,3 +1002,215 @@ def test_the_mentions_list_comes_as_server_notices() -> None:
     assert rendered(Mentions(())).decode() == (
         ":chatd NOTICE ivy :No lines mentioned you while you were away.\r\n"
     )
+
+
+# Found by the adversarial review of the IRC front end.
+
+
+def test_every_irc_line_keeps_a_client_alive_as_an_empty_line_does() -> None:
+    """--idle-timeout counts any line, as it does a line user's empty one: an IRC client
+    sending only its PINGs (or ISON, MODE) stays, a silent one is closed."""
+    server = Server(idle_timeout_seconds=60)
+    server.sessions.start()
+    alice = server.irc_user("alice")
+    bob = server.irc_user("bob")
+    for _ in range(3):
+        server.clock.advance(45)
+        alice.send("PING :lag-check", "ISON bob", "MODE #lobby")
+    server.clock.advance(30)
+    assert not alice.transport.disconnecting
+    assert bob.transport.disconnecting
+    assert bob.lines()[-2:] == [
+        ":chatd NOTICE bob :Idle for more than 60 seconds; goodbye.",
+        "ERROR :Closing link",
+    ]
+    server.sessions.stop()
+
+
+def test_a_notice_is_never_answered_not_even_with_an_error(server: Server) -> None:
+    """RFC 2812 3.3.2: no automatic reply to a NOTICE, so a bot that answers notices
+    cannot loop with chatd; a NOTICE that can be delivered still is."""
+    alice = server.irc_user("alice")
+    bob = server.irc_user("bob")
+    bob.send("AWAY :out")
+    alice.lines()
+    bob.lines()
+    alice.send(
+        "NOTICE",
+        "NOTICE bob",
+        "NOTICE a,b :x",
+        "NOTICE chatd :hello",
+        "NOTICE NickServ :hello",
+        "NOTICE nobody :x",
+        "NOTICE #elsewhere :x",
+        "NOTICE bob :psst",
+        "NOTICE #lobby :hi all",
+    )
+    assert alice.lines() == []
+    assert bob.lines() == [
+        ":alice!alice@chatd PRIVMSG bob :psst",
+        ":alice!alice@chatd PRIVMSG #lobby :hi all",
+    ]
+
+
+def test_nobody_can_be_nickserv(server: Server) -> None:
+    """NickServ is who speaks for the server to IRC clients: no member may take the name
+    (on any front end), nor could IRC clients write to them."""
+    alice = server.irc_user("alice")
+    alice.send("NICK NickServ", "NICK nickserv")
+    lines = alice.lines()
+    assert [command_of(line) for line in lines] == ["432", "432"]
+    assert lines[0].startswith(":chatd 432 alice NickServ :Erroneous nickname:")
+    client = IrcClient(server.irc)
+    assert command_of(client.register("NickServ")[-1]) == "432"
+    bob = LineClient(server.line)
+    bob.type("NickServ\r\n")
+    assert "reserved" in bob.lines()[-2]
+    assert server.hub.online() == ("alice",)
+
+
+def test_nick_changes_sent_together_are_checked_against_the_latest(server: Server) -> None:
+    """A second NICK sent before the first's answer arrived is checked against the nick
+    the first gave (a case change of it is no 'nickname in use'), and answered after it."""
+    alice = server.irc_user("alice")
+    alice.lines()
+    alice.send("NICK Zed", "NICK zed")
+    assert alice.lines() == [":alice!alice@chatd NICK :Zed", ":Zed!Zed@chatd NICK :zed"]
+    assert server.hub.online() == ("zed",)
+
+
+def test_what_ping_and_cap_req_echo_carries_no_control_characters(server: Server) -> None:
+    """A PING token and a CAP REQ are sent back without the lone CR, NUL or other control
+    characters in them (a lone CR ends a line for some clients)."""
+    alice = server.irc_user("alice")
+    alice.lines()
+    alice.send(b"PING :a\rb\x00c\x1b[2J", b"CAP REQ :sasl\x0bserver-time\x1c")
+    assert alice.lines() == [
+        ":chatd PONG chatd :abc",
+        ":chatd CAP alice ACK :sasl server-time",
+    ]
+
+
+def test_a_join_or_part_of_many_channels_gets_one_refusal_not_one_each(server: Server) -> None:
+    """JOIN and PART take one channel (TARGMAX): a list of a hundred is answered with one
+    line for the rest, not a hundred (a 500-byte line was 6 KB of answers)."""
+    alice = server.irc_user("alice")
+    alice.lines()
+    many = ",".join(f"#c{n}" for n in range(100))
+    alice.send(f"JOIN #tea,{many}")
+    assert [command_of(line) for line in alice.lines()] == ["405", "PART", "JOIN", "353", "366"]
+    alice.send(f"PART #tea,{many}")
+    assert [command_of(line) for line in alice.lines()] == ["407", "PART", "JOIN", "353", "366"]
+
+
+def test_sasl_asking_to_act_as_another_identity_fails() -> None:
+    """SASL PLAIN with an authorization identity other than the account (RFC 4616: acting
+    for someone else) is refused with 904, even with the right password: chatd has no
+    such proxying, and must not log in as the account the client did not ask for."""
+    server, _ = registered_server()
+    client = IrcClient(server.irc)
+    client.lines()
+    client.send("CAP LS 302", "NICK x1", "USER o 0 * :O", "CAP REQ :sasl")
+    client.send("AUTHENTICATE PLAIN", f"AUTHENTICATE {sasl('admin', 'owner', 'secret')}")
+    server.clock.advance(1)
+    assert client.commands()[-1] == "904"
+    client.send("AUTHENTICATE PLAIN", f"AUTHENTICATE {sasl('Owner', 'owner', 'secret')}")
+    server.clock.advance(1)
+    assert client.commands()[-2:] == ["900", "903"]
+
+
+def test_the_shared_renderings_are_bounded_in_bytes_too() -> None:
+    """The cache of channel broadcasts holds a few MB at most, whatever --max-line-bytes
+    allows: a thousand lines of 100 KB were kept (200 MB) until the thousand-and-first."""
+    view = IrcFormat(Clock())
+    view.channel = "#lobby"
+    for n in range(200):
+        view(Said("carol", f"{n} " + "x" * 100_000))
+    assert ircformat._shared.size <= ircformat.MAX_SHARED_BYTES
+    assert 0 < len(ircformat._shared) < 200
+    assert view(Said("carol", "hi")) is view(Said("carol", "hi"))
+
+
+def test_identify_once_in_the_chat_says_what_it_can_and_cannot_do() -> None:
+    """IDENTIFY from a client already chatting: a registered one is told it is logged in,
+    a guest is not told so (it is not), but how to use its registered nick instead."""
+    server, _ = registered_server()
+    guest = server.irc_user("guest")
+    owner = IrcClient(server.irc)
+    owner.send("PASS secret")
+    owner.register("owner")
+    server.clock.advance(0)
+    guest.lines()
+    owner.lines()
+    guest.send("PRIVMSG NickServ :IDENTIFY owner secret")
+    owner.send("PRIVMSG NickServ :IDENTIFY secret")
+    (told,) = guest.lines()
+    assert "logged in" not in told
+    assert "reconnect" in told
+    assert owner.lines() == [
+        ":NickServ!NickServ@services NOTICE owner :You are logged in as owner already."
+    ]
+
+
+def test_a_join_sent_while_the_password_is_checked_is_made_once_in() -> None:
+    """A client that autojoins after the welcome (irssi, WeeChat) while its server password
+    is still being checked ends up in that channel, not silently in the default one."""
+    server, accounts = registered_server()
+    accounts.hold = True
+    client = IrcClient(server.irc)
+    client.lines()
+    client.send("PASS secret", "NICK owner", "USER o 0 * :O", "JOIN #tea,#x", "JOIN &bad")
+    assert client.commands()[-2:] == ["405", "403"]
+    accounts.answer()
+    server.clock.advance(0)
+    assert client.commands() == ["JOIN", "353", "366", "PART", "JOIN", "353", "366"]
+    assert server.hub.room_of(server.hub.member_named("owner")) == "#tea"  # type: ignore[arg-type]
+
+
+def test_a_wrong_password_is_logged_with_the_address_that_tried_it() -> None:
+    """As for a line user, a wrong PASS, SASL or IDENTIFY password is logged with the
+    client's address, so an operator sees who is guessing (and fail2ban can)."""
+    server, _ = registered_server()
+    client = IrcClient(server.irc)
+    client.lines()
+    with capturedLogs() as events:
+        client.send("PASS wrong", "NICK owner", "USER o 0 * :O")
+        server.clock.advance(1)
+        client.send("NICKSERV IDENTIFY again")
+        server.clock.advance(1)
+    texts = [formatEvent(event) for event in events]
+    peer = f"{client.transport.getPeer().host}:{client.transport.getPeer().port}"
+    assert texts.count(f"{peer}: wrong password for owner") == 2
+
+
+@pytest.mark.parametrize(
+    ("sent", "answer"),
+    [
+        (":", []),
+        (": PING x", [":chatd PONG chatd :x"]),
+        ("@a=b\\:c\\s;d :x!y@z PING y", [":chatd PONG chatd :y"]),
+        ("PING " + " ".join(map(str, range(20))), [":chatd PONG chatd :0"]),
+        ("PING :" + "t" * 490, [":chatd PONG chatd :" + "t" * 490]),
+        ("JOIN 0", []),
+        ("ISON " + " ".join(f"n{n}" for n in range(90)) + " bob", [":chatd 303 alice :"]),
+        ("ISON bob nobody", [":chatd 303 alice :bob"]),
+        ("USERHOST bob x y", [":chatd 302 alice :bob=+bob@chatd"]),
+        ("MODE alice +i", []),
+        ("MODE #lobby b", [":chatd 368 alice #lobby :End of channel ban list"]),
+        ("PRIVMSG " + ",".join("abcdefgh") + " :amplify?", ["407"]),
+        ("CAP END", []),
+        ("AUTHENTICATE PLAIN", [":chatd 907 alice :You have already authenticated"]),
+    ],
+)
+def test_odd_lines_get_a_defined_answer(server: Server, sent: str, answer: list[str]) -> None:
+    """Empty prefixes, tags with escapes, 15+ parameters, a PING token as long as a line
+    holds, JOIN 0, ISON past its 32 nicks, a PRIVMSG to many targets: one defined answer
+    each (a numeric's code stands for its line), never more lines than a line sent."""
+    alice = server.irc_user("alice")
+    server.irc_user("bob")
+    alice.lines()
+    alice.send(sent)
+    lines = alice.lines()
+    assert len(lines) == len(answer)
+    for line, want in zip(lines, answer, strict=True):
+        assert (command_of(line) if len(want) == 3 else line) == want

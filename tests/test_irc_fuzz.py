@@ -7,6 +7,7 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionLost
+from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from chatd.flood import FloodLimits
@@ -48,6 +49,14 @@ LINES = [
     b"PING :t\r\n",
     b"QUIT :bye\r\n",
     b"HISTORY 3\r\n",
+    b"AUTHENTICATE AG93bmVyAHdyb25n\r\n",
+    b"AUTHENTICATE +\r\n",
+    b"NOTICE chatd :help\r\n",
+    b"NICK nickserv\r\n",
+    b"ISON watcher alice bob\r\n",
+    b"USERHOST watcher\r\n",
+    b"KICK #lobby watcher :out\r\n",
+    b"OPER admin secret\r\n",
 ]
 FRAGMENTS = [
     b"\r\n",
@@ -66,6 +75,16 @@ FRAGMENTS = [
     b"#",
     b",",
     b"x" * 300,
+    # Commands whose parameters come back in the answer, so that what follows them
+    # (a lone CR, a NUL, an escape) is echoed if anything is.
+    b"PING :",
+    b"CAP REQ :sasl",
+    b"AUTHENTICATE ",
+    b"NOTICE chatd :",
+    b"NICK ",
+    b"JOIN #a,",
+    b"WHO ",
+    b"TOPIC #lobby :",
 ]
 piece = st.one_of(
     st.sampled_from(LINES),
@@ -92,9 +111,25 @@ _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def test_arbitrary_irc_input_keeps_the_invariants(
     actions: list[tuple[str, int, bytes | None]], flood: FloodLimits
 ) -> None:
-    """No exception escapes; every line an IRC client is sent is one whole message of at
-    most 512 bytes (tags aside) without stray controls; what a line user sees is clean;
-    and the hub's members are exactly the live sessions that joined."""
+    """No exception escapes nor is logged; every line an IRC client is sent is one whole
+    message of at most 512 bytes (tags aside) without stray controls; what a line user
+    sees is clean; and the hub's members are exactly the live sessions that joined."""
+    failures: list[LogEvent] = []
+
+    def observe(event: LogEvent) -> None:
+        if "log_failure" in event:
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        run(actions, flood)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert failures == []
+
+
+def run(actions: list[tuple[str, int, bytes | None]], flood: FloodLimits) -> None:
+    """Play ``actions`` and check the invariants on what was sent."""
     server = Server(accounts=ClockedAccounts(), flood=flood, max_line_bytes=64)
     watcher = server.line_user("watcher")
     clients = [IrcClient(server.irc) for _ in range(3)]

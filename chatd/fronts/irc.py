@@ -163,6 +163,7 @@ class IrcConnection(Protocol):
         self._sasl_account: Account | None = None
         self._checking = False  # a password (SASL, PASS, IDENTIFY) is being checked
         self._registered = False  # the client was welcomed (001)
+        self._join_once_in: str | None = None  # a JOIN sent before the session joined
         self._gate: FloodGate | None = None
         flood = sessions.config.flood
         if flood.enabled:
@@ -251,6 +252,9 @@ class IrcConnection(Protocol):
         except TooLong:
             self._too_long()
             return
+        # Any line keeps a client alive for --idle-timeout, as a line user's empty
+        # one does: a client's own PINGs (irssi's lag check) are its "still here".
+        self.session.last_line_at = self._sessions.clock.seconds()
         text = strip_formatting(raw.decode("utf-8", "replace"))
         if self._gate is None:
             self._handle(text)
@@ -364,7 +368,7 @@ class IrcConnection(Protocol):
                         self.view.caps.discard(name[1:])
                     else:
                         self.view.caps.add(name)
-                self._reply(line(SERVER_NAME, "CAP", target, "ACK", asked))
+                self._reply(line(SERVER_NAME, "CAP", target, "ACK", " ".join(names)))
             else:
                 self._reply(line(SERVER_NAME, "CAP", target, "NAK", clean_text(asked)[:400]))
         elif subcommand == "END":
@@ -409,7 +413,9 @@ class IrcConnection(Protocol):
 
     def _rename(self, nick: str) -> None:
         """A nick change in chat: refused here if taken (433), else asked of the hub."""
-        current = self.view.nick
+        # The session's alias, not the client's: a NICK sent just before may have
+        # changed it, its NICK line not sent yet (the room sends at the turn's end).
+        current = self.session.alias or self.view.nick
         if nick == current:
             return
         if alias_key(nick) != alias_key(current):
@@ -506,6 +512,7 @@ class IrcConnection(Protocol):
             self._ask_for_password(nick)
         else:
             self._take_alias(nick)
+            self._make_waiting_join()
 
     # Passwords: SASL PLAIN, PASS and NickServ IDENTIFY, checked here as the SSH
     # front end checks its logins, then the session is logged in (log_in_verified).
@@ -545,13 +552,16 @@ class IrcConnection(Protocol):
             return  # more to come
         response, self._sasl = self._sasl, None
         try:
-            _, alias, password = base64.b64decode(response, validate=True).split(b"\0")
+            decoded = base64.b64decode(response, validate=True).decode("utf-8", "replace")
+            identity, alias, password = decoded.split("\0")
         except (binascii.Error, ValueError):
             self._reply(view.numeric("904", "SASL authentication failed"))
             return
-        self._start_check(
-            alias.decode("utf-8", "replace"), password.decode("utf-8", "replace"), sasl=True
-        )
+        if identity and alias_key(identity) != alias_key(alias):
+            # To act for another identity (RFC 4616): chatd has no such thing.
+            self._reply(view.numeric("904", "SASL authentication failed"))
+            return
+        self._start_check(alias, password, sasl=True)
 
     def _identify(self, alias: str, password: str) -> None:
         """Check ``password`` for registered ``alias``, then log the session in as it."""
@@ -573,6 +583,10 @@ class IrcConnection(Protocol):
         try:
             if accounts is not None and accounts.is_registered(alias):
                 account = await accounts.authenticate(alias, password, host=self.session.host)
+                if account is None:  # who guesses, logged as the line front end does
+                    log.info(
+                        "{peer}: wrong password for {alias}", peer=self.session.peer, alias=alias
+                    )
             else:
                 why = f"{shown_word(alias)} is not registered."
         except PasswordsBusy as busy:  # too many guesses lately: refused unchecked
@@ -593,6 +607,7 @@ class IrcConnection(Protocol):
             self._nickserv_notice(why)
         elif not self.view.welcomed:
             self.session.log_in_verified(account.alias, account)
+            self._make_waiting_join()
 
     def _sasl_answered(self, account: Account | None, why: str) -> None:
         view = self.view
@@ -633,10 +648,16 @@ class IrcConnection(Protocol):
         command = words[0].upper() if words else "HELP"
         if command == "IDENTIFY" and len(words) in (2, 3):
             alias = words[1] if len(words) == 3 else self.view.nick
-            if self.view.welcomed:
-                self._nickserv_notice(f"You are logged in as {self.view.nick} already.")
-            else:
+            if not self.view.welcomed:
                 self._identify(alias, words[-1])
+            elif self._logged_in():
+                self._nickserv_notice(f"You are logged in as {self.view.nick} already.")
+            else:  # chatd has no logging in from the chat, on any front end
+                self._nickserv_notice(
+                    "IDENTIFY is for the nick you connect with: to use a registered nick,"
+                    " reconnect with it (and its password as the server password, by SASL,"
+                    " or IDENTIFY then)."
+                )
         elif command == "REGISTER" and len(words) >= 2 and self.view.welcomed:
             self._hand(f"/register {words[1]}")
         else:
@@ -645,12 +666,19 @@ class IrcConnection(Protocol):
                 " and REGISTER <password> (to make yours registered)."
             )
 
+    def _logged_in(self) -> bool:
+        """Whether the client chats under a registered alias whose password it gave."""
+        try:
+            return self._sessions.hub.is_registered(self.session)
+        except LookupError:  # gone from the hub, its connection closing
+            return False
+
     # Chat.
 
-    def _privmsg(self, params: tuple[str, ...], command: str = "PRIVMSG") -> None:
+    def _privmsg(self, params: tuple[str, ...]) -> None:
         view = self.view
         if not params:
-            self._reply(view.numeric("411", f"No recipient given ({command})"))
+            self._reply(view.numeric("411", "No recipient given (PRIVMSG)"))
             return
         if len(params) < 2 or not params[1]:
             self._reply(view.numeric("412", "No text to send"))
@@ -672,29 +700,47 @@ class IrcConnection(Protocol):
             command = text.strip().lstrip("/")
             self._hand(f"/{command}" if command else "/help")
             return
+        if target.startswith("#") and not self._in_channel(target):
+            shown = shown_word(target)
+            self._reply(
+                view.numeric("404", shown, f"You are in {view.channel}; /join {shown} first")
+            )
+            return
+        self._say(target, text)
+
+    def _notice(self, params: tuple[str, ...]) -> None:
+        """A NOTICE is said as a PRIVMSG is, but never answered, not even with an error
+        (RFC 2812 3.3.2): a bot that answers notices cannot go on answering chatd's."""
+        if len(params) < 2 or not params[1] or not self.view.welcomed:
+            return
+        target, text = params[0], params[1]
+        if (
+            "," in target
+            or alias_key(target) in (SERVER_NAME, "nickserv")
+            or (target.startswith("#") and not self._in_channel(target))
+        ):
+            return
+        self.view.expect("notice")  # the session's answers to it are dropped
+        self._say(target, text)
+        self.view.queries.clear()
+
+    def _in_channel(self, channel: str) -> bool:
+        return self.view.channel is not None and room_key(channel) == room_key(self.view.channel)
+
+    def _say(self, target: str, text: str) -> None:
+        """Hand ``text`` for ``target`` (the client's channel, or a nick) to the session."""
         action = text.startswith("\x01ACTION ")
         if text.startswith("\x01") and not action:
             return  # other CTCP (VERSION, PING ...): chatd answers none and relays none
         body = text[8:].removesuffix("\x01") if action else text
-        if target.startswith("#"):
-            channel = view.channel
-            if channel is None or room_key(target) != room_key(channel):
-                shown = shown_word(target)
-                self._reply(
-                    view.numeric("404", shown, f"You are in {channel}; /join {shown} first")
-                )
-                return
-            if action:
-                self._hand(f"/me {body}")
-            else:
-                cleaned = clean_text(body).lstrip()
-                # A line that starts with '/' is chat here: the client ran its commands.
-                self._hand(f"/{cleaned}" if cleaned.startswith("/") else body)
+        if not target.startswith("#"):
+            self._hand(f"/msg {target} {f'* {self.view.nick} {body}' if action else body}")
+        elif action:
+            self._hand(f"/me {body}")
         else:
-            self._hand(f"/msg {target} {f'* {view.nick} {body}' if action else body}")
-
-    def _notice(self, params: tuple[str, ...]) -> None:
-        self._privmsg(params, "NOTICE")
+            cleaned = clean_text(body).lstrip()
+            # A line that starts with '/' is chat here: the client ran its commands.
+            self._hand(f"/{cleaned}" if cleaned.startswith("/") else body)
 
     def _join(self, params: tuple[str, ...]) -> None:
         if not self._need(params, 1, "JOIN"):
@@ -703,12 +749,10 @@ class IrcConnection(Protocol):
             return  # "part every channel": a member is always in one
         first, *others = params[0].split(",")
         view = self.view
-        for other in others:
-            shown = shown_word(other)
+        if others:  # one answer for them all: a list of a hundred is no reason for a hundred
+            shown = shown_word(others[0])
             self._reply(view.numeric("405", shown, "You can be in one channel at a time"))
-        if not view.welcomed:
-            return  # the client joins the default channel once in
-        if view.channel is not None and room_key(first) == room_key(view.channel):
+        if self._in_channel(first):
             return
         try:
             check_room(first)
@@ -716,29 +760,41 @@ class IrcConnection(Protocol):
             shown = shown_word(first)
             self._reply(view.numeric("403", shown, str(refusal)))
             return
-        self._hand(f"/join {first}")
+        if view.welcomed:
+            self._hand(f"/join {first}")
+        else:  # welcomed, its password being checked: an autojoin, made once in
+            self._join_once_in = first
+
+    def _make_waiting_join(self) -> None:
+        """The session has just joined: the JOIN that waited for that is made."""
+        wanted, self._join_once_in = self._join_once_in, None
+        if wanted is not None and self.view.welcomed and not self._in_channel(wanted):
+            self._hand(f"/join {wanted}")
 
     def _part(self, params: tuple[str, ...]) -> None:
         if not self._need(params, 1, "PART"):
             return
         view = self.view
         default = self._sessions.hub.default_room
-        for channel in params[0].split(","):
-            if view.channel is None or room_key(channel) != room_key(view.channel):
-                shown = shown_word(channel)
-                self._reply(view.numeric("442", shown, "You're not on that channel"))
-            elif room_key(channel) == room_key(default):
-                self._reply(
-                    line(
-                        SERVER_NAME,
-                        "NOTICE",
-                        view.nick,
-                        f"You are always in a channel, and {default} is where chatd starts:"
-                        " /join another, or /quit.",
-                    )
+        channel, *others = params[0].split(",")
+        if others:  # TARGMAX=PART:1; one answer for the rest, however many
+            shown = shown_word(others[0])
+            self._reply(view.numeric("407", shown, "Too many targets; part one at a time"))
+        if view.channel is None or room_key(channel) != room_key(view.channel):
+            shown = shown_word(channel)
+            self._reply(view.numeric("442", shown, "You're not on that channel"))
+        elif room_key(channel) == room_key(default):
+            self._reply(
+                line(
+                    SERVER_NAME,
+                    "NOTICE",
+                    view.nick,
+                    f"You are always in a channel, and {default} is where chatd starts:"
+                    " /join another, or /quit.",
                 )
-            else:
-                self._hand(f"/join {default}")
+            )
+        else:
+            self._hand(f"/join {default}")
 
     def _names(self, params: tuple[str, ...]) -> None:
         view = self.view
@@ -819,7 +875,8 @@ class IrcConnection(Protocol):
         if not params:
             self._reply(self.view.numeric("409", "No origin specified"))
         else:
-            self._reply(line(SERVER_NAME, "PONG", SERVER_NAME, params[0]))
+            # The token as it came, but for control characters (a lone CR, a NUL).
+            self._reply(line(SERVER_NAME, "PONG", SERVER_NAME, clean_text(params[0])))
 
     def _ignore(self, params: tuple[str, ...]) -> None:
         """PONG, TAGMSG: nothing to answer (chatd relays no tags)."""

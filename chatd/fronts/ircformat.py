@@ -126,9 +126,8 @@ class IrcFormat:
             key = (channel, event)
             data = _shared.get(key)
             if data is None:
-                if len(_shared) >= MAX_SHARED_KEPT:
-                    _shared.clear()
-                data = _shared[key] = "".join(_RENDER[kind](self, event)).encode("utf-8")
+                data = "".join(_RENDER[kind](self, event)).encode("utf-8")
+                _shared.put(key, data)
             return data
         return "".join(_RENDER[kind](self, event)).encode("utf-8")
 
@@ -365,6 +364,8 @@ class IrcFormat:
             return []
         if not self.welcomed:
             return self.server_notice(text)
+        if self._answered("notice") is not None:
+            return []  # "bob is away": no automatic reply to a NOTICE (see IrcConnection)
         if self._answered("away") is not None:
             away = text.startswith("You are marked as away")
             return [self.numeric("306" if away else "305", text)]
@@ -384,7 +385,9 @@ class IrcFormat:
         return [*lines, self.numeric("376", "End of /MOTD command.")]
 
     def _error(self, event: Error) -> list[str]:
-        query = self._answered("whois", "who", "names", "away", "list")
+        query = self._answered("whois", "who", "names", "away", "list", "notice")
+        if query is not None and query[0] == "notice":
+            return []  # no automatic reply to a NOTICE, not even an error (see IrcConnection)
         if query is not None and query[0] == "whois" and event.text.startswith("No such user"):
             return [
                 self.numeric("401", query[1], "No such nick"),
@@ -403,10 +406,36 @@ class IrcFormat:
 _SAME_IN_A_CHANNEL = frozenset(
     {Said, Acted, Joined, Departed, Left, Comings, Renamed, TopicChanged}
 )
-# Their last renderings, by channel and event; emptied when full (a turn's worth
-# of lines in the busiest rooms is far less).
+# How many of their last renderings are kept, and how many bytes they may hold
+# (a turn's worth of lines in the busiest rooms is far less of either).
 MAX_SHARED_KEPT = 1024
-_shared: dict[tuple[str, Event], bytes] = {}
+MAX_SHARED_BYTES = 4 * 1024 * 1024
+
+
+class SharedRenderings(dict[tuple[str, Event], bytes]):
+    """The last renderings of channel broadcasts, by channel and event; emptied when
+    full, by count or by size: --max-line-bytes can make a line 1 MB. A dict, so that
+    the lookup each IRC member of a channel costs is dict.get's."""
+
+    __slots__ = ("size",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        # What the renderings and the events' texts (kept in the keys) hold, about:
+        # an event's text is no longer than its rendering.
+        self.size = 0
+
+    def put(self, key: tuple[str, Event], data: bytes) -> None:
+        cost = 2 * len(data)
+        if len(self) >= MAX_SHARED_KEPT or self.size + cost > MAX_SHARED_BYTES:
+            self.clear()
+            self.size = 0
+        if cost <= MAX_SHARED_BYTES:
+            self[key] = data
+            self.size += cost
+
+
+_shared = SharedRenderings()
 
 _RENDER: dict[type, Callable[[IrcFormat, Any], list[str]]] = {
     Said: IrcFormat._said,
