@@ -128,9 +128,15 @@ class Roster:
 
 @dataclass(frozen=True, slots=True)
 class RoomList:
-    """The answer to ``/rooms``: name, member count and topic of each room in use."""
+    """The answer to ``/rooms``: name, member count and topic of each room in use.
+
+    At most :data:`chatd.hub.LISTED_ROOMS`, the busiest, in name order; ``more``
+    counts the rooms left out (each one's topic may be 300 characters, and a list
+    of thousands would overflow the asker's send queue and cut them off).
+    """
 
     rooms: tuple[tuple[str, int, str | None], ...]
+    more: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ so each member still sees events in the order they happened.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from itertools import islice
@@ -75,6 +76,8 @@ DEFAULT_ROOM = "#lobby"
 # everyone on every arrival would cost a line of O(members) each time, O(members^2)
 # in all, for a list nobody reads; /who gives the whole list on request.
 LISTED_NAMES = 30
+# The most rooms /rooms lists: the busiest, then "and N more" (see RoomList).
+LISTED_ROOMS = 200
 MAX_TOPIC_CHARS = 300
 # Lines of history kept in memory per room, for replay on arrival and /history
 # (the store keeps more on disk), and how many rooms' histories are kept: the
@@ -716,7 +719,16 @@ class Hub:
                 rooms[key] = (name, count, self._topics.get(key))
             else:
                 rooms[key] = (here[0], here[1] + count, here[2])
-        self.tell(member, RoomList(tuple(rooms[key] for key in sorted(rooms))))
+        listed = rooms
+        if len(rooms) > LISTED_ROOMS:
+            busiest = heapq.nlargest(LISTED_ROOMS, rooms, key=lambda key: rooms[key][1])
+            listed = {key: rooms[key] for key in busiest}
+        self.tell(
+            member,
+            RoomList(
+                tuple(listed[key] for key in sorted(listed)), more=len(rooms) - len(listed)
+            ),
+        )
 
     def show_topic(self, member: IMember) -> None:
         """Tell ``member`` the topic of their room."""

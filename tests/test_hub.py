@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
@@ -11,7 +13,7 @@ from chatd import hub as hub_module
 from chatd import moderation
 from chatd.commands import run_command
 from chatd.events import Event, InRoom
-from chatd.hub import HISTORY_ROOMS_KEPT, LISTED_NAMES, Hub
+from chatd.hub import HISTORY_ROOMS_KEPT, LISTED_NAMES, LISTED_ROOMS, Hub
 from chatd.model import HistoryEntry, SharedState
 from chatd.text import AliasRefused, RoomRefused
 
@@ -363,11 +365,31 @@ def test_rooms_lists_rooms_in_use_and_drops_empty_ones(hub: Hub) -> None:
     hub.set_topic(bob, "crabs")
     hub.list_rooms(alice)
     assert alice.delivered()[-1] == (
-        b"RoomList(rooms=(('#lobby', 1, None), ('#rust', 1, 'crabs')))"
+        b"RoomList(rooms=(('#lobby', 1, None), ('#rust', 1, 'crabs')), more=0)"
     )
     hub.move(bob, "#go")
     hub.list_rooms(alice)
-    assert alice.delivered()[-1] == b"RoomList(rooms=(('#go', 1, None), ('#lobby', 1, None)))"
+    assert alice.delivered()[-1] == (
+        b"RoomList(rooms=(('#go', 1, None), ('#lobby', 1, None)), more=0)"
+    )
+
+
+def test_rooms_lists_the_busiest_rooms_and_counts_the_rest() -> None:
+    """/rooms on a server of many rooms lists the LISTED_ROOMS busiest, in name order,
+    and says how many more there are: a list of thousands of rooms with long topics
+    would overflow the asker's send queue and cut them off."""
+    hub = Hub(Clock())
+    members = joined(hub, *(f"u{n}" for n in range(LISTED_ROOMS + 50)))
+    for n, member in enumerate(members[1:]):
+        hub.move(member, f"#r{n:03}")
+    extra = joined(hub, "v1", "v2")
+    for member in extra:
+        hub.move(member, "#r248")  # now the busiest room, and last by name
+    hub.list_rooms(members[0])
+    answer = members[0].delivered()[-1].decode()
+    names = re.findall(r"\('(#\w+)', \d+, None\)", answer)
+    assert len(names) == LISTED_ROOMS and answer.endswith(", more=50)")
+    assert names == sorted(names) and "('#r248', 3, None)" in answer
 
 
 def test_topic_outlives_its_room(hub: Hub) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatd.events import Comings, History
+from chatd.events import Comings, History, RoomList
 from chatd.fronts.lineformat import encode
 from chatd.model import HistoryEntry
 
@@ -53,3 +53,15 @@ def test_comings_count_those_not_named() -> None:
         b"*** 37 joined, 12 left in the last 5s: ann, bob and 35 more joined;"
         b" carl and 11 more left (1204 here; /who lists everyone)\r\n"
     )
+
+
+def test_a_room_list_cut_short_says_how_many_rooms_it_leaves_out() -> None:
+    """/rooms past its bound counts every room in its heading and the unlisted at the end."""
+    listed = RoomList((("#lobby", 9, None), ("#rust", 4, "crabs")), more=37)
+    assert encode(listed).decode().split("\r\n") == [
+        "*** Rooms (39):",
+        "***   #lobby (9)",
+        "***   #rust (4): crabs",
+        "***   and 37 smaller rooms not listed",
+        "",
+    ]

@@ -260,6 +260,8 @@ class IrcFormat:
         lines = [self.numeric("321", "Channel", "Users  Name")]
         for name, present, topic in event.rooms:
             lines.append(self.numeric("322", name, str(present), topic or ""))
+        if event.more:
+            lines += self.server_notice(f"{event.more} smaller rooms are not listed.")
         return [*lines, self.numeric("323", "End of /LIST")]
 
     def _follow_topic(self, event: TopicChanged) -> None:

@@ -155,9 +155,11 @@ def _(event: Roster) -> str:
 
 @_render.register
 def _(event: RoomList) -> str:
-    lines = [f"*** Rooms ({len(event.rooms)}):"]
+    lines = [f"*** Rooms ({len(event.rooms) + event.more}):"]
     for name, present, topic in event.rooms:
         lines.append(f"***   {name} ({present})" + (f": {topic}" if topic else ""))
+    if event.more:
+        lines.append(f"***   and {count_of(event.more, 'smaller room')} not listed")
     return CRLF.join(lines)
 
 

@@ -497,6 +497,7 @@ const render = {
       return;
     }
     e.rooms.forEach((r) => say("who", r.name + " (" + r.members + ")" + (r.topic ? ": " + r.topic : "")));
+    if (e.more) say("who", "and " + e.more + " smaller room" + (e.more === 1 ? "" : "s") + " not listed");
   },
   topic: (e) => {
     topicLine.textContent = e.topic || "";
