@@ -160,8 +160,8 @@ class ChatSession:
                 config.flood,
                 handle=self._take_line,
                 ready=self._ready_for_lines,
-                warn=self._flooding,
-                flood=self._flooded,
+                warn=self.flooding,
+                flood=self.flooded,
             )
 
     # Life cycle.
@@ -300,7 +300,7 @@ class ChatSession:
             self._dropped_lines > MAX_LINES_DURING_CHECK
             or self._dropped_bytes > MAX_BYTES_DURING_CHECK
         ):
-            self._flooded()
+            self.flooded()
 
     # States.
 
@@ -537,7 +537,9 @@ class ChatSession:
         """Whether a line let through by the flood gate can be handled now."""
         return not self._checking and self._closing_reason is None
 
-    def _flooding(self, waiting: int) -> None:
+    def flooding(self, waiting: int) -> None:
+        """Warn a sender over the flood limit, ``waiting`` lines held (the flood gate's
+        warning: the session's own gate's, or a front end's with the session's limits)."""
         self.reply(
             Error(
                 f"You are sending too fast: {count_of(waiting, 'line')} waiting."
@@ -545,7 +547,8 @@ class ChatSession:
             )
         )
 
-    def _flooded(self) -> None:
+    def flooded(self) -> None:
+        """Cut off a sender past the flood limit, with the reason said and logged."""
         if self.alias is not None:  # else connection_lost logs the one line
             self.log.info(
                 "{peer} ({alias}) cut off: excess flood", peer=self.peer, alias=self.alias

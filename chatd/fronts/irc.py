@@ -52,7 +52,6 @@ from zope.interface import implementer
 
 from chatd import __version__
 from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
-from chatd.events import Error
 from chatd.flood import FloodGate
 from chatd.fronts.ircformat import NICKSERV_PREFIX, SERVER_NAME, IrcFormat, user_prefix
 from chatd.fronts.ircwire import (
@@ -77,7 +76,6 @@ from chatd.text import (
     check_alias,
     check_room,
     clean_text,
-    count_of,
     room_key,
 )
 
@@ -266,21 +264,12 @@ class IrcConnection(Protocol):
 
     # Flood control (the session's limits; see the module's docstring).
 
+    # The gate is made before the session (in connectionMade), so it calls these.
     def _flooding(self, waiting: int) -> None:
-        self.session.reply(
-            Error(
-                f"You are sending too fast: {count_of(waiting, 'line')} waiting."
-                " Slow down or you will be disconnected."
-            )
-        )
+        self.session.flooding(waiting)
 
     def _flooded(self) -> None:
-        log.info(
-            "{peer} ({alias}) cut off: excess flood", peer=self.session.peer, alias=self.view.nick
-        )
-        self._sessions.hub.counters.disconnects["flood"] += 1
-        self.session.reply(Error("Excess flood; goodbye."))
-        self.session.disconnect("Excess flood")
+        self.session.flooded()
 
     # Commands.
 
