@@ -21,7 +21,6 @@ from types import FunctionType, MappingProxyType
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall, deferLater
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from chatd import __version__
@@ -32,6 +31,7 @@ from chatd.events import Error, Event, Notice
 from chatd.flood import FloodGate, FloodLimits
 from chatd.hub import Hub
 from chatd.interfaces import IConnection, IFormatSwitch, IMember
+from chatd.logs import Logger
 from chatd.model import Account, Ban
 from chatd.passwords import PasswordsBusy
 from chatd.sendqueue import BoundedSender
