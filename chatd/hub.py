@@ -29,7 +29,6 @@ from itertools import islice
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from chatd.accounts import Accounts
@@ -57,6 +56,7 @@ from chatd.events import (
     Whois,
 )
 from chatd.interfaces import IChatStore, IDirectory, IHubListener, IMember, IRemoteMember
+from chatd.logs import Logger
 from chatd.mentions import mentioned_keys
 from chatd.model import Ban, HistoryEntry, SharedState
 from chatd.mutes import Mutes

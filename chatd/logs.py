@@ -22,18 +22,50 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime, timezone
+from time import time
 from typing import IO, Any
 
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
+    LogLevel,
     formatEvent,
     formatEventAsClassicLogText,
     formatTime,
 )
+from twisted.logger import Logger as TwistedLogger
 from twisted.python.logfile import LogFile
 
 SIMPLE_TYPES = (str, int, float, bool)
+
+_LEVELS = frozenset(LogLevel.iterconstants())
+
+
+class Logger(TwistedLogger):
+    """twisted.logger's Logger, emitting the same events with a cheaper level check.
+
+    Twisted's ``emit`` checks the level against ``LogLevel.iterconstants()``, which
+    sorts the levels anew for every event: with a session's arrival and departure
+    logged, that sort was about 2 % of a short session's CPU. Here it is a set lookup;
+    an invalid level still gets Twisted's own answer.
+    """
+
+    def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
+        """Emit a log event at ``level``, as Twisted's Logger does."""
+        if level not in _LEVELS:
+            super().emit(level, format, **kwargs)
+            return
+        kwargs.update(
+            log_logger=self,
+            log_level=level,
+            log_namespace=self.namespace,
+            log_source=self.source,
+            log_format=format,
+            log_time=time(),
+        )
+        if "log_trace" in kwargs:
+            kwargs["log_trace"].append((self, self.observer))  # type: ignore[attr-defined]
+        self.observer(kwargs)
 
 
 class ClassicText:

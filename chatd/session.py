@@ -19,19 +19,19 @@ from dataclasses import dataclass, field
 from types import FunctionType, MappingProxyType
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall, deferLater
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from chatd import __version__
 from chatd.accounts import WRONG_PASSWORD_DELAY_SECONDS
 from chatd.admission import Admission, ConnectionLimits, describe_peer, peer_host
 from chatd.commands import run_command
+from chatd.deadlines import Deadlines
 from chatd.events import Error, Event, Notice
 from chatd.flood import FloodGate, FloodLimits
 from chatd.hub import Hub
 from chatd.interfaces import IConnection, IFormatSwitch, IMember
+from chatd.logs import Logger
 from chatd.model import Account, Ban
 from chatd.passwords import PasswordsBusy
 from chatd.sendqueue import BoundedSender
@@ -89,8 +89,6 @@ class ChatSession:
 
     # Slots: there is one per connection, and idle ones are most of a server's memory.
     __slots__ = (
-        "_abort_timer",
-        "_alias_timer",
         "_checking",
         "_clock",
         "_closing_reason",
@@ -140,8 +138,6 @@ class ChatSession:
         self._sender = BoundedSender(
             connection.consumer, config.sendq_bytes, self._send_queue_overflowed
         )
-        self._alias_timer: IDelayedCall | None = None
-        self._abort_timer: IDelayedCall | None = None
         self._closing_reason: str | None = None
         self._handle_line: Callable[[str], None] = self._negotiate_alias
         self._expects_password = False
@@ -175,16 +171,12 @@ class ChatSession:
             self._refuse_banned(ban)
             return
         self._reply_constant(GREETING)
-        self._alias_timer = self._clock.callLater(
-            self._sessions.config.alias_timeout_seconds, self._alias_timed_out
-        )
+        self._sessions.choosing.add(self)
 
     def connection_lost(self, clean: bool) -> None:
         """The front end's connection is gone (``clean``: closed rather than lost)."""
-        for timer in (self._alias_timer, self._abort_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._alias_timer = self._abort_timer = None
+        self._sessions.choosing.discard(self)
+        self._sessions.closing.discard(self)
         if self._gate is not None:
             self._gate.stop()
         why = self._closing_reason
@@ -239,7 +231,7 @@ class ChatSession:
         self._closing_reason = reason
         self._sender.close()
         self.connection.close()
-        self._abort_timer = self._clock.callLater(CLOSE_GRACE_SECONDS, self.connection.abort)
+        self._sessions.closing.add(self)  # aborted if not closed in CLOSE_GRACE_SECONDS
 
     def abort(self) -> None:
         """Cut the connection now (a shutdown's deadline has passed)."""
@@ -329,9 +321,7 @@ class ChatSession:
 
     def _accepted(self) -> None:
         """The alias is ours: the handshake timer stops and chatting starts."""
-        if self._alias_timer is not None:
-            self._alias_timer.cancel()
-            self._alias_timer = None
+        self._sessions.choosing.discard(self)
         self._handle_line = self._chat
 
     def _check_password(self, alias: str, password: str) -> None:
@@ -503,8 +493,8 @@ class ChatSession:
 
     # Limits.
 
-    def _alias_timed_out(self) -> None:
-        self._alias_timer = None
+    def alias_timed_out(self) -> None:
+        """No alias was chosen within --alias-timeout: say so and close."""
         seconds = self._sessions.config.alias_timeout_seconds
         self.reply(Error(f"No alias chosen within {seconds:g} seconds; goodbye."))
         self.hub.counters.disconnects["alias_timeout"] += 1
@@ -616,6 +606,14 @@ class Sessions:
         self._all_closed: Deferred[None] | None = None
         # Why the server is going, once shut_down was called.
         self._shutdown_reason: str | None = None
+        # Sessions choosing an alias, closed at --alias-timeout, and those closing,
+        # aborted if still there after CLOSE_GRACE_SECONDS: one timer each for all.
+        self.choosing: Deadlines[ChatSession] = Deadlines(
+            self.clock, config.alias_timeout_seconds, ChatSession.alias_timed_out
+        )
+        self.closing: Deadlines[ChatSession] = Deadlines(
+            self.clock, CLOSE_GRACE_SECONDS, ChatSession.abort
+        )
         # The greeting and the prompt, encoded by each wire format's encode.
         self._constants: dict[tuple[Callable[[Event], bytes], Event], bytes] = {}
 
@@ -676,11 +674,14 @@ class Sessions:
     def reconfigure(self, config: ChatConfig) -> None:
         """Take new limits (a reload).
 
-        Connection limits and the idle timeout apply at once; a session keeps
-        the line length, send queue and flood limits it started with.
+        Connection limits, the idle timeout and the alias timeout (for those still
+        choosing too) apply at once; a session keeps the line length, send queue and
+        flood limits it started with.
         """
         idle_changed = config.idle_timeout_seconds != self.config.idle_timeout_seconds
         self.config = config
+        if config.alias_timeout_seconds != self.choosing.seconds:
+            self.choosing.change(config.alias_timeout_seconds)
         self.admission.limits = config.connections
         if idle_changed and self._running:
             self._stop_idle_sweep()

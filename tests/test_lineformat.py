@@ -19,6 +19,20 @@ def test_history_counts_its_lines_in_good_english(count: int, heading: str) -> N
     assert first == f"*** History of #lobby ({heading}):".encode()
 
 
+def test_a_replay_rendered_again_is_the_same_and_follows_new_lines() -> None:
+    """The replay kept per room is reused only for the same lines: another line, or
+    another room with the same lines, is rendered for what it is."""
+    said = [HistoryEntry("#lobby", "say", "alice", f"hello {n}", float(n)) for n in range(4)]
+    first = encode(History("#lobby", tuple(said[:3])))
+    assert encode(History("#lobby", tuple(said[:3]))) == first
+    assert first.count(b"hello") == 3
+    later = encode(History("#lobby", tuple(said[1:])))
+    assert b"hello 0" not in later and b"hello 3" in later
+    elsewhere = encode(History("#den", tuple(said[1:])))
+    assert elsewhere.startswith(b"*** History of #den (3 lines):")
+    assert elsewhere.split(b"\r\n")[1:] == later.split(b"\r\n")[1:]
+
+
 @pytest.mark.parametrize(
     ("joined", "left", "line"),
     [

@@ -10,6 +10,7 @@ from twisted.logger import ILogObserver, Logger, LogLevel, formatEventAsClassicL
 from twisted.python.failure import Failure
 
 from chatd.logs import ClassicText, event_as_json_line, json_observer, text_observer
+from chatd.logs import Logger as ChatLogger
 from chatd.tap import Options, makeService
 
 
@@ -123,3 +124,29 @@ def test_log_format_json_gives_twistd_the_observer() -> None:
     plain = Application("chatd")
     makeService(text).setServiceParent(plain)
     assert plain.getComponent(ILogObserver) is None
+
+
+def test_chatds_logger_emits_the_events_twisteds_does() -> None:
+    """chatd's Logger (a cheaper level check) emits the same events as Twisted's,
+    and answers an invalid level as Twisted's does."""
+    theirs: list[dict[str, object]] = []
+    ours: list[dict[str, object]] = []
+
+    class Source:
+        twisted = Logger(observer=theirs.append)
+        chatd = ChatLogger(observer=ours.append)
+
+    source = Source()
+    for log in (source.twisted, source.chatd):
+        log.info("{alias} joined from {peer}", alias="ann", peer="1.2.3.4:5")
+        log.debug("{peer}: overlong line dropped", peer="1.2.3.4:5")
+        log.emit("no level", "{x}", x=1)  # type: ignore[arg-type]
+    assert len(ours) == len(theirs) == 3
+    own = {"log_time", "log_logger", "logger", "log_failure"}  # this logger, this instant
+    for mine, twisteds in zip(ours, theirs, strict=True):
+        assert mine["log_source"] is source
+        assert mine.keys() == twisteds.keys()
+        assert {k: v for k, v in mine.items() if k not in own} == {
+            k: v for k, v in twisteds.items() if k not in own
+        }
+    assert ours[2]["log_format"] == "Got invalid log level {invalidLevel!r} in {logger}.emit()."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -1308,3 +1309,17 @@ def test_an_address_banned_after_connecting_cannot_choose_an_alias(server: Serve
     waiting.type("olivia\n")
     assert waiting.lines() == ["!!! You are banned from this server: spam"]
     assert server.hub.member_named("olivia") is None
+
+
+def test_a_reload_changes_the_alias_timeout_of_those_still_choosing() -> None:
+    """A reloaded --alias-timeout applies at once, counted from each connection's start."""
+    server = Server(alias_timeout_seconds=30)
+    client = server.connect()
+    client.lines()
+    server.clock.advance(5)
+    server.sessions.reconfigure(replace(server.sessions.config, alias_timeout_seconds=10))
+    server.clock.advance(4.9)
+    assert not client.transport.disconnecting
+    server.clock.advance(0.1)
+    assert client.lines() == ["!!! No alias chosen within 10 seconds; goodbye."]
+    assert client.transport.disconnecting

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from twisted.python.usage import UsageError
 from chatd.admission import ConnectionLimits
 from chatd.flood import FloodLimits
 from chatd.hub import Hub
-from chatd.service import ChatService, LiveSettings
+from chatd.service import GC_THRESHOLDS, ChatService, LiveSettings
 from chatd.session import ChatConfig, Sessions
 from chatd.stores.sqlite import SQLiteStore, run_synchronously
 
@@ -150,3 +151,18 @@ def test_a_refused_reload_changes_nothing(tmp_path: Path) -> None:
     service._reread = broken
     service.reload()
     assert service.sessions.config is before
+
+
+def test_the_collector_is_tuned_while_serving_and_restored_after(tmp_path: Path) -> None:
+    """While the service runs, the garbage collector has chatd's thresholds and what
+    start-up made is frozen out of its scans; stopping restores both."""
+    before = gc.get_threshold()
+    service = make_service(tmp_path / "db", MemoryReactorClock(), "tcp:4000")
+    service.startService()
+    try:
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        service.stopService()
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

@@ -186,14 +186,28 @@ def _stamp(at: float) -> str:
     return f"[{utc_stamp(at)}]"
 
 
+# The replay last rendered in each room (by name), at most this many rooms: every
+# arrival replays the same lines until the next is said, and comparing them (a
+# tuple's elements are compared by identity first) costs far less than rendering.
+MAX_REPLAYS_KEPT = 256
+_replays: dict[str, tuple[tuple[HistoryEntry, ...], str]] = {}
+
+
 @_render.register
 def _(event: History) -> str:
     if not event.entries:
         return f"*** No history in {event.room}."
+    kept = _replays.get(event.room)
+    if kept is not None and kept[0] == event.entries:
+        return kept[1]
     lines = [f"*** History of {event.room} ({count_of(len(event.entries), 'line')}):"]
     lines.extend(_history_line(entry) for entry in event.entries)
     lines.append("*** End of history.")
-    return CRLF.join(lines)
+    text = CRLF.join(lines)
+    if len(_replays) >= MAX_REPLAYS_KEPT:
+        _replays.clear()
+    _replays[event.room] = (event.entries, text)
+    return text
 
 
 @lru_cache(maxsize=4096)
