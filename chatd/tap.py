@@ -134,33 +134,33 @@ class Options(ConfigFileOptions):
             "tls-cert",
             None,
             None,
-            "PEM certificate (chain) for each --port ssl:... that names none.",
+            "PEM certificate (chain) for each ssl: --port, --json-port or --irc that names none.",
         ],
         [
             "tls-key",
             None,
             None,
-            "PEM private key for each --port ssl:... that names none.",
+            "PEM private key for each ssl: --port, --json-port or --irc that names none.",
         ],
         [
             "web",
             None,
             None,
-            "Serve the chat page and its WebSocket here (e.g. tcp:8080:interface=127.0.0.1).",
+            "Serve the chat page and its WebSocket here (e.g. tcp:8080:interface=127.0.0.1)",
             values.endpoint,
         ],
         [
             "ssh",
             None,
             None,
-            "Let ssh users in here (e.g. tcp:2222:interface=127.0.0.1); user name = alias.",
+            "Let ssh users in here (e.g. tcp:2222:interface=127.0.0.1); user name = alias",
             values.endpoint,
         ],
         [
             "metrics",
             None,
             None,
-            "Serve Prometheus metrics over HTTP here (e.g. tcp:9100:interface=127.0.0.1).",
+            "Serve Prometheus metrics over HTTP here (e.g. tcp:9100:interface=127.0.0.1)",
             values.endpoint,
         ],
         [
@@ -168,7 +168,7 @@ class Options(ConfigFileOptions):
             None,
             None,
             "Join a cluster of chatd nodes sharing this Redis (redis://host:port/db):"
-            " rooms, users, history and accounts live there.",
+            " rooms, users, history and accounts live there",
             values.redis_url,
         ],
         [
@@ -196,7 +196,7 @@ class Options(ConfigFileOptions):
             "history-max-age",
             None,
             None,
-            "Prune history lines older than this (e.g. 30d); by default only the count limits.",
+            "Prune history lines older than this (e.g. 30d); by default only the count limits",
             values.duration,
         ],
         [
@@ -211,8 +211,9 @@ class Options(ConfigFileOptions):
             "offline-max-age",
             None,
             DEFAULT_OFFLINE_MAX_AGE_SECONDS,
-            "How long such a message, and a line that mentioned a registered alias"
-            " while it was away, is kept (e.g. 30d; 2592000 seconds unless given).",
+            "How long a private message kept for a registered alias offline, and a line"
+            " that mentioned it while it was away, is kept (e.g. 30d; 2592000 seconds"
+            " unless given).",
             values.duration,
         ],
         [
