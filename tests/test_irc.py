@@ -633,6 +633,16 @@ def test_chatd_commands_work_by_name(server: Server) -> None:
     assert alice.lines() == [":chatd NOTICE alice :Not permitted: operators only."]
 
 
+def test_mentions_is_a_command_by_name(server: Server) -> None:
+    """`MENTIONS` (irssi sends /mentions on as it is) is chatd's /mentions, as the login
+    notice about mentions tells IRC users too; a guest is told it needs registration."""
+    alice = server.irc_user("alice")
+    alice.lines()
+    alice.send("MENTIONS")
+    (answer,) = alice.lines()
+    assert answer.startswith(":chatd NOTICE alice :") and "regist" in answer
+
+
 # Hostile clients.
 
 

@@ -110,6 +110,7 @@ CHATD_COMMANDS = frozenset(
         "help",
         "history",
         "ignore",
+        "mentions",
         "mute",
         "password",
         "register",
