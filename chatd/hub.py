@@ -614,6 +614,9 @@ class Hub:
         if self._muted(member):
             return False
         cut = False
+        if topic is None and room.topic is None:
+            self.tell(member, Notice(f"{room.name} has no topic."))
+            return False
         if topic is not None:
             cleaned = clean_text(topic)
             topic, cut = cleaned[:MAX_TOPIC_CHARS], len(cleaned) > MAX_TOPIC_CHARS

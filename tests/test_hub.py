@@ -684,6 +684,15 @@ def test_a_topic_over_the_limit_is_set_cut_and_the_setter_told(hub: Hub) -> None
     assert alice.delivered()[-1] == f"TopicChanged(alias='alice', topic='{'y' * 300}')".encode()
 
 
+def test_clearing_a_topic_a_room_does_not_have_tells_the_clearer_alone(hub: Hub) -> None:
+    """/topic - in a room without a topic is answered "has no topic", not announced
+    to the room as a change."""
+    alice, bob = joined(hub, "alice", "bob")
+    assert hub.set_topic(alice, None) is False
+    assert alice.delivered() == [b"Notice(text='#lobby has no topic.')"]
+    assert bob.delivered() == []
+
+
 def test_a_mute_for_no_duration_says_what_a_duration_is(hub: Hub) -> None:
     """/mute with a word that is no duration is answered with a sentence and examples."""
     olivia, _bob = operator_and(hub, "bob")
