@@ -208,7 +208,7 @@ def test_who_and_rooms_cover_every_node(nodes: Any) -> None:
     assert alice.text().splitlines() == [
         "Roster(room=None, names=('alice', 'bob', 'carol'))",
         "Roster(room='#lobby', names=('alice', 'bob'))",
-        "RoomList(rooms=(('#lobby', 2, None), ('#rust', 1, None)))",
+        "RoomList(rooms=(('#lobby', 2, None), ('#rust', 1, None)), more=0)",
     ]
 
 
