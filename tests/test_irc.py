@@ -350,6 +350,22 @@ def test_a_registered_nick_cannot_be_taken_without_its_password() -> None:
     assert server.hub.online() == ("owner",)
 
 
+def test_a_nick_change_to_a_registered_nick_says_how_to_get_it() -> None:
+    """NICK to a registered nick while chatting gets 433 and NickServ's notice of how to
+    use it: clients show 433 in their own words, which say only that it is in use."""
+    server, _ = registered_server()
+    client = IrcClient(server.irc)
+    client.register("guest")
+    client.lines()
+    client.send("NICK owner")
+    lines = client.lines()
+    assert lines[0] == ":chatd 433 guest owner :Nickname is registered to someone else"
+    assert lines[1].startswith(
+        ":NickServ!NickServ@services NOTICE guest :owner is registered. To use it, connect as"
+    )
+    assert len(lines) == 2 and server.hub.online() == ("guest",)
+
+
 def test_a_wrong_server_password_leaves_the_client_out() -> None:
     """PASS with a wrong password for a registered nick: 464, and still not in."""
     server, _ = registered_server()

@@ -416,6 +416,12 @@ class IrcConnection(Protocol):
                 self._reply(
                     self.view.numeric("433", nick, "Nickname is registered to someone else")
                 )
+                # Clients show 433 in their own words ("already in use"): say how to get it.
+                self._nickserv_notice(
+                    f"{nick} is registered. To use it, connect as {nick} with its password"
+                    " (the server password, or SASL), or /msg NickServ IDENTIFY after"
+                    f" connecting as {nick}."
+                )
                 return
         self._hand(f"/nick {nick}")
 

@@ -283,6 +283,7 @@ def test_a_registered_alias_is_taken_over_irc_only_with_its_password(
 
         irssi.type("/nick rosa")
         shown = irssi.expect("-!- Nick rosa is already in use\n", shown)  # irssi's words for 433
+        shown = irssi.expect("rosa is registered. To use it, connect as rosa", shown)
         olga.type("/who")
         heard = olga.expect_after("*** In #lobby (2): ivy, olga\r\n", heard)
 
