@@ -269,7 +269,11 @@ class Room:
             if member in skipping or presence.ignores or member in served:
                 runs = cut.get(encode)
                 if runs is None:
-                    runs = cut[encode] = Runs(_encoded(batch, encoded, encode), joined=True)
+                    sent = whole.get(encode)
+                    lines = _encoded(batch, encoded, encode)
+                    if sent is None:
+                        sent = whole[encode] = [b"".join(lines), 0]
+                    runs = cut[encode] = Runs(lines, sent[0])
                 start = served.get(member, 0)
                 own = copies.setdefault(encode, {})
                 data = marks.selection(member, presence, start, runs, encode, own)
@@ -286,26 +290,27 @@ class Room:
                 continue
             sent[1] += 1
         for data, recipients in whole.values():
-            counters.delivered(data, recipients)
+            if recipients:
+                counters.delivered(data, recipients)
 
 
 class Runs:
     """A batch encoded in one wire format, to cut members' selections from.
 
-    Joined (at the end of the turn, when every selection is cut from the same
-    batch) it is one bytes object and the offset of each line in it, so a run of
-    lines between two skipped events costs a slice, whatever its length;
-    otherwise (catching one member up mid-turn) runs are joined from the lines.
+    Given the lines ``joined`` (at the end of the turn, the bytes everyone else
+    gets) it keeps the offset of each line in them, so a run of lines between
+    two skipped events costs a slice, whatever its length; otherwise (catching
+    one member up mid-turn) runs are joined from the lines.
     """
 
     __slots__ = ("_lines", "_offsets", "_view")
 
-    def __init__(self, lines: list[bytes], joined: bool = False) -> None:
+    def __init__(self, lines: list[bytes], joined: bytes | None = None) -> None:
         self._lines = lines
         self._view: memoryview | None = None
         self._offsets: list[int] = []
-        if joined:
-            self._view = memoryview(b"".join(lines))
+        if joined is not None:
+            self._view = memoryview(joined)
             self._offsets = list(accumulate(map(len, lines), initial=0))
 
     def __len__(self) -> int:
