@@ -303,18 +303,16 @@ class Runs:
     one member up mid-turn) runs are joined from the lines.
     """
 
-    __slots__ = ("_lines", "_offsets", "_view")
+    __slots__ = ("_joined", "_lines", "_offsets", "_view")
 
     def __init__(self, lines: list[bytes], joined: bytes | None = None) -> None:
         self._lines = lines
+        self._joined = joined
         self._view: memoryview | None = None
         self._offsets: list[int] = []
         if joined is not None:
             self._view = memoryview(joined)
             self._offsets = list(accumulate(map(len, lines), initial=0))
-
-    def __len__(self) -> int:
-        return len(self._lines)
 
     def extend(self, pieces: list[Any], start: int, stop: int) -> None:
         """Add to ``pieces`` the lines from ``start`` up to (not including) ``stop``."""
@@ -326,6 +324,17 @@ class Runs:
         else:
             offsets = self._offsets
             pieces.append(view[offsets[start] : offsets[stop]])
+
+    def rest(self, pieces: list[Any], start: int) -> bytes:
+        """``pieces`` and then the lines from ``start`` to the end, as one bytes object."""
+        if not pieces:
+            if not start and self._joined is not None:
+                # Nothing skipped: the very bytes the rest of the room gets.
+                return self._joined
+            if self._view is None:
+                return b"".join(self._lines[start:])
+        self.extend(pieces, start, len(self._lines))
+        return b"".join(pieces)
 
 
 class Marks:
@@ -383,18 +392,26 @@ class Marks:
         the members who get the same one (at most two per line: with the bell
         and without).
         """
+        mentions = self.mentioned.get(member)
+        excluded = self.excluded.get(member, ())
+        pieces: list[Any] = []
+        at = start
+        if mentions is None and not presence.ignores:
+            # The usual selection under churn: a speaker, or an arrival mid-turn.
+            for index in _from_index(excluded, start):
+                runs.extend(pieces, at, index)
+                at = index + 1
+            return runs.rest(pieces, at)
         # Index -> the copy the member gets there, or None where it gets nothing.
         own: dict[int, Mentioned | None] = {}
-        for index, mentioned in _from(self.mentioned.get(member, ()), start):
+        for index, mentioned in _from(mentions or (), start):
             own[index] = mentioned
-        for index in _from_index(self.excluded.get(member, ()), start):
+        for index in _from_index(excluded, start):
             own[index] = None
         spoken = self.spoken
         for key in presence.ignores:
             for index in _from_index(spoken.get(key, ()), start):
                 own[index] = None
-        pieces: list[Any] = []
-        at = start
         for index in sorted(own):
             runs.extend(pieces, at, index)
             copy = own[index]
@@ -404,8 +421,7 @@ class Marks:
                     line = copies[copy] = encode(copy)
                 pieces.append(line)
             at = index + 1
-        runs.extend(pieces, at, len(runs))
-        return b"".join(pieces)
+        return runs.rest(pieces, at)
 
 
 def _from_index(indexes: Sequence[int], start: int) -> Sequence[int]:
