@@ -13,7 +13,10 @@ bytes as ever, so a turn in which nobody is mentioned costs nothing more.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
+from itertools import accumulate
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall
@@ -141,7 +144,7 @@ class Room:
         "_copies",
         "_counters",
         "_encoded",
-        "_mentioned",
+        "_marks",
         "_served",
         "comers",
         "failed",
@@ -165,8 +168,9 @@ class Room:
         self._batch: Batch = []
         # The batch encoded so far, per wire format (see Member.encode).
         self._encoded: dict[Callable[[Event], bytes], list[bytes]] = {}
-        # Members some line of the batch mentions, and their copies encoded so far.
-        self._mentioned: set[Member] = set()
+        # Where in the batch members skip or get their own copy of an event.
+        self._marks = Marks()
+        # Copies of lines mentioning members, encoded so far, per wire format.
         self._copies: Copies = {}
         # Members who must not get the start of the batch: how many of its events
         # they already had (caught up) or came in after (arrived mid-turn).
@@ -196,10 +200,10 @@ class Room:
         ``speaker`` is the alias key of whoever said it, for those who ignore them;
         ``mentions`` gives the members it mentions their own copy of it instead.
         """
-        self._batch.append((event, exclude, speaker, mentions))
-        if mentions:
-            self._mentioned.update(mentions)
-        return len(self._batch) == 1
+        batch = self._batch
+        self._marks.add(len(batch), exclude, speaker, mentions)
+        batch.append((event, exclude, speaker, mentions))
+        return len(batch) == 1
 
     def enter(self, member: Member, presence: Presence) -> None:
         """Add ``member``, who hears only what is queued from now on.
@@ -231,7 +235,8 @@ class Room:
         encode = member.encode
         lines = _encoded(batch, self._encoded, encode)
         copies = self._copies.setdefault(encode, {})
-        data = _selection(member, self.members[member], batch, lines, start, encode, copies)
+        runs = Runs(lines)
+        data = self._marks.selection(member, self.members[member], start, runs, encode, copies)
         if data and deliver(member, data, self.failed):
             self._counters.delivered(data)
 
@@ -242,28 +247,36 @@ class Room:
         events and are mentioned by none (everyone but this turn's speakers, the
         mentioned, those ignoring somebody, and those caught up or arrived
         mid-turn) all get the same bytes object; the others get their own
-        selection of it. What is queued while this runs (a recipient cut off and
-        leaving) goes into the next batch.
+        selection of it, cut from that same encoding at the events they skip
+        (see :class:`Marks`). What is queued while this runs (a recipient cut
+        off and leaving) goes into the next batch.
         """
         batch, encoded, served, copies = self._batch, self._encoded, self._served, self._copies
         if not batch:
             return
+        marks = self._marks
         self._batch, self._encoded, self._served, self._copies = [], {}, {}, {}
-        skipping = {skipped for _, skipped, _, _ in batch if skipped is not None}
-        if self._mentioned:
-            skipping |= self._mentioned
-            self._mentioned = set()
+        self._marks = Marks()
+        skipping = marks.members()
         # Per wire format: the whole batch encoded, and how many got it.
         whole: dict[Callable[[Event], bytes], list[Any]] = {}
+        # Per wire format, for those who get a selection: the batch to cut it from.
+        cut: dict[Callable[[Event], bytes], Runs] = {}
         counters = self._counters
         # A snapshot: a recipient may drop (and leave) during the loop.
         for member, presence in list(self.members.items()):
             encode = member.encode
             if member in skipping or presence.ignores or member in served:
-                lines = _encoded(batch, encoded, encode)
+                runs = cut.get(encode)
+                if runs is None:
+                    sent = whole.get(encode)
+                    lines = _encoded(batch, encoded, encode)
+                    if sent is None:
+                        sent = whole[encode] = [b"".join(lines), 0]
+                    runs = cut[encode] = Runs(lines, sent[0])
                 start = served.get(member, 0)
                 own = copies.setdefault(encode, {})
-                data = _selection(member, presence, batch, lines, start, encode, own)
+                data = marks.selection(member, presence, start, runs, encode, own)
                 if data and deliver(member, data, self.failed):
                     counters.delivered(data)
                 continue
@@ -277,7 +290,150 @@ class Room:
                 continue
             sent[1] += 1
         for data, recipients in whole.values():
-            counters.delivered(data, recipients)
+            if recipients:
+                counters.delivered(data, recipients)
+
+
+class Runs:
+    """A batch encoded in one wire format, to cut members' selections from.
+
+    Given the lines ``joined`` (at the end of the turn, the bytes everyone else
+    gets) it keeps the offset of each line in them, so a run of lines between
+    two skipped events costs a slice, whatever its length; otherwise (catching
+    one member up mid-turn) runs are joined from the lines.
+    """
+
+    __slots__ = ("_joined", "_lines", "_offsets", "_view")
+
+    def __init__(self, lines: list[bytes], joined: bytes | None = None) -> None:
+        self._lines = lines
+        self._joined = joined
+        self._view: memoryview | None = None
+        self._offsets: list[int] = []
+        if joined is not None:
+            self._view = memoryview(joined)
+            self._offsets = list(accumulate(map(len, lines), initial=0))
+
+    def extend(self, pieces: list[Any], start: int, stop: int) -> None:
+        """Add to ``pieces`` the lines from ``start`` up to (not including) ``stop``."""
+        if start >= stop:
+            return
+        view = self._view
+        if view is None:
+            pieces.extend(self._lines[start:stop])
+        else:
+            offsets = self._offsets
+            pieces.append(view[offsets[start] : offsets[stop]])
+
+    def rest(self, pieces: list[Any], start: int) -> bytes:
+        """``pieces`` and then the lines from ``start`` to the end, as one bytes object."""
+        if not pieces:
+            if not start and self._joined is not None:
+                # Nothing skipped: the very bytes the rest of the room gets.
+                return self._joined
+            if self._view is None:
+                return b"".join(self._lines[start:])
+        self.extend(pieces, start, len(self._lines))
+        return b"".join(pieces)
+
+
+class Marks:
+    """Where in one turn's batch members skip an event or get their own copy of it.
+
+    Indexed as the batch is queued, so that what a member gets costs in
+    proportion to the events it skips or is mentioned in, never to the batch
+    times the members who skip something (under churn, a busy room's turn holds
+    many speakers, arrivals and departures, each of whom gets a selection).
+    """
+
+    __slots__ = ("excluded", "mentioned", "spoken")
+
+    def __init__(self) -> None:
+        # Per member, the indexes of the events it does not get (its own lines).
+        self.excluded: dict[Member, list[int]] = {}
+        # Per member, the indexes of the events that mention it, and its copies.
+        self.mentioned: dict[Member, list[tuple[int, Mentioned]]] = {}
+        # Per speaker's alias key, the indexes of what they said (for ignores).
+        self.spoken: dict[str, list[int]] = {}
+
+    def add(
+        self,
+        index: int,
+        exclude: Member | None,
+        speaker: str | None,
+        mentions: MentionCopies | None,
+    ) -> None:
+        """Note the marks of the event queued at ``index``."""
+        if exclude is not None:
+            self.excluded.setdefault(exclude, []).append(index)
+        if speaker is not None:
+            self.spoken.setdefault(speaker, []).append(index)
+        if mentions:
+            for member, copy in mentions.items():
+                self.mentioned.setdefault(member, []).append((index, copy))
+
+    def members(self) -> set[Member]:
+        """The members who skip an event or are mentioned (not counting ignores)."""
+        return self.excluded.keys() | self.mentioned.keys()
+
+    def selection(
+        self,
+        member: Member,
+        presence: Presence,
+        start: int,
+        runs: Runs,
+        encode: Callable[[Event], bytes],
+        copies: dict[Mentioned, bytes],
+    ) -> bytes:
+        """What ``member`` gets of the batch in ``runs`` from ``start``: not its own
+        lines, not the ignored, and its own copy of each line that mentions it.
+
+        ``copies`` keeps the mentioned copies encoded with ``encode``, shared by
+        the members who get the same one (at most two per line: with the bell
+        and without).
+        """
+        mentions = self.mentioned.get(member)
+        excluded = self.excluded.get(member, ())
+        pieces: list[Any] = []
+        at = start
+        if mentions is None and not presence.ignores:
+            # The usual selection under churn: a speaker, or an arrival mid-turn.
+            for index in _from_index(excluded, start):
+                runs.extend(pieces, at, index)
+                at = index + 1
+            return runs.rest(pieces, at)
+        # Index -> the copy the member gets there, or None where it gets nothing.
+        own: dict[int, Mentioned | None] = {}
+        for index, mentioned in _from(mentions or (), start):
+            own[index] = mentioned
+        for index in _from_index(excluded, start):
+            own[index] = None
+        spoken = self.spoken
+        for key in presence.ignores:
+            for index in _from_index(spoken.get(key, ()), start):
+                own[index] = None
+        for index in sorted(own):
+            runs.extend(pieces, at, index)
+            copy = own[index]
+            if copy is not None:
+                line = copies.get(copy)
+                if line is None:
+                    line = copies[copy] = encode(copy)
+                pieces.append(line)
+            at = index + 1
+        return runs.rest(pieces, at)
+
+
+def _from_index(indexes: Sequence[int], start: int) -> Sequence[int]:
+    """The ascending ``indexes`` from ``start`` on."""
+    return indexes[bisect_left(indexes, start) :] if start else indexes
+
+
+def _from(marks: Sequence[tuple[int, Mentioned]], start: int) -> Sequence[tuple[int, Mentioned]]:
+    """The ``marks`` (ascending by index) from index ``start`` on."""
+    if not start:
+        return marks
+    return marks[bisect_left(marks, start, key=itemgetter(0)) :]
 
 
 def _encoded(
@@ -290,33 +446,3 @@ def _encoded(
     if len(lines) < len(batch):
         lines.extend(encode(event) for event, _, _, _ in batch[len(lines) :])
     return lines
-
-
-def _selection(
-    member: Member,
-    presence: Presence,
-    batch: Batch,
-    lines: list[bytes],
-    start: int,
-    encode: Callable[[Event], bytes],
-    copies: dict[Mentioned, bytes],
-) -> bytes:
-    """What ``member`` gets of ``batch`` from ``start``: not its own lines, not the
-    ignored, and its own copy of each line that mentions it.
-
-    ``lines`` is the batch encoded with ``encode``; ``copies`` keeps the mentioned
-    copies it encodes, shared by the members who get the same one (the copies
-    are at most two per line: with the bell and without).
-    """
-    ignores = presence.ignores
-    selected = []
-    for line, (_, skipped, speaker, mentions) in zip(lines[start:], batch[start:], strict=True):
-        if skipped is member or speaker in ignores:
-            continue
-        copy = mentions.get(member) if mentions is not None else None
-        if copy is not None:
-            if copy not in copies:
-                copies[copy] = encode(copy)
-            line = copies[copy]
-        selected.append(line)
-    return b"".join(selected)
