@@ -1093,6 +1093,10 @@ class ClockedAccounts:
         self.pending.append((Deferred(), account))
         return self.pending[-1][0]
 
+    async def check_operator(self, name: str, password: str, host: str | None = None) -> bool:
+        """No operators here (the fuzz tests send /oper too)."""
+        return False
+
     def answer(self) -> None:
         pending, self.pending = self.pending, []
         for deferred, account in pending:
