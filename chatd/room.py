@@ -30,10 +30,8 @@ if TYPE_CHECKING:
     from chatd.interfaces import IMember as Member
 
 
-# This turn's broadcasts: each event with the member it skips, the alias key of
-# whoever said it, and the members it mentions with the copy each of them gets.
+# The members a line mentions, with the copy each of them gets.
 MentionCopies = dict["Member", Mentioned]
-Batch = list[tuple[Event, "Member | None", "str | None", "MentionCopies | None"]]
 # Per wire format, each member's copy of a line that mentions them, encoded.
 Copies = dict[Callable[[Event], bytes], dict[Mentioned, bytes]]
 log = Logger(namespace="chatd.room")
@@ -165,7 +163,8 @@ class Room:
         self._counters = counters if counters is not None else Counters()
         # In the order they came in: the longest present first.
         self.members: dict[Member, Presence] = {}
-        self._batch: Batch = []
+        # This turn's broadcasts (who skips or gets their own copy of each: _marks).
+        self._batch: list[Event] = []
         # The batch encoded so far, per wire format (see Member.encode).
         self._encoded: dict[Callable[[Event], bytes], list[bytes]] = {}
         # Where in the batch members skip or get their own copy of an event.
@@ -202,7 +201,7 @@ class Room:
         """
         batch = self._batch
         self._marks.add(len(batch), exclude, speaker, mentions)
-        batch.append((event, exclude, speaker, mentions))
+        batch.append(event)
         return len(batch) == 1
 
     def enter(self, member: Member, presence: Presence) -> None:
@@ -437,12 +436,12 @@ def _from(marks: Sequence[tuple[int, Mentioned]], start: int) -> Sequence[tuple[
 
 
 def _encoded(
-    batch: Batch,
+    batch: list[Event],
     encoded: dict[Callable[[Event], bytes], list[bytes]],
     encode: Callable[[Event], bytes],
 ) -> list[bytes]:
     """``batch`` encoded with ``encode``, each event once (cached in ``encoded``)."""
     lines = encoded.setdefault(encode, [])
     if len(lines) < len(batch):
-        lines.extend(encode(event) for event, _, _, _ in batch[len(lines) :])
+        lines.extend(map(encode, batch[len(lines) :]))
     return lines
