@@ -37,8 +37,7 @@ class Deadlines(Generic[T]):
     def add(self, item: T) -> None:
         """Start ``item``'s deadline (it must not have one running)."""
         self._since[item] = self._clock.seconds()
-        if self._call is None:
-            self._call = self._clock.callLater(self.seconds, self._due)
+        self._schedule()
 
     def discard(self, item: T) -> None:
         """Stop ``item``'s deadline, if it has one; the timer goes with the last."""
