@@ -15,7 +15,6 @@ an IPv6 address by its /64, the block one subscriber is usually given.
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,13 +168,6 @@ def refusal_line(why: str) -> bytes:
     string, so the same line serves the SSH port (RFC 4253, section 4.2).
     """
     return f"!!! {why}\r\n".encode()
-
-
-def refusal_json(why: str) -> bytes:
-    """A refusal as the JSON ``error`` event a ``--json-port`` bot reads (one object per
-    line from the first byte, as :mod:`chatd.fronts.jsonformat` writes an error)."""
-    record = {"type": "error", "text": why}
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 def refusal_http(why: str) -> bytes:

@@ -22,14 +22,13 @@ from chatd.admission import (
     Refusal,
     refusal_http,
     refusal_irc,
-    refusal_json,
     refusal_line,
 )
 from chatd.cluster.address import RedisAddress
 from chatd.config import ConfigFileOptions
 from chatd.files import create_private_directory
 from chatd.flood import FloodLimits
-from chatd.fronts.line import LineFactory
+from chatd.fronts.line import LineFactory, refusal_json
 from chatd.hub import (
     COMINGS_SECONDS,
     DEFAULT_HISTORY_REPLAY,

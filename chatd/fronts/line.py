@@ -27,6 +27,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd.events import Error
 from chatd.fronts import jsonformat, jsoninput, lineformat
 from chatd.fronts.telnet import TelnetFilter
 from chatd.interfaces import IConnection
@@ -143,6 +144,11 @@ class JSONLineConnection(LineConnection):
     """A ``--json-port`` connection: in bot mode from the greeting on."""
 
     first_format = "json"
+
+
+def refusal_json(why: str) -> bytes:
+    """A refusal at accept time as the JSON ``error`` event a ``--json-port`` bot reads."""
+    return jsonformat.encode(Error(why))
 
 
 class LineFactory(ServerFactory):
