@@ -318,16 +318,18 @@ class IrcFormat:
         return lines
 
     def _history_line(self, room: str, entry: HistoryEntry) -> list[str]:
-        """A line of history as it was said, with its time: as an IRCv3 server-time tag
-        for a client that asked for them, else at the start of the text."""
-        tags, text = None, entry.text
-        if "server-time" in self.caps:
-            tags = f"time={iso_time(entry.at)}"
-        else:
-            text = f"[{utc_stamp(entry.at)}] {text}"
+        """A line of history as it was said, with its time (see :meth:`_stamped`)."""
+        tags, text = self._stamped(entry.text, entry.at)
         if entry.kind == "act":
             text = f"\x01ACTION {text}\x01"
         return self.from_user(entry.alias, "PRIVMSG", room, text, tags=tags)
+
+    def _stamped(self, text: str, at: float) -> tuple[str | None, str]:
+        """The tags and the text of a line said at ``at``, not now: its time as an IRCv3
+        server-time tag for a client that asked for them, else at the start of the text."""
+        if "server-time" in self.caps:
+            return f"time={iso_time(at)}", text
+        return None, f"[{utc_stamp(at)}] {text}"
 
     def _mentioned(self, event: Mentioned) -> list[str]:
         # IRC clients find their nick in a line and highlight it (and ring) themselves.
@@ -335,11 +337,7 @@ class IrcFormat:
 
     def _offline_message(self, event: OfflineMessage) -> list[str]:
         """A message that waited, as the private message it was, with when it was sent."""
-        tags, text = None, event.text
-        if "server-time" in self.caps:
-            tags = f"time={iso_time(event.at)}"
-        else:
-            text = f"[{utc_stamp(event.at)}] {text}"
+        tags, text = self._stamped(event.text, event.at)
         return self.from_user(event.sender, "PRIVMSG", self.nick, text, tags=tags)
 
     def _mentions(self, event: Mentions) -> list[str]:
