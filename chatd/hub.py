@@ -571,17 +571,20 @@ class Hub:
         if self._muted(member):
             return
         recipient = self._members.get(alias_key(recipient_alias))
-        text = clean_text(text)
-        if recipient is None:
-            if (remote := self.directory.find(recipient_alias)) is not None:
-                self._whisper_elsewhere(member, sender, remote, text)
-            elif self.offline.keeps_for(recipient_alias):
-                self.offline.keep(member, sender, recipient_alias, text)
-            else:
-                self.tell(member, Error(f"No such user: {clean_text(recipient_alias)}"))
+        remote = self.directory.find(recipient_alias) if recipient is None else None
+        if recipient is None and remote is None and not self.offline.keeps_for(recipient_alias):
+            self.tell(member, Error(f"No such user: {clean_text(recipient_alias)}"))
             return
+        # Here, on another node or kept for later: empty, it is not sent anywhere.
+        text = clean_text(text)
         if not text:
             self.tell(member, Error("Empty private message not sent."))
+            return
+        if remote is not None:
+            self._whisper_elsewhere(member, sender, remote, text)
+            return
+        if recipient is None:
+            self.offline.keep(member, sender, recipient_alias, text)
             return
         presence = self._presence[recipient]
         # Someone ignoring the sender is not told; the sender is not told either.
@@ -594,9 +597,6 @@ class Hub:
     def _whisper_elsewhere(
         self, member: IMember, sender: str, remote: IRemoteMember, text: str
     ) -> None:
-        if not text:
-            self.tell(member, Error("Empty private message not sent."))
-            return
         if not self.directory.whisper(sender, remote.alias, text):
             self.tell(member, Error(f"{remote.alias}'s server cannot be reached now; not sent."))
             return

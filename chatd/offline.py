@@ -237,15 +237,13 @@ class Offline:
         )
 
     def keep(self, member: IMember, sender: str, recipient: str, text: str) -> None:
-        """Keep ``text`` from ``member`` (online as ``sender``) for registered ``recipient``,
-        who is online nowhere, and tell the sender whether it will wait."""
+        """Keep ``text`` (cleaned, not empty) from ``member`` (online as ``sender``) for
+        registered ``recipient``, who is online nowhere, and tell the sender whether it
+        will wait."""
         hub = self._hub
         store = hub.store
         assert store is not None  # keeps_for said so
         name = clean_text(recipient)
-        if not text:
-            hub.tell(member, Error("Empty private message not sent."))
-            return
         if hub.banned(alias=recipient) is not None:
             hub.tell(member, Error(f"{name} is banned: your message was not kept."))
             return
