@@ -292,36 +292,17 @@ class Options(ConfigFileOptions):
 
     def opt_port(self, port: str) -> None:
         """Listen on a port (on 127.0.0.1) or endpoint (tcp:, ssl:, unix:...); repeatable."""
-        if port.startswith("ssl:") and not values.names_tls_files(port):
-            # Checked in postOptions, once --tls-cert/--tls-key have named its files.
-            self["ports"].append(port)
-            return
-        try:
-            self["ports"].append(values.endpoint(port))
-        except ValueError as problem:
-            raise usage.UsageError(f"invalid --port {problem}") from problem
+        self["ports"].append(_endpoint_option(port, "--port"))
 
     opt_p = opt_port
 
     def opt_json_port(self, port: str) -> None:
         """Like --port, for bots: its connections speak JSON from the start; repeatable."""
-        if port.startswith("ssl:") and not values.names_tls_files(port):
-            self["json-ports"].append(port)  # checked in postOptions, as for --port
-            return
-        try:
-            self["json-ports"].append(values.endpoint(port))
-        except ValueError as problem:
-            raise usage.UsageError(f"invalid --json-port {problem}") from problem
+        self["json-ports"].append(_endpoint_option(port, "--json-port"))
 
     def opt_irc(self, endpoint: str) -> None:
         """Let IRC clients in here (e.g. tcp:6667:interface=127.0.0.1; ssl: as --port)."""
-        if endpoint.startswith("ssl:") and not values.names_tls_files(endpoint):
-            self["irc"] = endpoint  # checked in postOptions, with its TLS files
-            return
-        try:
-            self["irc"] = values.endpoint(endpoint)
-        except ValueError as problem:
-            raise usage.UsageError(f"invalid --irc {problem}") from problem
+        self["irc"] = _endpoint_option(endpoint, "--irc")
 
     def postOptions(self) -> None:
         self["motd-text"] = read_motd(self["motd"]) if self["motd"] else None
@@ -355,6 +336,14 @@ class Options(ConfigFileOptions):
                 max_rate_per_ip=self["max-conn-rate"],
             ),
         )
+
+
+def _endpoint_option(port: str, option: str) -> str:
+    """The endpoint ``option`` was given, checked; an ``ssl:`` one that names no
+    certificate is checked in postOptions, once --tls-cert/--tls-key named its files."""
+    if port.startswith("ssl:") and not values.names_tls_files(port):
+        return port
+    return _endpoints([port], option)[0]
 
 
 def _endpoints(ports: list[str], option: str) -> list[str]:
