@@ -309,6 +309,17 @@ def build_loadgen() -> Path:
     return build_c(LOADGEN_SOURCE)
 
 
+def c_compiler() -> str | None:
+    """The C compiler bench/'s programs are built with, if there is one."""
+    return shutil.which("gcc") or shutil.which("cc")
+
+
+def system_program(name: str) -> str | None:
+    """``name`` on PATH, or in /usr/sbin (where Debian puts daemons, off a user's PATH)."""
+    sbin = Path("/usr/sbin") / name
+    return shutil.which(name) or (str(sbin) if sbin.exists() else None)
+
+
 def build_c(source_path: Path) -> Path:
     """Compile one of bench/'s C programs once per source version; the hash is in the
     file name, so an edited source is rebuilt and an old binary never runs."""
@@ -317,7 +328,7 @@ def build_c(source_path: Path) -> Path:
     binary = cache_dir() / f"{source_path.stem}-{digest}"
     if binary.exists():
         return binary
-    gcc = shutil.which("gcc") or shutil.which("cc")
+    gcc = c_compiler()
     if gcc is None:
         raise BenchError(f"gcc not found: it is needed to build {source_path}")
     binary.parent.mkdir(parents=True, exist_ok=True)
@@ -677,9 +688,7 @@ def available_targets(settings: Settings) -> tuple[list[Target], list[str]]:
             version=f"Twisted {package_version('twisted')}",
         ),
     ]
-    ngircd = shutil.which("ngircd") or (
-        "/usr/sbin/ngircd" if Path("/usr/sbin/ngircd").exists() else None
-    )
+    ngircd = system_program("ngircd")
     if ngircd is None:
         notes.append("ngircd skipped: not installed (apt-get install -y ngircd)")
     else:
@@ -698,9 +707,7 @@ def available_targets(settings: Settings) -> tuple[list[Target], list[str]]:
                 binary=ngircd,
             )
         )
-    inspircd = shutil.which("inspircd") or (
-        "/usr/sbin/inspircd" if Path("/usr/sbin/inspircd").exists() else None
-    )
+    inspircd = system_program("inspircd")
     if inspircd is None:
         notes.append("inspircd skipped: not installed (apt-get install -y inspircd)")
     else:
@@ -724,7 +731,7 @@ def available_targets(settings: Settings) -> tuple[list[Target], list[str]]:
                 sendq_bytes=settings.sendq_bytes,
             )
         )
-    if shutil.which("gcc") or shutil.which("cc"):
+    if c_compiler() is not None:
         targets.append(
             CServerTarget(
                 name="cserver", proto="ref", join_concurrency=16, version="bench/cserver.c"
