@@ -525,13 +525,22 @@ class Hub:
         alias = self._touch(member)
         room = self._room(member)
         event = Said(alias, text) if kind == "say" else Acted(alias, text)
-        keys = mentioned_keys(text)
-        self._queue(room, event, member, alias_key(alias), self._mentions(room, event, keys))
+        keys = self._queue_line(room, event, member)
         self._record(room, kind, alias, text)
         self.offline.heard(room.name, kind, alias, text, self.clock.seconds(), keys)
         if self._listened:
             told = self.listener.said if kind == "say" else self.listener.acted
             told(alias, room.name, text, self.clock.seconds())
+
+    def _queue_line(
+        self, room: Room, line: Said | Acted, exclude: IMember | None = None
+    ) -> frozenset[str]:
+        """Queue a chat line or action for ``room``, each member it mentions getting their
+        own copy; the alias keys it may mention are returned (see mentioned_keys)."""
+        keys = mentioned_keys(line.text)
+        speaker = alias_key(line.sender)
+        self._queue(room, line, exclude, speaker, self._mentions(room, line, keys))
+        return keys
 
     def _mentions(
         self, room: Room, line: Said | Acted, keys: frozenset[str]
@@ -679,8 +688,7 @@ class Hub:
         key = room_key(room_name)
         if (room := self._rooms.get(key)) is not None:
             event = Said(alias, text) if kind == "say" else Acted(alias, text)
-            keys = mentioned_keys(text)
-            self._queue(room, event, None, alias_key(alias), self._mentions(room, event, keys))
+            keys = self._queue_line(room, event)
             # For the members away here only: its own node kept it for those offline.
             self.offline.heard(room_name, kind, alias, text, at, keys, here=False)
         # Its own node writes it to the store; kept here only with the room's history
