@@ -776,7 +776,7 @@ class IrcConnection(Protocol):
         if others:  # TARGMAX=PART:1; one answer for the rest, however many
             shown = shown_word(others[0])
             self._reply(view.numeric("407", shown, "Too many targets; part one at a time"))
-        if view.channel is None or room_key(channel) != room_key(view.channel):
+        if not self._in_channel(channel):
             shown = shown_word(channel)
             self._reply(view.numeric("442", shown, "You're not on that channel"))
         elif room_key(channel) == room_key(default):
@@ -795,11 +795,7 @@ class IrcConnection(Protocol):
     def _names(self, params: tuple[str, ...]) -> None:
         view = self.view
         channel = params[0].split(",")[0] if params else view.channel
-        if (
-            channel is not None
-            and view.channel is not None
-            and room_key(channel) == room_key(view.channel)
-        ):
+        if channel is not None and self._in_channel(channel):
             self._ask("names", channel, "/who")
         else:
             shown = shown_word(channel or "*")
@@ -808,7 +804,7 @@ class IrcConnection(Protocol):
     def _who(self, params: tuple[str, ...]) -> None:
         view = self.view
         mask = params[0] if params else "*"
-        if view.channel is not None and room_key(mask) == room_key(view.channel):
+        if self._in_channel(mask):
             self._ask("who", mask, "/who")
         elif not mask.startswith("#") and self._valid_alias(mask):
             self._ask("who", mask, f"/whois {mask}")
@@ -843,7 +839,7 @@ class IrcConnection(Protocol):
             return
         view = self.view
         channel = params[0]
-        if view.channel is None or room_key(channel) != room_key(view.channel):
+        if not self._in_channel(channel):
             shown = shown_word(channel)
             self._reply(view.numeric("442", shown, "You're not on that channel"))
         elif len(params) == 1:
