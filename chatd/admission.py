@@ -182,11 +182,6 @@ def refusal_http(why: str) -> bytes:
     )
 
 
-def refusal_irc(why: str) -> bytes:
-    """A refusal as an IRC ``ERROR`` message, which IRC clients show before the close."""
-    return f"ERROR :Closing link: {why}\r\n".encode()
-
-
 def _log_prefix(wrapped: object) -> str:
     """What Twisted's log calls ``wrapped`` (a protocol or a factory)."""
     log_prefix = getattr(wrapped, "logPrefix", None)

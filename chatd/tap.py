@@ -17,13 +17,7 @@ from twisted.python import usage
 
 from chatd import optionvalues as values
 from chatd.accounts import Accounts
-from chatd.admission import (
-    ConnectionLimits,
-    Refusal,
-    refusal_http,
-    refusal_irc,
-    refusal_line,
-)
+from chatd.admission import ConnectionLimits, Refusal, refusal_http, refusal_line
 from chatd.cluster.address import RedisAddress
 from chatd.config import ConfigFileOptions
 from chatd.files import create_private_directory
@@ -468,7 +462,7 @@ def makeService(options: Options) -> ChatService:
             (options["ssh"], ssh_factory(sessions, Path(options["data-dir"])), refusal_line)
         )
     if options["irc"]:
-        from chatd.fronts.irc import IrcFactory
+        from chatd.fronts.irc import IrcFactory, refusal_irc
 
         others.append((options["irc"], IrcFactory(sessions), refusal_irc))
     if options["metrics"]:

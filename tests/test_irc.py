@@ -17,11 +17,11 @@ from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from zope.interface.verify import verifyObject
 
-from chatd.admission import Admission, AdmittingFactory, ConnectionLimits, refusal_irc
+from chatd.admission import Admission, AdmittingFactory, ConnectionLimits
 from chatd.events import Departed, Mentions, OfflineMessage, Renamed, Said
 from chatd.flood import FloodLimits
 from chatd.fronts import ircformat
-from chatd.fronts.irc import IrcConnection, IrcFactory
+from chatd.fronts.irc import IrcConnection, IrcFactory, refusal_irc
 from chatd.fronts.ircformat import IrcFormat, iso_time
 from chatd.fronts.ircwire import (
     Message,

@@ -966,6 +966,12 @@ def shown_word(text: str) -> str:
     return word or "*"
 
 
+def refusal_irc(why: str) -> bytes:
+    """A refusal at accept time as an IRC ``ERROR`` message, which IRC clients show
+    before the close (as :meth:`IrcConnection.close` says goodbye)."""
+    return line(None, "ERROR", f"Closing link: {why}").encode()
+
+
 class IrcFactory(ServerFactory):
     """Builds an IrcConnection per accepted connection, each with a session of ``sessions``.
 
