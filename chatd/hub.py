@@ -624,7 +624,7 @@ class Hub:
             return False
         cut = False
         if topic is None and room.topic is None:
-            self.tell(member, Notice(f"{room.name} has no topic."))
+            self.show_topic(member)  # nothing to clear: says there is no topic
             return False
         if topic is not None:
             cleaned = clean_text(topic)
