@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
@@ -242,11 +243,11 @@ def _history_parameters(rows: list[PendingRow]) -> list[object]:
     2,048 lines written and pruned in a room of 10,000 took 1.33 us a line with the
     cast, 1.15 us with this.
     """
-    return [
-        value
-        for room, kind, alias, text, at in rows
-        for value in (room, kind, alias, text.decode("utf-8"), at)
-    ]
+    return list(
+        chain.from_iterable(
+            (room, kind, alias, text.decode("utf-8"), at) for room, kind, alias, text, at in rows
+        )
+    )
 
 
 def _statement_sizes(rows: int, most: int) -> Iterator[int]:
