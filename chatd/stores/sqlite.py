@@ -230,10 +230,24 @@ OLD_MAX_PARAMETERS = 999
 
 
 def _insert_history_sql(rows: int) -> str:
-    """An INSERT of ``rows`` lines; texts come as UTF-8 bytes (see PendingRow), made
-    TEXT again by SQLite itself."""
-    values = ", ".join(["(?, ?, ?, CAST(? AS TEXT), ?)"] * rows)
+    """An INSERT of ``rows`` lines (see :func:`_history_parameters`)."""
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
     return f"INSERT INTO history (room, kind, alias, text, at) VALUES {values}"
+
+
+def _history_parameters(rows: list[PendingRow]) -> list[object]:
+    """The parameters of an INSERT of ``rows``, texts decoded from UTF-8 here.
+
+    Decoding here, on the database thread, and binding a str costs the thread less
+    than binding the bytes and having SQLite ``CAST(? AS TEXT)`` them: a batch of
+    2,048 lines written and pruned in a room of 10,000 took 1.33 us a line with the
+    cast, 1.15 us with this.
+    """
+    return list(
+        chain.from_iterable(
+            (room, kind, alias, text.decode("utf-8"), at) for room, kind, alias, text, at in rows
+        )
+    )
 
 
 def _statement_sizes(rows: int, most: int) -> Iterator[int]:
@@ -416,7 +430,7 @@ class _Database:
             start = 0
             for size in _statement_sizes(len(rows), self._rows_per_insert):
                 chunk = rows[start : start + size]
-                db.execute(_insert_history_sql(size), list(chain.from_iterable(chunk)))
+                db.execute(_insert_history_sql(size), _history_parameters(chunk))
                 start += size
             db.executemany(_NOTE_ROOM_SQL, [(room,) for room in added])
             for room in sorted(added):
