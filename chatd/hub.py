@@ -736,9 +736,7 @@ class Hub:
             listed = {key: rooms[key] for key in busiest}
         self.tell(
             member,
-            RoomList(
-                tuple(listed[key] for key in sorted(listed)), more=len(rooms) - len(listed)
-            ),
+            RoomList(tuple(listed[key] for key in sorted(listed)), more=len(rooms) - len(listed)),
         )
 
     def show_topic(self, member: IMember) -> None:
